@@ -1,0 +1,354 @@
+//! Domain types shared by the coordinator, its ports and the adapters that
+//! implement them.
+//!
+//! Identifiers are newtypes over UUIDs so that a session id can never be
+//! passed where a license id is expected; the compiler checks what a code
+//! review would otherwise have to.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh random (v4) identifier.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An organization: the vendor's customer, who owns licenses.
+    OrgId
+);
+id_type!(
+    /// A license: a number of seats that machines may hold at once.
+    LicenseId
+);
+id_type!(
+    /// One machine's hold on one seat, from acquire to release or expiry.
+    SessionId
+);
+
+/// An organization as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Org {
+    pub id: OrgId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Whether a license may hand out seats at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseStatus {
+    Active,
+    /// Temporarily barred, for example for an unpaid invoice.
+    Suspended,
+    /// Not (or no longer) in force, for example a cancelled subscription.
+    Inactive,
+}
+
+impl LicenseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+impl FromStr for LicenseStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(Self::Active),
+            "suspended" => Ok(Self::Suspended),
+            "inactive" => Ok(Self::Inactive),
+            other => Err(format!("unknown license status {other:?}")),
+        }
+    }
+}
+
+/// A license as stored. The key itself is never stored, only its hash and
+/// the last characters as a hint for humans.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct License {
+    pub id: LicenseId,
+    pub org_id: OrgId,
+    pub key_hint: String,
+    pub seats: u32,
+    pub tier: String,
+    pub features: Vec<String>,
+    pub status: LicenseStatus,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a new license needs; the store fills in `id`, `status` (active) and
+/// `created_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewLicense {
+    pub org_id: OrgId,
+    pub key_hash: String,
+    pub key_hint: String,
+    pub seats: u32,
+    pub tier: String,
+    pub features: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The client gave the seat back.
+    Released,
+    /// Heartbeats stopped and the lease lapsed.
+    Expired,
+    /// An operator or the billing system took the seat away.
+    Revoked,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Released => "released",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl FromStr for EndReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "released" => Ok(Self::Released),
+            "expired" => Ok(Self::Expired),
+            "revoked" => Ok(Self::Revoked),
+            other => Err(format!("unknown end reason {other:?}")),
+        }
+    }
+}
+
+/// Where a request came from, recorded with sessions and audit entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The durable record of a session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub license_id: LicenseId,
+    pub org_id: OrgId,
+    pub hardware_id: String,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// When the lease lapses unless renewed, as last written durably.
+    /// Heartbeats are batched, so this may trail the ledger by one flush.
+    pub lease_expires_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<EndReason>,
+    pub client: ClientInfo,
+    /// Optional client-supplied metadata (app version, OS, ...), as JSON.
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl SessionRecord {
+    pub fn is_open(&self) -> bool {
+        self.ended_at.is_none()
+    }
+}
+
+/// Kinds of audit entries. The names are part of the audit log's contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuditEvent {
+    #[serde(rename = "LICENSE_ACQUIRED")]
+    LicenseAcquired,
+    #[serde(rename = "LICENSE_ACQUISITION_FAILED")]
+    LicenseAcquisitionFailed,
+    #[serde(rename = "LICENSE_RELEASED")]
+    LicenseReleased,
+    #[serde(rename = "SESSION_EXPIRED")]
+    SessionExpired,
+}
+
+impl AuditEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LicenseAcquired => "LICENSE_ACQUIRED",
+            Self::LicenseAcquisitionFailed => "LICENSE_ACQUISITION_FAILED",
+            Self::LicenseReleased => "LICENSE_RELEASED",
+            Self::SessionExpired => "SESSION_EXPIRED",
+        }
+    }
+}
+
+impl FromStr for AuditEvent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "LICENSE_ACQUIRED" => Ok(Self::LicenseAcquired),
+            "LICENSE_ACQUISITION_FAILED" => Ok(Self::LicenseAcquisitionFailed),
+            "LICENSE_RELEASED" => Ok(Self::LicenseReleased),
+            "SESSION_EXPIRED" => Ok(Self::SessionExpired),
+            other => Err(format!("unknown audit event {other:?}")),
+        }
+    }
+}
+
+/// One append-only audit entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub event: AuditEvent,
+    pub org_id: OrgId,
+    pub license_id: LicenseId,
+    pub session_id: Option<SessionId>,
+    pub hardware_id: Option<String>,
+    pub client: ClientInfo,
+    /// A short machine-readable reason, e.g. `no_seats_available`.
+    pub detail: Option<String>,
+}
+
+/// A license key as handed to customers: `PREFIX-XXXX-XXXX-XXXX-XXXX-XXXX`.
+///
+/// Five groups of four characters from a 32-letter alphabet carry 100 bits
+/// from the operating system's CSPRNG. The alphabet is Crockford's base32:
+/// it has no `O`, `I`, `L` or `U`, so nothing can be misread as `0` or `1`,
+/// and [`LicenseKey::normalize`] maps those letters back the way Crockford
+/// prescribes, for keys typed by hand from an email or a screenshot.
+pub struct LicenseKey;
+
+impl LicenseKey {
+    pub const ALPHABET: &'static [u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    const GROUPS: usize = 5;
+    const GROUP_LEN: usize = 4;
+
+    /// A fresh key with the given prefix.
+    pub fn generate(prefix: &str) -> String {
+        let mut rng = rand::rngs::OsRng;
+        let mut key = String::with_capacity(prefix.len() + Self::GROUPS * (Self::GROUP_LEN + 1));
+        key.push_str(prefix);
+        for _ in 0..Self::GROUPS {
+            key.push('-');
+            for _ in 0..Self::GROUP_LEN {
+                let c = Self::ALPHABET[rng.gen_range(0..Self::ALPHABET.len())];
+                key.push(c as char);
+            }
+        }
+        key
+    }
+
+    /// Canonical form used for hashing: trimmed, upper-cased, and with the
+    /// letters Crockford's alphabet leaves out mapped to the digits they are
+    /// mistaken for, so that a key typed by hand still works. The prefix is
+    /// normalized the same way, consistently at creation and at lookup.
+    pub fn normalize(key: &str) -> String {
+        key.trim()
+            .chars()
+            .map(|c| match c.to_ascii_uppercase() {
+                'O' => '0',
+                'I' | 'L' => '1',
+                other => other,
+            })
+            .collect()
+    }
+
+    /// The SHA-256 of the normalized key, hex-encoded: what the store keeps.
+    ///
+    /// A fast hash is right here (unlike for passwords): keys carry 100 bits
+    /// of entropy, so there is nothing for a slow hash to protect.
+    pub fn hash(key: &str) -> String {
+        let digest = Sha256::digest(Self::normalize(key).as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The last group, for humans to tell keys apart in listings.
+    pub fn hint(key: &str) -> String {
+        let normalized = Self::normalize(key);
+        let tail = normalized.rsplit('-').next().unwrap_or_default();
+        format!("…{tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_have_five_groups_of_unambiguous_characters() {
+        let key = LicenseKey::generate("CODITECT");
+        let groups: Vec<&str> = key.split('-').collect();
+        assert_eq!(groups.len(), 6, "{key}");
+        assert_eq!(groups[0], "CODITECT");
+        for g in &groups[1..] {
+            assert_eq!(g.len(), 4);
+            assert!(g.bytes().all(|c| LicenseKey::ALPHABET.contains(&c)), "{key}");
+            assert!(!g.contains(['O', 'I', 'L', 'U']));
+        }
+    }
+
+    #[test]
+    fn generated_keys_differ() {
+        let keys: std::collections::HashSet<String> =
+            (0..1000).map(|_| LicenseKey::generate("K")).collect();
+        assert_eq!(keys.len(), 1000);
+    }
+
+    #[test]
+    fn hashing_ignores_case_and_surrounding_space() {
+        assert_eq!(
+            LicenseKey::hash("coditect-abcd-efgh"),
+            LicenseKey::hash("  CODITECT-ABCD-EFGH\n")
+        );
+        assert_eq!(
+            LicenseKey::hash("K-0011-ABCD"),
+            LicenseKey::hash("k-oiL1-abcd")
+        );
+        assert_ne!(LicenseKey::hash("A"), LicenseKey::hash("B"));
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Starts throwaway redis-server and PostgreSQL instances on free loopback
+# ports for the test suite and the benchmark, and exports their URLs:
+#
+#   SEATWARDEN_TEST_REDIS_URL  redis://127.0.0.1:PORT
+#   SEATWARDEN_TEST_PG_URL     postgres://postgres@127.0.0.1:PORT/postgres
+#
+# Source it (`. scripts/services.sh`); it installs what is missing, and the
+# servers and their data are removed when the sourcing shell exits.
+# PostgreSQL refuses to run as root, so it runs as the `postgres` user.
+
+set -euo pipefail
+
+sw_need_install=()
+command -v redis-server >/dev/null 2>&1 || sw_need_install+=(redis-server)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  sw_need_install+=(postgresql)
+fi
+command -v python3 >/dev/null 2>&1 || sw_need_install+=(python3)
+if ((${#sw_need_install[@]})); then
+  echo "services: installing ${sw_need_install[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${sw_need_install[@]}" >/dev/null
+fi
+# The Debian package starts a system-wide redis; ours is separate.
+
+sw_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+SW_SERVICES_DIR=$(mktemp -d /tmp/seatwarden-services.XXXXXX)
+chmod 755 "$SW_SERVICES_DIR"
+
+# --- Redis -----------------------------------------------------------------
+sw_redis_port=$(sw_free_port)
+redis-server --port "$sw_redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+  --dir "$SW_SERVICES_DIR" --daemonize yes --pidfile "$SW_SERVICES_DIR/redis.pid" \
+  --logfile "$SW_SERVICES_DIR/redis.log" >/dev/null
+export SEATWARDEN_TEST_REDIS_URL="redis://127.0.0.1:$sw_redis_port"
+
+# --- PostgreSQL --------------------------------------------------------------
+sw_pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+sw_pg_port=$(sw_free_port)
+sw_pg_data="$SW_SERVICES_DIR/pg"
+mkdir -p "$sw_pg_data" "$SW_SERVICES_DIR/pglog" && chown postgres "$sw_pg_data" "$SW_SERVICES_DIR/pglog"
+if [ "$(id -u)" = 0 ]; then sw_as_pg=(runuser -u postgres --); else sw_as_pg=(); fi
+"${sw_as_pg[@]}" "$sw_pg_bin/initdb" -D "$sw_pg_data" -A trust -U postgres --no-sync >"$SW_SERVICES_DIR/initdb.log" 2>&1
+"${sw_as_pg[@]}" "$sw_pg_bin/pg_ctl" -D "$sw_pg_data" -l "$SW_SERVICES_DIR/pglog/pg.log" -w start \
+  -o "-c listen_addresses=127.0.0.1 -p $sw_pg_port -k $sw_pg_data -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" >/dev/null
+export SEATWARDEN_TEST_PG_URL="postgres://postgres@127.0.0.1:$sw_pg_port/postgres"
+
+sw_stop_services() {
+  "${sw_as_pg[@]}" "$sw_pg_bin/pg_ctl" -D "$sw_pg_data" -m immediate stop >/dev/null 2>&1 || true
+  [ -f "$SW_SERVICES_DIR/redis.pid" ] && kill "$(cat "$SW_SERVICES_DIR/redis.pid")" 2>/dev/null || true
+  rm -rf "$SW_SERVICES_DIR"
+}
+trap sw_stop_services EXIT
+
+echo "services: redis at $SEATWARDEN_TEST_REDIS_URL, postgres at $SEATWARDEN_TEST_PG_URL" >&2
+set +euo pipefail

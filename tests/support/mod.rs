@@ -1,0 +1,8 @@
+//! Helpers shared by the integration tests.
+//!
+//! Tests of the Redis and PostgreSQL paths need real servers: run the suite
+//! through `scripts/test.sh`, which starts throwaway ones and exports
+//! `SEATWARDEN_TEST_REDIS_URL` and `SEATWARDEN_TEST_PG_URL`.
+#![allow(dead_code)]
+
+pub mod services;
