@@ -2,8 +2,13 @@
 //!
 //! This crate holds the adapters (HTTP, storage, seat ledger, token signing)
 //! that plug into the coordinator in `seatwarden-actors`, and the wiring
-//! that puts them together.
+//! that puts them together in [`startup`].
 
+pub mod cli;
+pub mod config;
+pub mod http;
 pub mod ledger;
 pub mod signing;
+pub mod startup;
 pub mod store;
+pub mod telemetry;

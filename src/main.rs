@@ -1,1 +1,78 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde_json::json;
+
+use seatwarden::cli::{Cli, Command};
+use seatwarden::config::Settings;
+use seatwarden::startup::{self, Application};
+use seatwarden::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}", json!({"error": "invalid_config", "message": e.to_string()}));
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging(&settings.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match serve(settings).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        admin => {
+            let result = async {
+                let store = startup::open_store(&settings).await?;
+                seatwarden::cli::run_admin(store.as_ref(), &settings.licenses.key_prefix, admin).await
+            }
+            .await;
+            match result {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}", json!({"error": "command_failed", "message": format!("{e:#}")}));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    app.run(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM, so that orchestrators can stop a node
+/// gracefully.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

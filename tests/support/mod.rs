@@ -3,6 +3,9 @@
 //! Tests of the Redis and PostgreSQL paths need real servers: run the suite
 //! through `scripts/test.sh`, which starts throwaway ones and exports
 //! `SEATWARDEN_TEST_REDIS_URL` and `SEATWARDEN_TEST_PG_URL`.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+pub mod app;
 pub mod services;
+
+pub use app::{AppOptions, Backend, TestApp, TestLicense, eventually, spawn_app, spawn_app_with};

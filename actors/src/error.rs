@@ -1,0 +1,50 @@
+//! What can go wrong in a license operation, as the coordinator reports it.
+
+use crate::domain::EndReason;
+use crate::ports::{LedgerError, StoreError};
+
+/// The outcome of a refused or failed license operation.
+///
+/// Each variant maps to one HTTP status and error code in the API layer;
+/// the coordinator itself knows nothing of HTTP.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("no license matches that key")]
+    LicenseNotFound,
+    #[error("the license is suspended")]
+    LicenseSuspended,
+    #[error("the license has expired")]
+    LicenseExpired,
+    #[error("the license is not active")]
+    LicenseInactive,
+    #[error("all {max_seats} seats are in use")]
+    NoSeatsAvailable { seats_used: u32, max_seats: u32 },
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("the session's lease has lapsed")]
+    SessionExpired,
+    #[error("the session has ended ({})", .0.as_str())]
+    SessionEnded(EndReason),
+    #[error("the seat ledger is unavailable: {0}")]
+    LedgerUnavailable(String),
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The organization's actor did not answer in time or could not be
+    /// started; the request may be retried.
+    #[error("the coordinator is busy: {0}")]
+    Busy(String),
+}
+
+impl From<LedgerError> for CoordinatorError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Unavailable(m) => Self::LedgerUnavailable(m),
+        }
+    }
+}
+
+impl From<StoreError> for CoordinatorError {
+    fn from(e: StoreError) -> Self {
+        Self::StoreUnavailable(e.to_string())
+    }
+}

@@ -1,0 +1,23 @@
+//! Names of the metrics the coordinator records through the `metrics`
+//! facade. The binary installs the Prometheus exporter; every name starts
+//! with `seatwarden_`.
+
+/// Gauge, by `org_id` and `license_id`: live leases as last seen by this node.
+pub const SEATS_IN_USE: &str = "seatwarden_seats_in_use";
+/// Gauge, by `org_id` and `license_id`: the license's seat count.
+pub const SEAT_LIMIT: &str = "seatwarden_seat_limit";
+/// Gauge: organization actors running on this node.
+pub const ORG_ACTORS: &str = "seatwarden_org_actors";
+/// Counter, by `actor`: restarts after a failure.
+pub const ACTOR_RESTARTS: &str = "seatwarden_actor_restarts_total";
+/// Counter: sessions closed because their lease lapsed.
+pub const SESSIONS_EXPIRED: &str = "seatwarden_sessions_expired_total";
+
+/// Describes the metrics above so the exporter prints `# HELP` lines.
+pub fn describe() {
+    metrics::describe_gauge!(SEATS_IN_USE, "Live seat leases per license, as last seen by this node");
+    metrics::describe_gauge!(SEAT_LIMIT, "Seats a license may hold at once");
+    metrics::describe_gauge!(ORG_ACTORS, "Organization actors running on this node");
+    metrics::describe_counter!(ACTOR_RESTARTS, "Supervised actors restarted after a failure");
+    metrics::describe_counter!(SESSIONS_EXPIRED, "Sessions closed because heartbeats stopped");
+}

@@ -1,0 +1,168 @@
+//! The command line: `serve` (the default) and the bootstrap commands,
+//! which work on the configured database and print one JSON object.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use seatwarden_actors::domain::{License, LicenseId, LicenseKey, NewLicense, OrgId, SessionRecord};
+use seatwarden_actors::ports::{Store, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(name = "seatwarden", version, about = "Floating-license seat coordinator")]
+pub struct Cli {
+    /// A settings file layered over config/default.toml
+    /// (environment variables SEATWARDEN__SECTION__KEY go on top).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage licenses.
+    #[command(subcommand)]
+    License(LicenseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization; prints {"id", "name", "created_at"}.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LicenseCommand {
+    /// Create a license; prints its key, which is shown only this once.
+    Create {
+        #[arg(long)]
+        org: OrgId,
+        #[arg(long)]
+        seats: u32,
+        #[arg(long, default_value = "standard")]
+        tier: String,
+        /// Comma-separated feature names.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// RFC 3339, e.g. 2027-01-31T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// List an organization's licenses.
+    List {
+        #[arg(long)]
+        org: OrgId,
+    },
+    /// List a license's sessions, live and ended.
+    Sessions {
+        #[arg(long)]
+        license: LicenseId,
+    },
+}
+
+fn license_json(l: &License) -> Value {
+    json!({
+        "id": l.id,
+        "org_id": l.org_id,
+        "key_hint": l.key_hint,
+        "seats": l.seats,
+        "tier": l.tier,
+        "features": l.features,
+        "status": l.status,
+        "expires_at": l.expires_at,
+        "created_at": l.created_at,
+    })
+}
+
+fn session_json(s: &SessionRecord) -> Value {
+    json!({
+        "id": s.id,
+        "license_id": s.license_id,
+        "hardware_id": s.hardware_id,
+        "live": s.is_open(),
+        "started_at": s.started_at,
+        "last_heartbeat_at": s.last_heartbeat_at,
+        "lease_expires_at": s.lease_expires_at,
+        "ended_at": s.ended_at,
+        "end_reason": s.end_reason,
+        "ip": s.client.ip,
+        "user_agent": s.client.user_agent,
+        "metadata": s.metadata,
+    })
+}
+
+/// Runs a bootstrap command and returns what it prints.
+pub async fn run_admin(store: &dyn Store, key_prefix: &str, command: Command) -> anyhow::Result<Value> {
+    match command {
+        Command::Serve => bail!("serve is not an admin command"),
+        Command::Org(OrgCommand::Create { name }) => {
+            let name = name.trim();
+            if name.is_empty() || name.len() > 200 {
+                bail!("--name must be 1 to 200 characters");
+            }
+            let org = store.create_org(name).await?;
+            Ok(json!({"id": org.id, "name": org.name, "created_at": org.created_at}))
+        }
+        Command::License(LicenseCommand::Create {
+            org,
+            seats,
+            tier,
+            features,
+            expires_at,
+        }) => {
+            if seats == 0 {
+                bail!("--seats must be at least 1");
+            }
+            let features: Vec<String> = features
+                .into_iter()
+                .map(|f| f.trim().to_owned())
+                .filter(|f| !f.is_empty())
+                .collect();
+            let key = LicenseKey::generate(key_prefix);
+            let new = NewLicense {
+                org_id: org,
+                key_hash: LicenseKey::hash(&key),
+                key_hint: LicenseKey::hint(&key),
+                seats,
+                tier,
+                features,
+                expires_at,
+            };
+            let license = match store.create_license(new).await {
+                Err(StoreError::NotFound(_)) => bail!("organization {org} does not exist"),
+                other => other?,
+            };
+            let mut out = license_json(&license);
+            out["key"] = json!(key);
+            Ok(out)
+        }
+        Command::License(LicenseCommand::List { org }) => {
+            store
+                .org(org)
+                .await?
+                .with_context(|| format!("organization {org} does not exist"))?;
+            let licenses = store.licenses_for_org(org).await?;
+            Ok(json!({"org_id": org, "licenses": licenses.iter().map(license_json).collect::<Vec<_>>()}))
+        }
+        Command::License(LicenseCommand::Sessions { license }) => {
+            store
+                .license(license)
+                .await?
+                .with_context(|| format!("license {license} does not exist"))?;
+            let sessions = store.sessions_for_license(license).await?;
+            Ok(json!({"license_id": license, "sessions": sessions.iter().map(session_json).collect::<Vec<_>>()}))
+        }
+    }
+}

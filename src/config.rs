@@ -1,0 +1,280 @@
+//! Layered settings: the built-in `config/default.toml`, then an optional
+//! file, then `SEATWARDEN__SECTION__KEY` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use seatwarden_actors::CoordinatorSettings;
+
+/// The defaults, compiled in so the binary runs from any directory.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub seats: SeatSettings,
+    pub signing: SigningSettings,
+    pub licenses: LicenseSettings,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub testing: TestingSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub client_ip: ClientIpSource,
+}
+
+/// Where the client IP recorded with sessions comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIpSource {
+    /// The TCP peer address.
+    Peer,
+    /// The right-most `X-Forwarded-For` entry, as appended by a trusted
+    /// reverse proxy; the peer address when the header is absent.
+    XForwardedFor,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseSettings {
+    /// Secret: a PostgreSQL URL carries a password. `None` means SQLite in
+    /// `data_dir`.
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RedisSettings {
+    /// Secret: may carry a password. `None` means the in-process ledger.
+    pub url: Option<SecretString>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct SeatSettings {
+    pub lease_ttl_secs: u64,
+    pub heartbeat_interval_secs: u64,
+    pub offline_grace_secs: u64,
+    pub sweep_interval_secs: u64,
+    pub org_idle_timeout_secs: u64,
+    pub license_cache_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct SigningSettings {
+    pub key_path: Option<PathBuf>,
+    pub rsa_bits: usize,
+    pub generate_if_missing: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LicenseSettings {
+    pub key_prefix: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TestingSettings {
+    #[serde(default)]
+    pub fault_hooks: bool,
+}
+
+/// A setting that is present but unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Loads the layers from the real environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file))
+    }
+
+    /// The layers, for callers that want to add one (tests merge their own
+    /// values on top).
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(Env::prefixed("SEATWARDEN__").split("__"))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        // An empty variable (SEATWARDEN__REDIS__URL=) means "unset".
+        if settings.redis.url.as_ref().is_some_and(|u| u.expose_secret().trim().is_empty()) {
+            settings.redis.url = None;
+        }
+        if settings.database.url.as_ref().is_some_and(|u| u.expose_secret().trim().is_empty()) {
+            settings.database.url = None;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.seats;
+        if s.lease_ttl_secs == 0 {
+            return Err(invalid("seats.lease_ttl_secs", "must be at least 1"));
+        }
+        if s.heartbeat_interval_secs == 0 || s.heartbeat_interval_secs > s.lease_ttl_secs {
+            return Err(invalid(
+                "seats.heartbeat_interval_secs",
+                "must be between 1 and seats.lease_ttl_secs",
+            ));
+        }
+        if s.sweep_interval_secs == 0 {
+            return Err(invalid("seats.sweep_interval_secs", "must be at least 1"));
+        }
+        if ![2048, 3072, 4096].contains(&self.signing.rsa_bits) {
+            return Err(invalid("signing.rsa_bits", "must be 2048, 3072 or 4096"));
+        }
+        let prefix = &self.licenses.key_prefix;
+        if prefix.is_empty() || prefix.len() > 32 || !prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(invalid("licenses.key_prefix", "must be 1 to 32 ASCII letters or digits"));
+        }
+        if let Some(url) = &self.database.url {
+            let url = url.expose_secret();
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid("database.url", "must start with sqlite:, postgres:// or postgresql://"));
+            }
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite in `data_dir`.
+    pub fn database_url(&self) -> SecretString {
+        self.database.url.clone().unwrap_or_else(|| {
+            SecretString::from(format!("sqlite://{}", self.data_dir.join("seatwarden.db").display()))
+        })
+    }
+
+    /// The signing key's path, defaulting to `data_dir`.
+    pub fn key_path(&self) -> PathBuf {
+        self.signing
+            .key_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("signing-key.pem"))
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.seats.lease_ttl_secs)
+    }
+
+    pub fn coordinator(&self) -> CoordinatorSettings {
+        CoordinatorSettings {
+            lease_ttl: self.lease_ttl(),
+            sweep_interval: Duration::from_secs(self.seats.sweep_interval_secs),
+            org_idle_timeout: Duration::from_secs(self.seats.org_idle_timeout_secs),
+            license_cache_ttl: Duration::from_secs(self.seats.license_cache_secs),
+            call_timeout: Duration::from_secs(10),
+            fault_hooks: self.testing.fault_hooks,
+        }
+    }
+}
+
+/// A URL fit for logs: the password, if any, replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    if path.is_empty() && !rest.contains('/') {
+        format!("{scheme}://{authority}")
+    } else {
+        format!("{scheme}://{authority}/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_load_and_point_at_the_data_dir() {
+        let s = Settings::from_figment(Figment::from(Toml::string(DEFAULTS))).unwrap();
+        assert_eq!(s.seats.lease_ttl_secs, 360);
+        assert_eq!(s.seats.heartbeat_interval_secs, 300);
+        assert_eq!(s.signing.rsa_bits, 4096);
+        assert!(s.redis.url.is_none());
+        assert_eq!(s.database_url().expose_secret(), "sqlite://./data/seatwarden.db");
+        assert_eq!(s.key_path(), PathBuf::from("./data/signing-key.pem"));
+    }
+
+    #[test]
+    fn a_lease_ttl_of_zero_is_refused() {
+        let f = Figment::from(Toml::string(DEFAULTS)).merge(("seats.lease_ttl_secs", 0));
+        assert!(matches!(Settings::from_figment(f), Err(ConfigError::Invalid { key: "seats.lease_ttl_secs", .. })));
+    }
+
+    #[test]
+    fn a_one_second_lease_is_accepted() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("seats.lease_ttl_secs", 1))
+            .merge(("seats.heartbeat_interval_secs", 1));
+        assert_eq!(Settings::from_figment(f).unwrap().lease_ttl(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn debug_output_redacts_database_and_redis_urls() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("database.url", "postgres://sw:hunter2@db/sw"))
+            .merge(("redis.url", "redis://:s3cret@cache:6379"));
+        let s = Settings::from_figment(f).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn redacting_a_url_hides_only_the_password() {
+        assert_eq!(redact_url("postgres://sw:hunter2@db:5432/sw"), "postgres://sw:***@db:5432/sw");
+        assert_eq!(redact_url("redis://:pw@cache:6379"), "redis://:***@cache:6379");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+}

@@ -1,0 +1,344 @@
+//! License operations: acquire, heartbeat and release a seat, and the keys
+//! clients verify seat tokens with.
+
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use warp::Filter;
+use warp::reply::{Reply, Response};
+
+use seatwarden_actors::domain::{ClientInfo, OrgId, SessionId, SessionRecord};
+use seatwarden_actors::{Acquired, CoordinatorError};
+
+use super::{AppContext, ApiError, client, json_body};
+use crate::signing::SeatClaims;
+
+const MAX_KEY_LEN: usize = 128;
+const MAX_HARDWARE_ID_CHARS: usize = 256;
+const MAX_METADATA_BYTES: usize = 4096;
+
+fn with_ctx(ctx: AppContext) -> impl Filter<Extract = (AppContext,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+/// The body of an acquire request.
+#[derive(Debug, Deserialize)]
+pub struct AcquireRequest {
+    license_key: String,
+    hardware_id: String,
+    /// Optional, free-form client facts kept with the session.
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    client_version: Option<String>,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    hostname: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AcquireResponse {
+    session_id: SessionId,
+    license_id: String,
+    org_id: OrgId,
+    hardware_id: String,
+    expires_at: DateTime<Utc>,
+    heartbeat_interval_secs: u64,
+    seats_used: u32,
+    max_seats: u32,
+    tier: String,
+    features: Vec<String>,
+    token: String,
+    token_expires_at: DateTime<Utc>,
+}
+
+/// A hardware id is 1 to 256 printable characters.
+fn validate_hardware_id(id: &str) -> Result<(), ApiError> {
+    let count = id.chars().count();
+    if count == 0 || count > MAX_HARDWARE_ID_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_hardware_id",
+            format!("hardware_id must be 1 to {MAX_HARDWARE_ID_CHARS} characters"),
+        ));
+    }
+    if id.chars().any(char::is_control) || id.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_hardware_id",
+            "hardware_id must consist of printable characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_license_key(key: &str) -> Result<(), ApiError> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_license_key",
+            format!("license_key must be 1 to {MAX_KEY_LEN} printable ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl AcquireRequest {
+    /// Validates the fields and gathers the optional client facts into one
+    /// JSON object.
+    fn validate(self) -> Result<(String, String, Option<Value>), ApiError> {
+        validate_license_key(&self.license_key)?;
+        validate_hardware_id(&self.hardware_id)?;
+        let mut metadata = self.metadata.unwrap_or_default();
+        for (name, value) in [
+            ("client_version", self.client_version),
+            ("os", self.os),
+            ("hostname", self.hostname),
+        ] {
+            if let Some(v) = value {
+                metadata.insert(name.into(), Value::String(v));
+            }
+        }
+        let metadata = (!metadata.is_empty()).then_some(Value::Object(metadata));
+        if let Some(m) = &metadata
+            && m.to_string().len() > MAX_METADATA_BYTES
+        {
+            return Err(ApiError::bad_request(
+                "invalid_metadata",
+                format!("client metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+            ));
+        }
+        Ok((self.license_key, self.hardware_id, metadata))
+    }
+}
+
+/// POST /api/v1/licenses/acquire
+pub fn acquire(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / "acquire")
+        .and(warp::post())
+        .and(json_body::<AcquireRequest>())
+        .and(client(ctx.client_ip))
+        .and(with_ctx(ctx))
+        .and_then(|body: AcquireRequest, client: ClientInfo, ctx: AppContext| async move {
+            let result = acquire_seat(body, client, &ctx).await;
+            let outcome = match &result {
+                Ok(r) if r.status() == StatusCode::CREATED => "created",
+                Ok(_) => "renewed",
+                Err(e) => e.code,
+            };
+            metrics::counter!("seatwarden_acquire_total", "result" => outcome).increment(1);
+            result.map_err(warp::reject::custom)
+        })
+}
+
+async fn acquire_seat(body: AcquireRequest, client: ClientInfo, ctx: &AppContext) -> Result<Response, ApiError> {
+    let (key, hardware_id, metadata) = body.validate()?;
+    let acquired = ctx
+        .coordinator
+        .acquire(&key, hardware_id, client, metadata)
+        .await?;
+    let (token, token_expires_at) = issue_token(ctx, &acquired.session, &acquired).await?;
+    let Acquired {
+        created,
+        session,
+        license,
+        seats_used,
+    } = acquired;
+    let body = AcquireResponse {
+        session_id: session.id,
+        license_id: license.id.to_string(),
+        org_id: session.org_id,
+        hardware_id: session.hardware_id,
+        expires_at: session.lease_expires_at,
+        heartbeat_interval_secs: ctx.heartbeat_interval_secs,
+        seats_used,
+        max_seats: license.seats,
+        tier: license.tier,
+        features: license.features,
+        token,
+        token_expires_at,
+    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
+}
+
+/// Signs a seat token that lets the client run offline until the lease's
+/// expiry plus the offline grace period.
+async fn issue_token(
+    ctx: &AppContext,
+    session: &SessionRecord,
+    acquired: &Acquired,
+) -> Result<(String, DateTime<Utc>), ApiError> {
+    let now = Utc::now();
+    let exp = session.lease_expires_at
+        + chrono::Duration::from_std(ctx.offline_grace).unwrap_or(chrono::Duration::days(1));
+    let claims = SeatClaims {
+        iss: "seatwarden".into(),
+        sub: session.id.to_string(),
+        session_id: session.id.to_string(),
+        license_id: session.license_id.to_string(),
+        org_id: session.org_id.to_string(),
+        hardware_id: session.hardware_id.clone(),
+        tier: acquired.license.tier.clone(),
+        features: acquired.license.features.clone(),
+        max_seats: acquired.license.seats,
+        iat: now.timestamp(),
+        exp: exp.timestamp(),
+    };
+    let token = ctx.signer.sign(&claims).await.map_err(|e| {
+        tracing::error!(error = %e, "could not sign a seat token");
+        ApiError::internal("could not sign the seat token")
+    })?;
+    Ok((token, DateTime::from_timestamp(exp.timestamp(), 0).unwrap_or(exp)))
+}
+
+/// Who may act on a session: the holder of a token issued for it.
+///
+/// A valid token names the session's organization, which routes the
+/// request without a database read. Without a valid token the answer is
+/// 404 when the session does not exist at all, else 401.
+async fn authorize(
+    ctx: &AppContext,
+    session_id: &str,
+    authorization: Option<String>,
+) -> Result<(OrgId, SessionId, SeatClaims), ApiError> {
+    let id: SessionId = session_id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "session_not_found", "no such session"))?;
+    let token = authorization
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim);
+    let claims = token.and_then(|t| ctx.signer.verify(t).ok());
+    let claims = match claims {
+        Some(c) if c.session_id == id.to_string() => c,
+        other => {
+            if ctx.coordinator.session(id).await?.is_none() {
+                return Err(CoordinatorError::SessionNotFound.into());
+            }
+            return Err(ApiError::unauthorized(match (token, other) {
+                (None, _) => "a Bearer token from acquire is required",
+                (Some(_), None) => "the token is invalid",
+                (Some(_), Some(_)) => "the token belongs to another session",
+            }));
+        }
+    };
+    let org: OrgId = claims
+        .org_id
+        .parse()
+        .map_err(|_| ApiError::unauthorized("the token is invalid"))?;
+    Ok((org, id, claims))
+}
+
+#[derive(Debug, Serialize)]
+struct HeartbeatResponse {
+    session_id: SessionId,
+    expires_at: DateTime<Utc>,
+    heartbeat_interval_secs: u64,
+}
+
+/// POST /api/v1/licenses/sessions/{id}/heartbeat (PATCH is accepted too)
+pub fn heartbeat(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / "sessions" / String / "heartbeat")
+        .and(warp::post().or(warp::patch()).unify())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with_ctx(ctx))
+        .and_then(|id: String, auth: Option<String>, ctx: AppContext| async move {
+            let result = async {
+                let (org, id, _) = authorize(&ctx, &id, auth).await?;
+                let beat = ctx.coordinator.heartbeat(org, id).await?;
+                let body = HeartbeatResponse {
+                    session_id: beat.session_id,
+                    expires_at: beat.expires_at,
+                    heartbeat_interval_secs: ctx.heartbeat_interval_secs,
+                };
+                Ok::<_, ApiError>(warp::reply::json(&body).into_response())
+            }
+            .await;
+            let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
+            metrics::counter!("seatwarden_heartbeat_total", "result" => outcome).increment(1);
+            result.map_err(warp::reject::custom)
+        })
+}
+
+#[derive(Debug, Serialize)]
+struct ReleaseResponse {
+    session_id: SessionId,
+    ended_at: DateTime<Utc>,
+    end_reason: &'static str,
+}
+
+/// DELETE /api/v1/licenses/sessions/{id}
+pub fn release(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / "sessions" / String)
+        .and(warp::delete())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(client(ctx.client_ip))
+        .and(with_ctx(ctx))
+        .and_then(|id: String, auth: Option<String>, client: ClientInfo, ctx: AppContext| async move {
+            let result = async {
+                let (org, id, _) = authorize(&ctx, &id, auth).await?;
+                let released = ctx.coordinator.release(org, id, client).await?;
+                let body = ReleaseResponse {
+                    session_id: released.session_id,
+                    ended_at: released.ended_at,
+                    end_reason: released.reason.as_str(),
+                };
+                Ok::<_, ApiError>(warp::reply::json(&body).into_response())
+            }
+            .await;
+            let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
+            metrics::counter!("seatwarden_release_total", "result" => outcome).increment(1);
+            result.map_err(warp::reject::custom)
+        })
+}
+
+/// GET /api/v1/licenses/public-key
+pub fn public_key(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / "public-key")
+        .and(warp::get())
+        .map(move || {
+            let pem = ctx.signer.public_key_pem().to_owned();
+            let mut response = pem.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-pem-file"),
+            );
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("public, max-age=300"),
+            );
+            response
+        })
+}
+
+/// GET /.well-known/jwks.json
+pub fn jwks(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!(".well-known" / "jwks.json")
+        .and(warp::get())
+        .map(move || {
+            let mut response = warp::reply::json(&ctx.signer.jwks()).into_response();
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("public, max-age=300"),
+            );
+            response
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardware_ids_must_be_printable_and_at_most_256_chars() {
+        assert!(validate_hardware_id("machine-1").is_ok());
+        assert!(validate_hardware_id(&"é".repeat(256)).is_ok());
+        assert!(validate_hardware_id(&"x".repeat(257)).is_err());
+        assert!(validate_hardware_id("").is_err());
+        assert!(validate_hardware_id("   ").is_err());
+        assert!(validate_hardware_id("a\nb").is_err());
+        assert!(validate_hardware_id("a\u{0}b").is_err());
+    }
+}

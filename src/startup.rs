@@ -1,0 +1,142 @@
+//! The composition root: reads settings, opens the configured backends,
+//! starts the coordinator, and serves HTTP. The only module (with `main`)
+//! that names concrete backends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use seatwarden_actors::Coordinator;
+use seatwarden_actors::ports::{SeatLedger, Store};
+
+use crate::config::{Settings, redact_url};
+use crate::http::{self, AppContext};
+use crate::ledger::memory::MemoryLedger;
+use crate::ledger::redis::RedisLedger;
+use crate::signing::{SigningConfig, TokenSigner};
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::telemetry;
+
+/// Opens the store named by `database.url`.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings.database_url();
+    let url = url.expose_secret();
+    let shown = redact_url(url);
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        if let Some(parent) = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:")
+            .rsplit_once('/')
+            .map(|(dir, _)| dir)
+            .filter(|d| !d.is_empty())
+        {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {parent}"))?;
+        }
+        Arc::new(SqliteStore::connect(url).await.with_context(|| format!("opening {shown}"))?)
+    } else {
+        Arc::new(
+            PostgresStore::connect(url, settings.database.max_connections)
+                .await
+                .with_context(|| format!("opening {shown}"))?,
+        )
+    };
+    tracing::info!(database = %shown, "store ready");
+    Ok(store)
+}
+
+/// Opens the ledger: Redis when `redis.url` is set, else in-process.
+pub async fn open_ledger(settings: &Settings) -> anyhow::Result<Arc<dyn SeatLedger>> {
+    match &settings.redis.url {
+        Some(url) => {
+            let url = url.expose_secret();
+            let ledger = RedisLedger::connect_with_timeout(url, Duration::from_millis(settings.redis.timeout_ms))
+                .await
+                .with_context(|| format!("connecting to {}", redact_url(url)))?;
+            tracing::info!(redis = %redact_url(url), "Redis seat ledger ready");
+            Ok(Arc::new(ledger))
+        }
+        None => {
+            tracing::info!("in-process seat ledger (single node)");
+            Ok(Arc::new(MemoryLedger::new()))
+        }
+    }
+}
+
+/// Loads the signing key, generating it first if allowed.
+pub fn load_signer(settings: &Settings) -> anyhow::Result<TokenSigner> {
+    let cfg = SigningConfig {
+        key_path: settings.key_path(),
+        rsa_bits: settings.signing.rsa_bits,
+        generate_if_missing: settings.signing.generate_if_missing,
+    };
+    let signer = TokenSigner::load_or_generate(&cfg).context("loading the signing key")?;
+    tracing::info!(kid = signer.kid(), bits = signer.key_bits(), "signing key ready");
+    Ok(signer)
+}
+
+/// A built server, bound to its port but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    context: AppContext,
+}
+
+impl Application {
+    /// Opens everything the settings name and binds `http.listen` (port 0
+    /// picks a free port, as tests do).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = telemetry::metrics_handle();
+        let signer = load_signer(&settings)?;
+        let store = open_store(&settings).await?;
+        let ledger = open_ledger(&settings).await?;
+        let (coordinator, _) = Coordinator::start(store.clone(), ledger.clone(), settings.coordinator())
+            .await
+            .context("starting the coordinator")?;
+        let listener = TcpListener::bind(settings.http.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.http.listen))?;
+        let context = AppContext {
+            coordinator,
+            signer,
+            store,
+            ledger,
+            metrics,
+            heartbeat_interval_secs: settings.seats.heartbeat_interval_secs,
+            offline_grace: Duration::from_secs(settings.seats.offline_grace_secs),
+            client_ip: settings.http.client_ip,
+        };
+        Ok(Self { listener, context })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.context.coordinator
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.context.store.clone()
+    }
+
+    pub fn signer(&self) -> &crate::signing::TokenSigner {
+        &self.context.signer
+    }
+
+    /// Serves until `shutdown` completes, then drains connections and stops
+    /// the coordinator, which flushes batched heartbeats.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let addr = self.local_addr();
+        tracing::info!(%addr, "seatwarden listening");
+        let coordinator = self.context.coordinator.clone();
+        http::serve(self.listener, http::routes(self.context), shutdown).await;
+        coordinator.shutdown().await;
+        tracing::info!("seatwarden stopped");
+    }
+}

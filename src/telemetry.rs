@@ -1,0 +1,66 @@
+//! Logging and the Prometheus recorder.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global tracing subscriber: `RUST_LOG` if set, else the
+/// configured level. Logs go to stderr so CLI commands keep stdout for JSON.
+pub fn init_logging(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn,hyper=warn", settings.level)));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Latency buckets from 0.5 ms to 10 s: acquire signs an RSA token (a few
+/// ms), heartbeats take well under one.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder. The `metrics` facade has one global
+/// recorder, so it is installed once and shared by every server in the
+/// process (tests run several).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), LATENCY_BUCKETS)
+                .expect("latency buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            // Without the exporter's own HTTP listener, someone has to drain
+            // histogram buffers now and then.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawn metrics upkeep thread");
+            metrics::describe_counter!("seatwarden_acquire_total", "Acquire requests by result");
+            metrics::describe_counter!("seatwarden_heartbeat_total", "Heartbeat requests by result");
+            metrics::describe_counter!("seatwarden_release_total", "Release requests by result");
+            metrics::describe_histogram!(
+                "seatwarden_http_request_duration_seconds",
+                metrics::Unit::Seconds,
+                "HTTP request latency by route, method and status"
+            );
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,249 @@
+//! `spawn_app()`: a real server on a free port, in-process, with its own
+//! data directory, stopped when the `TestApp` is dropped.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use figment::Figment;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use seatwarden::cli::{Command, LicenseCommand, OrgCommand, run_admin};
+use seatwarden::config::Settings;
+use seatwarden::signing::TokenSigner;
+use seatwarden::startup::Application;
+use seatwarden_actors::Coordinator;
+use seatwarden_actors::domain::{LicenseId, OrgId};
+use seatwarden_actors::ports::Store;
+
+/// One 2048-bit key per test binary: generating keys is slow, and tests
+/// only need a valid one.
+pub fn test_key_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("generate test key");
+        key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+            .expect("encode test key")
+            .to_string()
+    })
+}
+
+/// Which backends a test server runs on.
+#[derive(Clone, Debug, Default)]
+pub enum Backend {
+    /// SQLite in the app's data dir and the in-process ledger.
+    #[default]
+    Embedded,
+    /// A shared Redis and PostgreSQL.
+    Shared { database_url: String, redis_url: String },
+}
+
+/// Knobs tests turn; everything else is the shipped default.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    pub backend: Backend,
+    pub lease_ttl_secs: u64,
+    pub sweep_interval_secs: u64,
+    pub license_cache_secs: u64,
+    pub fault_hooks: bool,
+    pub client_ip: &'static str,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Embedded,
+            lease_ttl_secs: 360,
+            sweep_interval_secs: 1,
+            license_cache_secs: 0,
+            fault_hooks: false,
+            client_ip: "peer",
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub coordinator: Coordinator,
+    pub store: std::sync::Arc<dyn Store>,
+    pub signer: TokenSigner,
+    pub settings: Settings,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_path = dir.path().join("signing-key.pem");
+    std::fs::write(&key_path, test_key_pem()).expect("write test key");
+    let mut figment: Figment = Settings::figment(None)
+        .merge(("data_dir", dir.path().display().to_string()))
+        .merge(("http.listen", "127.0.0.1:0"))
+        .merge(("http.client_ip", opts.client_ip))
+        .merge(("signing.key_path", key_path.display().to_string()))
+        .merge(("signing.rsa_bits", 2048))
+        .merge(("seats.lease_ttl_secs", opts.lease_ttl_secs))
+        .merge(("seats.heartbeat_interval_secs", opts.lease_ttl_secs.min(300)))
+        .merge(("seats.sweep_interval_secs", opts.sweep_interval_secs))
+        .merge(("seats.license_cache_secs", opts.license_cache_secs))
+        .merge(("testing.fault_hooks", opts.fault_hooks));
+    if let Backend::Shared { database_url, redis_url } = &opts.backend {
+        figment = figment
+            .merge(("database.url", database_url.clone()))
+            .merge(("redis.url", redis_url.clone()));
+    }
+    let settings = Settings::from_figment(figment).expect("test settings are valid");
+    let app = Application::build(settings.clone()).await.expect("build app");
+    let addr = app.local_addr();
+    let coordinator = app.coordinator().clone();
+    let store = app.store();
+    let signer = app.signer().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        coordinator,
+        store,
+        signer,
+        settings,
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+/// A license created for a test.
+#[derive(Clone, Debug)]
+pub struct TestLicense {
+    pub org: OrgId,
+    pub id: LicenseId,
+    pub key: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Creates an organization and a license through the CLI's code path.
+    pub async fn create_license(&self, seats: u32) -> TestLicense {
+        self.create_license_with(seats, None).await
+    }
+
+    pub async fn create_license_with(&self, seats: u32, expires_at: Option<&str>) -> TestLicense {
+        let prefix = &self.settings.licenses.key_prefix;
+        let org = run_admin(self.store.as_ref(), prefix, Command::Org(OrgCommand::Create { name: "Acme".into() }))
+            .await
+            .expect("create org");
+        let org: OrgId = org["id"].as_str().unwrap().parse().unwrap();
+        let license = run_admin(
+            self.store.as_ref(),
+            prefix,
+            Command::License(LicenseCommand::Create {
+                org,
+                seats,
+                tier: "pro".into(),
+                features: vec!["export".into(), "sso".into()],
+                expires_at: expires_at.map(|s| s.parse().unwrap()),
+            }),
+        )
+        .await
+        .expect("create license");
+        TestLicense {
+            org,
+            id: license["id"].as_str().unwrap().parse().unwrap(),
+            key: license["key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn acquire(&self, key: &str, hardware_id: &str) -> reqwest::Response {
+        self.post_json("/api/v1/licenses/acquire", &json!({"license_key": key, "hardware_id": hardware_id}))
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn heartbeat(&self, session: &str, token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/v1/licenses/sessions/{session}/heartbeat")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn release(&self, session: &str, token: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/api/v1/licenses/sessions/{session}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Acquires a seat and returns the response body, asserting a 201.
+    pub async fn acquire_ok(&self, key: &str, hardware_id: &str) -> Value {
+        let response = self.acquire(key, hardware_id).await;
+        assert_eq!(response.status(), 201, "acquire for {hardware_id}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+/// Tests wait on outcomes this way, never on fixed sleeps.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
