@@ -1,1 +1,259 @@
-// placeholder: being written
+//! The in-process seat ledger, for the single-machine embedded default.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
+use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LedgerError, SeatLedger};
+
+use super::{from_ms, ttl_ms};
+
+/// Every this many calls, licenses whose leases have all lapsed are dropped,
+/// so that idle licenses do not keep memory forever (the counterpart of the
+/// key expiry the Redis ledger sets).
+const SWEEP_EVERY: u64 = 1024;
+
+/// Live leases held in this process, with the same semantics as the Redis
+/// ledger: a lease is live iff `now < expires_at`, lapsed leases are purged
+/// before seats are counted, and a lapsed lease never revives.
+///
+/// The clock is this process's wall clock ([`SystemTime`]) in milliseconds,
+/// read inside the critical section so that operations see time in the order
+/// they take effect. That makes it the "one clock shared by all callers" of
+/// the contract, as long as every caller is in this process: two processes
+/// must share a [`super::redis::RedisLedger`] instead.
+///
+/// The state sits behind a [`std::sync::Mutex`], not a `tokio::sync::Mutex`:
+/// every critical section is a few hash-map operations that never `.await`,
+/// so the lock is held for microseconds and cannot be held across a
+/// suspension point. A blocking mutex is cheaper than an async one there
+/// and is what the tokio documentation recommends for such data. The lock
+/// is global rather than per license because the sections are this short;
+/// contention is not a concern at the request rates one machine serves.
+pub struct MemoryLedger {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    licenses: HashMap<(OrgId, LicenseId), Leases>,
+    calls: u64,
+}
+
+/// The leases of one license: the in-memory counterpart of the Redis ZSET and
+/// its two hashes.
+#[derive(Default)]
+struct Leases {
+    by_session: HashMap<SessionId, Lease>,
+    by_hardware: HashMap<String, SessionId>,
+}
+
+struct Lease {
+    hardware_id: String,
+    expires_ms: i64,
+}
+
+impl Leases {
+    /// Drops lapsed leases (`expires <= now`) and the hardware mappings that
+    /// point to them.
+    fn purge(&mut self, now: i64) {
+        let lapsed: Vec<SessionId> = self
+            .by_session
+            .iter()
+            .filter(|(_, lease)| lease.expires_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lapsed {
+            self.remove(id);
+        }
+    }
+
+    /// Removes a lease and, if it still points to it, its hardware mapping.
+    fn remove(&mut self, id: SessionId) -> Option<Lease> {
+        let lease = self.by_session.remove(&id)?;
+        if self.by_hardware.get(&lease.hardware_id) == Some(&id) {
+            self.by_hardware.remove(&lease.hardware_id);
+        }
+        Some(lease)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_session.is_empty() && self.by_hardware.is_empty()
+    }
+}
+
+fn seats(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl MemoryLedger {
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Locks the state and reads the clock. No code path can panic while
+    /// holding the lock, but if one ever did the maps would still be
+    /// consistent (every section leaves them valid between statements), so a
+    /// poisoned lock is simply taken over.
+    fn lock(&self) -> (MutexGuard<'_, State>, i64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.calls += 1;
+        let now = now_ms();
+        if state.calls.is_multiple_of(SWEEP_EVERY) {
+            state.licenses.retain(|_, leases| {
+                leases.purge(now);
+                !leases.is_empty()
+            });
+        }
+        (state, now)
+    }
+}
+
+impl Default for MemoryLedger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLedger").finish_non_exhaustive()
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl SeatLedger for MemoryLedger {
+    async fn ping(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    async fn acquire(&self, req: &LeaseRequest) -> Result<LeaseGrant, LedgerError> {
+        let ttl = ttl_ms(req.ttl);
+        let (mut state, now) = self.lock();
+        let leases = state.licenses.entry((req.org, req.license)).or_default();
+        leases.purge(now);
+        let expires_ms = now + ttl;
+
+        if let Some(&held) = leases.by_hardware.get(&req.hardware_id) {
+            match leases.by_session.get_mut(&held) {
+                Some(lease) if lease.expires_ms > now => {
+                    lease.expires_ms = expires_ms;
+                    return Ok(LeaseGrant::Renewed {
+                        session: held,
+                        expires_at: from_ms(expires_ms)?,
+                        seats_used: seats(leases.by_session.len()),
+                    });
+                }
+                // A stale mapping (its lease is gone): drop it.
+                _ => {
+                    leases.by_hardware.remove(&req.hardware_id);
+                }
+            }
+        }
+
+        let used = leases.by_session.len();
+        if used >= req.max_seats as usize {
+            let seats_used = seats(used);
+            if leases.is_empty() {
+                state.licenses.remove(&(req.org, req.license));
+            }
+            return Ok(LeaseGrant::Full { seats_used });
+        }
+
+        leases.by_session.insert(
+            req.session,
+            Lease {
+                hardware_id: req.hardware_id.clone(),
+                expires_ms,
+            },
+        );
+        leases
+            .by_hardware
+            .insert(req.hardware_id.clone(), req.session);
+        Ok(LeaseGrant::Granted {
+            expires_at: from_ms(expires_ms)?,
+            seats_used: seats(used + 1),
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        session: SessionId,
+        ttl: Duration,
+    ) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let ttl = ttl_ms(ttl);
+        let (mut state, now) = self.lock();
+        let Some(leases) = state.licenses.get_mut(&(org, license)) else {
+            return Ok(None);
+        };
+        let expires_ms = match leases.by_session.get_mut(&session) {
+            Some(lease) if lease.expires_ms > now => {
+                lease.expires_ms = now + ttl;
+                lease.expires_ms
+            }
+            Some(_) => {
+                // Lapsed but not yet purged: it never revives; clean it up.
+                leases.remove(session);
+                if leases.is_empty() {
+                    state.licenses.remove(&(org, license));
+                }
+                return Ok(None);
+            }
+            None => return Ok(None),
+        };
+        from_ms(expires_ms).map(Some)
+    }
+
+    async fn release(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        session: SessionId,
+    ) -> Result<bool, LedgerError> {
+        let (mut state, now) = self.lock();
+        let Some(leases) = state.licenses.get_mut(&(org, license)) else {
+            return Ok(false);
+        };
+        let removed = leases.remove(session);
+        if leases.is_empty() {
+            state.licenses.remove(&(org, license));
+        }
+        Ok(removed.is_some_and(|lease| lease.expires_ms > now))
+    }
+
+    async fn live_leases(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+    ) -> Result<Vec<(SessionId, DateTime<Utc>)>, LedgerError> {
+        let (mut state, now) = self.lock();
+        let Some(leases) = state.licenses.get_mut(&(org, license)) else {
+            return Ok(Vec::new());
+        };
+        leases.purge(now);
+        let live = leases
+            .by_session
+            .iter()
+            .map(|(id, lease)| Ok((*id, from_ms(lease.expires_ms)?)))
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        if leases.is_empty() {
+            state.licenses.remove(&(org, license));
+        }
+        Ok(live)
+    }
+}

@@ -1,1 +1,347 @@
-// placeholder: being written
+//! The Redis seat ledger, shared by every node of a deployment.
+//!
+//! Each operation is one Lua script from `lua/`, so it is atomic on the
+//! server and reads one clock, Redis `TIME`. Key layout, per license:
+//!
+//! | key                                   | type | content                        |
+//! |---------------------------------------|------|--------------------------------|
+//! | `sw:{<org>}:lic:<license>:leases`     | ZSET | session id → lease expiry (ms) |
+//! | `sw:{<org>}:lic:<license>:hw`         | HASH | hardware id → session id       |
+//! | `sw:{<org>}:lic:<license>:sess`       | HASH | session id → hardware id       |
+//!
+//! The `{<org>}` hash tag puts all keys of an organization in one cluster
+//! slot, and scripts receive every key they touch in `KEYS`, so they run on
+//! Redis Cluster too. Expiry lives in the ZSET scores: scripts purge members
+//! with `score <= now` before counting, so a holder that dies frees its seat
+//! by itself, and nothing like an `INCR` counter can drift. The three keys get
+//! a `PEXPIRE` a little beyond the furthest lease, refreshed on each write,
+//! so an idle license leaves no garbage behind.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script, ScriptInvocation};
+use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
+use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LedgerError, SeatLedger};
+
+use super::{from_ms, ttl_ms};
+
+/// How long a call may take, connection included, before it fails with
+/// [`LedgerError::Unavailable`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the keys of a license outlive its furthest lease.
+const KEY_GRACE_MS: i64 = 5_000;
+
+// Each script is hashed once; `invoke_async` runs it by EVALSHA and, on
+// NOSCRIPT (empty script cache after a restart, failover or SCRIPT FLUSH),
+// loads it and retries.
+static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/acquire.lua")));
+static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/heartbeat.lua")));
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/release.lua")));
+static LIVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/live.lua")));
+
+/// A [`SeatLedger`] on Redis (7 or newer, standalone or a single cluster
+/// slot per organization).
+///
+/// Holds one multiplexed [`ConnectionManager`], which reconnects by itself
+/// after the server goes away; cloning the ledger shares it.
+#[derive(Clone)]
+pub struct RedisLedger {
+    con: ConnectionManager,
+    timeout: Duration,
+    /// Strings to scrub from error messages (the URL's password).
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for RedisLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the connection: its client info may carry credentials.
+        f.debug_struct("RedisLedger")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLedger {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`) with
+    /// [`DEFAULT_TIMEOUT`] per call.
+    pub async fn connect(url: &str) -> Result<Self, LedgerError> {
+        Self::connect_with_timeout(url, DEFAULT_TIMEOUT).await
+    }
+
+    /// Connects to `url`; every later call, and this connection attempt,
+    /// fails with [`LedgerError::Unavailable`] after `timeout` instead of
+    /// hanging. Error messages never contain the URL's password.
+    pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, LedgerError> {
+        let secrets = url_secrets(url);
+        let fail = |what: &str, detail: String| {
+            LedgerError::Unavailable(redact(&format!("{what}: {detail}"), &secrets))
+        };
+        let client =
+            redis::Client::open(url).map_err(|e| fail("invalid Redis URL", e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_max_delay(Duration::from_secs(2));
+        // One plain attempt first: the connection manager retries with
+        // backoff, which would turn "connection refused" or a failed AUTH into
+        // a bare timeout.
+        let connecting = async {
+            client.get_multiplexed_async_connection().await?;
+            ConnectionManager::new_with_config(client, config).await
+        };
+        let con = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| {
+                fail(
+                    "cannot connect to Redis",
+                    format!("timed out after {timeout:?}"),
+                )
+            })?
+            .map_err(|e| fail("cannot connect to Redis", e.to_string()))?;
+        Ok(Self {
+            con,
+            timeout,
+            secrets,
+        })
+    }
+
+    /// The per-call timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The three keys of a license, in the order every script expects them.
+    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; 3] {
+        let prefix = key_prefix(org, license);
+        [
+            format!("{prefix}:leases"),
+            format!("{prefix}:hw"),
+            format!("{prefix}:sess"),
+        ]
+    }
+
+    fn error(&self, e: RedisError) -> LedgerError {
+        LedgerError::Unavailable(redact(&format!("Redis: {e}"), &self.secrets))
+    }
+
+    /// Runs a script with the license's keys, bounded by the timeout.
+    ///
+    /// If the timeout fires after the script reached the server, its effect
+    /// may still happen (a grant the caller never hears of). That is safe:
+    /// such a lease lapses by itself, and a retry from the same hardware id
+    /// renews it instead of taking a second seat.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &mut ScriptInvocation<'_>,
+        org: OrgId,
+        license: LicenseId,
+    ) -> Result<T, LedgerError> {
+        for key in Self::license_keys(org, license) {
+            invocation.key(key);
+        }
+        let mut con = self.con.clone();
+        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut con)).await {
+            Ok(result) => result.map_err(|e| self.error(e)),
+            Err(_) => Err(LedgerError::Unavailable(format!(
+                "Redis did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+/// `sw:{<org>}:lic:<license>`: the hash tag keeps an organization's keys in
+/// one cluster slot.
+pub fn key_prefix(org: OrgId, license: LicenseId) -> String {
+    format!("sw:{{{org}}}:lic:{license}")
+}
+
+/// The password of a `scheme://user:password@host...` URL, raw and
+/// percent-decoded, to be scrubbed from error messages.
+fn url_secrets(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let Some((_, password)) = userinfo.split_once(':') else {
+        return Vec::new();
+    };
+    if password.is_empty() {
+        return Vec::new();
+    }
+    let mut secrets = vec![password.to_owned()];
+    let decoded = percent_decode(password);
+    if decoded != password {
+        secrets.push(decoded);
+    }
+    secrets
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn redact(message: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(message.to_owned(), |m, secret| {
+        m.replace(secret.as_str(), "***")
+    })
+}
+
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+#[async_trait]
+impl SeatLedger for RedisLedger {
+    async fn ping(&self) -> Result<(), LedgerError> {
+        let mut con = self.con.clone();
+        match tokio::time::timeout(
+            self.timeout,
+            redis::cmd("PING").query_async::<String>(&mut con),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.error(e)),
+            Err(_) => Err(LedgerError::Unavailable(format!(
+                "Redis did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    async fn acquire(&self, req: &LeaseRequest) -> Result<LeaseGrant, LedgerError> {
+        let (code, session, expires_ms, used): (i64, String, i64, i64) = self
+            .run(
+                ACQUIRE
+                    .arg(req.session.to_string())
+                    .arg(req.hardware_id.as_str())
+                    .arg(ttl_ms(req.ttl))
+                    .arg(req.max_seats)
+                    .arg(KEY_GRACE_MS),
+                req.org,
+                req.license,
+            )
+            .await?;
+        let seats_used = to_u32(used);
+        match code {
+            0 => Ok(LeaseGrant::Full { seats_used }),
+            1 => Ok(LeaseGrant::Granted {
+                expires_at: from_ms(expires_ms)?,
+                seats_used,
+            }),
+            2 => Ok(LeaseGrant::Renewed {
+                session: session.parse().map_err(|_| {
+                    LedgerError::Unavailable(format!("ledger holds a bad session id {session:?}"))
+                })?,
+                expires_at: from_ms(expires_ms)?,
+                seats_used,
+            }),
+            other => Err(LedgerError::Unavailable(format!(
+                "acquire script returned unknown code {other}"
+            ))),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        session: SessionId,
+        ttl: Duration,
+    ) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let expires_ms: Option<i64> = self
+            .run(
+                HEARTBEAT
+                    .arg(session.to_string())
+                    .arg(ttl_ms(ttl))
+                    .arg(KEY_GRACE_MS),
+                org,
+                license,
+            )
+            .await?;
+        expires_ms.map(from_ms).transpose()
+    }
+
+    async fn release(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        session: SessionId,
+    ) -> Result<bool, LedgerError> {
+        self.run(&mut RELEASE.arg(session.to_string()), org, license)
+            .await
+    }
+
+    async fn live_leases(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+    ) -> Result<Vec<(SessionId, DateTime<Utc>)>, LedgerError> {
+        let rows: Vec<(String, i64)> = self.run(&mut LIVE.prepare_invoke(), org, license).await?;
+        rows.into_iter()
+            .map(|(session, expires_ms)| {
+                let id = session.parse().map_err(|_| {
+                    LedgerError::Unavailable(format!("ledger holds a bad session id {session:?}"))
+                })?;
+                Ok((id, from_ms(expires_ms)?))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_a_license_share_the_organization_hash_tag() {
+        let (org, license) = (OrgId::new(), LicenseId::new());
+        for key in RedisLedger::license_keys(org, license) {
+            assert!(
+                key.starts_with(&format!("sw:{{{org}}}:lic:{license}:")),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_are_found_and_scrubbed() {
+        let secrets = url_secrets("redis://user:p%40ss@host:6379/0");
+        assert_eq!(secrets, ["p%40ss", "p@ss"]);
+        assert_eq!(redact("auth p@ss failed", &secrets), "auth *** failed");
+        assert_eq!(url_secrets("redis://:hunter2@host"), ["hunter2"]);
+        assert!(url_secrets("redis://host:6379").is_empty());
+        assert!(url_secrets("redis://user@host:6379").is_empty());
+    }
+}

@@ -1,0 +1,833 @@
+//! The conformance suite of [`SeatLedger`]: every check is written once and
+//! run against each backend, the in-process [`MemoryLedger`] and the
+//! [`RedisLedger`] (on the throwaway server from `scripts/services.sh`).
+//!
+//! Tests isolate themselves with fresh organization and license ids. Waiting
+//! for a lease to lapse is done by bounded polling of the ledger itself, never
+//! by a sleep that correctness depends on.
+
+mod support;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use seatwarden::ledger::memory::MemoryLedger;
+use seatwarden::ledger::redis::RedisLedger;
+use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
+use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LedgerError, SeatLedger};
+
+type Ledger = Arc<dyn SeatLedger>;
+
+const LONG: Duration = Duration::from_secs(60);
+const POLL_EVERY: Duration = Duration::from_millis(50);
+const POLL_FOR: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------
+// Backends
+
+/// `n` handles on one in-process ledger: several callers of one process.
+async fn memory_nodes(n: usize) -> Vec<Ledger> {
+    let ledger: Ledger = Arc::new(MemoryLedger::new());
+    vec![ledger; n]
+}
+
+/// `n` separate connections to the test Redis: several server nodes.
+async fn redis_nodes(n: usize) -> Vec<Ledger> {
+    let url = support::services::redis_url();
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ledger = RedisLedger::connect(&url)
+            .await
+            .expect("connect to the test Redis");
+        nodes.push(Arc::new(ledger) as Ledger);
+    }
+    nodes
+}
+
+/// Generates, for each backend, one `#[tokio::test]` per check, named by
+/// the sentence on the left: `memory::<sentence>` and `redis::<sentence>`.
+/// `one:` checks get a single ledger, `nodes:` checks a `Vec` of two.
+macro_rules! conformance {
+    (
+        one: { $($name:ident => $check:ident,)* }
+        nodes: { $($mname:ident => $mcheck:ident,)* }
+    ) => {
+        conformance!(@backend memory, memory_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
+        conformance!(@backend redis, redis_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
+    };
+    (
+        @backend $backend:ident, $nodes:ident,
+        one: { $($name:ident => $check:ident,)* }
+        nodes: { $($mname:ident => $mcheck:ident,)* }
+    ) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let ledger = super::$nodes(1).await.remove(0);
+                    super::$check(ledger).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $mname() {
+                    super::$mcheck(super::$nodes(2).await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    one: {
+        the_ledger_answers_pings => check_ping,
+        seats_are_granted_until_the_license_is_full => check_grant_then_full,
+        the_same_hardware_renews_its_lease_without_taking_another_seat => check_renewal,
+        a_heartbeat_extends_a_live_lease => check_heartbeat_extends,
+        a_lease_lapses_by_itself_and_frees_its_seat => check_lapse_frees_seat,
+        a_heartbeat_after_the_lease_lapsed_returns_none_even_if_nobody_purged => check_heartbeat_after_lapse,
+        releasing_a_lapsed_lease_returns_false_and_cleans_it_up => check_release_after_lapse,
+        a_heartbeat_for_an_unknown_or_released_session_returns_none => check_heartbeat_unknown,
+        release_is_idempotent => check_release_idempotent,
+        release_frees_a_seat => check_release_frees_seat,
+        releasing_an_unknown_session_returns_false => check_release_unknown,
+        hardware_that_released_its_seat_gets_a_new_session_next_time => check_reacquire_after_release,
+        lowering_max_seats_never_evicts_but_refuses_new_leases_until_below => check_lower_max_seats,
+        live_leases_exclude_lapsed_ones => check_live_excludes_lapsed,
+        licenses_and_organizations_do_not_interfere => check_isolation,
+        a_license_with_zero_seats_grants_nothing => check_zero_seats,
+    }
+    nodes: {
+        concurrent_acquires_never_exceed_max_seats => check_concurrent_distinct_hardware,
+        concurrent_acquires_from_one_hardware_id_share_one_lease => check_concurrent_same_hardware,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+struct License {
+    org: OrgId,
+    license: LicenseId,
+    max_seats: u32,
+}
+
+impl License {
+    fn new(max_seats: u32) -> Self {
+        Self {
+            org: OrgId::new(),
+            license: LicenseId::new(),
+            max_seats,
+        }
+    }
+
+    fn request(&self, hardware_id: &str, ttl: Duration) -> LeaseRequest {
+        LeaseRequest {
+            org: self.org,
+            license: self.license,
+            session: SessionId::new(),
+            hardware_id: hardware_id.to_owned(),
+            max_seats: self.max_seats,
+            ttl,
+        }
+    }
+
+    async fn acquire(&self, ledger: &Ledger, hardware_id: &str, ttl: Duration) -> LeaseGrant {
+        ledger
+            .acquire(&self.request(hardware_id, ttl))
+            .await
+            .expect("acquire")
+    }
+
+    /// Acquires a seat that must be granted; returns its session and expiry.
+    async fn grant(
+        &self,
+        ledger: &Ledger,
+        hardware_id: &str,
+        ttl: Duration,
+    ) -> (SessionId, DateTime<Utc>) {
+        let req = self.request(hardware_id, ttl);
+        match ledger.acquire(&req).await.expect("acquire") {
+            LeaseGrant::Granted { expires_at, .. } => (req.session, expires_at),
+            other => panic!("expected a grant for {hardware_id}, got {other:?}"),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        ledger: &Ledger,
+        session: SessionId,
+        ttl: Duration,
+    ) -> Option<DateTime<Utc>> {
+        ledger
+            .heartbeat(self.org, self.license, session, ttl)
+            .await
+            .expect("heartbeat")
+    }
+
+    async fn release(&self, ledger: &Ledger, session: SessionId) -> bool {
+        ledger
+            .release(self.org, self.license, session)
+            .await
+            .expect("release")
+    }
+
+    async fn live(&self, ledger: &Ledger) -> Vec<(SessionId, DateTime<Utc>)> {
+        let mut live = ledger
+            .live_leases(self.org, self.license)
+            .await
+            .expect("live_leases");
+        live.sort();
+        live
+    }
+}
+
+/// Polls `probe` every 50 ms for up to 5 s until it yields a value.
+async fn poll<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(start.elapsed() < POLL_FOR, "timed out waiting for {what}");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Returns once, by the ledger's own clock, every lease granted with a TTL of
+/// at most `ttl` before this call has lapsed, without touching any license
+/// but a fresh probe one (so nothing else gets purged).
+///
+/// It takes a seat on a fresh one-seat probe license with `ttl` and polls
+/// until another machine can take that seat: the probe was granted after the
+/// leases in question, with no shorter TTL, so they lapsed no later.
+async fn wait_until_lapsed(ledger: &Ledger, ttl: Duration) {
+    let probe = License::new(1);
+    let (_, probe_expiry) = probe.grant(ledger, "probe-holder", ttl).await;
+    let next_expiry = poll("the probe lease to lapse", || async {
+        match probe.acquire(ledger, "probe-waiter", ttl).await {
+            LeaseGrant::Granted { expires_at, .. } => Some(expires_at),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(next_expiry - chrono::Duration::from_std(ttl).unwrap() >= probe_expiry);
+}
+
+// ---------------------------------------------------------------------------
+// Checks
+
+async fn check_ping(ledger: Ledger) {
+    ledger.ping().await.expect("ping");
+}
+
+async fn check_grant_then_full(ledger: Ledger) {
+    let lic = License::new(3);
+    for (n, hw) in ["a", "b", "c"].into_iter().enumerate() {
+        match lic.acquire(&ledger, hw, LONG).await {
+            LeaseGrant::Granted { seats_used, .. } => assert_eq!(seats_used as usize, n + 1),
+            other => panic!("expected a grant, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        lic.acquire(&ledger, "d", LONG).await,
+        LeaseGrant::Full { seats_used: 3 }
+    );
+    assert_eq!(lic.live(&ledger).await.len(), 3);
+}
+
+async fn check_renewal(ledger: Ledger) {
+    let lic = License::new(2);
+    let (first, first_expiry) = lic.grant(&ledger, "a", Duration::from_secs(30)).await;
+
+    match lic.acquire(&ledger, "a", Duration::from_secs(120)).await {
+        LeaseGrant::Renewed {
+            session,
+            expires_at,
+            seats_used,
+        } => {
+            assert_eq!(session, first, "a renewal keeps the original session id");
+            assert!(expires_at > first_expiry, "a renewal extends the lease");
+            assert_eq!(seats_used, 1, "a renewal does not take another seat");
+        }
+        other => panic!("expected a renewal, got {other:?}"),
+    }
+    let live = lic.live(&ledger).await;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].0, first);
+    assert!(live[0].1 > first_expiry);
+
+    // The renewal left the second seat free, and only that one.
+    lic.grant(&ledger, "b", LONG).await;
+    assert_eq!(
+        lic.acquire(&ledger, "c", LONG).await,
+        LeaseGrant::Full { seats_used: 2 }
+    );
+    // A full license still renews the seats it holds.
+    assert!(matches!(
+        lic.acquire(&ledger, "a", LONG).await,
+        LeaseGrant::Renewed { session, seats_used: 2, .. } if session == first
+    ));
+}
+
+async fn check_heartbeat_extends(ledger: Ledger) {
+    let lic = License::new(1);
+    let (session, expiry) = lic.grant(&ledger, "a", Duration::from_secs(10)).await;
+    let extended = lic
+        .heartbeat(&ledger, session, LONG)
+        .await
+        .expect("a live lease accepts heartbeats");
+    assert!(extended >= expiry + chrono::Duration::seconds(49));
+    assert_eq!(lic.live(&ledger).await, vec![(session, extended)]);
+
+    // A heartbeat may also shorten the lease: it sets now + ttl.
+    let shorter = lic
+        .heartbeat(&ledger, session, Duration::from_secs(5))
+        .await
+        .expect("still live");
+    assert!(shorter < extended);
+    assert_eq!(lic.live(&ledger).await, vec![(session, shorter)]);
+}
+
+async fn check_lapse_frees_seat(ledger: Ledger) {
+    let lic = License::new(1);
+    let ttl = Duration::from_secs(1);
+    let (_, first_expiry) = lic.grant(&ledger, "a", ttl).await;
+    assert_eq!(
+        lic.acquire(&ledger, "b", LONG).await,
+        LeaseGrant::Full { seats_used: 1 }
+    );
+
+    let (session, expiry) = poll("the lapsed seat to be granted again", || async {
+        let req = lic.request("b", LONG);
+        match ledger.acquire(&req).await.expect("acquire") {
+            LeaseGrant::Granted {
+                expires_at,
+                seats_used,
+            } => {
+                assert_eq!(seats_used, 1, "the lapsed lease no longer counts");
+                Some((req.session, expires_at))
+            }
+            LeaseGrant::Full { .. } => None,
+            other => panic!("unexpected {other:?}"),
+        }
+    })
+    .await;
+    // By the ledger's clock, the new grant came no earlier than the lapse.
+    assert!(expiry - chrono::Duration::from_std(LONG).unwrap() >= first_expiry);
+    assert_eq!(lic.live(&ledger).await, vec![(session, expiry)]);
+}
+
+async fn check_heartbeat_after_lapse(ledger: Ledger) {
+    let lic = License::new(1);
+    let ttl = Duration::from_millis(200);
+    let (session, _) = lic.grant(&ledger, "a", ttl).await;
+    wait_until_lapsed(&ledger, ttl).await;
+
+    // Nothing has touched this license since the grant, so nothing purged it.
+    assert_eq!(lic.heartbeat(&ledger, session, LONG).await, None);
+    assert_eq!(
+        lic.heartbeat(&ledger, session, LONG).await,
+        None,
+        "a lapsed lease never revives"
+    );
+    assert!(lic.live(&ledger).await.is_empty());
+    // The same hardware gets a new session, not the dead one back.
+    let (again, _) = lic.grant(&ledger, "a", LONG).await;
+    assert_ne!(again, session);
+}
+
+async fn check_release_after_lapse(ledger: Ledger) {
+    let lic = License::new(1);
+    let ttl = Duration::from_millis(200);
+    let (session, _) = lic.grant(&ledger, "a", ttl).await;
+    wait_until_lapsed(&ledger, ttl).await;
+
+    assert!(
+        !lic.release(&ledger, session).await,
+        "a lapsed lease is not live, purged or not"
+    );
+    assert!(!lic.release(&ledger, session).await);
+    assert!(lic.live(&ledger).await.is_empty());
+    lic.grant(&ledger, "b", LONG).await;
+}
+
+async fn check_heartbeat_unknown(ledger: Ledger) {
+    let lic = License::new(1);
+    assert_eq!(lic.heartbeat(&ledger, SessionId::new(), LONG).await, None);
+
+    let (session, _) = lic.grant(&ledger, "a", LONG).await;
+    assert_eq!(lic.heartbeat(&ledger, SessionId::new(), LONG).await, None);
+    assert!(lic.release(&ledger, session).await);
+    assert_eq!(lic.heartbeat(&ledger, session, LONG).await, None);
+    assert!(lic.live(&ledger).await.is_empty());
+}
+
+async fn check_release_idempotent(ledger: Ledger) {
+    let lic = License::new(1);
+    let (session, _) = lic.grant(&ledger, "a", LONG).await;
+    assert!(lic.release(&ledger, session).await);
+    assert!(!lic.release(&ledger, session).await);
+    assert!(!lic.release(&ledger, session).await);
+    assert!(lic.live(&ledger).await.is_empty());
+}
+
+async fn check_release_frees_seat(ledger: Ledger) {
+    let lic = License::new(1);
+    let (session, _) = lic.grant(&ledger, "a", LONG).await;
+    assert_eq!(
+        lic.acquire(&ledger, "b", LONG).await,
+        LeaseGrant::Full { seats_used: 1 }
+    );
+    assert!(lic.release(&ledger, session).await);
+    let (b, _) = lic.grant(&ledger, "b", LONG).await;
+    assert_eq!(
+        lic.live(&ledger)
+            .await
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Vec<_>>(),
+        vec![b]
+    );
+}
+
+async fn check_release_unknown(ledger: Ledger) {
+    let lic = License::new(2);
+    assert!(
+        !lic.release(&ledger, SessionId::new()).await,
+        "unknown license"
+    );
+    lic.grant(&ledger, "a", LONG).await;
+    assert!(
+        !lic.release(&ledger, SessionId::new()).await,
+        "unknown session"
+    );
+    assert_eq!(lic.live(&ledger).await.len(), 1);
+}
+
+async fn check_reacquire_after_release(ledger: Ledger) {
+    let lic = License::new(1);
+    let (first, _) = lic.grant(&ledger, "a", LONG).await;
+    assert!(lic.release(&ledger, first).await);
+    let (second, _) = lic.grant(&ledger, "a", LONG).await;
+    assert_ne!(second, first);
+    // Releasing the old session again must not disturb the new one.
+    assert!(!lic.release(&ledger, first).await);
+    assert!(matches!(
+        lic.acquire(&ledger, "a", LONG).await,
+        LeaseGrant::Renewed { session, .. } if session == second
+    ));
+}
+
+async fn check_lower_max_seats(ledger: Ledger) {
+    let mut lic = License::new(3);
+    let mut sessions = Vec::new();
+    for hw in ["a", "b", "c"] {
+        sessions.push(lic.grant(&ledger, hw, LONG).await.0);
+    }
+
+    lic.max_seats = 1;
+    assert_eq!(
+        lic.acquire(&ledger, "d", LONG).await,
+        LeaseGrant::Full { seats_used: 3 }
+    );
+    assert_eq!(lic.live(&ledger).await.len(), 3, "nobody was evicted");
+    // Holders over the new limit keep renewing.
+    assert!(matches!(
+        lic.acquire(&ledger, "b", LONG).await,
+        LeaseGrant::Renewed { session, seats_used: 3, .. } if session == sessions[1]
+    ));
+    for session in &sessions {
+        assert!(lic.heartbeat(&ledger, *session, LONG).await.is_some());
+    }
+
+    assert!(lic.release(&ledger, sessions[0]).await);
+    assert_eq!(
+        lic.acquire(&ledger, "d", LONG).await,
+        LeaseGrant::Full { seats_used: 2 }
+    );
+    assert!(lic.release(&ledger, sessions[1]).await);
+    assert_eq!(
+        lic.acquire(&ledger, "d", LONG).await,
+        LeaseGrant::Full { seats_used: 1 }
+    );
+    assert!(lic.release(&ledger, sessions[2]).await);
+    assert!(matches!(
+        lic.acquire(&ledger, "d", LONG).await,
+        LeaseGrant::Granted { seats_used: 1, .. }
+    ));
+}
+
+async fn check_live_excludes_lapsed(ledger: Ledger) {
+    let lic = License::new(3);
+    let short = Duration::from_millis(200);
+    let (long_a, _) = lic.grant(&ledger, "a", LONG).await;
+    lic.grant(&ledger, "b", short).await;
+    let (long_c, _) = lic.grant(&ledger, "c", LONG).await;
+    wait_until_lapsed(&ledger, short).await;
+
+    let mut expected = vec![long_a, long_c];
+    expected.sort();
+    let live: Vec<SessionId> = lic
+        .live(&ledger)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(live, expected);
+    let now = Utc::now();
+    assert!(lic.live(&ledger).await.iter().all(|(_, exp)| *exp > now));
+}
+
+async fn check_isolation(ledger: Ledger) {
+    let full = License::new(1);
+    let (session, _) = full.grant(&ledger, "a", LONG).await;
+    assert_eq!(
+        full.acquire(&ledger, "b", LONG).await,
+        LeaseGrant::Full { seats_used: 1 }
+    );
+
+    // Another license of the same organization.
+    let sibling = License {
+        org: full.org,
+        license: LicenseId::new(),
+        max_seats: 1,
+    };
+    // The same license id under another organization.
+    let other_org = License {
+        org: OrgId::new(),
+        license: full.license,
+        max_seats: 1,
+    };
+    for lic in [&sibling, &other_org] {
+        // The same hardware id is a new lease there, not a renewal.
+        let (s, _) = lic.grant(&ledger, "a", LONG).await;
+        assert_ne!(s, session);
+        assert!(!lic.release(&ledger, session).await);
+        assert_eq!(lic.heartbeat(&ledger, session, LONG).await, None);
+        assert_eq!(lic.live(&ledger).await.len(), 1);
+    }
+    assert_eq!(
+        full.live(&ledger)
+            .await
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Vec<_>>(),
+        vec![session]
+    );
+    assert!(full.release(&ledger, session).await);
+    assert_eq!(sibling.live(&ledger).await.len(), 1);
+    assert_eq!(other_org.live(&ledger).await.len(), 1);
+}
+
+async fn check_zero_seats(ledger: Ledger) {
+    let lic = License::new(0);
+    assert_eq!(
+        lic.acquire(&ledger, "a", LONG).await,
+        LeaseGrant::Full { seats_used: 0 }
+    );
+    assert!(lic.live(&ledger).await.is_empty());
+}
+
+async fn check_concurrent_distinct_hardware(nodes: Vec<Ledger>) {
+    let lic = Arc::new(License::new(10));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ledger = nodes[i % nodes.len()].clone();
+            let lic = lic.clone();
+            tokio::spawn(async move {
+                let req = lic.request(&format!("machine-{i}"), LONG);
+                (req.session, ledger.acquire(&req).await.expect("acquire"))
+            })
+        })
+        .collect();
+
+    let mut granted = Vec::new();
+    let mut full = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            (session, LeaseGrant::Granted { seats_used, .. }) => {
+                assert!((1..=10).contains(&seats_used));
+                granted.push(session);
+            }
+            (_, LeaseGrant::Full { seats_used }) => {
+                assert_eq!(seats_used, 10);
+                full += 1;
+            }
+            (_, other) => panic!("distinct hardware ids never renew: {other:?}"),
+        }
+    }
+    assert_eq!(granted.len(), 10);
+    assert_eq!(full, 190);
+
+    granted.sort();
+    for node in &nodes {
+        let live: Vec<SessionId> = lic.live(node).await.into_iter().map(|(s, _)| s).collect();
+        assert_eq!(live, granted, "every node sees the same 10 leases");
+    }
+}
+
+async fn check_concurrent_same_hardware(nodes: Vec<Ledger>) {
+    let lic = Arc::new(License::new(5));
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let ledger = nodes[i % nodes.len()].clone();
+            let lic = lic.clone();
+            tokio::spawn(async move {
+                let req = lic.request("the-one-machine", LONG);
+                (req.session, ledger.acquire(&req).await.expect("acquire"))
+            })
+        })
+        .collect();
+
+    let mut granted = Vec::new();
+    let mut renewed_to = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            (session, LeaseGrant::Granted { .. }) => granted.push(session),
+            (
+                _,
+                LeaseGrant::Renewed {
+                    session,
+                    seats_used,
+                    ..
+                },
+            ) => {
+                assert_eq!(seats_used, 1);
+                renewed_to.push(session);
+            }
+            (_, other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(granted.len(), 1, "one hardware id holds one lease");
+    assert_eq!(renewed_to.len(), 49);
+    assert!(renewed_to.iter().all(|s| *s == granted[0]));
+    assert_eq!(
+        lic.live(&nodes[0])
+            .await
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Vec<_>>(),
+        granted
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Redis only
+
+mod redis_only {
+    use super::*;
+
+    async fn admin() -> ::redis::aio::MultiplexedConnection {
+        ::redis::Client::open(support::services::redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// A port on which nothing listens.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn calls_keep_working_after_the_script_cache_is_flushed() {
+        let ledger: Ledger = Arc::new(
+            RedisLedger::connect(&support::services::redis_url())
+                .await
+                .unwrap(),
+        );
+        let lic = License::new(2);
+        let (a, _) = lic.grant(&ledger, "a", LONG).await;
+
+        // What a restart or a failover does to the script cache.
+        let mut admin = admin().await;
+        ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+
+        assert!(matches!(
+            lic.acquire(&ledger, "a", LONG).await,
+            LeaseGrant::Renewed { session, .. } if session == a
+        ));
+        ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(lic.heartbeat(&ledger, a, LONG).await.is_some());
+        ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(lic.live(&ledger).await.len(), 1);
+        ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(lic.release(&ledger, a).await);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_reported_as_unavailable() {
+        let url = format!("redis://:hunter2@127.0.0.1:{}", closed_port());
+        let start = Instant::now();
+        match RedisLedger::connect_with_timeout(&url, Duration::from_millis(500)).await {
+            Err(LedgerError::Unavailable(message)) => {
+                assert!(!message.contains("hunter2"), "{message}");
+            }
+            Ok(_) => panic!("connected to a closed port"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_never_answers_is_reported_as_unavailable_in_time() {
+        // Accepts connections and reads, but never writes a byte back.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let url = format!("redis://user:hunter2@127.0.0.1:{port}");
+        let timeout = Duration::from_millis(300);
+        let start = Instant::now();
+        let result = match RedisLedger::connect_with_timeout(&url, timeout).await {
+            Err(e) => Err(e),
+            Ok(ledger) => ledger.ping().await,
+        };
+        match result {
+            Err(LedgerError::Unavailable(message)) => {
+                assert!(!message.contains("hunter2"), "{message}");
+            }
+            Ok(()) => panic!("a silent server answered"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ledger_whose_redis_goes_away_fails_fast_and_recovers() {
+        // A ledger connected through a proxy we can cut.
+        let upstream = support::services::redis_url();
+        let upstream_addr = upstream.trim_start_matches("redis://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if *cut_rx.borrow() {
+                    continue; // drop the connection: Redis is "down"
+                }
+                let upstream_addr = upstream_addr.clone();
+                let mut cut = cut_rx.clone();
+                tokio::spawn(async move {
+                    let mut server = tokio::net::TcpStream::connect(upstream_addr).await.unwrap();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+
+        let ledger: Ledger = Arc::new(
+            RedisLedger::connect_with_timeout(
+                &format!("redis://127.0.0.1:{port}"),
+                Duration::from_millis(500),
+            )
+            .await
+            .unwrap(),
+        );
+        let lic = License::new(1);
+        let (a, _) = lic.grant(&ledger, "a", LONG).await;
+
+        cut_tx.send(true).unwrap();
+        let start = Instant::now();
+        let err = ledger.heartbeat(lic.org, lic.license, a, LONG).await;
+        assert!(matches!(err, Err(LedgerError::Unavailable(_))), "{err:?}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+
+        // The connection manager reconnects by itself once Redis is back.
+        cut_tx.send(false).unwrap();
+        poll("the ledger to reconnect", || async {
+            ledger.heartbeat(lic.org, lic.license, a, LONG).await.ok()
+        })
+        .await
+        .expect("the lease survived the outage");
+    }
+
+    #[tokio::test]
+    async fn keys_carry_the_organization_hash_tag_and_expire_after_the_last_lease() {
+        let ledger: Ledger = Arc::new(
+            RedisLedger::connect(&support::services::redis_url())
+                .await
+                .unwrap(),
+        );
+        let lic = License::new(2);
+        let (a, _) = lic.grant(&ledger, "a", Duration::from_secs(30)).await;
+
+        let mut admin = admin().await;
+        let mut keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("*{}*", lic.org))
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        keys.sort();
+        let mut expected = RedisLedger::license_keys(lic.org, lic.license).to_vec();
+        expected.sort();
+        assert_eq!(keys, expected);
+        for key in &keys {
+            assert!(key.starts_with(&format!("sw:{{{}}}:", lic.org)), "{key}");
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            assert!((30_000..=40_000).contains(&ttl), "{key}: {ttl}");
+        }
+
+        // A heartbeat moves the furthest lease and the key expiry with it.
+        lic.heartbeat(&ledger, a, Duration::from_secs(120))
+            .await
+            .unwrap();
+        for key in &keys {
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            assert!((120_000..=130_000).contains(&ttl), "{key}: {ttl}");
+        }
+
+        // Releasing the last lease leaves nothing behind.
+        assert!(lic.release(&ledger, a).await);
+        let left: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("*{}*", lic.org))
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
