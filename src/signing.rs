@@ -1,1 +1,650 @@
-// placeholder: being written
+//! RS256 seat tokens.
+//!
+//! A seat token is a compact JWS (RS256) that clients verify offline against
+//! the published public key ([`TokenSigner::jwks`] or
+//! [`TokenSigner::public_key_pem`]). Several server nodes share one private
+//! key file (for example a mounted secret), so every node derives the same
+//! `kid` (the RFC 7638 JWK thumbprint) and accepts the others' tokens.
+//!
+//! Division of labour between the two crypto crates:
+//!
+//! * the `rsa` crate generates keys, parses PEM (PKCS#8 `PRIVATE KEY` and
+//!   PKCS#1 `RSA PRIVATE KEY`) and provides the public modulus/exponent;
+//! * every private-key operation (signing) goes through `jsonwebtoken`'s
+//!   aws-lc backend. The `rsa` crate is about three times slower and its
+//!   signing is affected by RUSTSEC-2023-0071 (Marvin timing side channel),
+//!   so it is never used to sign.
+//!
+//! Signing is CPU-bound (RSA-4096 is roughly 5 ms per signature), so
+//! [`TokenSigner::sign`] runs it on tokio's blocking pool, bounded by a
+//! process-wide semaphore with one permit per CPU. Verification is a public
+//! key operation (tens of microseconds) and runs inline.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rsa::RsaPrivateKey;
+use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+/// RSA modulus sizes accepted for newly generated keys.
+pub const SUPPORTED_RSA_BITS: [usize; 3] = [2048, 3072, 4096];
+
+/// Default modulus size for generated keys.
+pub const DEFAULT_RSA_BITS: usize = 4096;
+
+/// Where the signing key lives and what to do when it is missing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningConfig {
+    /// PEM file holding the RSA private key (PKCS#8 or PKCS#1).
+    pub key_path: PathBuf,
+    /// Modulus size used when a key has to be generated: 2048, 3072 or 4096.
+    /// A key loaded from disk keeps whatever size it has.
+    #[serde(default = "default_rsa_bits")]
+    pub rsa_bits: usize,
+    /// Generate and write a key when `key_path` does not exist.
+    ///
+    /// Defaults to `false`: in a multi-node deployment the key file is a
+    /// shared secret, and a node that silently minted its own key because the
+    /// mount was missing would issue tokens no other node accepts. Turn it on
+    /// for single-node or development set-ups, or when all nodes share a
+    /// writable volume (concurrent creation is safe, see
+    /// [`TokenSigner::load_or_generate`]).
+    #[serde(default)]
+    pub generate_if_missing: bool,
+}
+
+fn default_rsa_bits() -> usize {
+    DEFAULT_RSA_BITS
+}
+
+impl SigningConfig {
+    /// A config for `key_path` with a 4096-bit default and no generation.
+    pub fn new(key_path: impl Into<PathBuf>) -> Self {
+        Self {
+            key_path: key_path.into(),
+            rsa_bits: DEFAULT_RSA_BITS,
+            generate_if_missing: false,
+        }
+    }
+}
+
+/// Failures of key handling, signing and verification.
+///
+/// [`SigningError::is_token_rejected`] separates "the presented token is not
+/// acceptable" (HTTP 401) from server-side faults (HTTP 500). No variant ever
+/// carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// The key file does not exist and generation is disabled.
+    #[error(
+        "signing key file {} does not exist and generate_if_missing is false",
+        path.display()
+    )]
+    KeyMissing { path: PathBuf },
+    /// Reading, creating or writing the key file failed.
+    #[error("signing key file {}: {source}", path.display())]
+    KeyIo {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The key could not be parsed or is unusable (wrong type, too small,
+    /// rejected by the signing backend).
+    #[error("invalid signing key: {0}")]
+    InvalidKey(String),
+    /// `rsa_bits` is not one of [`SUPPORTED_RSA_BITS`].
+    #[error("unsupported RSA key size {0} bits (expected 2048, 3072 or 4096)")]
+    UnsupportedKeySize(usize),
+    /// Generating a new key failed.
+    #[error("RSA key generation failed: {0}")]
+    KeyGeneration(String),
+    /// Producing a signature failed.
+    #[error("token signing failed: {0}")]
+    Sign(String),
+    /// The blocking signing task panicked or was cancelled.
+    #[error("signing task failed: {0}")]
+    Task(String),
+
+    // ----- token rejections (401) -----
+    /// Not a well-formed compact JWS, or the claims do not have the seat
+    /// token shape.
+    #[error("malformed token: {0}")]
+    MalformedToken(String),
+    /// The header names an algorithm other than RS256 (e.g. `none`, HS256).
+    #[error("token algorithm {0:?} is not accepted (only RS256)")]
+    AlgorithmRejected(String),
+    /// The header's `kid` is missing or is not this server's key.
+    #[error("token was not issued under this server's key")]
+    UnknownKey,
+    /// The signature does not match the header and claims.
+    #[error("token signature is invalid")]
+    BadSignature,
+}
+
+impl SigningError {
+    /// `true` when the error is about the token the client presented (map to
+    /// 401 Unauthorized); `false` for server-side faults (map to 500).
+    pub fn is_token_rejected(&self) -> bool {
+        matches!(
+            self,
+            Self::MalformedToken(_)
+                | Self::AlgorithmRejected(_)
+                | Self::UnknownKey
+                | Self::BadSignature
+        )
+    }
+}
+
+/// The claims of a seat token.
+///
+/// `sub` carries the session id (it equals `session_id`); `iat`/`exp` are
+/// Unix seconds. `exp` tells offline clients how long the seat may be used
+/// without a successful heartbeat; the server itself does not check it (see
+/// [`TokenSigner::verify`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SeatClaims {
+    pub iss: String,
+    /// Equals `session_id`.
+    pub sub: String,
+    pub session_id: String,
+    pub license_id: String,
+    pub org_id: String,
+    pub hardware_id: String,
+    pub tier: String,
+    pub features: Vec<String>,
+    pub max_seats: u32,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Signs and verifies seat tokens with one RSA key. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenSigner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// PKCS#1 DER of the private key; zeroized on drop by `jsonwebtoken`.
+    encoding_key: EncodingKey,
+    decoding_key: DecodingKey,
+    validation: Validation,
+    header: Header,
+    kid: String,
+    bits: usize,
+    public_key_pem: String,
+    jwks: serde_json::Value,
+}
+
+impl fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSigner")
+            .field("kid", &self.inner.kid)
+            .field("bits", &self.inner.bits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// Loads the PEM private key at `cfg.key_path`.
+    ///
+    /// When the file is missing and `cfg.generate_if_missing` is set, a new
+    /// `cfg.rsa_bits` key is generated and written there: parent directories
+    /// are created, the file gets mode 0600 and is written to a temporary
+    /// file in the same directory, fsynced, then published with a
+    /// no-clobber link. If several nodes race to create the same file, one
+    /// wins and the others load the winner's key, so all end up with the same
+    /// key. When the file is missing and generation is disabled this fails
+    /// with [`SigningError::KeyMissing`].
+    ///
+    /// Blocking: reads files and may generate a key (seconds for 4096 bits).
+    /// From async code, call it inside `tokio::task::spawn_blocking`.
+    pub fn load_or_generate(cfg: &SigningConfig) -> Result<Self, SigningError> {
+        if !SUPPORTED_RSA_BITS.contains(&cfg.rsa_bits) {
+            return Err(SigningError::UnsupportedKeySize(cfg.rsa_bits));
+        }
+        let path = cfg.key_path.as_path();
+        match read_key_file(path)? {
+            Some(pem) => {
+                let signer = Self::from_pem(&pem)?;
+                if signer.key_bits() != cfg.rsa_bits {
+                    tracing::info!(
+                        path = %path.display(),
+                        bits = signer.key_bits(),
+                        configured_bits = cfg.rsa_bits,
+                        "signing key on disk differs from rsa_bits; using the key on disk"
+                    );
+                }
+                tracing::info!(path = %path.display(), kid = %signer.kid(), bits = signer.key_bits(), "loaded signing key");
+                Ok(signer)
+            }
+            None if !cfg.generate_if_missing => Err(SigningError::KeyMissing {
+                path: path.to_path_buf(),
+            }),
+            None => Self::generate_and_persist(path, cfg.rsa_bits),
+        }
+    }
+
+    /// Builds a signer from a PEM private key (PKCS#8 `PRIVATE KEY` or PKCS#1
+    /// `RSA PRIVATE KEY`). The key must be 2048 to 4096 bits.
+    pub fn from_pem(pem: &str) -> Result<Self, SigningError> {
+        let pem = pem.trim();
+        let key = if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
+            RsaPrivateKey::from_pkcs1_pem(pem)
+                .map_err(|e| SigningError::InvalidKey(format!("PKCS#1 PEM: {e}")))?
+        } else if pem.contains("-----BEGIN PRIVATE KEY-----") {
+            RsaPrivateKey::from_pkcs8_pem(pem)
+                .map_err(|e| SigningError::InvalidKey(format!("PKCS#8 PEM: {e}")))?
+        } else {
+            return Err(SigningError::InvalidKey(
+                "expected a PEM \"PRIVATE KEY\" (PKCS#8) or \"RSA PRIVATE KEY\" (PKCS#1) block"
+                    .into(),
+            ));
+        };
+        Self::from_rsa_key(&key)
+    }
+
+    fn from_rsa_key(key: &RsaPrivateKey) -> Result<Self, SigningError> {
+        install_crypto_provider();
+
+        let bits = key.size() * 8;
+        if bits < 2048 {
+            return Err(SigningError::InvalidKey(format!(
+                "RSA key is {bits} bits; at least 2048 are required"
+            )));
+        }
+
+        // aws-lc's RsaKeyPair::from_der wants PKCS#1 RSAPrivateKey DER.
+        let der = key
+            .to_pkcs1_der()
+            .map_err(|e| SigningError::InvalidKey(format!("cannot encode key: {e}")))?;
+        let encoding_key = EncodingKey::from_rsa_der(der.as_bytes());
+
+        let n = URL_SAFE_NO_PAD.encode(key.n().to_bytes_be());
+        let e = URL_SAFE_NO_PAD.encode(key.e().to_bytes_be());
+        let kid = rsa_jwk_thumbprint(&n, &e);
+        let decoding_key =
+            DecodingKey::from_rsa_raw_components(&key.n().to_bytes_be(), &key.e().to_bytes_be());
+
+        let public_key_pem = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| SigningError::InvalidKey(format!("cannot encode public key: {e}")))?;
+
+        let jwks = serde_json::json!({
+            "keys": [{
+                "kty": "RSA",
+                "use": "sig",
+                "alg": "RS256",
+                "kid": kid,
+                "n": n,
+                "e": e,
+            }]
+        });
+
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.clone());
+
+        // Signature and algorithm only: `exp` is deliberately not checked
+        // (see `verify`), and seat tokens carry no `aud`/`nbf`.
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+
+        let signer = Self {
+            inner: Arc::new(Inner {
+                encoding_key,
+                decoding_key,
+                validation,
+                header,
+                kid,
+                bits,
+                public_key_pem,
+                jwks,
+            }),
+        };
+
+        // Self-test: the backend accepts the key and the public half we
+        // publish matches the private half we sign with.
+        let probe = jsonwebtoken::crypto::sign(
+            b"seatwarden key self-test",
+            &signer.inner.encoding_key,
+            Algorithm::RS256,
+        )
+        .map_err(|e| SigningError::InvalidKey(format!("rejected by the signing backend: {e}")))?;
+        let ok = jsonwebtoken::crypto::verify(
+            &probe,
+            b"seatwarden key self-test",
+            &signer.inner.decoding_key,
+            Algorithm::RS256,
+        )
+        .map_err(|e| SigningError::InvalidKey(format!("self-test verification failed: {e}")))?;
+        if !ok {
+            return Err(SigningError::InvalidKey(
+                "self-test signature does not verify against the public key".into(),
+            ));
+        }
+        Ok(signer)
+    }
+
+    fn generate_and_persist(path: &Path, bits: usize) -> Result<Self, SigningError> {
+        let io_err = |source| SigningError::KeyIo {
+            path: path.to_path_buf(),
+            source,
+        };
+
+        tracing::info!(path = %path.display(), bits, "signing key missing; generating a new one");
+        let started = Instant::now();
+        let key = RsaPrivateKey::new(&mut rand::thread_rng(), bits)
+            .map_err(|e| SigningError::KeyGeneration(e.to_string()))?;
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| SigningError::KeyGeneration(format!("cannot encode key: {e}")))?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "generated RSA key"
+        );
+
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(io_err)?;
+
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".seatwarden-key-").suffix(".tmp");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(fs::Permissions::from_mode(0o600));
+        }
+        // Elsewhere tempfile already creates files private to the user.
+        let mut tmp = builder.tempfile_in(&dir).map_err(io_err)?;
+        tmp.write_all(pem.as_bytes()).map_err(io_err)?;
+        tmp.as_file().sync_all().map_err(io_err)?;
+
+        match tmp.persist_noclobber(path) {
+            Ok(_) => {
+                sync_dir(&dir);
+                let signer = Self::from_rsa_key(&key)?;
+                tracing::info!(path = %path.display(), kid = %signer.kid(), bits, "wrote new signing key");
+                Ok(signer)
+            }
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                // Another node (or task) won the race; its file is complete
+                // because it was fsynced before being linked into place.
+                // Dropping `e.file` removes our temporary file.
+                drop(e.file);
+                tracing::info!(path = %path.display(), "signing key was created concurrently; loading it");
+                let pem = read_key_file(path)?.ok_or_else(|| {
+                    io_err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "key file vanished right after a concurrent create",
+                    ))
+                })?;
+                Self::from_pem(&pem)
+            }
+            Err(e) => Err(io_err(e.error)),
+        }
+    }
+
+    /// RFC 7638 JWK thumbprint of the public key (base64url SHA-256 of
+    /// `{"e":..,"kty":"RSA","n":..}`): the same on every node using the key.
+    pub fn kid(&self) -> &str {
+        &self.inner.kid
+    }
+
+    /// The public key as an SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub fn public_key_pem(&self) -> &str {
+        &self.inner.public_key_pem
+    }
+
+    /// `{"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid","n","e"}]}`
+    /// with `n` and `e` base64url without padding.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.inner.jwks.clone()
+    }
+
+    /// Modulus size in bits.
+    pub fn key_bits(&self) -> usize {
+        self.inner.bits
+    }
+
+    /// Signs `claims` on tokio's blocking pool.
+    ///
+    /// At most one signature per CPU is in flight process-wide; further
+    /// callers wait for a permit instead of piling up blocking threads. If
+    /// this future is dropped after the work started, the permit is held
+    /// until the signature finishes, so the bound holds under cancellation.
+    pub async fn sign(&self, claims: &SeatClaims) -> Result<String, SigningError> {
+        let permit = sign_semaphore()
+            .acquire()
+            .await
+            .map_err(|e| SigningError::Task(e.to_string()))?;
+        let this = self.clone();
+        let claims = claims.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.sign_blocking(&claims)
+        })
+        .await
+        .map_err(|e| SigningError::Task(e.to_string()))?
+    }
+
+    /// Signs `claims` on the calling thread (~1 ms for 2048 bits, ~5 ms for
+    /// 4096). Do not call from an async worker; use [`TokenSigner::sign`].
+    pub fn sign_blocking(&self, claims: &SeatClaims) -> Result<String, SigningError> {
+        jsonwebtoken::encode(&self.inner.header, claims, &self.inner.encoding_key)
+            .map_err(|e| SigningError::Sign(e.to_string()))
+    }
+
+    /// Verifies a seat token issued under this key and returns its claims.
+    ///
+    /// Checks that the token is a well-formed compact JWS, that its header
+    /// says `alg: RS256` (anything else, including `none` and HS256 keyed
+    /// with the public key, is rejected before any crypto), that its `kid`
+    /// is this key's, and that the RS256 signature is valid.
+    ///
+    /// **`exp` is deliberately not checked.** The token authenticates the
+    /// holder of a session for heartbeat and release; whether that session is
+    /// still live is the seat ledger's decision, and a client whose token has
+    /// expired must still be able to release its seat. Callers that need
+    /// expiry must compare `claims.exp` themselves.
+    ///
+    /// A public-key operation (tens of microseconds): fine to call inline on
+    /// an async worker.
+    pub fn verify(&self, token: &str) -> Result<SeatClaims, SigningError> {
+        check_header(token, &self.inner.kid)?;
+        jsonwebtoken::decode::<SeatClaims>(token, &self.inner.decoding_key, &self.inner.validation)
+            .map(|data| data.claims)
+            .map_err(map_decode_error)
+    }
+
+    /// Measures how many tokens per second [`TokenSigner::sign_blocking`]
+    /// produces on this thread, signing for about `duration`. Blocking.
+    pub fn sign_rate(&self, duration: Duration) -> f64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let claims = SeatClaims {
+            iss: "seatwarden-bench".into(),
+            sub: "00000000-0000-0000-0000-000000000000".into(),
+            session_id: "00000000-0000-0000-0000-000000000000".into(),
+            license_id: "00000000-0000-0000-0000-000000000001".into(),
+            org_id: "00000000-0000-0000-0000-000000000002".into(),
+            hardware_id: "bench-hardware".into(),
+            tier: "pro".into(),
+            features: vec!["a".into(), "b".into()],
+            max_seats: 10,
+            iat: now,
+            exp: now + 3600,
+        };
+        let started = Instant::now();
+        let mut count: u64 = 0;
+        loop {
+            if self.sign_blocking(&claims).is_ok() {
+                count += 1;
+            }
+            let elapsed = started.elapsed();
+            if elapsed >= duration && count > 0 {
+                return count as f64 / elapsed.as_secs_f64();
+            }
+            if elapsed >= duration.max(Duration::from_secs(1)) * 10 {
+                // Every sign failed: report zero rather than loop forever.
+                return 0.0;
+            }
+        }
+    }
+}
+
+/// RFC 7638 thumbprint of an RSA JWK given its base64url `n` and `e`.
+pub fn rsa_jwk_thumbprint(n_b64url: &str, e_b64url: &str) -> String {
+    // Members in lexicographic order, no whitespace; base64url has no
+    // characters that need JSON escaping.
+    let canonical = format!(r#"{{"e":"{e_b64url}","kty":"RSA","n":"{n_b64url}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Rejects tokens whose header is malformed, whose `alg` is not exactly
+/// RS256, or whose `kid` is not ours, before any signature work.
+fn check_header(token: &str, kid: &str) -> Result<(), SigningError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_payload), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(SigningError::MalformedToken(
+            "expected three dot-separated parts".into(),
+        ));
+    };
+    let raw = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| SigningError::MalformedToken("header is not base64url".into()))?;
+    let header: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|_| SigningError::MalformedToken("header is not JSON".into()))?;
+    match header.get("alg").and_then(|a| a.as_str()) {
+        Some("RS256") => {}
+        Some(other) => return Err(SigningError::AlgorithmRejected(truncate(other))),
+        None => return Err(SigningError::AlgorithmRejected("<missing>".into())),
+    }
+    // `crit` extensions are not understood, so must not be accepted
+    // (RFC 7515 §4.1.11).
+    if header.get("crit").is_some() {
+        return Err(SigningError::MalformedToken(
+            "unsupported crit header".into(),
+        ));
+    }
+    match header.get("kid").and_then(|k| k.as_str()) {
+        Some(k) if k == kid => Ok(()),
+        _ => Err(SigningError::UnknownKey),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(32).collect()
+}
+
+fn map_decode_error(e: jsonwebtoken::errors::Error) -> SigningError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => SigningError::BadSignature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => SigningError::AlgorithmRejected("RS256 expected".into()),
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_)
+        | ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_) => SigningError::MalformedToken(e.to_string()),
+        // Anything else is about our key or the backend, not the token.
+        _ => SigningError::Sign(format!("verification backend error: {e}")),
+    }
+}
+
+/// Selects jsonwebtoken's aws-lc provider once per process.
+///
+/// jsonwebtoken picks a provider from its crate features only when exactly
+/// one backend feature is enabled; if another crate in the graph ever turns
+/// on `rust_crypto` too, it would panic on first use. Installing explicitly
+/// makes the choice independent of feature unification.
+fn install_crypto_provider() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let ours = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+        if let Err(existing) = ours.install_default()
+            && !std::ptr::eq(existing, ours)
+        {
+            tracing::warn!(
+                "a different jsonwebtoken CryptoProvider was installed first; seat tokens will use it"
+            );
+        }
+    });
+}
+
+/// One permit per CPU, shared by every signer in the process.
+fn sign_semaphore() -> &'static Semaphore {
+    static SEM: OnceLock<Semaphore> = OnceLock::new();
+    SEM.get_or_init(|| {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Semaphore::new(cpus)
+    })
+}
+
+/// Reads the key file; `Ok(None)` when it does not exist.
+fn read_key_file(path: &Path) -> Result<Option<String>, SigningError> {
+    match fs::read_to_string(path) {
+        Ok(pem) => {
+            warn_if_loose_permissions(path);
+            Ok(Some(pem))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SigningError::KeyIo {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_loose_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "signing key file is readable by group or others"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_loose_permissions(_path: &Path) {}
+
+/// Makes the new directory entry durable (best effort).
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
