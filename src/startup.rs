@@ -68,14 +68,18 @@ pub async fn open_ledger(settings: &Settings) -> anyhow::Result<Arc<dyn SeatLedg
     }
 }
 
-/// Loads the signing key, generating it first if allowed.
-pub fn load_signer(settings: &Settings) -> anyhow::Result<TokenSigner> {
+/// Loads the signing key, generating it first if allowed. Generation takes
+/// seconds of CPU, so it runs on a blocking thread.
+pub async fn load_signer(settings: &Settings) -> anyhow::Result<TokenSigner> {
     let cfg = SigningConfig {
         key_path: settings.key_path(),
         rsa_bits: settings.signing.rsa_bits,
         generate_if_missing: settings.signing.generate_if_missing,
     };
-    let signer = TokenSigner::load_or_generate(&cfg).context("loading the signing key")?;
+    let signer = tokio::task::spawn_blocking(move || TokenSigner::load_or_generate(&cfg))
+        .await
+        .context("key loading task")?
+        .context("loading the signing key")?;
     tracing::info!(kid = signer.kid(), bits = signer.key_bits(), "signing key ready");
     Ok(signer)
 }
@@ -91,7 +95,7 @@ impl Application {
     /// picks a free port, as tests do).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = telemetry::metrics_handle();
-        let signer = load_signer(&settings)?;
+        let signer = load_signer(&settings).await?;
         let store = open_store(&settings).await?;
         let ledger = open_ledger(&settings).await?;
         let (coordinator, _) = Coordinator::start(store.clone(), ledger.clone(), settings.coordinator())
