@@ -1,5 +1,642 @@
 //! Durable storage: one implementation of [`seatwarden_actors::ports::Store`]
 //! per backend, each with its own migrations folder.
+//!
+//! The backends own their connection set-up, their read queries and their
+//! transaction handling, which is where SQLite and PostgreSQL really differ.
+//! What is the same for both lives here: how ids and timestamps travel in
+//! and out of the database, the row structs and their conversion into
+//! domain types, the statements that need no dialect (written with `$N`
+//! placeholders, which both drivers accept), the bodies of the two write
+//! transactions (which each backend opens and commits in its own way), and
+//! the mapping of driver errors.
+//!
+//! Timestamps are always UTC. PostgreSQL keeps them as `timestamptz`
+//! (microseconds); SQLite keeps them as fixed-width RFC 3339 text with six
+//! fractional digits and a `Z` (`2024-05-01T12:00:00.123456Z`), so that
+//! both backends keep the same precision and plain text comparison and
+//! `ORDER BY` in SQLite agree with time order.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use seatwarden_actors::domain::{
+    AuditEntry, ClientInfo, EndReason, License, LicenseId, LicenseStatus, NewLicense, Org, OrgId,
+    SessionId, SessionRecord,
+};
+use seatwarden_actors::ports::{EndOutcome, StoreError};
+use sqlx::encode::IsNull;
+use sqlx::error::{BoxDynError, ErrorKind};
+use sqlx::postgres::{PgTypeInfo, PgValueRef, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteTypeInfo, SqliteValueRef};
+use sqlx::types::Json;
+use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
+use uuid::Uuid;
+
+// Column lists, shared by the `SELECT`s of both backends and by the
+// `INSERT`s below. Their order is the bind order of `insert_*`.
+macro_rules! org_columns {
+    () => {
+        "id, name, created_at"
+    };
+}
+macro_rules! license_columns {
+    () => {
+        "id, org_id, key_hint, seats, tier, features, status, expires_at, created_at"
+    };
+}
+macro_rules! session_columns {
+    () => {
+        "id, license_id, org_id, hardware_id, started_at, last_heartbeat_at, \
+         lease_expires_at, ended_at, end_reason, ip, user_agent, metadata"
+    };
+}
+macro_rules! audit_columns {
+    () => {
+        "at, event, org_id, license_id, session_id, hardware_id, ip, user_agent, detail"
+    };
+}
 
 pub mod postgres;
 pub mod sqlite;
+
+/// Inserts an org; see [`insert_org`].
+const INSERT_ORG: &str = concat!(
+    "INSERT INTO orgs (",
+    org_columns!(),
+    ") VALUES ($1, $2, $3)"
+);
+/// Inserts a license; see [`insert_license`].
+const INSERT_LICENSE: &str = concat!(
+    "INSERT INTO licenses (",
+    license_columns!(),
+    ", key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+);
+/// Inserts a session; see [`insert_session`].
+const INSERT_SESSION: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+);
+/// Appends an audit entry; see [`insert_audit`].
+const INSERT_AUDIT: &str = concat!(
+    "INSERT INTO audit_log (",
+    audit_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+);
+
+/// A session by id.
+pub(crate) const SESSION_BY_ID: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE id = $1"
+);
+
+/// Ends an open session and returns it; returns nothing if the session is
+/// unknown or already ended. See [`end_session_in`].
+const END_OPEN_SESSION: &str = concat!(
+    "UPDATE sessions SET ended_at = $2, end_reason = $3 \
+     WHERE id = $1 AND ended_at IS NULL RETURNING ",
+    session_columns!()
+);
+
+// ---------------------------------------------------------------------------
+// Column types shared by both backends
+
+/// A UUID: native `uuid` in PostgreSQL, hyphenated lower-case text in
+/// SQLite (sqlx would otherwise store a 16-byte blob there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DbUuid(pub Uuid);
+
+macro_rules! db_uuid_from {
+    ($($id:ty),*) => {$(
+        impl From<$id> for DbUuid {
+            fn from(id: $id) -> Self {
+                Self(id.0)
+            }
+        }
+    )*};
+}
+db_uuid_from!(OrgId, LicenseId, SessionId);
+
+impl Type<Sqlite> for DbUuid {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <String as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Sqlite> for DbUuid {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        Encode::<Sqlite>::encode(self.0.hyphenated().to_string(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for DbUuid {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        let text = <&str as Decode<Sqlite>>::decode(value)?;
+        Ok(Self(Uuid::parse_str(text)?))
+    }
+}
+
+impl Type<Postgres> for DbUuid {
+    fn type_info() -> PgTypeInfo {
+        <Uuid as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for DbUuid {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Postgres as Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        Encode::<Postgres>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for DbUuid {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Self(<Uuid as Decode<Postgres>>::decode(value)?))
+    }
+}
+
+/// A timestamp to bind: `timestamptz` in PostgreSQL, fixed-width RFC 3339
+/// text in SQLite (see the module docs). Reading back uses plain
+/// `DateTime<Utc>`, which sqlx parses from that text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DbTime(pub DateTime<Utc>);
+
+/// The SQLite text form of a timestamp: always 27 characters, so that text
+/// order is time order.
+pub(crate) fn sqlite_timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+impl Type<Sqlite> for DbTime {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <String as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Sqlite> for DbTime {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        Encode::<Sqlite>::encode(sqlite_timestamp(self.0), buf)
+    }
+}
+
+impl Type<Postgres> for DbTime {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for DbTime {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Postgres as Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        Encode::<Postgres>::encode_by_ref(&self.0, buf)
+    }
+}
+
+/// The current time at the precision both backends keep (microseconds),
+/// so that a value returned by a `create_*` call equals the one read back.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+// ---------------------------------------------------------------------------
+// Binding rows to the shared INSERTs
+
+/// A query of backend `DB`, with owned arguments.
+pub(crate) type Query<DB> = sqlx::query::Query<'static, DB, <DB as Database>::Arguments>;
+/// A query of backend `DB` returning rows of type `O`.
+pub(crate) type QueryAs<DB, O> = sqlx::query::QueryAs<'static, DB, O, <DB as Database>::Arguments>;
+
+/// "`DB` can bind a `T`". A supertrait of [`Backend`], so that generic code
+/// bounded by `DB: Backend` can bind every column type without repeating
+/// the bounds (bounds on other types in a where clause would not carry
+/// over to callers; supertraits do).
+pub(crate) trait BindTo<T>: Database {
+    fn bind_to(q: Query<Self>, value: T) -> Query<Self>;
+    fn bind_as<O>(q: QueryAs<Self, O>, value: T) -> QueryAs<Self, O>;
+}
+
+impl<DB: Database, T> BindTo<T> for DB
+where
+    T: for<'e> Encode<'e, DB> + Type<DB> + 'static,
+{
+    fn bind_to(q: Query<DB>, value: T) -> Query<DB> {
+        q.bind(value)
+    }
+    fn bind_as<O>(q: QueryAs<DB, O>, value: T) -> QueryAs<DB, O> {
+        q.bind(value)
+    }
+}
+
+/// A database that can bind every column type of the shared statements.
+pub(crate) trait Backend:
+    BindTo<DbUuid>
+    + BindTo<Option<DbUuid>>
+    + BindTo<DbTime>
+    + BindTo<Option<DbTime>>
+    + BindTo<String>
+    + BindTo<Option<String>>
+    + BindTo<i32>
+    + BindTo<Json<Vec<String>>>
+    + BindTo<Option<Json<serde_json::Value>>>
+{
+}
+impl Backend for Sqlite {}
+impl Backend for Postgres {}
+
+/// `q.arg(v)`: [`sqlx::query::Query::bind`] for generic backends.
+trait Arg<DB: Database> {
+    fn arg<T>(self, value: T) -> Self
+    where
+        DB: BindTo<T>;
+}
+
+impl<DB: Database> Arg<DB> for Query<DB> {
+    fn arg<T>(self, value: T) -> Self
+    where
+        DB: BindTo<T>,
+    {
+        DB::bind_to(self, value)
+    }
+}
+
+impl<DB: Database, O> Arg<DB> for QueryAs<DB, O> {
+    fn arg<T>(self, value: T) -> Self
+    where
+        DB: BindTo<T>,
+    {
+        DB::bind_as(self, value)
+    }
+}
+
+fn bind_client<DB: Backend>(q: Query<DB>, client: &ClientInfo) -> Query<DB> {
+    q.arg(client.ip.clone()).arg(client.user_agent.clone())
+}
+
+/// [`INSERT_ORG`] with its values bound.
+pub(crate) fn insert_org<DB: Backend>(org: &Org) -> Query<DB> {
+    sqlx::query(INSERT_ORG)
+        .arg(DbUuid::from(org.id))
+        .arg(org.name.clone())
+        .arg(DbTime(org.created_at))
+}
+
+/// [`INSERT_LICENSE`] with its values bound.
+pub(crate) fn insert_license<DB: Backend>(
+    license: &License,
+    key_hash: &str,
+) -> Result<Query<DB>, StoreError> {
+    let seats = i32::try_from(license.seats)
+        .map_err(|_| StoreError::Unavailable(format!("{} seats is too many", license.seats)))?;
+    Ok(sqlx::query(INSERT_LICENSE)
+        .arg(DbUuid::from(license.id))
+        .arg(DbUuid::from(license.org_id))
+        .arg(license.key_hint.clone())
+        .arg(seats)
+        .arg(license.tier.clone())
+        .arg(Json(license.features.clone()))
+        .arg(license.status.as_str().to_owned())
+        .arg(license.expires_at.map(DbTime))
+        .arg(DbTime(license.created_at))
+        .arg(key_hash.to_owned()))
+}
+
+/// [`INSERT_SESSION`] with its values bound.
+pub(crate) fn insert_session<DB: Backend>(s: &SessionRecord) -> Query<DB> {
+    let q = sqlx::query(INSERT_SESSION)
+        .arg(DbUuid::from(s.id))
+        .arg(DbUuid::from(s.license_id))
+        .arg(DbUuid::from(s.org_id))
+        .arg(s.hardware_id.clone())
+        .arg(DbTime(s.started_at))
+        .arg(DbTime(s.last_heartbeat_at))
+        .arg(DbTime(s.lease_expires_at))
+        .arg(s.ended_at.map(DbTime))
+        .arg(s.end_reason.map(|r| r.as_str().to_owned()));
+    bind_client(q, &s.client).arg(s.metadata.clone().map(Json))
+}
+
+/// [`INSERT_AUDIT`] with its values bound.
+pub(crate) fn insert_audit<DB: Backend>(a: &AuditEntry) -> Query<DB> {
+    let q = sqlx::query(INSERT_AUDIT)
+        .arg(DbTime(a.at))
+        .arg(a.event.as_str().to_owned())
+        .arg(DbUuid::from(a.org_id))
+        .arg(DbUuid::from(a.license_id))
+        .arg(a.session_id.map(DbUuid::from))
+        .arg(a.hardware_id.clone());
+    bind_client(q, &a.client).arg(a.detail.clone())
+}
+
+/// The org a `create_org` call inserts.
+pub(crate) fn new_org(name: &str) -> Org {
+    Org {
+        id: OrgId::new(),
+        name: name.to_owned(),
+        created_at: now(),
+    }
+}
+
+/// The license a `create_license` call inserts, and its key hash.
+pub(crate) fn new_license(new: NewLicense) -> (License, String) {
+    let license = License {
+        id: LicenseId::new(),
+        org_id: new.org_id,
+        key_hint: new.key_hint,
+        seats: new.seats,
+        tier: new.tier,
+        features: new.features,
+        status: LicenseStatus::Active,
+        expires_at: new.expires_at,
+        created_at: now(),
+    };
+    (license, new.key_hash)
+}
+
+/// The body of `start_session`, on a connection inside the backend's write
+/// transaction: a duplicate id fails the first insert, so no audit entry is
+/// written for it.
+pub(crate) async fn start_session_in<DB>(
+    conn: &mut DB::Connection,
+    session: &SessionRecord,
+    audit: &AuditEntry,
+) -> Result<(), StoreError>
+where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    insert_session::<DB>(session)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    insert_audit::<DB>(audit)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// The body of `end_session`, on a connection inside the backend's write
+/// transaction (which the caller commits).
+///
+/// The `UPDATE ... WHERE ended_at IS NULL` decides who ends the session:
+/// SQLite runs it under the write lock; in PostgreSQL a concurrent end
+/// holds the row lock, and this statement waits for it and re-checks the
+/// committed row. The follow-up read is a separate statement so that under
+/// READ COMMITTED it sees that other caller's committed end (within one
+/// statement PostgreSQL would still show the snapshot from before it).
+pub(crate) async fn end_session_in<DB>(
+    conn: &mut DB::Connection,
+    id: SessionId,
+    ended_at: DateTime<Utc>,
+    reason: EndReason,
+    audit: &AuditEntry,
+) -> Result<Option<EndOutcome>, StoreError>
+where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    SessionRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let ended: Option<SessionRow> = sqlx::query_as(END_OPEN_SESSION)
+        .arg(DbUuid::from(id))
+        .arg(DbTime(ended_at))
+        .arg(reason.as_str().to_owned())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if let Some(row) = ended {
+        insert_audit::<DB>(audit)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        return Ok(Some(EndOutcome::Ended(row.try_into()?)));
+    }
+    let current: Option<SessionRecord> = one(sqlx::query_as::<DB, SessionRow>(SESSION_BY_ID)
+        .arg(DbUuid::from(id))
+        .fetch_optional(&mut *conn)
+        .await)?;
+    Ok(current.map(EndOutcome::AlreadyEnded))
+}
+
+/// Heartbeats merged per session (latest of each timestamp wins) and sorted
+/// by id, so that a batch touches each row once and always in the same
+/// order.
+pub(crate) fn merge_heartbeats(
+    beats: &[(SessionId, DateTime<Utc>, DateTime<Utc>)],
+) -> Vec<(SessionId, DateTime<Utc>, DateTime<Utc>)> {
+    let mut merged: BTreeMap<SessionId, (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    for &(id, at, lease) in beats {
+        merged
+            .entry(id)
+            .and_modify(|(a, l)| {
+                *a = (*a).max(at);
+                *l = (*l).max(lease);
+            })
+            .or_insert((at, lease));
+    }
+    merged.into_iter().map(|(id, (a, l))| (id, a, l)).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Rows and their conversion into domain types
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OrgRow {
+    id: DbUuid,
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct LicenseRow {
+    id: DbUuid,
+    org_id: DbUuid,
+    key_hint: String,
+    seats: i32,
+    tier: String,
+    features: Json<Vec<String>>,
+    status: String,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    id: DbUuid,
+    license_id: DbUuid,
+    org_id: DbUuid,
+    hardware_id: String,
+    started_at: DateTime<Utc>,
+    last_heartbeat_at: DateTime<Utc>,
+    lease_expires_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    end_reason: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    metadata: Option<Json<serde_json::Value>>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    at: DateTime<Utc>,
+    event: String,
+    org_id: DbUuid,
+    license_id: DbUuid,
+    session_id: Option<DbUuid>,
+    hardware_id: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    detail: Option<String>,
+}
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("unreadable {what} row: {detail}"))
+}
+
+impl TryFrom<OrgRow> for Org {
+    type Error = StoreError;
+    fn try_from(r: OrgRow) -> Result<Self, StoreError> {
+        Ok(Org {
+            id: OrgId(r.id.0),
+            name: r.name,
+            created_at: r.created_at,
+        })
+    }
+}
+
+impl TryFrom<LicenseRow> for License {
+    type Error = StoreError;
+    fn try_from(r: LicenseRow) -> Result<Self, StoreError> {
+        Ok(License {
+            id: LicenseId(r.id.0),
+            org_id: OrgId(r.org_id.0),
+            key_hint: r.key_hint,
+            seats: u32::try_from(r.seats).map_err(|e| corrupt("license", e))?,
+            tier: r.tier,
+            features: r.features.0,
+            status: r
+                .status
+                .parse::<LicenseStatus>()
+                .map_err(|e| corrupt("license", e))?,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+        })
+    }
+}
+
+impl TryFrom<SessionRow> for SessionRecord {
+    type Error = StoreError;
+    fn try_from(r: SessionRow) -> Result<Self, StoreError> {
+        Ok(SessionRecord {
+            id: SessionId(r.id.0),
+            license_id: LicenseId(r.license_id.0),
+            org_id: OrgId(r.org_id.0),
+            hardware_id: r.hardware_id,
+            started_at: r.started_at,
+            last_heartbeat_at: r.last_heartbeat_at,
+            lease_expires_at: r.lease_expires_at,
+            ended_at: r.ended_at,
+            end_reason: r
+                .end_reason
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| corrupt("session", e))?,
+            client: ClientInfo {
+                ip: r.ip,
+                user_agent: r.user_agent,
+            },
+            metadata: r.metadata.map(|m| m.0),
+        })
+    }
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = StoreError;
+    fn try_from(r: AuditRow) -> Result<Self, StoreError> {
+        Ok(AuditEntry {
+            at: r.at,
+            event: r.event.parse().map_err(|e| corrupt("audit", e))?,
+            org_id: OrgId(r.org_id.0),
+            license_id: LicenseId(r.license_id.0),
+            session_id: r.session_id.map(|id| SessionId(id.0)),
+            hardware_id: r.hardware_id,
+            client: ClientInfo {
+                ip: r.ip,
+                user_agent: r.user_agent,
+            },
+            detail: r.detail,
+        })
+    }
+}
+
+/// Converts the result of a `fetch_optional`.
+pub(crate) fn one<R, T>(fetched: Result<Option<R>, sqlx::Error>) -> Result<Option<T>, StoreError>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    fetched.map_err(db_error)?.map(T::try_from).transpose()
+}
+
+/// Converts the result of a `fetch_all`.
+pub(crate) fn all<R, T>(fetched: Result<Vec<R>, sqlx::Error>) -> Result<Vec<T>, StoreError>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    fetched
+        .map_err(db_error)?
+        .into_iter()
+        .map(T::try_from)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// Maps a driver error: unique violation → `Conflict`, foreign-key
+/// violation → `NotFound`, anything else → `Unavailable`. Messages come from
+/// the database or name the failure class; they never carry the connection
+/// URL (configuration errors, which might quote it, are reported without
+/// detail).
+pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation => StoreError::Conflict(db.message().to_owned()),
+            ErrorKind::ForeignKeyViolation => StoreError::NotFound(db.message().to_owned()),
+            _ => StoreError::Unavailable(db.message().to_owned()),
+        },
+        sqlx::Error::Configuration(_) => {
+            StoreError::Unavailable("invalid database configuration".to_owned())
+        }
+        sqlx::Error::Tls(_) => StoreError::Unavailable("TLS error talking to the database".into()),
+        sqlx::Error::Io(io) => {
+            StoreError::Unavailable(format!("cannot talk to the database: {}", io.kind()))
+        }
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// Maps a failure to run the migrations.
+pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => db_error(e),
+        other => StoreError::Unavailable(format!("migrations failed: {other}")),
+    }
+}

@@ -1,1 +1,250 @@
-// placeholder: being written
+//! The production store: one PostgreSQL database shared by every server
+//! process.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use seatwarden_actors::domain::{
+    AuditEntry, EndReason, License, LicenseId, NewLicense, Org, OrgId, SessionId, SessionRecord,
+};
+use seatwarden_actors::ports::{EndOutcome, Store, StoreError};
+use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
+use uuid::Uuid;
+
+use super::{
+    AuditRow, LicenseRow, OrgRow, SESSION_BY_ID, SessionRow, all, db_error, end_session_in,
+    insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error, new_license,
+    new_org, one, start_session_in,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a caller waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`Store`] on PostgreSQL.
+///
+/// Several server processes may share the database. Migrations run at
+/// start-up under sqlx's advisory lock, so processes starting together
+/// apply them once. Races on a session are settled by row locks: ending a
+/// session is an `UPDATE ... WHERE ended_at IS NULL`, which a concurrent
+/// caller waits on and then re-evaluates against the committed row, so
+/// exactly one caller sees it open. Heartbeat batches lock their rows in id
+/// order before updating, so two batches never deadlock.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects with a pool of at most `max_connections` and migrates the
+    /// database at `url` (`postgres://user:password@host:port/db`).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(db_error)?;
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        Ok(Self { pool })
+    }
+}
+
+const ORG_BY_ID: &str = concat!("SELECT ", org_columns!(), " FROM orgs WHERE id = $1");
+const LICENSE_BY_ID: &str = concat!(
+    "SELECT ",
+    license_columns!(),
+    " FROM licenses WHERE id = $1"
+);
+const LICENSE_BY_KEY_HASH: &str = concat!(
+    "SELECT ",
+    license_columns!(),
+    " FROM licenses WHERE key_hash = $1"
+);
+const LICENSES_OF_ORG: &str = concat!(
+    "SELECT ",
+    license_columns!(),
+    " FROM licenses WHERE org_id = $1 ORDER BY created_at, id"
+);
+const LOCK_OPEN_SESSIONS: &str = "SELECT id FROM sessions \
+     WHERE id = ANY($1) AND ended_at IS NULL ORDER BY id FOR UPDATE";
+const HEARTBEATS: &str = "UPDATE sessions AS s \
+     SET last_heartbeat_at = GREATEST(s.last_heartbeat_at, b.at), \
+         lease_expires_at = GREATEST(s.lease_expires_at, b.lease_expires_at) \
+     FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[]) \
+          AS b(id, at, lease_expires_at) \
+     WHERE s.id = b.id AND s.ended_at IS NULL \
+       AND (s.last_heartbeat_at < b.at OR s.lease_expires_at < b.lease_expires_at)";
+const OPEN_SESSIONS_OF_ORG: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE org_id = $1 AND ended_at IS NULL ORDER BY started_at, id"
+);
+const ORGS_WITH_OPEN_SESSIONS: &str =
+    "SELECT DISTINCT org_id FROM sessions WHERE ended_at IS NULL ORDER BY org_id";
+const SESSIONS_OF_LICENSE: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE license_id = $1 ORDER BY started_at DESC, id DESC"
+);
+const AUDIT_OF_LICENSE: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_log WHERE license_id = $1 ORDER BY id"
+);
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn create_org(&self, name: &str) -> Result<Org, StoreError> {
+        let org = new_org(name);
+        insert_org(&org)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(org)
+    }
+
+    async fn org(&self, id: OrgId) -> Result<Option<Org>, StoreError> {
+        one(sqlx::query_as::<_, OrgRow>(ORG_BY_ID)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await)
+    }
+
+    async fn create_license(&self, new: NewLicense) -> Result<License, StoreError> {
+        let (license, key_hash) = new_license(new);
+        insert_license(&license, &key_hash)?
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(license)
+    }
+
+    async fn license(&self, id: LicenseId) -> Result<Option<License>, StoreError> {
+        one(sqlx::query_as::<_, LicenseRow>(LICENSE_BY_ID)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await)
+    }
+
+    async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>, StoreError> {
+        one(sqlx::query_as::<_, LicenseRow>(LICENSE_BY_KEY_HASH)
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await)
+    }
+
+    async fn licenses_for_org(&self, org: OrgId) -> Result<Vec<License>, StoreError> {
+        all(sqlx::query_as::<_, LicenseRow>(LICENSES_OF_ORG)
+            .bind(org.0)
+            .fetch_all(&self.pool)
+            .await)
+    }
+
+    async fn start_session(
+        &self,
+        session: &SessionRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        start_session_in::<Postgres>(&mut tx, session, audit).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        one(sqlx::query_as::<_, SessionRow>(SESSION_BY_ID)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await)
+    }
+
+    async fn record_heartbeats(
+        &self,
+        beats: &[(SessionId, DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let merged = merge_heartbeats(beats);
+        let ids: Vec<Uuid> = merged.iter().map(|(id, _, _)| id.0).collect();
+        let ats: Vec<DateTime<Utc>> = merged.iter().map(|&(_, at, _)| at).collect();
+        let leases: Vec<DateTime<Utc>> = merged.iter().map(|&(_, _, lease)| lease).collect();
+
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query(LOCK_OPEN_SESSIONS)
+            .bind(&ids[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(HEARTBEATS)
+            .bind(&ids[..])
+            .bind(&ats[..])
+            .bind(&leases[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn end_session(
+        &self,
+        id: SessionId,
+        ended_at: DateTime<Utc>,
+        reason: EndReason,
+        audit: &AuditEntry,
+    ) -> Result<Option<EndOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let outcome = end_session_in::<Postgres>(&mut tx, id, ended_at, reason, audit).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(outcome)
+    }
+
+    async fn open_sessions(&self, org: OrgId) -> Result<Vec<SessionRecord>, StoreError> {
+        all(sqlx::query_as::<_, SessionRow>(OPEN_SESSIONS_OF_ORG)
+            .bind(org.0)
+            .fetch_all(&self.pool)
+            .await)
+    }
+
+    async fn orgs_with_open_sessions(&self) -> Result<Vec<OrgId>, StoreError> {
+        let ids = sqlx::query_scalar::<_, Uuid>(ORGS_WITH_OPEN_SESSIONS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(ids.into_iter().map(OrgId).collect())
+    }
+
+    async fn sessions_for_license(
+        &self,
+        license: LicenseId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        all(sqlx::query_as::<_, SessionRow>(SESSIONS_OF_LICENSE)
+            .bind(license.0)
+            .fetch_all(&self.pool)
+            .await)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        insert_audit(entry)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn audit_for_license(&self, license: LicenseId) -> Result<Vec<AuditEntry>, StoreError> {
+        all(sqlx::query_as::<_, AuditRow>(AUDIT_OF_LICENSE)
+            .bind(license.0)
+            .fetch_all(&self.pool)
+            .await)
+    }
+}

@@ -1,0 +1,965 @@
+//! The conformance suite of [`Store`]: every check is written once, as an
+//! `async fn check_*(store: &dyn Store)`, and run against each backend:
+//! SQLite on a temporary file, SQLite in memory, and PostgreSQL on a fresh
+//! database of the throwaway server from `scripts/services.sh`.
+//!
+//! Every test gets its own empty database, so checks may assert on global
+//! answers such as `orgs_with_open_sessions`.
+
+mod support;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use futures::future::join_all;
+use seatwarden::store::postgres::PostgresStore;
+use seatwarden::store::sqlite::SqliteStore;
+use seatwarden_actors::domain::{
+    AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus, NewLicense,
+    Org, OrgId, SessionId, SessionRecord,
+};
+use seatwarden_actors::ports::{EndOutcome, Store, StoreError};
+use serde_json::json;
+
+/// Pool size of the PostgreSQL store under test.
+const PG_CONNECTIONS: u32 = 8;
+
+// ---------------------------------------------------------------------------
+// Backends
+
+/// A store under test, and whatever must live as long as it.
+struct Subject {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// SQLite on a file in a fresh temporary directory; the file sits in a
+/// sub-directory that does not exist yet, which `connect` must create.
+async fn sqlite_file() -> Subject {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}/data/seatwarden.db", dir.path().display());
+    let store = SqliteStore::connect(&url).await.expect("open SQLite file");
+    Subject {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+async fn sqlite_memory() -> Subject {
+    let store = SqliteStore::connect("sqlite::memory:")
+        .await
+        .expect("open in-memory SQLite");
+    Subject {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+async fn postgres() -> Subject {
+    let url = support::services::fresh_postgres_db().await;
+    let store = PostgresStore::connect(&url, PG_CONNECTIONS)
+        .await
+        .expect("connect to the test PostgreSQL");
+    Subject {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+/// Generates, for each backend, one `#[tokio::test]` per check, named by
+/// the sentence on the left: `sqlite::<sentence>`, `sqlite_memory::<sentence>`
+/// and `postgres::<sentence>`.
+macro_rules! conformance {
+    ($($name:ident => $check:ident,)*) => {
+        conformance!(@backend sqlite, sqlite_file, $($name => $check,)*);
+        conformance!(@backend sqlite_memory, sqlite_memory, $($name => $check,)*);
+        conformance!(@backend postgres, postgres, $($name => $check,)*);
+    };
+    (@backend $backend:ident, $open:ident, $($name:ident => $check:ident,)*) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let subject = super::$open().await;
+                    super::$check(&*subject.store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    answers_a_ping => check_ping,
+    a_created_org_can_be_read_back => check_create_org,
+    an_unknown_org_reads_as_none => check_unknown_org,
+    a_created_license_is_active_and_can_be_read_by_id_and_by_key_hash => check_create_license,
+    licenses_of_an_org_are_listed_oldest_first => check_licenses_for_org,
+    a_license_for_an_unknown_org_is_not_found => check_license_for_unknown_org,
+    a_second_license_with_the_same_key_hash_is_a_conflict => check_duplicate_key_hash,
+    unknown_licenses_and_sessions_read_as_none => check_unknown_license_and_session,
+    starting_a_session_stores_it_with_its_audit_entry => check_start_session,
+    starting_a_session_twice_is_a_conflict_and_writes_no_second_audit_entry => check_duplicate_session,
+    a_session_of_an_unknown_license_is_not_found_and_writes_no_audit_entry => check_session_for_unknown_license,
+    fifty_concurrent_session_starts_all_succeed => check_concurrent_starts,
+    heartbeats_move_the_heartbeat_and_the_lease_forward => check_heartbeat_moves_forward,
+    a_late_heartbeat_never_moves_a_lease_back => check_late_heartbeat,
+    heartbeats_for_ended_or_unknown_sessions_are_ignored => check_heartbeat_ignores_ended,
+    ending_a_session_records_when_and_why_with_one_audit_entry => check_end_session,
+    ending_a_session_twice_keeps_the_first_ended_at => check_end_twice,
+    ending_an_unknown_session_returns_none_and_writes_nothing => check_end_unknown,
+    of_ten_racing_ends_of_one_session_exactly_one_ends_it => check_racing_ends,
+    open_sessions_are_those_of_the_org_still_open_oldest_first => check_open_sessions,
+    orgs_with_open_sessions_lists_each_such_org_once => check_orgs_with_open_sessions,
+    sessions_of_a_license_are_listed_newest_first_open_and_ended => check_sessions_for_license,
+    audit_entries_come_back_in_the_order_they_were_written => check_audit_order,
+    features_metadata_and_client_info_round_trip => check_json_round_trip,
+    timestamps_round_trip_to_the_microsecond => check_timestamp_precision,
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+
+/// A fixed instant with a millisecond part, plus `secs` seconds.
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 14, 15, 9, 26).unwrap()
+        + Duration::milliseconds(535)
+        + Duration::seconds(secs)
+}
+
+fn new_license(org: OrgId, seats: u32) -> NewLicense {
+    NewLicense {
+        org_id: org,
+        key_hash: format!("hash-{}", uuid::Uuid::new_v4()),
+        key_hint: "…WXYZ".to_owned(),
+        seats,
+        tier: "pro".to_owned(),
+        features: vec!["export".to_owned(), "gpu".to_owned()],
+        expires_at: Some(at(86_400)),
+    }
+}
+
+async fn org_with_license(store: &dyn Store) -> (Org, License) {
+    let org = store.create_org("Acme").await.expect("create org");
+    let license = store
+        .create_license(new_license(org.id, 5))
+        .await
+        .expect("create license");
+    (org, license)
+}
+
+fn session(license: &License, hardware_id: &str, started: DateTime<Utc>) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::new(),
+        license_id: license.id,
+        org_id: license.org_id,
+        hardware_id: hardware_id.to_owned(),
+        started_at: started,
+        last_heartbeat_at: started,
+        lease_expires_at: started + Duration::seconds(60),
+        ended_at: None,
+        end_reason: None,
+        client: ClientInfo {
+            ip: Some("203.0.113.7".to_owned()),
+            user_agent: Some("seatwarden-client/1.2".to_owned()),
+        },
+        metadata: Some(json!({"app": "cad", "version": "4.2.0"})),
+    }
+}
+
+fn acquired(s: &SessionRecord) -> AuditEntry {
+    AuditEntry {
+        at: s.started_at,
+        event: AuditEvent::LicenseAcquired,
+        org_id: s.org_id,
+        license_id: s.license_id,
+        session_id: Some(s.id),
+        hardware_id: Some(s.hardware_id.clone()),
+        client: s.client.clone(),
+        detail: None,
+    }
+}
+
+fn released(s: &SessionRecord, when: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        at: when,
+        event: AuditEvent::LicenseReleased,
+        detail: Some("client_release".to_owned()),
+        ..acquired(s)
+    }
+}
+
+async fn start(store: &dyn Store, s: &SessionRecord) {
+    store
+        .start_session(s, &acquired(s))
+        .await
+        .expect("start session");
+}
+
+async fn get_session(store: &dyn Store, id: SessionId) -> SessionRecord {
+    store
+        .session(id)
+        .await
+        .expect("read session")
+        .expect("session exists")
+}
+
+/// The audit entries of `license` about session `id`.
+async fn audit_of(store: &dyn Store, license: LicenseId, id: SessionId) -> Vec<AuditEntry> {
+    store
+        .audit_for_license(license)
+        .await
+        .expect("read audit")
+        .into_iter()
+        .filter(|e| e.session_id == Some(id))
+        .collect()
+}
+
+fn ids(sessions: &[SessionRecord]) -> Vec<SessionId> {
+    sessions.iter().map(|s| s.id).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Organizations and licenses
+
+async fn check_ping(store: &dyn Store) {
+    store.ping().await.expect("ping");
+}
+
+async fn check_create_org(store: &dyn Store) {
+    let before = Utc::now() - Duration::seconds(1);
+    let org = store.create_org("Acme Corp").await.unwrap();
+    assert_eq!(org.name, "Acme Corp");
+    assert!(org.created_at >= before && org.created_at <= Utc::now());
+    assert_eq!(store.org(org.id).await.unwrap(), Some(org.clone()));
+
+    let other = store.create_org("Acme Corp").await.unwrap();
+    assert_ne!(other.id, org.id, "each org gets a fresh id");
+}
+
+async fn check_unknown_org(store: &dyn Store) {
+    assert_eq!(store.org(OrgId::new()).await.unwrap(), None);
+}
+
+async fn check_create_license(store: &dyn Store) {
+    let org = store.create_org("Acme").await.unwrap();
+    let new = new_license(org.id, 3);
+    let license = store.create_license(new.clone()).await.unwrap();
+
+    assert_eq!(license.org_id, org.id);
+    assert_eq!(license.key_hint, new.key_hint);
+    assert_eq!(license.seats, 3);
+    assert_eq!(license.tier, "pro");
+    assert_eq!(license.features, new.features);
+    assert_eq!(license.status, LicenseStatus::Active);
+    assert_eq!(license.expires_at, new.expires_at);
+
+    assert_eq!(
+        store.license(license.id).await.unwrap(),
+        Some(license.clone())
+    );
+    assert_eq!(
+        store.license_by_key_hash(&new.key_hash).await.unwrap(),
+        Some(license.clone())
+    );
+    assert_eq!(
+        store.license_by_key_hash("no-such-hash").await.unwrap(),
+        None
+    );
+
+    let perpetual = store
+        .create_license(NewLicense {
+            expires_at: None,
+            features: vec![],
+            ..new_license(org.id, 1)
+        })
+        .await
+        .unwrap();
+    let read = store.license(perpetual.id).await.unwrap().unwrap();
+    assert_eq!(read.expires_at, None);
+    assert_eq!(read.features, Vec::<String>::new());
+}
+
+async fn check_licenses_for_org(store: &dyn Store) {
+    let org = store.create_org("Acme").await.unwrap();
+    let other = store.create_org("Other").await.unwrap();
+    let mut created = Vec::new();
+    for seats in 1..=3 {
+        created.push(
+            store
+                .create_license(new_license(org.id, seats))
+                .await
+                .unwrap(),
+        );
+        store
+            .create_license(new_license(other.id, seats))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.licenses_for_org(org.id).await.unwrap(), created);
+    assert!(
+        store
+            .licenses_for_org(OrgId::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn check_license_for_unknown_org(store: &dyn Store) {
+    let err = store
+        .create_license(new_license(OrgId::new(), 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+async fn check_duplicate_key_hash(store: &dyn Store) {
+    let org = store.create_org("Acme").await.unwrap();
+    let first = new_license(org.id, 1);
+    let original = store.create_license(first.clone()).await.unwrap();
+    let err = store
+        .create_license(NewLicense {
+            seats: 9,
+            ..first.clone()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        store.license_by_key_hash(&first.key_hash).await.unwrap(),
+        Some(original)
+    );
+    assert_eq!(store.licenses_for_org(org.id).await.unwrap().len(), 1);
+}
+
+async fn check_unknown_license_and_session(store: &dyn Store) {
+    assert_eq!(store.license(LicenseId::new()).await.unwrap(), None);
+    assert_eq!(store.session(SessionId::new()).await.unwrap(), None);
+    assert!(
+        store
+            .sessions_for_license(LicenseId::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .audit_for_license(LicenseId::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Starting sessions
+
+async fn check_start_session(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    store.start_session(&s, &acquired(&s)).await.unwrap();
+
+    assert_eq!(get_session(store, s.id).await, s);
+    assert!(get_session(store, s.id).await.is_open());
+    assert_eq!(
+        store.audit_for_license(license.id).await.unwrap(),
+        vec![acquired(&s)]
+    );
+}
+
+async fn check_duplicate_session(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    start(store, &s).await;
+
+    let again = SessionRecord {
+        hardware_id: "hw-2".to_owned(),
+        ..s.clone()
+    };
+    let err = store
+        .start_session(&again, &acquired(&again))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(get_session(store, s.id).await, s, "the first one stays");
+    assert_eq!(audit_of(store, license.id, s.id).await, vec![acquired(&s)]);
+}
+
+async fn check_session_for_unknown_license(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let ghost = License {
+        id: LicenseId::new(),
+        ..license
+    };
+    let s = session(&ghost, "hw-1", at(0));
+    let err = store.start_session(&s, &acquired(&s)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(store.session(s.id).await.unwrap(), None);
+    assert!(store.audit_for_license(ghost.id).await.unwrap().is_empty());
+}
+
+async fn check_concurrent_starts(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let sessions: Vec<SessionRecord> = (0..50)
+        .map(|i| session(&license, &format!("hw-{i}"), at(i)))
+        .collect();
+    let results = join_all(
+        sessions
+            .iter()
+            .map(|s| async move { store.start_session(s, &acquired(s)).await }),
+    )
+    .await;
+    for r in results {
+        r.expect("every concurrent start succeeds");
+    }
+    assert_eq!(
+        store.sessions_for_license(license.id).await.unwrap().len(),
+        50
+    );
+    assert_eq!(store.audit_for_license(license.id).await.unwrap().len(), 50);
+}
+
+// ---------------------------------------------------------------------------
+// Heartbeats
+
+async fn check_heartbeat_moves_forward(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let a = session(&license, "hw-a", at(0));
+    let b = session(&license, "hw-b", at(0));
+    start(store, &a).await;
+    start(store, &b).await;
+
+    store
+        .record_heartbeats(&[(a.id, at(30), at(90)), (b.id, at(31), at(91))])
+        .await
+        .unwrap();
+    let a2 = get_session(store, a.id).await;
+    assert_eq!(
+        (a2.last_heartbeat_at, a2.lease_expires_at),
+        (at(30), at(90))
+    );
+    let b2 = get_session(store, b.id).await;
+    assert_eq!(
+        (b2.last_heartbeat_at, b2.lease_expires_at),
+        (at(31), at(91))
+    );
+    assert_eq!(
+        SessionRecord {
+            last_heartbeat_at: a.last_heartbeat_at,
+            lease_expires_at: a.lease_expires_at,
+            ..a2
+        },
+        a,
+        "nothing else changes"
+    );
+
+    store.record_heartbeats(&[]).await.unwrap();
+}
+
+async fn check_late_heartbeat(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    start(store, &s).await;
+    store
+        .record_heartbeats(&[(s.id, at(60), at(120))])
+        .await
+        .unwrap();
+
+    // A write from an earlier flush arrives late.
+    store
+        .record_heartbeats(&[(s.id, at(30), at(90))])
+        .await
+        .unwrap();
+    let read = get_session(store, s.id).await;
+    assert_eq!(
+        (read.last_heartbeat_at, read.lease_expires_at),
+        (at(60), at(120))
+    );
+
+    // Within one batch the latest wins, whatever the order.
+    store
+        .record_heartbeats(&[(s.id, at(90), at(150)), (s.id, at(75), at(135))])
+        .await
+        .unwrap();
+    let read = get_session(store, s.id).await;
+    assert_eq!(
+        (read.last_heartbeat_at, read.lease_expires_at),
+        (at(90), at(150))
+    );
+
+    // Each timestamp only moves forward, even when the other does.
+    store
+        .record_heartbeats(&[(s.id, at(100), at(130))])
+        .await
+        .unwrap();
+    let read = get_session(store, s.id).await;
+    assert_eq!(
+        (read.last_heartbeat_at, read.lease_expires_at),
+        (at(100), at(150))
+    );
+}
+
+async fn check_heartbeat_ignores_ended(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    start(store, &s).await;
+    store
+        .end_session(s.id, at(10), EndReason::Released, &released(&s, at(10)))
+        .await
+        .unwrap();
+    let ended = get_session(store, s.id).await;
+
+    store
+        .record_heartbeats(&[(s.id, at(30), at(90)), (SessionId::new(), at(30), at(90))])
+        .await
+        .expect("unknown ids are ignored, not an error");
+    assert_eq!(get_session(store, s.id).await, ended);
+}
+
+// ---------------------------------------------------------------------------
+// Ending sessions
+
+async fn check_end_session(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    start(store, &s).await;
+
+    let outcome = store
+        .end_session(s.id, at(42), EndReason::Expired, &released(&s, at(42)))
+        .await
+        .unwrap()
+        .expect("the session is known");
+    let expected = SessionRecord {
+        ended_at: Some(at(42)),
+        end_reason: Some(EndReason::Expired),
+        ..s.clone()
+    };
+    assert_eq!(outcome, EndOutcome::Ended(expected.clone()));
+    assert_eq!(get_session(store, s.id).await, expected);
+    assert_eq!(
+        audit_of(store, license.id, s.id).await,
+        vec![acquired(&s), released(&s, at(42))]
+    );
+}
+
+async fn check_end_twice(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    start(store, &s).await;
+
+    let first = store
+        .end_session(s.id, at(10), EndReason::Released, &released(&s, at(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let EndOutcome::Ended(first) = first else {
+        panic!("the first end ends the session: {first:?}");
+    };
+    let second = store
+        .end_session(s.id, at(20), EndReason::Revoked, &released(&s, at(20)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, EndOutcome::AlreadyEnded(first.clone()));
+    assert_eq!(second.record().ended_at, Some(at(10)));
+    assert_eq!(second.record().end_reason, Some(EndReason::Released));
+    assert_eq!(get_session(store, s.id).await, first);
+    assert_eq!(
+        audit_of(store, license.id, s.id).await,
+        vec![acquired(&s), released(&s, at(10))],
+        "exactly one end entry"
+    );
+}
+
+async fn check_end_unknown(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let ghost = session(&license, "hw-1", at(0));
+    let outcome = store
+        .end_session(
+            ghost.id,
+            at(1),
+            EndReason::Released,
+            &released(&ghost, at(1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, None);
+    assert!(
+        store
+            .audit_for_license(license.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn check_racing_ends(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    start(store, &s).await;
+
+    let outcomes = join_all((0..10).map(|i| {
+        let s = &s;
+        async move {
+            let reason = if i % 2 == 0 {
+                EndReason::Released
+            } else {
+                EndReason::Expired
+            };
+            store
+                .end_session(s.id, at(100 + i), reason, &released(s, at(100 + i)))
+                .await
+        }
+    }))
+    .await;
+    let outcomes: Vec<EndOutcome> = outcomes
+        .into_iter()
+        .map(|o| o.expect("no error").expect("known session"))
+        .collect();
+
+    let winners: Vec<&SessionRecord> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            EndOutcome::Ended(r) => Some(r),
+            EndOutcome::AlreadyEnded(_) => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = winners[0].clone();
+    for o in &outcomes {
+        assert_eq!(o.record(), &winner, "everyone sees the winner's end");
+    }
+    assert_eq!(get_session(store, s.id).await, winner);
+    let ends: Vec<AuditEntry> = audit_of(store, license.id, s.id)
+        .await
+        .into_iter()
+        .filter(|e| e.event == AuditEvent::LicenseReleased)
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(Some(ends[0].at), winner.ended_at);
+}
+
+// ---------------------------------------------------------------------------
+// Listings
+
+async fn check_open_sessions(store: &dyn Store) {
+    let (org, license) = org_with_license(store).await;
+    let second_license = store.create_license(new_license(org.id, 2)).await.unwrap();
+    let (_, elsewhere) = org_with_license(store).await;
+
+    let newer = session(&license, "hw-newer", at(20));
+    let older = session(&second_license, "hw-older", at(10));
+    let closed = session(&license, "hw-closed", at(5));
+    let foreign = session(&elsewhere, "hw-foreign", at(1));
+    for s in [&newer, &older, &closed, &foreign] {
+        start(store, s).await;
+    }
+    store
+        .end_session(
+            closed.id,
+            at(30),
+            EndReason::Released,
+            &released(&closed, at(30)),
+        )
+        .await
+        .unwrap();
+
+    let open = store.open_sessions(org.id).await.unwrap();
+    assert_eq!(open, vec![older.clone(), newer.clone()]);
+    assert!(open.iter().all(SessionRecord::is_open));
+    assert!(store.open_sessions(OrgId::new()).await.unwrap().is_empty());
+}
+
+async fn check_orgs_with_open_sessions(store: &dyn Store) {
+    assert!(store.orgs_with_open_sessions().await.unwrap().is_empty());
+
+    let (busy, busy_license) = org_with_license(store).await;
+    let (done, done_license) = org_with_license(store).await;
+    let (_idle, _) = org_with_license(store).await;
+    for i in 0..3 {
+        start(store, &session(&busy_license, &format!("hw-{i}"), at(i))).await;
+    }
+    let finished = session(&done_license, "hw-x", at(0));
+    start(store, &finished).await;
+    store
+        .end_session(
+            finished.id,
+            at(5),
+            EndReason::Expired,
+            &released(&finished, at(5)),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.orgs_with_open_sessions().await.unwrap(),
+        vec![busy.id]
+    );
+    assert_ne!(busy.id, done.id);
+}
+
+async fn check_sessions_for_license(store: &dyn Store) {
+    let (org, license) = org_with_license(store).await;
+    let other = store.create_license(new_license(org.id, 1)).await.unwrap();
+    let first = session(&license, "hw-1", at(0));
+    let second = session(&license, "hw-2", at(10));
+    let third = session(&license, "hw-3", at(20));
+    for s in [&second, &first, &third] {
+        start(store, s).await;
+    }
+    start(store, &session(&other, "hw-other", at(15))).await;
+    let EndOutcome::Ended(second_ended) = store
+        .end_session(
+            second.id,
+            at(25),
+            EndReason::Revoked,
+            &released(&second, at(25)),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!("second was open");
+    };
+
+    let listed = store.sessions_for_license(license.id).await.unwrap();
+    assert_eq!(listed, vec![third.clone(), second_ended, first.clone()]);
+    assert_eq!(ids(&listed), vec![third.id, second.id, first.id]);
+}
+
+async fn check_audit_order(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+
+    // Written in an order that is neither time order nor id order.
+    let failed = AuditEntry {
+        at: at(50),
+        event: AuditEvent::LicenseAcquisitionFailed,
+        org_id: license.org_id,
+        license_id: license.id,
+        session_id: None,
+        hardware_id: Some("hw-9".to_owned()),
+        client: ClientInfo::default(),
+        detail: Some("no_seats_available".to_owned()),
+    };
+    let bare = AuditEntry {
+        at: at(5),
+        event: AuditEvent::SessionExpired,
+        hardware_id: None,
+        detail: None,
+        ..failed.clone()
+    };
+    store.append_audit(&failed).await.unwrap();
+    start(store, &s).await;
+    store.append_audit(&bare).await.unwrap();
+    store
+        .end_session(s.id, at(60), EndReason::Released, &released(&s, at(60)))
+        .await
+        .unwrap();
+    let elsewhere = AuditEntry {
+        license_id: LicenseId::new(),
+        ..failed.clone()
+    };
+    store.append_audit(&elsewhere).await.unwrap();
+
+    assert_eq!(
+        store.audit_for_license(license.id).await.unwrap(),
+        vec![failed, acquired(&s), bare, released(&s, at(60))]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Round trips
+
+async fn check_json_round_trip(store: &dyn Store) {
+    let org = store.create_org("Ünïcødé “Org”").await.unwrap();
+    assert_eq!(
+        store.org(org.id).await.unwrap().unwrap().name,
+        "Ünïcødé “Org”"
+    );
+
+    let features = vec![
+        "sso".to_owned(),
+        "with \"quotes\", commas and ünïcødé".to_owned(),
+        String::new(),
+    ];
+    let license = store
+        .create_license(NewLicense {
+            features: features.clone(),
+            ..new_license(org.id, 7)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.license(license.id).await.unwrap().unwrap().features,
+        features
+    );
+
+    let rich = SessionRecord {
+        metadata: Some(json!({
+            "os": {"name": "linux", "kernel": "6.8"},
+            "plugins": ["a", "b"],
+            "build": 42,
+            "ratio": 0.5,
+            "beta": true,
+            "note": null,
+        })),
+        ..session(&license, "hw-rich", at(0))
+    };
+    let bare = SessionRecord {
+        metadata: None,
+        client: ClientInfo::default(),
+        ..session(&license, "hw-bare", at(1))
+    };
+    let scalar = SessionRecord {
+        metadata: Some(json!("just a string")),
+        ..session(&license, "hw-scalar", at(2))
+    };
+    for s in [&rich, &bare, &scalar] {
+        start(store, s).await;
+        assert_eq!(&get_session(store, s.id).await, s);
+    }
+}
+
+async fn check_timestamp_precision(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let micros =
+        Utc.with_ymd_and_hms(2031, 12, 31, 23, 59, 59).unwrap() + Duration::microseconds(999_999);
+    let s = SessionRecord {
+        started_at: micros,
+        last_heartbeat_at: micros + Duration::microseconds(1),
+        lease_expires_at: micros + Duration::milliseconds(1),
+        ..session(&license, "hw-1", micros)
+    };
+    start(store, &s).await;
+    assert_eq!(get_session(store, s.id).await, s);
+
+    // Comparisons in the store follow time order across a second boundary
+    // and down to one microsecond.
+    store
+        .record_heartbeats(&[(s.id, micros, micros + Duration::microseconds(999))])
+        .await
+        .unwrap();
+    assert_eq!(
+        get_session(store, s.id).await,
+        s,
+        "an earlier lease is ignored"
+    );
+    let later = micros + Duration::microseconds(1001);
+    store
+        .record_heartbeats(&[(s.id, later, later)])
+        .await
+        .unwrap();
+    let read = get_session(store, s.id).await;
+    assert_eq!(
+        (read.last_heartbeat_at, read.lease_expires_at),
+        (later, later)
+    );
+
+    let created = store.license(license.id).await.unwrap().unwrap();
+    assert_eq!(created.created_at, license.created_at);
+    assert_eq!(created.expires_at, Some(at(86_400)));
+}
+
+// ---------------------------------------------------------------------------
+// Backend-specific behaviour
+
+/// Two stores on one file behave like two server processes sharing it: each
+/// has its own writer connection, so they really contend for SQLite's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sqlite_stores_on_one_file_write_concurrently_without_lock_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/shared.db", dir.path().display());
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.unwrap());
+    let (_, license) = org_with_license(&*a).await;
+
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let s = session(&license, &format!("hw-{i}"), at(i));
+            tokio::spawn(async move {
+                store.start_session(&s, &acquired(&s)).await?;
+                store
+                    .record_heartbeats(&[(s.id, at(i + 30), at(i + 90))])
+                    .await?;
+                store
+                    .end_session(
+                        s.id,
+                        at(i + 60),
+                        EndReason::Released,
+                        &released(&s, at(i + 60)),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for t in join_all(tasks).await {
+        let outcome = t.unwrap().expect("no `database is locked`");
+        assert!(matches!(outcome, Some(EndOutcome::Ended(_))));
+    }
+    assert_eq!(b.sessions_for_license(license.id).await.unwrap().len(), 60);
+    assert_eq!(a.audit_for_license(license.id).await.unwrap().len(), 120);
+}
+
+#[tokio::test]
+async fn a_reopened_sqlite_file_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nested/dirs/keep.db", dir.path().display());
+    let org = {
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.create_org("Durable").await.unwrap()
+    };
+    let store = SqliteStore::connect(&url)
+        .await
+        .expect("migrations rerun cleanly");
+    assert_eq!(store.org(org.id).await.unwrap(), Some(org));
+}
+
+/// Server processes starting together all run the migrations at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stores_connecting_at_once_all_migrate_the_same_database() {
+    let url = support::services::fresh_postgres_db().await;
+    let stores = join_all((0..6).map(|_| PostgresStore::connect(&url, 2))).await;
+    let stores: Vec<PostgresStore> = stores
+        .into_iter()
+        .map(|s| s.expect("concurrent migration succeeds"))
+        .collect();
+    let org = stores[0].create_org("Shared").await.unwrap();
+    for store in &stores {
+        assert_eq!(store.org(org.id).await.unwrap(), Some(org.clone()));
+    }
+}
+
+#[tokio::test]
+async fn postgres_connection_errors_do_not_reveal_the_password() {
+    let admin = support::services::fresh_postgres_db().await;
+    let (base, _) = admin.rsplit_once('@').unwrap();
+    let (_, host_and_db) = admin.rsplit_once('@').unwrap();
+    let (host, _) = host_and_db.split_once('/').unwrap();
+    let user = base.trim_start_matches("postgres://");
+    for url in [
+        format!("postgres://{user}:Sup3rSecret@{host}/no_such_database"),
+        "postgres://someone:Sup3rSecret@127.0.0.1:1/db".to_owned(),
+    ] {
+        let err = match PostgresStore::connect(&url, 1).await {
+            Ok(_) => panic!("connecting to {url} should fail"),
+            Err(e) => e,
+        };
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("Sup3rSecret"), "{shown}");
+        assert!(!shown.contains(&url), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_errors_do_not_reveal_the_url() {
+    let err = match SqliteStore::connect("sqlite:///proc/definitely/not/writable/x.db").await {
+        Ok(_) => panic!("the directory cannot be created"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("definitely"), "{shown}");
+}
