@@ -8,11 +8,17 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use seatwarden_actors::domain::{License, LicenseId, LicenseKey, NewLicense, OrgId, SessionRecord};
+use seatwarden_actors::domain::{
+    License, LicenseId, LicenseKey, LicenseStatus, LicenseUpdate, NewLicense, OrgId, SessionRecord,
+};
 use seatwarden_actors::ports::{Store, StoreError};
 
 #[derive(Debug, Parser)]
-#[command(name = "seatwarden", version, about = "Floating-license seat coordinator")]
+#[command(
+    name = "seatwarden",
+    version,
+    about = "Floating-license seat coordinator"
+)]
 pub struct Cli {
     /// A settings file layered over config/default.toml
     /// (environment variables SEATWARDEN__SECTION__KEY go on top).
@@ -60,6 +66,20 @@ pub enum LicenseCommand {
         #[arg(long)]
         expires_at: Option<DateTime<Utc>>,
     },
+    /// Change a license's seats, status or expiry. Lowering seats never
+    /// evicts live sessions; it only refuses new ones until usage is below.
+    Update {
+        #[arg(long)]
+        id: LicenseId,
+        #[arg(long)]
+        seats: Option<u32>,
+        /// active, suspended or inactive.
+        #[arg(long)]
+        status: Option<LicenseStatus>,
+        /// RFC 3339, or "never" to remove the expiry.
+        #[arg(long)]
+        expires_at: Option<Expiry>,
+    },
     /// List an organization's licenses.
     List {
         #[arg(long)]
@@ -70,6 +90,25 @@ pub enum LicenseCommand {
         #[arg(long)]
         license: LicenseId,
     },
+}
+
+/// An expiry given on the command line: a time, or `never`.
+#[derive(Clone, Copy, Debug)]
+pub enum Expiry {
+    At(DateTime<Utc>),
+    Never,
+}
+
+impl std::str::FromStr for Expiry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("never") {
+            return Ok(Self::Never);
+        }
+        s.parse()
+            .map(Self::At)
+            .map_err(|e| format!("expected RFC 3339 or \"never\": {e}"))
+    }
 }
 
 fn license_json(l: &License) -> Value {
@@ -104,7 +143,11 @@ fn session_json(s: &SessionRecord) -> Value {
 }
 
 /// Runs a bootstrap command and returns what it prints.
-pub async fn run_admin(store: &dyn Store, key_prefix: &str, command: Command) -> anyhow::Result<Value> {
+pub async fn run_admin(
+    store: &dyn Store,
+    key_prefix: &str,
+    command: Command,
+) -> anyhow::Result<Value> {
     match command {
         Command::Serve => bail!("serve is not an admin command"),
         Command::Org(OrgCommand::Create { name }) => {
@@ -148,13 +191,41 @@ pub async fn run_admin(store: &dyn Store, key_prefix: &str, command: Command) ->
             out["key"] = json!(key);
             Ok(out)
         }
+        Command::License(LicenseCommand::Update {
+            id,
+            seats,
+            status,
+            expires_at,
+        }) => {
+            let update = LicenseUpdate {
+                seats,
+                status,
+                expires_at: expires_at.map(|e| match e {
+                    Expiry::At(at) => Some(at),
+                    Expiry::Never => None,
+                }),
+            };
+            if update.is_empty() {
+                bail!("nothing to change: give --seats, --status or --expires-at");
+            }
+            if seats == Some(0) {
+                bail!("--seats must be at least 1");
+            }
+            let license = store
+                .update_license(id, &update)
+                .await?
+                .with_context(|| format!("license {id} does not exist"))?;
+            Ok(license_json(&license))
+        }
         Command::License(LicenseCommand::List { org }) => {
             store
                 .org(org)
                 .await?
                 .with_context(|| format!("organization {org} does not exist"))?;
             let licenses = store.licenses_for_org(org).await?;
-            Ok(json!({"org_id": org, "licenses": licenses.iter().map(license_json).collect::<Vec<_>>()}))
+            Ok(
+                json!({"org_id": org, "licenses": licenses.iter().map(license_json).collect::<Vec<_>>()}),
+            )
         }
         Command::License(LicenseCommand::Sessions { license }) => {
             store
@@ -162,7 +233,9 @@ pub async fn run_admin(store: &dyn Store, key_prefix: &str, command: Command) ->
                 .await?
                 .with_context(|| format!("license {license} does not exist"))?;
             let sessions = store.sessions_for_license(license).await?;
-            Ok(json!({"license_id": license, "sessions": sessions.iter().map(session_json).collect::<Vec<_>>()}))
+            Ok(
+                json!({"license_id": license, "sessions": sessions.iter().map(session_json).collect::<Vec<_>>()}),
+            )
         }
     }
 }

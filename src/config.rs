@@ -137,10 +137,20 @@ impl Settings {
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let mut settings: Settings = figment.extract().map_err(Box::new)?;
         // An empty variable (SEATWARDEN__REDIS__URL=) means "unset".
-        if settings.redis.url.as_ref().is_some_and(|u| u.expose_secret().trim().is_empty()) {
+        if settings
+            .redis
+            .url
+            .as_ref()
+            .is_some_and(|u| u.expose_secret().trim().is_empty())
+        {
             settings.redis.url = None;
         }
-        if settings.database.url.as_ref().is_some_and(|u| u.expose_secret().trim().is_empty()) {
+        if settings
+            .database
+            .url
+            .as_ref()
+            .is_some_and(|u| u.expose_secret().trim().is_empty())
+        {
             settings.database.url = None;
         }
         settings.validate()?;
@@ -165,13 +175,25 @@ impl Settings {
             return Err(invalid("signing.rsa_bits", "must be 2048, 3072 or 4096"));
         }
         let prefix = &self.licenses.key_prefix;
-        if prefix.is_empty() || prefix.len() > 32 || !prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(invalid("licenses.key_prefix", "must be 1 to 32 ASCII letters or digits"));
+        if prefix.is_empty()
+            || prefix.len() > 32
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(invalid(
+                "licenses.key_prefix",
+                "must be 1 to 32 ASCII letters or digits",
+            ));
         }
         if let Some(url) = &self.database.url {
             let url = url.expose_secret();
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(invalid("database.url", "must start with sqlite:, postgres:// or postgresql://"));
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err(invalid(
+                    "database.url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
             }
         }
         if self.database.max_connections == 0 {
@@ -183,7 +205,10 @@ impl Settings {
     /// The database URL, defaulting to SQLite in `data_dir`.
     pub fn database_url(&self) -> SecretString {
         self.database.url.clone().unwrap_or_else(|| {
-            SecretString::from(format!("sqlite://{}", self.data_dir.join("seatwarden.db").display()))
+            SecretString::from(format!(
+                "sqlite://{}",
+                self.data_dir.join("seatwarden.db").display()
+            ))
         })
     }
 
@@ -242,14 +267,23 @@ mod tests {
         assert_eq!(s.seats.heartbeat_interval_secs, 300);
         assert_eq!(s.signing.rsa_bits, 4096);
         assert!(s.redis.url.is_none());
-        assert_eq!(s.database_url().expose_secret(), "sqlite://./data/seatwarden.db");
+        assert_eq!(
+            s.database_url().expose_secret(),
+            "sqlite://./data/seatwarden.db"
+        );
         assert_eq!(s.key_path(), PathBuf::from("./data/signing-key.pem"));
     }
 
     #[test]
     fn a_lease_ttl_of_zero_is_refused() {
         let f = Figment::from(Toml::string(DEFAULTS)).merge(("seats.lease_ttl_secs", 0));
-        assert!(matches!(Settings::from_figment(f), Err(ConfigError::Invalid { key: "seats.lease_ttl_secs", .. })));
+        assert!(matches!(
+            Settings::from_figment(f),
+            Err(ConfigError::Invalid {
+                key: "seats.lease_ttl_secs",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -257,7 +291,10 @@ mod tests {
         let f = Figment::from(Toml::string(DEFAULTS))
             .merge(("seats.lease_ttl_secs", 1))
             .merge(("seats.heartbeat_interval_secs", 1));
-        assert_eq!(Settings::from_figment(f).unwrap().lease_ttl(), Duration::from_secs(1));
+        assert_eq!(
+            Settings::from_figment(f).unwrap().lease_ttl(),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -267,13 +304,22 @@ mod tests {
             .merge(("redis.url", "redis://:s3cret@cache:6379"));
         let s = Settings::from_figment(f).unwrap();
         let shown = format!("{s:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn redacting_a_url_hides_only_the_password() {
-        assert_eq!(redact_url("postgres://sw:hunter2@db:5432/sw"), "postgres://sw:***@db:5432/sw");
-        assert_eq!(redact_url("redis://:pw@cache:6379"), "redis://:***@cache:6379");
+        assert_eq!(
+            redact_url("postgres://sw:hunter2@db:5432/sw"),
+            "postgres://sw:***@db:5432/sw"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@cache:6379"),
+            "redis://:***@cache:6379"
+        );
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
         assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }

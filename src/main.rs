@@ -14,7 +14,10 @@ async fn main() -> ExitCode {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}", json!({"error": "invalid_config", "message": e.to_string()}));
+            eprintln!(
+                "{}",
+                json!({"error": "invalid_config", "message": e.to_string()})
+            );
             return ExitCode::from(2);
         }
     };
@@ -30,7 +33,8 @@ async fn main() -> ExitCode {
         admin => {
             let result = async {
                 let store = startup::open_store(&settings).await?;
-                seatwarden::cli::run_admin(store.as_ref(), &settings.licenses.key_prefix, admin).await
+                seatwarden::cli::run_admin(store.as_ref(), &settings.licenses.key_prefix, admin)
+                    .await
             }
             .await;
             match result {
@@ -39,7 +43,10 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{}", json!({"error": "command_failed", "message": format!("{e:#}")}));
+                    eprintln!(
+                        "{}",
+                        json!({"error": "command_failed", "message": format!("{e:#}")})
+                    );
                     ExitCode::FAILURE
                 }
             }

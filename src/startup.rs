@@ -38,7 +38,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {parent}"))?;
         }
-        Arc::new(SqliteStore::connect(url).await.with_context(|| format!("opening {shown}"))?)
+        Arc::new(
+            SqliteStore::connect(url)
+                .await
+                .with_context(|| format!("opening {shown}"))?,
+        )
     } else {
         Arc::new(
             PostgresStore::connect(url, settings.database.max_connections)
@@ -55,9 +59,12 @@ pub async fn open_ledger(settings: &Settings) -> anyhow::Result<Arc<dyn SeatLedg
     match &settings.redis.url {
         Some(url) => {
             let url = url.expose_secret();
-            let ledger = RedisLedger::connect_with_timeout(url, Duration::from_millis(settings.redis.timeout_ms))
-                .await
-                .with_context(|| format!("connecting to {}", redact_url(url)))?;
+            let ledger = RedisLedger::connect_with_timeout(
+                url,
+                Duration::from_millis(settings.redis.timeout_ms),
+            )
+            .await
+            .with_context(|| format!("connecting to {}", redact_url(url)))?;
             tracing::info!(redis = %redact_url(url), "Redis seat ledger ready");
             Ok(Arc::new(ledger))
         }
@@ -80,7 +87,11 @@ pub async fn load_signer(settings: &Settings) -> anyhow::Result<TokenSigner> {
         .await
         .context("key loading task")?
         .context("loading the signing key")?;
-    tracing::info!(kid = signer.kid(), bits = signer.key_bits(), "signing key ready");
+    tracing::info!(
+        kid = signer.kid(),
+        bits = signer.key_bits(),
+        "signing key ready"
+    );
     Ok(signer)
 }
 
@@ -98,9 +109,10 @@ impl Application {
         let signer = load_signer(&settings).await?;
         let store = open_store(&settings).await?;
         let ledger = open_ledger(&settings).await?;
-        let (coordinator, _) = Coordinator::start(store.clone(), ledger.clone(), settings.coordinator())
-            .await
-            .context("starting the coordinator")?;
+        let (coordinator, _) =
+            Coordinator::start(store.clone(), ledger.clone(), settings.coordinator())
+                .await
+                .context("starting the coordinator")?;
         let listener = TcpListener::bind(settings.http.listen)
             .await
             .with_context(|| format!("binding {}", settings.http.listen))?;
@@ -118,7 +130,9 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn coordinator(&self) -> &Coordinator {

@@ -36,7 +36,10 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), LATENCY_BUCKETS)
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
                 .expect("latency buckets are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -53,7 +56,10 @@ pub fn metrics_handle() -> PrometheusHandle {
                 })
                 .expect("spawn metrics upkeep thread");
             metrics::describe_counter!("seatwarden_acquire_total", "Acquire requests by result");
-            metrics::describe_counter!("seatwarden_heartbeat_total", "Heartbeat requests by result");
+            metrics::describe_counter!(
+                "seatwarden_heartbeat_total",
+                "Heartbeat requests by result"
+            );
             metrics::describe_counter!("seatwarden_release_total", "Release requests by result");
             metrics::describe_histogram!(
                 "seatwarden_http_request_duration_seconds",

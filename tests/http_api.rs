@@ -24,10 +24,17 @@ async fn acquiring_a_seat_returns_201_with_the_session_and_a_token() {
     assert_eq!(body["max_seats"], 3);
     assert_eq!(body["heartbeat_interval_secs"], 300);
     assert!(body["session_id"].as_str().unwrap().len() == 36);
-    let expires: chrono::DateTime<chrono::Utc> = body["expires_at"].as_str().unwrap().parse().unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        body["expires_at"].as_str().unwrap().parse().unwrap();
     let ttl = expires - chrono::Utc::now();
-    assert!(ttl > chrono::Duration::seconds(300) && ttl <= chrono::Duration::seconds(361), "{ttl}");
-    let claims = app.signer.verify(body["token"].as_str().unwrap()).expect("token verifies");
+    assert!(
+        ttl > chrono::Duration::seconds(300) && ttl <= chrono::Duration::seconds(361),
+        "{ttl}"
+    );
+    let claims = app
+        .signer
+        .verify(body["token"].as_str().unwrap())
+        .expect("token verifies");
     assert_eq!(claims.session_id, body["session_id"].as_str().unwrap());
     assert_eq!(claims.hardware_id, "machine-1");
     assert_eq!(claims.tier, "pro");
@@ -42,7 +49,15 @@ async fn the_token_verifies_offline_against_the_published_jwks() {
     let body = app.acquire_ok(&lic.key, "machine-1").await;
     let token = body["token"].as_str().unwrap();
 
-    let jwks: Value = app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, Algorithm::RS256);
     let kid = header.kid.expect("token names its key");
@@ -53,19 +68,40 @@ async fn the_token_verifies_offline_against_the_published_jwks() {
         .find(|k| k["kid"] == kid.as_str())
         .expect("the token's kid is in the JWKS");
     assert_eq!(jwk["alg"], "RS256");
-    let key = DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap()).unwrap();
+    let key =
+        DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
+            .unwrap();
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_required_spec_claims(&["exp", "iat", "sub"]);
-    let data = jsonwebtoken::decode::<Value>(token, &key, &validation).expect("verifies against the JWKS");
+    let data =
+        jsonwebtoken::decode::<Value>(token, &key, &validation).expect("verifies against the JWKS");
     let claims = data.claims;
-    for claim in ["session_id", "license_id", "org_id", "hardware_id", "tier", "features", "max_seats", "iat", "exp"] {
-        assert!(claims.get(claim).is_some(), "claim {claim} missing from {claims}");
+    for claim in [
+        "session_id",
+        "license_id",
+        "org_id",
+        "hardware_id",
+        "tier",
+        "features",
+        "max_seats",
+        "iat",
+        "exp",
+    ] {
+        assert!(
+            claims.get(claim).is_some(),
+            "claim {claim} missing from {claims}"
+        );
     }
     // Offline grace: the token outlives the lease by a day by default.
     let exp = claims["exp"].as_i64().unwrap();
     assert!(exp - chrono::Utc::now().timestamp() > 86_000, "exp {exp}");
 
-    let pem = app.client.get(app.url("/api/v1/licenses/public-key")).send().await.unwrap();
+    let pem = app
+        .client
+        .get(app.url("/api/v1/licenses/public-key"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(pem.status(), 200);
     let pem = pem.text().await.unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
@@ -117,11 +153,105 @@ async fn an_unknown_license_key_gets_404() {
 #[tokio::test]
 async fn an_expired_license_gets_403_license_expired() {
     let app = spawn_app().await;
-    let lic = app.create_license_with(2, Some("2020-01-01T00:00:00Z")).await;
+    let lic = app
+        .create_license_with(2, Some("2020-01-01T00:00:00Z"))
+        .await;
     let response = app.acquire(&lic.key, "m1").await;
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "license_expired");
+}
+
+#[tokio::test]
+async fn suspended_and_inactive_licenses_get_403_and_keep_their_live_sessions() {
+    let app = spawn_app().await;
+    let lic = app.create_license(2).await;
+    let s = app.acquire_ok(&lic.key, "m1").await;
+
+    app.update_license(lic.id, None, Some("suspended")).await;
+    assert_error(app.acquire(&lic.key, "m2").await, 403, "license_suspended").await;
+    app.update_license(lic.id, None, Some("inactive")).await;
+    assert_error(app.acquire(&lic.key, "m2").await, 403, "license_inactive").await;
+    // Refusing new seats is not revoking old ones.
+    assert_eq!(
+        app.heartbeat(
+            s["session_id"].as_str().unwrap(),
+            s["token"].as_str().unwrap()
+        )
+        .await
+        .status(),
+        200
+    );
+
+    app.update_license(lic.id, None, Some("active")).await;
+    assert_eq!(app.acquire(&lic.key, "m2").await.status(), 201);
+    let failed = app
+        .store
+        .audit_for_license(lic.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == AuditEvent::LicenseAcquisitionFailed)
+        .filter_map(|e| e.detail)
+        .collect::<Vec<_>>();
+    assert_eq!(failed, vec!["license_suspended", "license_inactive"]);
+}
+
+#[tokio::test]
+async fn lowering_seats_never_evicts_but_refuses_new_seats_until_under_the_limit() {
+    let app = spawn_app().await;
+    let lic = app.create_license(3).await;
+    let sessions: Vec<Value> = futures::future::join_all((1..=3).map(|i| {
+        let app = &app;
+        let key = lic.key.clone();
+        async move { app.acquire_ok(&key, &format!("m{i}")).await }
+    }))
+    .await;
+
+    app.update_license(lic.id, Some(1), None).await;
+
+    for s in &sessions {
+        let beat = app
+            .heartbeat(
+                s["session_id"].as_str().unwrap(),
+                s["token"].as_str().unwrap(),
+            )
+            .await;
+        assert_eq!(beat.status(), 200, "a live session was evicted");
+    }
+    let refused = app.acquire(&lic.key, "m4").await;
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["seats_used"], 3);
+    assert_eq!(body["max_seats"], 1);
+    // The same machines still renew.
+    assert_eq!(app.acquire(&lic.key, "m2").await.status(), 200);
+    for s in &sessions[..2] {
+        assert_eq!(
+            app.release(
+                s["session_id"].as_str().unwrap(),
+                s["token"].as_str().unwrap()
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    assert_eq!(
+        app.acquire(&lic.key, "m4").await.status(),
+        409,
+        "still at the limit of 1"
+    );
+    assert_eq!(
+        app.release(
+            sessions[2]["session_id"].as_str().unwrap(),
+            sessions[2]["token"].as_str().unwrap()
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(app.acquire(&lic.key, "m4").await.status(), 201);
 }
 
 #[tokio::test]
@@ -136,7 +266,10 @@ async fn assert_error(response: reqwest::Response, status: u16, code: &str) {
     assert_eq!(response.status(), status);
     let body: Value = response.json().await.expect("error bodies are JSON");
     assert_eq!(body["error"], code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -145,11 +278,24 @@ async fn malformed_acquire_bodies_get_400_with_a_json_error() {
     let lic = app.create_license(1).await;
     let url = app.url("/api/v1/licenses/acquire");
 
-    let not_json = app.client.post(&url).body("{not json").send().await.unwrap();
+    let not_json = app
+        .client
+        .post(&url)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_error(not_json, 400, "invalid_body").await;
-    let missing = app.post_json("/api/v1/licenses/acquire", &json!({"license_key": lic.key})).await;
+    let missing = app
+        .post_json("/api/v1/licenses/acquire", &json!({"license_key": lic.key}))
+        .await;
     assert_error(missing, 400, "invalid_body").await;
-    let wrong_type = app.post_json("/api/v1/licenses/acquire", &json!({"license_key": 7, "hardware_id": "m"})).await;
+    let wrong_type = app
+        .post_json(
+            "/api/v1/licenses/acquire",
+            &json!({"license_key": 7, "hardware_id": "m"}),
+        )
+        .await;
     assert_error(wrong_type, 400, "invalid_body").await;
     let empty_hw = app.acquire(&lic.key, "").await;
     assert_error(empty_hw, 400, "invalid_hardware_id").await;
@@ -160,7 +306,10 @@ async fn malformed_acquire_bodies_get_400_with_a_json_error() {
     let empty_key = app.acquire("", "m1").await;
     assert_error(empty_key, 400, "invalid_license_key").await;
     let bad_meta = app
-        .post_json("/api/v1/licenses/acquire", &json!({"license_key": lic.key, "hardware_id": "m", "metadata": "x"}))
+        .post_json(
+            "/api/v1/licenses/acquire",
+            &json!({"license_key": lic.key, "hardware_id": "m", "metadata": "x"}),
+        )
         .await;
     assert_error(bad_meta, 400, "invalid_body").await;
 
@@ -180,7 +329,12 @@ async fn a_body_over_16_kib_gets_413_even_when_chunked() {
     assert_error(sized, 413, "payload_too_large").await;
 
     let bytes = serde_json::to_vec(&big).unwrap();
-    let stream = futures::stream::iter(bytes.chunks(1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let stream = futures::stream::iter(
+        bytes
+            .chunks(1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
     let chunked = app
         .client
         .post(app.url("/api/v1/licenses/acquire"))
@@ -195,9 +349,19 @@ async fn a_body_over_16_kib_gets_413_even_when_chunked() {
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods_get_json_errors() {
     let app = spawn_app().await;
-    let missing = app.client.get(app.url("/api/v1/nope")).send().await.unwrap();
+    let missing = app
+        .client
+        .get(app.url("/api/v1/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_error(missing, 404, "not_found").await;
-    let wrong = app.client.get(app.url("/api/v1/licenses/acquire")).send().await.unwrap();
+    let wrong = app
+        .client
+        .get(app.url("/api/v1/licenses/acquire"))
+        .send()
+        .await
+        .unwrap();
     assert_error(wrong, 405, "method_not_allowed").await;
 }
 
@@ -206,7 +370,10 @@ async fn a_heartbeat_extends_the_lease() {
     let app = spawn_app().await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (s["session_id"].as_str().unwrap(), s["token"].as_str().unwrap());
+    let (id, token) = (
+        s["session_id"].as_str().unwrap(),
+        s["token"].as_str().unwrap(),
+    );
 
     let beat = app.heartbeat(id, token).await;
 
@@ -245,7 +412,12 @@ async fn heartbeats_need_the_sessions_own_token() {
     assert_error(release_with_others, 401, "unauthorized").await;
 
     // The session is untouched by all that.
-    assert_eq!(app.heartbeat(a_id, a["token"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(
+        app.heartbeat(a_id, a["token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -259,7 +431,12 @@ async fn an_unknown_session_gets_404() {
         .await
         .unwrap();
     assert_error(response, 404, "session_not_found").await;
-    let not_a_uuid = app.client.delete(app.url("/api/v1/licenses/sessions/zzz")).send().await.unwrap();
+    let not_a_uuid = app
+        .client
+        .delete(app.url("/api/v1/licenses/sessions/zzz"))
+        .send()
+        .await
+        .unwrap();
     assert_error(not_a_uuid, 404, "session_not_found").await;
 }
 
@@ -268,7 +445,10 @@ async fn release_is_idempotent_and_frees_the_seat() {
     let app = spawn_app().await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (s["session_id"].as_str().unwrap(), s["token"].as_str().unwrap());
+    let (id, token) = (
+        s["session_id"].as_str().unwrap(),
+        s["token"].as_str().unwrap(),
+    );
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 409);
 
     let first = app.release(id, token).await;
@@ -294,7 +474,10 @@ async fn a_session_whose_heartbeats_stop_frees_its_seat_by_itself() {
     .await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (s["session_id"].as_str().unwrap(), s["token"].as_str().unwrap());
+    let (id, token) = (
+        s["session_id"].as_str().unwrap(),
+        s["token"].as_str().unwrap(),
+    );
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 409);
 
     let freed = eventually(Duration::from_secs(10), || async {
@@ -316,7 +499,11 @@ async fn a_session_whose_heartbeats_stop_frees_its_seat_by_itself() {
     .expect("the record was closed");
     assert_eq!(closed.end_reason, Some(EndReason::Expired));
     let audit = app.store.audit_for_license(lic.id).await.unwrap();
-    assert!(audit.iter().any(|e| e.event == AuditEvent::SessionExpired && e.session_id == Some(session_id)));
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.event == AuditEvent::SessionExpired && e.session_id == Some(session_id))
+    );
     // Released after expiry: still 200, with the expiry's end time.
     let release = app.release(id, token).await;
     assert_eq!(release.status(), 200);
@@ -340,7 +527,10 @@ async fn lapsed_sessions_are_closed_as_expired_without_any_request() {
     })
     .await;
 
-    assert!(closed.is_some(), "the sweeper never closed the lapsed session");
+    assert!(
+        closed.is_some(),
+        "the sweeper never closed the lapsed session"
+    );
 }
 
 #[tokio::test]
@@ -358,13 +548,25 @@ async fn the_audit_log_records_who_acquired_failed_and_released() {
     assert_eq!(s.status(), 201);
     let s: Value = s.json().await.unwrap();
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 409);
-    assert_eq!(app.release(s["session_id"].as_str().unwrap(), s["token"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(
+        app.release(
+            s["session_id"].as_str().unwrap(),
+            s["token"].as_str().unwrap()
+        )
+        .await
+        .status(),
+        200
+    );
 
     let audit = app.store.audit_for_license(lic.id).await.unwrap();
     let events: Vec<AuditEvent> = audit.iter().map(|e| e.event).collect();
     assert_eq!(
         events,
-        vec![AuditEvent::LicenseAcquired, AuditEvent::LicenseAcquisitionFailed, AuditEvent::LicenseReleased]
+        vec![
+            AuditEvent::LicenseAcquired,
+            AuditEvent::LicenseAcquisitionFailed,
+            AuditEvent::LicenseReleased
+        ]
     );
     assert_eq!(audit[0].client.ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(audit[0].client.user_agent.as_deref(), Some("acme-cad/4.2"));
@@ -372,7 +574,12 @@ async fn the_audit_log_records_who_acquired_failed_and_released() {
     assert_eq!(audit[1].hardware_id.as_deref(), Some("m2"));
     assert_eq!(audit[1].detail.as_deref(), Some("no_seats_available"));
 
-    let record = app.store.session(s["session_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
+    let record = app
+        .store
+        .session(s["session_id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.client.user_agent.as_deref(), Some("acme-cad/4.2"));
     assert_eq!(record.metadata.as_ref().unwrap()["os"], "linux");
     assert_eq!(record.end_reason, Some(EndReason::Released));
@@ -395,16 +602,31 @@ async fn behind_a_proxy_the_client_ip_comes_from_x_forwarded_for() {
         .await
         .unwrap();
     let body: Value = response.json().await.unwrap();
-    let record = app.store.session(body["session_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
+    let record = app
+        .store
+        .session(body["session_id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.client.ip.as_deref(), Some("203.0.113.9"));
 }
 
 #[tokio::test]
 async fn health_endpoints_report_live_and_ready() {
     let app = spawn_app().await;
-    let live = app.client.get(app.url("/health/live")).send().await.unwrap();
+    let live = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(live.status(), 200);
-    let ready = app.client.get(app.url("/health/ready")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["database"], "ok");
@@ -417,23 +639,55 @@ async fn metrics_expose_seats_results_latency_and_actors() {
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
     app.acquire(&lic.key, "m2").await;
-    app.heartbeat(s["session_id"].as_str().unwrap(), s["token"].as_str().unwrap()).await;
-    app.release(s["session_id"].as_str().unwrap(), s["token"].as_str().unwrap()).await;
+    app.heartbeat(
+        s["session_id"].as_str().unwrap(),
+        s["token"].as_str().unwrap(),
+    )
+    .await;
+    app.release(
+        s["session_id"].as_str().unwrap(),
+        s["token"].as_str().unwrap(),
+    )
+    .await;
 
     let text = app.metrics().await;
 
     let license = lic.id.to_string();
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
-    assert!(text.lines().any(|l| l.starts_with("seatwarden_seat_limit{") && l.contains(&license) && l.ends_with(" 1")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("seatwarden_seats_in_use{") && l.contains(&license)), "{text}");
-    assert!(has("seatwarden_acquire_total{result=\"created\"}"), "{text}");
-    assert!(has("seatwarden_acquire_total{result=\"no_seats_available\"}"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("seatwarden_seat_limit{")
+            && l.contains(&license)
+            && l.ends_with(" 1")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("seatwarden_seats_in_use{") && l.contains(&license)),
+        "{text}"
+    );
+    assert!(
+        has("seatwarden_acquire_total{result=\"created\"}"),
+        "{text}"
+    );
+    assert!(
+        has("seatwarden_acquire_total{result=\"no_seats_available\"}"),
+        "{text}"
+    );
     assert!(has("seatwarden_heartbeat_total{result=\"ok\"}"), "{text}");
     assert!(has("seatwarden_release_total{result=\"ok\"}"), "{text}");
-    assert!(has("seatwarden_http_request_duration_seconds_bucket{"), "{text}");
+    assert!(
+        has("seatwarden_http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
     assert!(has("seatwarden_org_actors"), "{text}");
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        assert!(line.starts_with("seatwarden_"), "metric without prefix: {line}");
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            line.starts_with("seatwarden_"),
+            "metric without prefix: {line}"
+        );
     }
 }
 
@@ -446,7 +700,10 @@ async fn a_panicking_org_actor_is_restarted_without_losing_live_sessions() {
     .await;
     let lic = app.create_license(2).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (s["session_id"].as_str().unwrap(), s["token"].as_str().unwrap());
+    let (id, token) = (
+        s["session_id"].as_str().unwrap(),
+        s["token"].as_str().unwrap(),
+    );
     let restarts_before = restarts(&app.metrics().await);
 
     app.coordinator.inject_panic(lic.org).await.unwrap();
@@ -480,5 +737,13 @@ async fn the_fault_hook_does_nothing_unless_enabled() {
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
     app.coordinator.inject_panic(lic.org).await.unwrap();
-    assert_eq!(app.heartbeat(s["session_id"].as_str().unwrap(), s["token"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(
+        app.heartbeat(
+            s["session_id"].as_str().unwrap(),
+            s["token"].as_str().unwrap()
+        )
+        .await
+        .status(),
+        200
+    );
 }

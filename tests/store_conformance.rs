@@ -15,8 +15,8 @@ use futures::future::join_all;
 use seatwarden::store::postgres::PostgresStore;
 use seatwarden::store::sqlite::SqliteStore;
 use seatwarden_actors::domain::{
-    AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus, NewLicense,
-    Org, OrgId, SessionId, SessionRecord,
+    AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus,
+    LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord,
 };
 use seatwarden_actors::ports::{EndOutcome, Store, StoreError};
 use serde_json::json;
@@ -94,6 +94,7 @@ conformance! {
     an_unknown_org_reads_as_none => check_unknown_org,
     a_created_license_is_active_and_can_be_read_by_id_and_by_key_hash => check_create_license,
     licenses_of_an_org_are_listed_oldest_first => check_licenses_for_org,
+    updating_a_license_changes_only_the_given_fields => check_update_license,
     a_license_for_an_unknown_org_is_not_found => check_license_for_unknown_org,
     a_second_license_with_the_same_key_hash_is_a_conflict => check_duplicate_key_hash,
     unknown_licenses_and_sessions_read_as_none => check_unknown_license_and_session,
@@ -277,6 +278,66 @@ async fn check_create_license(store: &dyn Store) {
     let read = store.license(perpetual.id).await.unwrap().unwrap();
     assert_eq!(read.expires_at, None);
     assert_eq!(read.features, Vec::<String>::new());
+}
+
+async fn check_update_license(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+
+    let suspended = store
+        .update_license(
+            license.id,
+            &LicenseUpdate {
+                status: Some(LicenseStatus::Suspended),
+                ..LicenseUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(suspended.status, LicenseStatus::Suspended);
+    assert_eq!(suspended.seats, license.seats);
+    assert_eq!(suspended.expires_at, license.expires_at);
+
+    let reseated = store
+        .update_license(
+            license.id,
+            &LicenseUpdate {
+                seats: Some(1),
+                expires_at: Some(None),
+                ..LicenseUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reseated.seats, 1);
+    assert_eq!(reseated.expires_at, None);
+    assert_eq!(reseated.status, LicenseStatus::Suspended);
+    assert_eq!(store.license(license.id).await.unwrap(), Some(reseated));
+
+    let dated = store
+        .update_license(
+            license.id,
+            &LicenseUpdate {
+                expires_at: Some(Some(at(2_000_000_000))),
+                ..LicenseUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dated.expires_at, Some(at(2_000_000_000)));
+
+    let zero = LicenseUpdate {
+        seats: Some(0),
+        ..LicenseUpdate::default()
+    };
+    assert!(store.update_license(license.id, &zero).await.is_err());
+    let unknown = store
+        .update_license(LicenseId::new(), &LicenseUpdate::default())
+        .await
+        .unwrap();
+    assert_eq!(unknown, None);
 }
 
 async fn check_licenses_for_org(store: &dyn Store) {

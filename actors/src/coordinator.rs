@@ -10,7 +10,9 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::task::JoinHandle;
 
-use crate::domain::{ClientInfo, EndReason, License, LicenseId, LicenseKey, OrgId, SessionId, SessionRecord};
+use crate::domain::{
+    ClientInfo, EndReason, License, LicenseId, LicenseKey, OrgId, SessionId, SessionRecord,
+};
 use crate::error::CoordinatorError;
 use crate::names::Names;
 use crate::org::{AcquireCommand, OrgMessage};
@@ -161,7 +163,11 @@ impl Coordinator {
     }
 
     /// Extends the lease of a session of `org`.
-    pub async fn heartbeat(&self, org: OrgId, session: SessionId) -> Result<Beat, CoordinatorError> {
+    pub async fn heartbeat(
+        &self,
+        org: OrgId,
+        session: SessionId,
+    ) -> Result<Beat, CoordinatorError> {
         self.call(org, |reply| OrgMessage::Heartbeat(session, reply))
             .await
     }
@@ -174,8 +180,10 @@ impl Coordinator {
         session: SessionId,
         client: ClientInfo,
     ) -> Result<Released, CoordinatorError> {
-        self.call(org, |reply| OrgMessage::Release(session, client.clone(), reply))
-            .await
+        self.call(org, |reply| {
+            OrgMessage::Release(session, client.clone(), reply)
+        })
+        .await
     }
 
     /// The durable record of a session, if it exists.
@@ -186,9 +194,17 @@ impl Coordinator {
     /// How many organization actors run on this node.
     pub async fn org_actor_count(&self) -> Result<usize, CoordinatorError> {
         let sup = self.org_supervisor()?;
-        match sup.call(OrgSupervisorMessage::Count, Some(self.inner.settings.call_timeout)).await {
+        match sup
+            .call(
+                OrgSupervisorMessage::Count,
+                Some(self.inner.settings.call_timeout),
+            )
+            .await
+        {
             Ok(CallResult::Success(n)) => Ok(n),
-            _ => Err(CoordinatorError::Busy("org supervisor did not answer".into())),
+            _ => Err(CoordinatorError::Busy(
+                "org supervisor did not answer".into(),
+            )),
         }
     }
 
@@ -207,7 +223,9 @@ impl Coordinator {
             .await
         {
             Ok(CallResult::Success(r)) => r.map_err(CoordinatorError::Busy),
-            _ => Err(CoordinatorError::Busy("root supervisor did not answer".into())),
+            _ => Err(CoordinatorError::Busy(
+                "root supervisor did not answer".into(),
+            )),
         }
     }
 
@@ -231,7 +249,13 @@ impl Coordinator {
 
     async fn resolve_key(&self, license_key: &str) -> Result<KeyTarget, CoordinatorError> {
         let hash = LicenseKey::hash(license_key);
-        if let Some(t) = self.inner.keys.lock().expect("key cache poisoned").get(&hash) {
+        if let Some(t) = self
+            .inner
+            .keys
+            .lock()
+            .expect("key cache poisoned")
+            .get(&hash)
+        {
             return Ok(*t);
         }
         let license = self
@@ -267,12 +291,17 @@ impl Coordinator {
         }
         let sup = self.org_supervisor()?;
         match sup
-            .call(|reply| OrgSupervisorMessage::Get(org, reply), Some(self.inner.settings.call_timeout))
+            .call(
+                |reply| OrgSupervisorMessage::Get(org, reply),
+                Some(self.inner.settings.call_timeout),
+            )
             .await
         {
             Ok(CallResult::Success(Ok(actor))) => Ok(actor),
             Ok(CallResult::Success(Err(e))) => Err(CoordinatorError::Busy(e)),
-            _ => Err(CoordinatorError::Busy("org supervisor did not answer".into())),
+            _ => Err(CoordinatorError::Busy(
+                "org supervisor did not answer".into(),
+            )),
         }
     }
 
@@ -311,6 +340,8 @@ impl Coordinator {
                 Err(e) => return Err(CoordinatorError::Busy(e.to_string())),
             }
         }
-        Err(CoordinatorError::Busy("the organization's actor kept stopping".into()))
+        Err(CoordinatorError::Busy(
+            "the organization's actor kept stopping".into(),
+        ))
     }
 }

@@ -137,6 +137,21 @@ pub struct NewLicense {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// A change to a license; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LicenseUpdate {
+    pub seats: Option<u32>,
+    pub status: Option<LicenseStatus>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl LicenseUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.seats.is_none() && self.status.is_none() && self.expires_at.is_none()
+    }
+}
+
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -327,7 +342,10 @@ mod tests {
         assert_eq!(groups[0], "CODITECT");
         for g in &groups[1..] {
             assert_eq!(g.len(), 4);
-            assert!(g.bytes().all(|c| LicenseKey::ALPHABET.contains(&c)), "{key}");
+            assert!(
+                g.bytes().all(|c| LicenseKey::ALPHABET.contains(&c)),
+                "{key}"
+            );
             assert!(!g.contains(['O', 'I', 'L', 'U']));
         }
     }

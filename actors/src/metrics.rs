@@ -15,9 +15,18 @@ pub const SESSIONS_EXPIRED: &str = "seatwarden_sessions_expired_total";
 
 /// Describes the metrics above so the exporter prints `# HELP` lines.
 pub fn describe() {
-    metrics::describe_gauge!(SEATS_IN_USE, "Live seat leases per license, as last seen by this node");
+    metrics::describe_gauge!(
+        SEATS_IN_USE,
+        "Live seat leases per license, as last seen by this node"
+    );
     metrics::describe_gauge!(SEAT_LIMIT, "Seats a license may hold at once");
     metrics::describe_gauge!(ORG_ACTORS, "Organization actors running on this node");
-    metrics::describe_counter!(ACTOR_RESTARTS, "Supervised actors restarted after a failure");
-    metrics::describe_counter!(SESSIONS_EXPIRED, "Sessions closed because heartbeats stopped");
+    metrics::describe_counter!(
+        ACTOR_RESTARTS,
+        "Supervised actors restarted after a failure"
+    );
+    metrics::describe_counter!(
+        SESSIONS_EXPIRED,
+        "Sessions closed because heartbeats stopped"
+    );
 }

@@ -113,7 +113,8 @@ impl Actor for OrgActor {
             tracing::warn!(org_id = %state.org_id, error = %e, "could not rebuild org state at start");
         }
         // Timers belong to one incarnation: a restarted actor makes its own.
-        state.ticker = Some(myself.send_interval(state.settings.sweep_interval, || OrgMessage::Tick));
+        state.ticker =
+            Some(myself.send_interval(state.settings.sweep_interval, || OrgMessage::Tick));
         Ok(state)
     }
 
@@ -150,20 +151,18 @@ impl Actor for OrgActor {
                 state.last_request = Instant::now();
                 let _ = reply.send(state.release(id, client).await);
             }
-            OrgMessage::Tick => {
-                match state.sweep().await {
-                    Ok(open) => {
-                        let idle = state.last_request.elapsed() >= state.settings.org_idle_timeout;
-                        if open == 0 && idle {
-                            tracing::debug!(org_id = %state.org_id, "org actor idle, stopping");
-                            myself.stop(Some("idle".into()));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(org_id = %state.org_id, error = %e, "org sweep failed")
+            OrgMessage::Tick => match state.sweep().await {
+                Ok(open) => {
+                    let idle = state.last_request.elapsed() >= state.settings.org_idle_timeout;
+                    if open == 0 && idle {
+                        tracing::debug!(org_id = %state.org_id, "org actor idle, stopping");
+                        myself.stop(Some("idle".into()));
                     }
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(org_id = %state.org_id, error = %e, "org sweep failed")
+                }
+            },
             OrgMessage::InjectPanic => {
                 if state.settings.fault_hooks {
                     panic!("fault injected into org actor {}", state.org_id);
@@ -329,8 +328,10 @@ impl OrgState {
                     );
                     if let Err(e) = self.store.start_session(&record, &entry).await {
                         // Nothing half done: give the seat back before failing.
-                        if let Err(le) =
-                            self.ledger.release(self.org_id, license.id, record.id).await
+                        if let Err(le) = self
+                            .ledger
+                            .release(self.org_id, license.id, record.id)
+                            .await
                         {
                             tracing::error!(error = %le, session_id = %record.id,
                                 "could not roll back a lease after a store failure; it will lapse by itself");
@@ -368,7 +369,9 @@ impl OrgState {
                     Ok(_) | Err(CoordinatorError::SessionNotFound) => {
                         tracing::warn!(session_id = %session,
                             "ledger held a lease with no open session record; discarding it");
-                        self.ledger.release(self.org_id, license.id, session).await?;
+                        self.ledger
+                            .release(self.org_id, license.id, session)
+                            .await?;
                     }
                     Err(e) => return Err(e),
                 },

@@ -52,7 +52,9 @@ impl OrgSupervisorState {
             settings: self.args.settings.clone(),
         };
         let name = self.args.names.org(org_id);
-        let actor = match Actor::spawn_linked(Some(name.clone()), OrgActor, args, myself.get_cell()).await {
+        let actor = match Actor::spawn_linked(Some(name.clone()), OrgActor, args, myself.get_cell())
+            .await
+        {
             Ok((actor, _)) => actor,
             // A predecessor that is stopping may still hold the name.
             Err(ractor::SpawnErr::ActorAlreadyRegistered(_)) => {
@@ -108,18 +110,22 @@ impl Actor for OrgSupervisor {
                 };
                 let _ = reply.send(actor);
             }
-            OrgSupervisorMessage::ResumeOpenOrgs => match state.args.store.orgs_with_open_sessions().await {
-                Ok(orgs) => {
-                    for org_id in orgs {
-                        if !state.by_org.contains_key(&org_id)
-                            && let Err(e) = state.spawn(&myself, org_id).await
-                        {
-                            tracing::warn!(%org_id, error = %e, "could not resume org actor");
+            OrgSupervisorMessage::ResumeOpenOrgs => {
+                match state.args.store.orgs_with_open_sessions().await {
+                    Ok(orgs) => {
+                        for org_id in orgs {
+                            if !state.by_org.contains_key(&org_id)
+                                && let Err(e) = state.spawn(&myself, org_id).await
+                            {
+                                tracing::warn!(%org_id, error = %e, "could not resume org actor");
+                            }
                         }
                     }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not list organizations with open sessions")
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not list organizations with open sessions"),
-            },
+            }
             OrgSupervisorMessage::Count(reply) => {
                 let _ = reply.send(state.by_org.len());
             }

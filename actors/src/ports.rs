@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AuditEntry, EndReason, License, LicenseId, NewLicense, Org, OrgId, SessionId, SessionRecord,
+    AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId, SessionId,
+    SessionRecord,
 };
 
 /// A failure of the durable store.
@@ -73,6 +74,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The license whose key hashes to `key_hash`, or `None`.
     async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>, StoreError>;
+
+    /// Changes the given fields of a license and returns it as it now is;
+    /// `Ok(None)` if the license is unknown. Lowering `seats` below the live
+    /// sessions is allowed: the ledger never evicts, it only refuses new
+    /// seats until usage is below the limit.
+    async fn update_license(
+        &self,
+        id: LicenseId,
+        update: &LicenseUpdate,
+    ) -> Result<Option<License>, StoreError>;
 
     /// All licenses of an organization, oldest first.
     async fn licenses_for_org(&self, org: OrgId) -> Result<Vec<License>, StoreError>;

@@ -40,7 +40,8 @@ async fn spawn_orgs(
 /// with their supervisor.
 async fn stop_subtree(cell: &ActorCell, reason: &str) {
     let wait = Some(Duration::from_secs(10));
-    cell.stop_children_and_wait(Some(reason.to_owned()), wait).await;
+    cell.stop_children_and_wait(Some(reason.to_owned()), wait)
+        .await;
     let _ = cell.stop_and_wait(Some(reason.to_owned()), wait).await;
 }
 
@@ -80,7 +81,8 @@ impl Actor for RootSupervisor {
                 let result = match spawn_orgs(&myself, &state.org_args).await {
                     Ok(orgs) => {
                         state.orgs = orgs;
-                        metrics::counter!(m::ACTOR_RESTARTS, "actor" => "org_supervisor").increment(1);
+                        metrics::counter!(m::ACTOR_RESTARTS, "actor" => "org_supervisor")
+                            .increment(1);
                         Ok(())
                     }
                     Err(e) => Err(e.to_string()),
@@ -113,8 +115,11 @@ impl Actor for RootSupervisor {
         tracing::error!(reason = %why, "org supervisor exited; restarting it");
         // Orphaned org actors would keep their registry names; stop them so
         // the new supervisor can own their successors.
-        cell.stop_children_and_wait(Some("supervisor restart".into()), Some(Duration::from_secs(10)))
-            .await;
+        cell.stop_children_and_wait(
+            Some("supervisor restart".into()),
+            Some(Duration::from_secs(10)),
+        )
+        .await;
         state.orgs = spawn_orgs(&myself, &state.org_args).await?;
         metrics::counter!(m::ACTOR_RESTARTS, "actor" => "org_supervisor").increment(1);
         Ok(())

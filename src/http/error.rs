@@ -111,8 +111,12 @@ impl From<CoordinatorError> for ApiError {
             }
             E::Busy(detail) => {
                 tracing::warn!(%detail, "coordinator busy");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the server is busy; retry shortly")
-                    .retry_after(1)
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the server is busy; retry shortly",
+                )
+                .retry_after(1)
             }
         }
     }
@@ -139,7 +143,10 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         too_large()
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

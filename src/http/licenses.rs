@@ -11,14 +11,16 @@ use warp::reply::{Reply, Response};
 use seatwarden_actors::domain::{ClientInfo, OrgId, SessionId, SessionRecord};
 use seatwarden_actors::{Acquired, CoordinatorError};
 
-use super::{AppContext, ApiError, client, json_body};
+use super::{ApiError, AppContext, client, json_body};
 use crate::signing::SeatClaims;
 
 const MAX_KEY_LEN: usize = 128;
 const MAX_HARDWARE_ID_CHARS: usize = 256;
 const MAX_METADATA_BYTES: usize = 4096;
 
-fn with_ctx(ctx: AppContext) -> impl Filter<Extract = (AppContext,), Error = std::convert::Infallible> + Clone {
+fn with_ctx(
+    ctx: AppContext,
+) -> impl Filter<Extract = (AppContext,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || ctx.clone())
 }
 
@@ -113,25 +115,33 @@ impl AcquireRequest {
 }
 
 /// POST /api/v1/licenses/acquire
-pub fn acquire(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn acquire(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "v1" / "licenses" / "acquire")
         .and(warp::post())
         .and(json_body::<AcquireRequest>())
         .and(client(ctx.client_ip))
         .and(with_ctx(ctx))
-        .and_then(|body: AcquireRequest, client: ClientInfo, ctx: AppContext| async move {
-            let result = acquire_seat(body, client, &ctx).await;
-            let outcome = match &result {
-                Ok(r) if r.status() == StatusCode::CREATED => "created",
-                Ok(_) => "renewed",
-                Err(e) => e.code,
-            };
-            metrics::counter!("seatwarden_acquire_total", "result" => outcome).increment(1);
-            result.map_err(warp::reject::custom)
-        })
+        .and_then(
+            |body: AcquireRequest, client: ClientInfo, ctx: AppContext| async move {
+                let result = acquire_seat(body, client, &ctx).await;
+                let outcome = match &result {
+                    Ok(r) if r.status() == StatusCode::CREATED => "created",
+                    Ok(_) => "renewed",
+                    Err(e) => e.code,
+                };
+                metrics::counter!("seatwarden_acquire_total", "result" => outcome).increment(1);
+                result.map_err(warp::reject::custom)
+            },
+        )
 }
 
-async fn acquire_seat(body: AcquireRequest, client: ClientInfo, ctx: &AppContext) -> Result<Response, ApiError> {
+async fn acquire_seat(
+    body: AcquireRequest,
+    client: ClientInfo,
+    ctx: &AppContext,
+) -> Result<Response, ApiError> {
     let (key, hardware_id, metadata) = body.validate()?;
     let acquired = ctx
         .coordinator
@@ -158,7 +168,11 @@ async fn acquire_seat(body: AcquireRequest, client: ClientInfo, ctx: &AppContext
         token,
         token_expires_at,
     };
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
 }
 
@@ -189,7 +203,10 @@ async fn issue_token(
         tracing::error!(error = %e, "could not sign a seat token");
         ApiError::internal("could not sign the seat token")
     })?;
-    Ok((token, DateTime::from_timestamp(exp.timestamp(), 0).unwrap_or(exp)))
+    Ok((
+        token,
+        DateTime::from_timestamp(exp.timestamp(), 0).unwrap_or(exp),
+    ))
 }
 
 /// Who may act on a session: the holder of a token issued for it.
@@ -202,12 +219,19 @@ async fn authorize(
     session_id: &str,
     authorization: Option<String>,
 ) -> Result<(OrgId, SessionId, SeatClaims), ApiError> {
-    let id: SessionId = session_id
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "session_not_found", "no such session"))?;
+    let id: SessionId = session_id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "no such session",
+        )
+    })?;
     let token = authorization
         .as_deref()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let claims = token.and_then(|t| ctx.signer.verify(t).ok());
     let claims = match claims {
@@ -238,27 +262,31 @@ struct HeartbeatResponse {
 }
 
 /// POST /api/v1/licenses/sessions/{id}/heartbeat (PATCH is accepted too)
-pub fn heartbeat(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn heartbeat(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "v1" / "licenses" / "sessions" / String / "heartbeat")
         .and(warp::post().or(warp::patch()).unify())
         .and(warp::header::optional::<String>("authorization"))
         .and(with_ctx(ctx))
-        .and_then(|id: String, auth: Option<String>, ctx: AppContext| async move {
-            let result = async {
-                let (org, id, _) = authorize(&ctx, &id, auth).await?;
-                let beat = ctx.coordinator.heartbeat(org, id).await?;
-                let body = HeartbeatResponse {
-                    session_id: beat.session_id,
-                    expires_at: beat.expires_at,
-                    heartbeat_interval_secs: ctx.heartbeat_interval_secs,
-                };
-                Ok::<_, ApiError>(warp::reply::json(&body).into_response())
-            }
-            .await;
-            let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
-            metrics::counter!("seatwarden_heartbeat_total", "result" => outcome).increment(1);
-            result.map_err(warp::reject::custom)
-        })
+        .and_then(
+            |id: String, auth: Option<String>, ctx: AppContext| async move {
+                let result = async {
+                    let (org, id, _) = authorize(&ctx, &id, auth).await?;
+                    let beat = ctx.coordinator.heartbeat(org, id).await?;
+                    let body = HeartbeatResponse {
+                        session_id: beat.session_id,
+                        expires_at: beat.expires_at,
+                        heartbeat_interval_secs: ctx.heartbeat_interval_secs,
+                    };
+                    Ok::<_, ApiError>(warp::reply::json(&body).into_response())
+                }
+                .await;
+                let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
+                metrics::counter!("seatwarden_heartbeat_total", "result" => outcome).increment(1);
+                result.map_err(warp::reject::custom)
+            },
+        )
 }
 
 #[derive(Debug, Serialize)]
@@ -269,32 +297,38 @@ struct ReleaseResponse {
 }
 
 /// DELETE /api/v1/licenses/sessions/{id}
-pub fn release(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn release(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "v1" / "licenses" / "sessions" / String)
         .and(warp::delete())
         .and(warp::header::optional::<String>("authorization"))
         .and(client(ctx.client_ip))
         .and(with_ctx(ctx))
-        .and_then(|id: String, auth: Option<String>, client: ClientInfo, ctx: AppContext| async move {
-            let result = async {
-                let (org, id, _) = authorize(&ctx, &id, auth).await?;
-                let released = ctx.coordinator.release(org, id, client).await?;
-                let body = ReleaseResponse {
-                    session_id: released.session_id,
-                    ended_at: released.ended_at,
-                    end_reason: released.reason.as_str(),
-                };
-                Ok::<_, ApiError>(warp::reply::json(&body).into_response())
-            }
-            .await;
-            let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
-            metrics::counter!("seatwarden_release_total", "result" => outcome).increment(1);
-            result.map_err(warp::reject::custom)
-        })
+        .and_then(
+            |id: String, auth: Option<String>, client: ClientInfo, ctx: AppContext| async move {
+                let result = async {
+                    let (org, id, _) = authorize(&ctx, &id, auth).await?;
+                    let released = ctx.coordinator.release(org, id, client).await?;
+                    let body = ReleaseResponse {
+                        session_id: released.session_id,
+                        ended_at: released.ended_at,
+                        end_reason: released.reason.as_str(),
+                    };
+                    Ok::<_, ApiError>(warp::reply::json(&body).into_response())
+                }
+                .await;
+                let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
+                metrics::counter!("seatwarden_release_total", "result" => outcome).increment(1);
+                result.map_err(warp::reject::custom)
+            },
+        )
 }
 
 /// GET /api/v1/licenses/public-key
-pub fn public_key(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn public_key(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "v1" / "licenses" / "public-key")
         .and(warp::get())
         .map(move || {
@@ -314,7 +348,9 @@ pub fn public_key(ctx: AppContext) -> impl Filter<Extract = (Response,), Error =
 }
 
 /// GET /.well-known/jwks.json
-pub fn jwks(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn jwks(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!(".well-known" / "jwks.json")
         .and(warp::get())
         .map(move || {

@@ -62,7 +62,8 @@ pub struct PeerAddr(pub SocketAddr);
 /// All routes, with errors recovered into JSON and latency recorded.
 pub fn routes(
     ctx: AppContext,
-) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
     let api = licenses::acquire(ctx.clone())
         .or(licenses::heartbeat(ctx.clone()))
         .unify()
@@ -109,10 +110,13 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone().map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
-            req
-        });
+        let service =
+            service
+                .clone()
+                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    req
+                });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
@@ -133,25 +137,29 @@ where
 }
 
 /// The client's address and user agent, for session records and audit.
-fn client(source: ClientIpSource) -> impl Filter<Extract = (ClientInfo,), Error = warp::Rejection> + Clone {
+fn client(
+    source: ClientIpSource,
+) -> impl Filter<Extract = (ClientInfo,), Error = warp::Rejection> + Clone {
     warp::ext::optional::<PeerAddr>()
         .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(warp::header::optional::<String>("user-agent"))
-        .map(move |peer: Option<PeerAddr>, forwarded: Option<String>, user_agent: Option<String>| {
-            let forwarded = match source {
-                ClientIpSource::XForwardedFor => forwarded
-                    .as_deref()
-                    .and_then(|h| h.rsplit(',').next())
-                    .map(str::trim)
-                    .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-                    .map(str::to_owned),
-                ClientIpSource::Peer => None,
-            };
-            ClientInfo {
-                ip: forwarded.or_else(|| peer.map(|p| p.0.ip().to_string())),
-                user_agent: user_agent.map(|ua| ua.chars().take(512).collect()),
-            }
-        })
+        .map(
+            move |peer: Option<PeerAddr>, forwarded: Option<String>, user_agent: Option<String>| {
+                let forwarded = match source {
+                    ClientIpSource::XForwardedFor => forwarded
+                        .as_deref()
+                        .and_then(|h| h.rsplit(',').next())
+                        .map(str::trim)
+                        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+                        .map(str::to_owned),
+                    ClientIpSource::Peer => None,
+                };
+                ClientInfo {
+                    ip: forwarded.or_else(|| peer.map(|p| p.0.ip().to_string())),
+                    user_agent: user_agent.map(|ua| ua.chars().take(512).collect()),
+                }
+            },
+        )
 }
 
 /// A JSON body of at most [`MAX_BODY_BYTES`], parsed into `T`.
@@ -159,11 +167,14 @@ fn client(source: ClientIpSource) -> impl Filter<Extract = (ClientInfo,), Error 
 /// warp's own `content_length_limit` refuses chunked bodies outright and
 /// `warp::body::json` hides serde's message, so this reads the stream
 /// itself, stops at the limit, and reports what exactly is wrong.
-fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+fn json_body<T: DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(|length: Option<u64>| async move {
             match length {
-                Some(n) if n > MAX_BODY_BYTES as u64 => Err(warp::reject::custom(error::too_large())),
+                Some(n) if n > MAX_BODY_BYTES as u64 => {
+                    Err(warp::reject::custom(error::too_large()))
+                }
                 _ => Ok(()),
             }
         })
@@ -172,7 +183,10 @@ fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error 
         .and_then(|body| async move {
             let bytes = read_limited(body).await.map_err(warp::reject::custom)?;
             serde_json::from_slice::<T>(&bytes).map_err(|e| {
-                warp::reject::custom(ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))
+                warp::reject::custom(ApiError::bad_request(
+                    "invalid_body",
+                    format!("invalid JSON body: {e}"),
+                ))
             })
         })
 }
@@ -185,7 +199,8 @@ where
     let mut body = std::pin::pin!(body);
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "could not read the body"))?;
+        let mut chunk =
+            chunk.map_err(|_| ApiError::bad_request("invalid_body", "could not read the body"))?;
         if buf.len() + chunk.remaining() > MAX_BODY_BYTES {
             return Err(error::too_large());
         }

@@ -18,7 +18,9 @@ pub fn live() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + C
 ///
 /// Ready means both the database and the seat ledger answer; a load
 /// balancer should stop sending traffic to a node that can't reach either.
-pub fn ready(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn ready(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("health" / "ready")
         .and(warp::get())
         .then(move || {
@@ -54,7 +56,9 @@ pub fn ready(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp
 }
 
 /// GET /metrics
-pub fn metrics(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn metrics(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("metrics").and(warp::get()).map(move || {
         let mut response = ctx.metrics.render().into_response();
         response.headers_mut().insert(
@@ -72,7 +76,9 @@ fn route_of(path: &str) -> &'static str {
     match parts.as_slice() {
         ["api", "v1", "licenses", "acquire"] => "/api/v1/licenses/acquire",
         ["api", "v1", "licenses", "public-key"] => "/api/v1/licenses/public-key",
-        ["api", "v1", "licenses", "sessions", _, "heartbeat"] => "/api/v1/licenses/sessions/{id}/heartbeat",
+        ["api", "v1", "licenses", "sessions", _, "heartbeat"] => {
+            "/api/v1/licenses/sessions/{id}/heartbeat"
+        }
         ["api", "v1", "licenses", "sessions", _] => "/api/v1/licenses/sessions/{id}",
         [".well-known", "jwks.json"] => "/.well-known/jwks.json",
         ["health", "live"] => "/health/live",
@@ -106,7 +112,10 @@ mod tests {
             route_of("/api/v1/licenses/sessions/0b6f/heartbeat"),
             "/api/v1/licenses/sessions/{id}/heartbeat"
         );
-        assert_eq!(route_of("/api/v1/licenses/sessions/0b6f"), "/api/v1/licenses/sessions/{id}");
+        assert_eq!(
+            route_of("/api/v1/licenses/sessions/0b6f"),
+            "/api/v1/licenses/sessions/{id}"
+        );
         assert_eq!(route_of("/nope"), "other");
     }
 }

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use seatwarden_actors::domain::{
-    AuditEntry, ClientInfo, EndReason, License, LicenseId, LicenseStatus, NewLicense, Org, OrgId,
-    SessionId, SessionRecord,
+    AuditEntry, ClientInfo, EndReason, License, LicenseId, LicenseStatus, LicenseUpdate,
+    NewLicense, Org, OrgId, SessionId, SessionRecord,
 };
 use seatwarden_actors::ports::{EndOutcome, StoreError};
 use sqlx::encode::IsNull;
@@ -82,6 +82,13 @@ const INSERT_AUDIT: &str = concat!(
     "INSERT INTO audit_log (",
     audit_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+);
+
+/// Changes the given fields of a license; see [`update_license`].
+const UPDATE_LICENSE: &str = concat!(
+    "UPDATE licenses SET seats = COALESCE($2, seats), status = COALESCE($3, status), \
+     expires_at = CASE WHEN $4 = 1 THEN $5 ELSE expires_at END WHERE id = $1 RETURNING ",
+    license_columns!()
 );
 
 /// A session by id.
@@ -253,6 +260,7 @@ pub(crate) trait Backend:
     + BindTo<String>
     + BindTo<Option<String>>
     + BindTo<i32>
+    + BindTo<Option<i32>>
     + BindTo<Json<Vec<String>>>
     + BindTo<Option<Json<serde_json::Value>>>
 {
@@ -295,6 +303,31 @@ pub(crate) fn insert_org<DB: Backend>(org: &Org) -> Query<DB> {
         .arg(DbUuid::from(org.id))
         .arg(org.name.clone())
         .arg(DbTime(org.created_at))
+}
+
+/// [`UPDATE_LICENSE`] with its values bound.
+pub(crate) fn update_license<DB: Backend>(
+    id: LicenseId,
+    update: &LicenseUpdate,
+) -> Result<QueryAs<DB, LicenseRow>, StoreError>
+where
+    LicenseRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let seats = update
+        .seats
+        .map(|n| {
+            i32::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| StoreError::Conflict(format!("{n} is not a valid seat count")))
+        })
+        .transpose()?;
+    Ok(sqlx::query_as(UPDATE_LICENSE)
+        .arg(DbUuid::from(id))
+        .arg(seats)
+        .arg(update.status.map(|s| s.as_str().to_owned()))
+        .arg(i32::from(update.expires_at.is_some()))
+        .arg(update.expires_at.flatten().map(DbTime)))
 }
 
 /// [`INSERT_LICENSE`] with its values bound.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{
-    AuditEntry, EndReason, License, LicenseId, NewLicense, Org, OrgId, SessionId, SessionRecord,
+    AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId, SessionId,
+    SessionRecord,
 };
 use seatwarden_actors::ports::{EndOutcome, Store, StoreError};
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use super::{
     AuditRow, LicenseRow, OrgRow, SESSION_BY_ID, SessionRow, all, db_error, end_session_in,
     insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error, new_license,
-    new_org, one, start_session_in,
+    new_org, one, start_session_in, update_license,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -134,6 +135,14 @@ impl Store for PostgresStore {
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await)
+    }
+
+    async fn update_license(
+        &self,
+        id: LicenseId,
+        update: &LicenseUpdate,
+    ) -> Result<Option<License>, StoreError> {
+        one(update_license(id, update)?.fetch_optional(&self.pool).await)
     }
 
     async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>, StoreError> {

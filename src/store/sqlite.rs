@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{
-    AuditEntry, EndReason, License, LicenseId, NewLicense, Org, OrgId, SessionId, SessionRecord,
+    AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId, SessionId,
+    SessionRecord,
 };
 use seatwarden_actors::ports::{EndOutcome, Store, StoreError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -16,7 +17,7 @@ use sqlx::{Sqlite, Transaction};
 use super::{
     AuditRow, DbTime, DbUuid, LicenseRow, OrgRow, SESSION_BY_ID, SessionRow, all, db_error,
     end_session_in, insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error,
-    new_license, new_org, one, start_session_in,
+    new_license, new_org, one, start_session_in, update_license,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -196,6 +197,16 @@ impl Store for SqliteStore {
         one(sqlx::query_as::<_, LicenseRow>(LICENSE_BY_ID)
             .bind(DbUuid::from(id))
             .fetch_optional(&self.reader)
+            .await)
+    }
+
+    async fn update_license(
+        &self,
+        id: LicenseId,
+        update: &LicenseUpdate,
+    ) -> Result<Option<License>, StoreError> {
+        one(update_license(id, update)?
+            .fetch_optional(&self.writer)
             .await)
     }
 

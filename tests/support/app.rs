@@ -37,7 +37,10 @@ pub enum Backend {
     #[default]
     Embedded,
     /// A shared Redis and PostgreSQL.
-    Shared { database_url: String, redis_url: String },
+    Shared {
+        database_url: String,
+        redis_url: String,
+    },
 }
 
 /// Knobs tests turn; everything else is the shipped default.
@@ -91,17 +94,26 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         .merge(("signing.key_path", key_path.display().to_string()))
         .merge(("signing.rsa_bits", 2048))
         .merge(("seats.lease_ttl_secs", opts.lease_ttl_secs))
-        .merge(("seats.heartbeat_interval_secs", opts.lease_ttl_secs.min(300)))
+        .merge((
+            "seats.heartbeat_interval_secs",
+            opts.lease_ttl_secs.min(300),
+        ))
         .merge(("seats.sweep_interval_secs", opts.sweep_interval_secs))
         .merge(("seats.license_cache_secs", opts.license_cache_secs))
         .merge(("testing.fault_hooks", opts.fault_hooks));
-    if let Backend::Shared { database_url, redis_url } = &opts.backend {
+    if let Backend::Shared {
+        database_url,
+        redis_url,
+    } = &opts.backend
+    {
         figment = figment
             .merge(("database.url", database_url.clone()))
             .merge(("redis.url", redis_url.clone()));
     }
     let settings = Settings::from_figment(figment).expect("test settings are valid");
-    let app = Application::build(settings.clone()).await.expect("build app");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("build app");
     let addr = app.local_addr();
     let coordinator = app.coordinator().clone();
     let store = app.store();
@@ -143,9 +155,15 @@ impl TestApp {
 
     pub async fn create_license_with(&self, seats: u32, expires_at: Option<&str>) -> TestLicense {
         let prefix = &self.settings.licenses.key_prefix;
-        let org = run_admin(self.store.as_ref(), prefix, Command::Org(OrgCommand::Create { name: "Acme".into() }))
-            .await
-            .expect("create org");
+        let org = run_admin(
+            self.store.as_ref(),
+            prefix,
+            Command::Org(OrgCommand::Create {
+                name: "Acme".into(),
+            }),
+        )
+        .await
+        .expect("create org");
         let org: OrgId = org["id"].as_str().unwrap().parse().unwrap();
         let license = run_admin(
             self.store.as_ref(),
@@ -167,9 +185,28 @@ impl TestApp {
         }
     }
 
+    /// Changes a license through the CLI's code path.
+    pub async fn update_license(&self, id: LicenseId, seats: Option<u32>, status: Option<&str>) {
+        run_admin(
+            self.store.as_ref(),
+            &self.settings.licenses.key_prefix,
+            Command::License(LicenseCommand::Update {
+                id,
+                seats,
+                status: status.map(|s| s.parse().unwrap()),
+                expires_at: None,
+            }),
+        )
+        .await
+        .expect("update license");
+    }
+
     pub async fn acquire(&self, key: &str, hardware_id: &str) -> reqwest::Response {
-        self.post_json("/api/v1/licenses/acquire", &json!({"license_key": key, "hardware_id": hardware_id}))
-            .await
+        self.post_json(
+            "/api/v1/licenses/acquire",
+            &json!({"license_key": key, "hardware_id": hardware_id}),
+        )
+        .await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
@@ -207,7 +244,14 @@ impl TestApp {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Stops the server and waits for it to finish.
