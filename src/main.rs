@@ -21,8 +21,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(&settings.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let mut log = settings.log.clone();
+    if !matches!(command, Command::Serve) {
+        // Bootstrap commands print JSON; keep stderr for what went wrong.
+        log.level = "warn".into();
+    }
+    telemetry::init_logging(&log);
+    match command {
         Command::Serve => match serve(settings).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

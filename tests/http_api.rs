@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use seatwarden_actors::domain::{AuditEvent, EndReason};
-use support::{AppOptions, eventually, spawn_app, spawn_app_with};
+use support::{AppOptions, eventually, ids, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn acquiring_a_seat_returns_201_with_the_session_and_a_token() {
@@ -50,11 +50,8 @@ async fn the_token_verifies_offline_against_the_published_jwks() {
     let token = body["token"].as_str().unwrap();
 
     let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
+        .get("/.well-known/jwks.json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -96,12 +93,7 @@ async fn the_token_verifies_offline_against_the_published_jwks() {
     let exp = claims["exp"].as_i64().unwrap();
     assert!(exp - chrono::Utc::now().timestamp() > 86_000, "exp {exp}");
 
-    let pem = app
-        .client
-        .get(app.url("/api/v1/licenses/public-key"))
-        .send()
-        .await
-        .unwrap();
+    let pem = app.get("/api/v1/licenses/public-key").await;
     assert_eq!(pem.status(), 200);
     let pem = pem.text().await.unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
@@ -173,15 +165,7 @@ async fn suspended_and_inactive_licenses_get_403_and_keep_their_live_sessions() 
     app.update_license(lic.id, None, Some("inactive")).await;
     assert_error(app.acquire(&lic.key, "m2").await, 403, "license_inactive").await;
     // Refusing new seats is not revoking old ones.
-    assert_eq!(
-        app.heartbeat(
-            s["session_id"].as_str().unwrap(),
-            s["token"].as_str().unwrap()
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_eq!(app.heartbeat_of(&s).await.status(), 200);
 
     app.update_license(lic.id, None, Some("active")).await;
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 201);
@@ -211,12 +195,7 @@ async fn lowering_seats_never_evicts_but_refuses_new_seats_until_under_the_limit
     app.update_license(lic.id, Some(1), None).await;
 
     for s in &sessions {
-        let beat = app
-            .heartbeat(
-                s["session_id"].as_str().unwrap(),
-                s["token"].as_str().unwrap(),
-            )
-            .await;
+        let beat = app.heartbeat_of(&s).await;
         assert_eq!(beat.status(), 200, "a live session was evicted");
     }
     let refused = app.acquire(&lic.key, "m4").await;
@@ -227,15 +206,7 @@ async fn lowering_seats_never_evicts_but_refuses_new_seats_until_under_the_limit
     // The same machines still renew.
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 200);
     for s in &sessions[..2] {
-        assert_eq!(
-            app.release(
-                s["session_id"].as_str().unwrap(),
-                s["token"].as_str().unwrap()
-            )
-            .await
-            .status(),
-            200
-        );
+        assert_eq!(app.release_of(&s).await.status(), 200);
     }
     assert_eq!(
         app.acquire(&lic.key, "m4").await.status(),
@@ -349,19 +320,9 @@ async fn a_body_over_16_kib_gets_413_even_when_chunked() {
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods_get_json_errors() {
     let app = spawn_app().await;
-    let missing = app
-        .client
-        .get(app.url("/api/v1/nope"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get("/api/v1/nope").await;
     assert_error(missing, 404, "not_found").await;
-    let wrong = app
-        .client
-        .get(app.url("/api/v1/licenses/acquire"))
-        .send()
-        .await
-        .unwrap();
+    let wrong = app.get("/api/v1/licenses/acquire").await;
     assert_error(wrong, 405, "method_not_allowed").await;
 }
 
@@ -370,10 +331,7 @@ async fn a_heartbeat_extends_the_lease() {
     let app = spawn_app().await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (
-        s["session_id"].as_str().unwrap(),
-        s["token"].as_str().unwrap(),
-    );
+    let (id, token) = ids(&s);
 
     let beat = app.heartbeat(id, token).await;
 
@@ -445,10 +403,7 @@ async fn release_is_idempotent_and_frees_the_seat() {
     let app = spawn_app().await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (
-        s["session_id"].as_str().unwrap(),
-        s["token"].as_str().unwrap(),
-    );
+    let (id, token) = ids(&s);
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 409);
 
     let first = app.release(id, token).await;
@@ -474,10 +429,7 @@ async fn a_session_whose_heartbeats_stop_frees_its_seat_by_itself() {
     .await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (
-        s["session_id"].as_str().unwrap(),
-        s["token"].as_str().unwrap(),
-    );
+    let (id, token) = ids(&s);
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 409);
 
     let freed = eventually(Duration::from_secs(10), || async {
@@ -548,15 +500,7 @@ async fn the_audit_log_records_who_acquired_failed_and_released() {
     assert_eq!(s.status(), 201);
     let s: Value = s.json().await.unwrap();
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 409);
-    assert_eq!(
-        app.release(
-            s["session_id"].as_str().unwrap(),
-            s["token"].as_str().unwrap()
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_eq!(app.release_of(&s).await.status(), 200);
 
     let audit = app.store.audit_for_license(lic.id).await.unwrap();
     let events: Vec<AuditEvent> = audit.iter().map(|e| e.event).collect();
@@ -614,19 +558,9 @@ async fn behind_a_proxy_the_client_ip_comes_from_x_forwarded_for() {
 #[tokio::test]
 async fn health_endpoints_report_live_and_ready() {
     let app = spawn_app().await;
-    let live = app
-        .client
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = app.get("/health/live").await;
     assert_eq!(live.status(), 200);
-    let ready = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["database"], "ok");
@@ -639,16 +573,8 @@ async fn metrics_expose_seats_results_latency_and_actors() {
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
     app.acquire(&lic.key, "m2").await;
-    app.heartbeat(
-        s["session_id"].as_str().unwrap(),
-        s["token"].as_str().unwrap(),
-    )
-    .await;
-    app.release(
-        s["session_id"].as_str().unwrap(),
-        s["token"].as_str().unwrap(),
-    )
-    .await;
+    app.heartbeat_of(&s).await;
+    app.release_of(&s).await;
 
     let text = app.metrics().await;
 
@@ -700,10 +626,7 @@ async fn a_panicking_org_actor_is_restarted_without_losing_live_sessions() {
     .await;
     let lic = app.create_license(2).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (
-        s["session_id"].as_str().unwrap(),
-        s["token"].as_str().unwrap(),
-    );
+    let (id, token) = ids(&s);
     let restarts_before = restarts(&app.metrics().await);
 
     app.coordinator.inject_panic(lic.org).await.unwrap();
@@ -737,13 +660,5 @@ async fn the_fault_hook_does_nothing_unless_enabled() {
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
     app.coordinator.inject_panic(lic.org).await.unwrap();
-    assert_eq!(
-        app.heartbeat(
-            s["session_id"].as_str().unwrap(),
-            s["token"].as_str().unwrap()
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_eq!(app.heartbeat_of(&s).await.status(), 200);
 }

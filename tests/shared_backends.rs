@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use seatwarden_actors::domain::{AuditEvent, EndReason};
 use support::services::{OwnRedis, fresh_postgres_db, redis_url};
-use support::{AppOptions, Backend, TestApp, eventually, spawn_app_with};
+use support::{AppOptions, Backend, TestApp, eventually, ids, spawn_app_with};
 
 async fn shared_app(lease_ttl_secs: u64) -> TestApp {
     spawn_app_with(AppOptions {
@@ -28,10 +28,7 @@ async fn acquire_heartbeat_and_release_work_on_redis_and_postgres() {
     let lic = app.create_license(1).await;
 
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (
-        s["session_id"].as_str().unwrap(),
-        s["token"].as_str().unwrap(),
-    );
+    let (id, token) = ids(&s);
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 409);
     let renewed = app.acquire(&lic.key, "m1").await;
     assert_eq!(renewed.status(), 200);
@@ -72,10 +69,7 @@ async fn on_redis_a_silent_session_frees_its_seat_and_is_recorded_as_expired() {
     let app = shared_app(1).await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let (id, token) = (
-        s["session_id"].as_str().unwrap(),
-        s["token"].as_str().unwrap(),
-    );
+    let (id, token) = ids(&s);
 
     let freed = eventually(Duration::from_secs(10), || async {
         (app.acquire(&lic.key, "m2").await.status() == 201).then_some(())
@@ -115,19 +109,9 @@ async fn when_redis_goes_away_acquire_gets_503_with_retry_after_and_recovers() {
     assert!(refused.headers().get("retry-after").is_some());
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "ledger_unavailable");
-    let hb = app
-        .heartbeat(
-            s["session_id"].as_str().unwrap(),
-            s["token"].as_str().unwrap(),
-        )
-        .await;
+    let hb = app.heartbeat_of(&s).await;
     assert_eq!(hb.status(), 503);
-    let ready = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["ledger"], "unavailable");
@@ -142,11 +126,6 @@ async fn when_redis_goes_away_acquire_gets_503_with_retry_after_and_recovers() {
     })
     .await;
     assert!(recovered.is_some(), "never recovered after Redis came back");
-    let ready = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 200);
 }

@@ -209,6 +209,14 @@ impl TestApp {
         .await
     }
 
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
@@ -234,6 +242,18 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Heartbeats the session of an acquire response with its own token.
+    pub async fn heartbeat_of(&self, acquired: &Value) -> reqwest::Response {
+        let (id, token) = ids(acquired);
+        self.heartbeat(id, token).await
+    }
+
+    /// Releases the session of an acquire response with its own token.
+    pub async fn release_of(&self, acquired: &Value) -> reqwest::Response {
+        let (id, token) = ids(acquired);
+        self.release(id, token).await
     }
 
     /// Acquires a seat and returns the response body, asserting a 201.
@@ -271,6 +291,14 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// The session id and token of an acquire response.
+pub fn ids(acquired: &Value) -> (&str, &str) {
+    (
+        acquired["session_id"].as_str().expect("session_id"),
+        acquired["token"].as_str().expect("token"),
+    )
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.

@@ -8,4 +8,6 @@
 pub mod app;
 pub mod services;
 
-pub use app::{AppOptions, Backend, TestApp, TestLicense, eventually, spawn_app, spawn_app_with};
+pub use app::{
+    AppOptions, Backend, TestApp, TestLicense, eventually, ids, spawn_app, spawn_app_with,
+};
