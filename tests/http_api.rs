@@ -195,7 +195,7 @@ async fn lowering_seats_never_evicts_but_refuses_new_seats_until_under_the_limit
     app.update_license(lic.id, Some(1), None).await;
 
     for s in &sessions {
-        let beat = app.heartbeat_of(&s).await;
+        let beat = app.heartbeat_of(s).await;
         assert_eq!(beat.status(), 200, "a live session was evicted");
     }
     let refused = app.acquire(&lic.key, "m4").await;
@@ -206,7 +206,7 @@ async fn lowering_seats_never_evicts_but_refuses_new_seats_until_under_the_limit
     // The same machines still renew.
     assert_eq!(app.acquire(&lic.key, "m2").await.status(), 200);
     for s in &sessions[..2] {
-        assert_eq!(app.release_of(&s).await.status(), 200);
+        assert_eq!(app.release_of(s).await.status(), 200);
     }
     assert_eq!(
         app.acquire(&lic.key, "m4").await.status(),
