@@ -1,0 +1,491 @@
+//! Two real `seatwarden` processes sharing one Redis ledger and one
+//! PostgreSQL database: seats are counted once across the cluster, and a
+//! session acquired on one node is served by the other.
+//!
+//! Needs the throwaway servers from `scripts/services.sh`.
+
+mod support;
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::Barrier;
+
+use support::eventually;
+
+const BIN: &str = env!("CARGO_BIN_EXE_seatwarden");
+const READY_LIMIT: Duration = Duration::from_secs(90);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Knobs a cluster test turns; everything else is the shipped default.
+#[derive(Clone, Copy, Debug)]
+struct ClusterOptions {
+    lease_ttl_secs: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            lease_ttl_secs: 360,
+        }
+    }
+}
+
+/// Settings shared by every process of one cluster: the database, the
+/// ledger and the signing key file.
+struct Shared {
+    database_url: String,
+    redis_url: String,
+    key_path: PathBuf,
+    opts: ClusterOptions,
+    _key_dir: TempDir,
+}
+
+impl Shared {
+    fn env(&self) -> Vec<(String, String)> {
+        let ttl = self.opts.lease_ttl_secs;
+        [
+            ("SEATWARDEN__DATABASE__URL", self.database_url.clone()),
+            ("SEATWARDEN__DATABASE__MAX_CONNECTIONS", "10".into()),
+            ("SEATWARDEN__REDIS__URL", self.redis_url.clone()),
+            (
+                "SEATWARDEN__SIGNING__KEY_PATH",
+                self.key_path.display().to_string(),
+            ),
+            ("SEATWARDEN__SIGNING__RSA_BITS", "2048".into()),
+            ("SEATWARDEN__SIGNING__GENERATE_IF_MISSING", "false".into()),
+            ("SEATWARDEN__SEATS__LEASE_TTL_SECS", ttl.to_string()),
+            (
+                "SEATWARDEN__SEATS__HEARTBEAT_INTERVAL_SECS",
+                ttl.min(300).to_string(),
+            ),
+            ("SEATWARDEN__SEATS__SWEEP_INTERVAL_SECS", "1".into()),
+            ("SEATWARDEN__LOG__LEVEL", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// A `seatwarden` command with this cluster's settings and nothing
+    /// inherited from the caller's SEATWARDEN__ environment.
+    fn command(&self, data_dir: &Path) -> Command {
+        let mut cmd = Command::new(BIN);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SEATWARDEN__") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(self.env())
+            .env("SEATWARDEN__DATA_DIR", data_dir)
+            .env("NO_COLOR", "1")
+            .current_dir(data_dir)
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// One `seatwarden serve` child process. Dropping it kills the process
+/// (SIGKILL) and, when the test is failing, prints what it logged.
+struct Node {
+    name: &'static str,
+    base: String,
+    child: Option<Child>,
+    stderr_path: PathBuf,
+    dir: TempDir,
+}
+
+impl Node {
+    fn spawn(shared: &Shared, name: &'static str) -> Node {
+        let dir = tempfile::tempdir().expect("node data dir");
+        let port = free_port();
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = File::create(&stderr_path).expect("node stderr file");
+        let child = shared
+            .command(dir.path())
+            .arg("serve")
+            .env("SEATWARDEN__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn seatwarden");
+        Node {
+            name,
+            base: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            stderr_path,
+            dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Polls /health/ready until it answers 200, failing early (with the
+    /// node's log) if the process exits.
+    async fn wait_ready(&mut self, client: &reqwest::Client) {
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "node {} exited with {status} before it was ready",
+                    self.name
+                );
+            }
+            let probe = client
+                .get(self.url("/health/ready"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            if probe.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} not ready within {READY_LIMIT:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: the node gets no chance to clean up.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- stderr of node {} ({}, data dir {}) -----\n{}----- end of node {} -----",
+                self.name,
+                self.base,
+                self.dir.path().display(),
+                self.log(),
+                self.name
+            );
+        }
+    }
+}
+
+/// Two nodes on one database and ledger, and a license created with the
+/// CLI.
+struct Cluster {
+    a: Node,
+    b: Node,
+    client: reqwest::Client,
+    license_key: String,
+    /// Keeps the shared key file alive while the nodes run.
+    _shared: Shared,
+}
+
+impl Cluster {
+    async fn start(seats: u32) -> Cluster {
+        Self::start_with(seats, ClusterOptions::default()).await
+    }
+
+    async fn start_with(seats: u32, opts: ClusterOptions) -> Cluster {
+        let key_dir = tempfile::tempdir().expect("key dir");
+        let key_path = key_dir.path().join("signing-key.pem");
+        std::fs::write(&key_path, support::app::test_key_pem()).expect("write shared key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .expect("make the key private");
+        }
+        let shared = Shared {
+            database_url: support::services::fresh_postgres_db().await,
+            redis_url: support::services::redis_url(),
+            key_path,
+            opts,
+            _key_dir: key_dir,
+        };
+        // The CLI migrates the fresh database before either node starts.
+        let org = cli(&shared, &["org", "create", "--name", "Acme"]);
+        let org_id = org["id"].as_str().expect("org id").to_owned();
+        let seats = seats.to_string();
+        let license = cli(
+            &shared,
+            &[
+                "license", "create", "--org", &org_id, "--seats", &seats, "--tier", "pro",
+            ],
+        );
+        let license_key = license["key"].as_str().expect("license key").to_owned();
+
+        let mut a = Node::spawn(&shared, "A");
+        let mut b = Node::spawn(&shared, "B");
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("http client");
+        tokio::join!(a.wait_ready(&client), b.wait_ready(&client));
+        Cluster {
+            a,
+            b,
+            client,
+            license_key,
+            _shared: shared,
+        }
+    }
+
+    async fn acquire(&self, node: &Node, hardware_id: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(node.url("/api/v1/licenses/acquire"))
+            .json(&json!({"license_key": self.license_key, "hardware_id": hardware_id}))
+            .send()
+            .await
+            .expect("acquire request");
+        status_and_body(response).await
+    }
+
+    /// Acquires a seat, asserting a 201; returns (session id, token).
+    async fn acquire_ok(&self, node: &Node, hardware_id: &str) -> (String, String) {
+        let (status, body) = self.acquire(node, hardware_id).await;
+        assert_eq!(
+            status, 201,
+            "acquire for {hardware_id} on node {}: {body}",
+            node.name
+        );
+        (
+            body["session_id"].as_str().expect("session_id").to_owned(),
+            body["token"].as_str().expect("token").to_owned(),
+        )
+    }
+
+    async fn heartbeat(&self, node: &Node, session: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(node.url(&format!("/api/v1/licenses/sessions/{session}/heartbeat")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("heartbeat request");
+        status_and_body(response).await
+    }
+
+    async fn release(&self, node: &Node, session: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(node.url(&format!("/api/v1/licenses/sessions/{session}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("release request");
+        status_and_body(response).await
+    }
+}
+
+async fn status_and_body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Runs a bootstrap command of the real binary and parses what it prints.
+fn cli(shared: &Shared, args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().expect("cli data dir");
+    let out = shared
+        .command(dir.path())
+        .args(args)
+        .output()
+        .expect("run seatwarden CLI");
+    assert!(
+        out.status.success(),
+        "seatwarden {args:?} failed with {}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "seatwarden {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_acquires_across_two_nodes_grant_exactly_the_ten_seats() {
+    let cluster = Arc::new(Cluster::start(10).await);
+    let barrier = Arc::new(Barrier::new(200));
+
+    let attempts = (0..200).map(|i| {
+        let cluster = cluster.clone();
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            let node = if i % 2 == 0 { &cluster.a } else { &cluster.b };
+            barrier.wait().await;
+            cluster.acquire(node, &format!("machine-{i}")).await
+        })
+    });
+    let results: Vec<(u16, Value)> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("acquire task"))
+        .collect();
+
+    let server_errors: Vec<_> = results.iter().filter(|(s, _)| *s >= 500).collect();
+    assert!(server_errors.is_empty(), "5xx responses: {server_errors:?}");
+    let granted: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, b)| b)
+        .collect();
+    let refused: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 409)
+        .map(|(_, b)| b)
+        .collect();
+    let other: Vec<_> = results
+        .iter()
+        .filter(|(s, _)| *s != 201 && *s != 409)
+        .collect();
+    assert!(other.is_empty(), "unexpected responses: {other:?}");
+    assert_eq!(granted.len(), 10, "201s: {granted:?}");
+    assert_eq!(refused.len(), 190);
+    for body in &refused {
+        assert_eq!(body["error"], "no_seats_available", "{body}");
+        assert_eq!(body["max_seats"], 10, "{body}");
+    }
+    let mut sessions: Vec<&str> = granted
+        .iter()
+        .map(|b| b["session_id"].as_str().unwrap())
+        .collect();
+    sessions.sort_unstable();
+    sessions.dedup();
+    assert_eq!(sessions.len(), 10, "every grant is its own session");
+    for body in &granted {
+        assert_eq!(body["max_seats"], 10, "{body}");
+        let used = body["seats_used"].as_u64().unwrap();
+        assert!((1..=10).contains(&used), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_issued_by_one_node_is_accepted_for_heartbeat_and_release_on_the_other() {
+    let cluster = Cluster::start(1).await;
+    let (session, token) = cluster.acquire_ok(&cluster.a, "machine-1").await;
+
+    let (status, body) = cluster.heartbeat(&cluster.b, &session, &token).await;
+    assert_eq!(status, 200, "heartbeat on B: {body}");
+    let (status, body) = cluster.release(&cluster.b, &session, &token).await;
+    assert_eq!(status, 200, "release on B: {body}");
+
+    // Released for good, as seen from A: the seat is free again.
+    let (status, body) = cluster.heartbeat(&cluster.a, &session, &token).await;
+    assert_eq!(status, 410, "heartbeat on A after release on B: {body}");
+    cluster.acquire_ok(&cluster.a, "machine-2").await;
+}
+
+#[tokio::test]
+async fn a_seat_released_on_one_node_can_be_granted_by_the_other() {
+    let cluster = Cluster::start(1).await;
+    let (session, token) = cluster.acquire_ok(&cluster.a, "machine-1").await;
+    let (status, body) = cluster.acquire(&cluster.b, "machine-2").await;
+    assert_eq!(status, 409, "the only seat is taken on A: {body}");
+    assert_eq!(body["error"], "no_seats_available");
+
+    let (status, body) = cluster.release(&cluster.a, &session, &token).await;
+    assert_eq!(status, 200, "release on A: {body}");
+
+    cluster.acquire_ok(&cluster.b, "machine-2").await;
+}
+
+#[tokio::test]
+async fn a_lease_that_stops_heart_beating_on_one_node_frees_its_seat_for_the_other() {
+    let cluster = Cluster::start_with(1, ClusterOptions { lease_ttl_secs: 1 }).await;
+    let started = Instant::now();
+    let (session, token) = cluster.acquire_ok(&cluster.a, "machine-1").await;
+    let (status, body) = cluster.acquire(&cluster.b, "machine-2").await;
+    // With a one-second lease this only proves the seat was taken if B
+    // answered before the lease could lapse.
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(status, 409, "the only seat is taken on A: {body}");
+    }
+
+    let granted = eventually(Duration::from_secs(30), || async {
+        let (status, body) = cluster.acquire(&cluster.b, "machine-2").await;
+        (status == 201 || status == 200).then_some(body)
+    })
+    .await;
+    assert!(granted.is_some(), "B never granted the lapsed seat");
+
+    for node in [&cluster.a, &cluster.b] {
+        let (status, body) = cluster.heartbeat(node, &session, &token).await;
+        assert_eq!(
+            status, 410,
+            "heartbeat for the lapsed session on {}: {body}",
+            node.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn killing_one_node_leaves_the_other_serving_existing_sessions() {
+    let mut cluster = Cluster::start(3).await;
+    let (on_a, token_a) = cluster.acquire_ok(&cluster.a, "machine-1").await;
+    let (on_b, token_b) = cluster.acquire_ok(&cluster.b, "machine-2").await;
+
+    cluster.a.kill();
+    assert!(
+        cluster
+            .client
+            .get(cluster.a.url("/health/ready"))
+            .send()
+            .await
+            .is_err(),
+        "node A is gone"
+    );
+
+    let b = &cluster.b;
+    let ready = cluster
+        .client
+        .get(b.url("/health/ready"))
+        .send()
+        .await
+        .expect("B answers");
+    assert_eq!(ready.status(), 200);
+    let (status, body) = cluster.heartbeat(b, &on_a, &token_a).await;
+    assert_eq!(status, 200, "heartbeat on B for the session from A: {body}");
+    let (status, body) = cluster.heartbeat(b, &on_b, &token_b).await;
+    assert_eq!(status, 200, "heartbeat on B for its own session: {body}");
+    let (status, body) = cluster.acquire(b, "machine-2").await;
+    assert_eq!(status, 200, "machine-2 renews its session on B: {body}");
+    assert_eq!(body["session_id"], on_b.as_str());
+    assert_eq!(body["seats_used"], 2);
+
+    let (status, body) = cluster.release(b, &on_a, &token_a).await;
+    assert_eq!(status, 200, "release on B of the session from A: {body}");
+    cluster.acquire_ok(b, "machine-3").await;
+    cluster.acquire_ok(b, "machine-4").await;
+    let (status, body) = cluster.acquire(b, "machine-5").await;
+    assert_eq!(status, 409, "all three seats are taken: {body}");
+}
