@@ -365,7 +365,7 @@ mod tests {
         );
         assert_eq!(
             LicenseKey::hash("K-0011-ABCD"),
-            LicenseKey::hash("k-oiL1-abcd")
+            LicenseKey::hash("k-ooiL-abcd")
         );
         assert_ne!(LicenseKey::hash("A"), LicenseKey::hash("B"));
     }
