@@ -16,7 +16,7 @@ use seatwarden_actors::ports::{SeatLedger, Store};
 
 use crate::config::{Settings, redact_url};
 use crate::http::{self, AppContext};
-use crate::ledger::memory::MemoryLedger;
+use crate::ledger::memory::{MemoryLedger, RestoredLease};
 use crate::ledger::redis::RedisLedger;
 use crate::signing::{SigningConfig, TokenSigner};
 use crate::store::postgres::PostgresStore;
@@ -54,8 +54,13 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
-/// Opens the ledger: Redis when `redis.url` is set, else in-process.
-pub async fn open_ledger(settings: &Settings) -> anyhow::Result<Arc<dyn SeatLedger>> {
+/// Opens the ledger: Redis when `redis.url` is set, else in-process. The
+/// in-process ledger starts empty, so it is refilled from the store's open
+/// sessions: restarting a single-node server keeps every client's seat.
+pub async fn open_ledger(
+    settings: &Settings,
+    store: &dyn Store,
+) -> anyhow::Result<Arc<dyn SeatLedger>> {
     match &settings.redis.url {
         Some(url) => {
             let url = url.expose_secret();
@@ -69,8 +74,20 @@ pub async fn open_ledger(settings: &Settings) -> anyhow::Result<Arc<dyn SeatLedg
             Ok(Arc::new(ledger))
         }
         None => {
-            tracing::info!("in-process seat ledger (single node)");
-            Ok(Arc::new(MemoryLedger::new()))
+            let ledger = MemoryLedger::new();
+            let mut open = Vec::new();
+            for org in store.orgs_with_open_sessions().await? {
+                open.extend(store.open_sessions(org).await?);
+            }
+            let restored = ledger.restore(open.into_iter().map(|s| RestoredLease {
+                org: s.org_id,
+                license: s.license_id,
+                session: s.id,
+                hardware_id: s.hardware_id,
+                expires_at: s.lease_expires_at,
+            }));
+            tracing::info!(restored, "in-process seat ledger (single node)");
+            Ok(Arc::new(ledger))
         }
     }
 }
@@ -108,7 +125,7 @@ impl Application {
         let metrics = telemetry::metrics_handle();
         let signer = load_signer(&settings).await?;
         let store = open_store(&settings).await?;
-        let ledger = open_ledger(&settings).await?;
+        let ledger = open_ledger(&settings, store.as_ref()).await?;
         let (coordinator, _) =
             Coordinator::start(store.clone(), ledger.clone(), settings.coordinator())
                 .await

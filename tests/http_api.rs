@@ -662,3 +662,73 @@ async fn the_fault_hook_does_nothing_unless_enabled() {
     app.coordinator.inject_panic(lic.org).await.unwrap();
     assert_eq!(app.heartbeat_of(&s).await.status(), 200);
 }
+
+#[tokio::test]
+async fn restarting_the_embedded_server_keeps_every_live_session() {
+    let app = spawn_app().await;
+    let lic = app.create_license(2).await;
+    let kept = app.acquire_ok(&lic.key, "m1").await;
+    let released = app.acquire_ok(&lic.key, "m2").await;
+    assert_eq!(app.release_of(&released).await.status(), 200);
+
+    let app = app.restart().await;
+
+    assert_eq!(
+        app.heartbeat_of(&kept).await.status(),
+        200,
+        "the live session was lost"
+    );
+    let again: Value = app.acquire(&lic.key, "m1").await.json().await.unwrap();
+    assert_eq!(again["session_id"], kept["session_id"]);
+    assert_eq!(
+        again["seats_used"], 1,
+        "the released seat came back as live"
+    );
+    assert_eq!(app.heartbeat_of(&released).await.status(), 410);
+}
+
+#[tokio::test]
+async fn an_idle_org_actor_stops_and_comes_back_on_the_next_request() {
+    let app = spawn_app_with(AppOptions {
+        org_idle_timeout_secs: 0,
+        ..AppOptions::default()
+    })
+    .await;
+    let lic = app.create_license(1).await;
+    let s = app.acquire_ok(&lic.key, "m1").await;
+    assert!(app.coordinator.org_actor_running(lic.org));
+    assert_eq!(app.release_of(&s).await.status(), 200);
+
+    let stopped = eventually(Duration::from_secs(10), || async {
+        (!app.coordinator.org_actor_running(lic.org)).then_some(())
+    })
+    .await;
+    assert!(stopped.is_some(), "the idle org actor never stopped");
+
+    assert_eq!(app.acquire(&lic.key, "m2").await.status(), 201);
+    assert!(app.coordinator.org_actor_running(lic.org));
+}
+
+#[tokio::test]
+async fn an_org_actor_with_live_sessions_does_not_stop_when_idle() {
+    let app = spawn_app_with(AppOptions {
+        org_idle_timeout_secs: 0,
+        ..AppOptions::default()
+    })
+    .await;
+    let lic = app.create_license(1).await;
+    let s = app.acquire_ok(&lic.key, "m1").await;
+    let other = app.create_license(1).await;
+    let t = app.acquire_ok(&other.key, "m1").await;
+    assert_eq!(app.release_of(&t).await.status(), 200);
+
+    // Once the other, idle organization's actor has stopped, a few sweeps
+    // have passed: this one must still be running, watching its session.
+    let other_stopped = eventually(Duration::from_secs(10), || async {
+        (!app.coordinator.org_actor_running(other.org)).then_some(())
+    })
+    .await;
+    assert!(other_stopped.is_some());
+    assert!(app.coordinator.org_actor_running(lic.org));
+    assert_eq!(app.heartbeat_of(&s).await.status(), 200);
+}

@@ -114,6 +114,61 @@ impl MemoryLedger {
     }
 }
 
+/// A lease to put back into a fresh [`MemoryLedger`].
+#[derive(Clone, Debug)]
+pub struct RestoredLease {
+    pub org: OrgId,
+    pub license: LicenseId,
+    pub session: SessionId,
+    pub hardware_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl MemoryLedger {
+    /// Puts back leases recorded elsewhere (the store's open sessions), so
+    /// that restarting a single-node server does not throw every client off
+    /// its seat. Leases that have lapsed by now are skipped; of two leases
+    /// for one machine the later one wins. Returns how many were restored.
+    ///
+    /// Only for start-up, before the ledger serves requests: restoring does
+    /// not check seat limits, because every restored lease was granted
+    /// within them.
+    pub fn restore(&self, leases: impl IntoIterator<Item = RestoredLease>) -> usize {
+        let (mut state, now) = self.lock();
+        let mut restored = 0;
+        for lease in leases {
+            let expires_ms = lease.expires_at.timestamp_millis();
+            if expires_ms <= now {
+                continue;
+            }
+            let entry = state
+                .licenses
+                .entry((lease.org, lease.license))
+                .or_default();
+            if let Some(other) = entry.by_hardware.get(&lease.hardware_id).copied() {
+                match entry.by_session.get(&other) {
+                    Some(existing) if existing.expires_ms >= expires_ms => continue,
+                    _ => {
+                        entry.remove(other);
+                    }
+                }
+            }
+            entry
+                .by_hardware
+                .insert(lease.hardware_id.clone(), lease.session);
+            entry.by_session.insert(
+                lease.session,
+                Lease {
+                    hardware_id: lease.hardware_id,
+                    expires_ms,
+                },
+            );
+            restored += 1;
+        }
+        restored
+    }
+}
+
 impl Default for MemoryLedger {
     fn default() -> Self {
         Self::new()

@@ -52,6 +52,7 @@ pub struct AppOptions {
     pub license_cache_secs: u64,
     pub fault_hooks: bool,
     pub client_ip: &'static str,
+    pub org_idle_timeout_secs: u64,
 }
 
 impl Default for AppOptions {
@@ -63,6 +64,7 @@ impl Default for AppOptions {
             license_cache_secs: 0,
             fault_hooks: false,
             client_ip: "peer",
+            org_idle_timeout_secs: 300,
         }
     }
 }
@@ -85,10 +87,15 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    let key_path = dir.path().join("signing-key.pem");
+    let settings = test_settings(&opts, dir.path());
+    start(settings, dir).await
+}
+
+fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
+    let key_path = dir.join("signing-key.pem");
     std::fs::write(&key_path, test_key_pem()).expect("write test key");
     let mut figment: Figment = Settings::figment(None)
-        .merge(("data_dir", dir.path().display().to_string()))
+        .merge(("data_dir", dir.display().to_string()))
         .merge(("http.listen", "127.0.0.1:0"))
         .merge(("http.client_ip", opts.client_ip))
         .merge(("signing.key_path", key_path.display().to_string()))
@@ -100,6 +107,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         ))
         .merge(("seats.sweep_interval_secs", opts.sweep_interval_secs))
         .merge(("seats.license_cache_secs", opts.license_cache_secs))
+        .merge(("seats.org_idle_timeout_secs", opts.org_idle_timeout_secs))
         .merge(("testing.fault_hooks", opts.fault_hooks));
     if let Backend::Shared {
         database_url,
@@ -110,7 +118,10 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
             .merge(("database.url", database_url.clone()))
             .merge(("redis.url", redis_url.clone()));
     }
-    let settings = Settings::from_figment(figment).expect("test settings are valid");
+    Settings::from_figment(figment).expect("test settings are valid")
+}
+
+async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
     let app = Application::build(settings.clone())
         .await
         .expect("build app");
@@ -276,12 +287,24 @@ impl TestApp {
 
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
         }
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data
+    /// directory and settings, as an operator's restart would.
+    pub async fn restart(mut self) -> TestApp {
+        self.shut_down().await;
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
+        start(self.settings.clone(), dir).await
     }
 }
 

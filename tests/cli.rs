@@ -1,0 +1,208 @@
+//! The `seatwarden` binary: bootstrap commands, configuration errors, and
+//! refusing to start without the shared signing key.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn seatwarden(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SEATWARDEN__DATA_DIR", data_dir)
+        .env("SEATWARDEN__SIGNING__RSA_BITS", "2048")
+        .env("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run seatwarden")
+}
+
+fn json_stdout(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+#[test]
+fn bootstrap_commands_create_and_list_orgs_licenses_and_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = json_stdout(&seatwarden(
+        dir.path(),
+        &["org", "create", "--name", "Acme"],
+    ));
+    let org_id = org["id"].as_str().unwrap();
+
+    let license = json_stdout(&seatwarden(
+        dir.path(),
+        &[
+            "license",
+            "create",
+            "--org",
+            org_id,
+            "--seats",
+            "5",
+            "--tier",
+            "pro",
+            "--features",
+            "export,sso",
+            "--expires-at",
+            "2030-01-01T00:00:00Z",
+        ],
+    ));
+    let key = license["key"].as_str().unwrap();
+    let groups: Vec<&str> = key.split('-').collect();
+    assert_eq!(groups[0], "CODITECT");
+    assert_eq!(groups.len(), 6, "{key}");
+    assert!(groups[1..].iter().all(|g| {
+        g.len() == 4
+            && g.chars()
+                .all(|c| c.is_ascii_digit() || (c.is_ascii_uppercase() && !"OILU".contains(c)))
+    }));
+    assert_eq!(license["seats"], 5);
+    assert_eq!(license["features"], serde_json::json!(["export", "sso"]));
+    let license_id = license["id"].as_str().unwrap();
+
+    let listed = json_stdout(&seatwarden(
+        dir.path(),
+        &["license", "list", "--org", org_id],
+    ));
+    let listed = listed["licenses"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], license_id);
+    assert!(listed[0].get("key").is_none(), "the key is shown only once");
+
+    let updated = json_stdout(&seatwarden(
+        dir.path(),
+        &[
+            "license",
+            "update",
+            "--id",
+            license_id,
+            "--seats",
+            "2",
+            "--status",
+            "suspended",
+        ],
+    ));
+    assert_eq!(updated["seats"], 2);
+    assert_eq!(updated["status"], "suspended");
+
+    let sessions = json_stdout(&seatwarden(
+        dir.path(),
+        &["license", "sessions", "--license", license_id],
+    ));
+    assert_eq!(sessions["sessions"], serde_json::json!([]));
+}
+
+#[test]
+fn bad_bootstrap_input_fails_with_a_json_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = json_stdout(&seatwarden(
+        dir.path(),
+        &["org", "create", "--name", "Acme"],
+    ));
+    let org_id = org["id"].as_str().unwrap();
+
+    for args in [
+        vec!["license", "create", "--org", org_id, "--seats", "0"],
+        vec![
+            "license",
+            "create",
+            "--org",
+            "00000000-0000-0000-0000-000000000000",
+            "--seats",
+            "1",
+        ],
+        vec![
+            "license",
+            "list",
+            "--org",
+            "00000000-0000-0000-0000-000000000000",
+        ],
+    ] {
+        let out = seatwarden(dir.path(), &args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err: Value = serde_json::from_slice(&out.stderr).expect("stderr is a JSON error");
+        assert!(
+            err["error"].is_string() && err["message"].is_string(),
+            "{err}"
+        );
+    }
+    let listed = json_stdout(&seatwarden(
+        dir.path(),
+        &["license", "list", "--org", org_id],
+    ));
+    assert_eq!(listed["licenses"], serde_json::json!([]));
+}
+
+#[test]
+fn an_invalid_setting_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["org", "create", "--name", "x"])
+        .env("SEATWARDEN__DATA_DIR", dir.path())
+        .env("SEATWARDEN__SEATS__LEASE_TTL_SECS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["error"], "invalid_config");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("seats.lease_ttl_secs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn in_production_a_missing_signing_key_stops_the_node_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("missing.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["--config", "config/production.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SEATWARDEN__DATA_DIR", dir.path())
+        .env(
+            "SEATWARDEN__DATABASE__URL",
+            format!("sqlite://{}/db.sqlite", dir.path().display()),
+        )
+        .env("SEATWARDEN__SIGNING__KEY_PATH", &key_path)
+        .env("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started without its key");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("signing key"), "{stderr}");
+    assert!(
+        !key_path.exists(),
+        "a key was generated although generation is off"
+    );
+}
+
+#[test]
+fn database_passwords_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .env("SEATWARDEN__DATA_DIR", dir.path())
+        .env("SEATWARDEN__SIGNING__RSA_BITS", "2048")
+        .env(
+            "SEATWARDEN__DATABASE__URL",
+            "postgres://sw:hunter2-secret@127.0.0.1:1/sw",
+        )
+        .env("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("postgres://sw:***@127.0.0.1:1/sw"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
