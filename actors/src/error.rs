@@ -35,6 +35,26 @@ pub enum CoordinatorError {
     Busy(String),
 }
 
+impl CoordinatorError {
+    /// The stable, machine-readable code of this error: the `error` field of
+    /// API responses and the `detail` of acquisition-failure audit entries.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::LicenseNotFound => "license_not_found",
+            Self::LicenseSuspended => "license_suspended",
+            Self::LicenseExpired => "license_expired",
+            Self::LicenseInactive => "license_inactive",
+            Self::NoSeatsAvailable { .. } => "no_seats_available",
+            Self::SessionNotFound => "session_not_found",
+            Self::SessionExpired => "session_expired",
+            Self::SessionEnded(_) => "session_ended",
+            Self::LedgerUnavailable(_) => "ledger_unavailable",
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::Busy(_) => "busy",
+        }
+    }
+}
+
 impl From<LedgerError> for CoordinatorError {
     fn from(e: LedgerError) -> Self {
         match e {

@@ -187,16 +187,6 @@ fn refusal(license: &License, now: DateTime<Utc>) -> Option<CoordinatorError> {
     }
 }
 
-fn failure_code(e: &CoordinatorError) -> &'static str {
-    match e {
-        CoordinatorError::LicenseSuspended => "license_suspended",
-        CoordinatorError::LicenseExpired => "license_expired",
-        CoordinatorError::LicenseInactive => "license_inactive",
-        CoordinatorError::NoSeatsAvailable { .. } => "no_seats_available",
-        _ => "error",
-    }
-}
-
 impl OrgState {
     /// The license, from the cache while it is fresh, else from the store.
     async fn license(&mut self, id: LicenseId) -> Result<License, CoordinatorError> {
@@ -271,7 +261,7 @@ impl OrgState {
                 None,
                 &cmd.hardware_id,
                 &cmd.client,
-                Some(failure_code(e)),
+                Some(e.code()),
             );
             if let Err(err) = self.store.append_audit(&entry).await {
                 tracing::warn!(error = %err, "could not write an acquisition-failure audit entry");

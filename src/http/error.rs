@@ -12,7 +12,7 @@ use seatwarden_actors::CoordinatorError;
 
 /// An API error: a status, a stable machine-readable code, a message for
 /// people, and optional extra fields (e.g. `seats_used`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
@@ -51,11 +51,6 @@ impl ApiError {
         self
     }
 
-    fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after_secs = Some(secs);
-        self
-    }
-
     pub fn into_response(self) -> Response {
         let mut body = Map::new();
         body.insert("error".into(), json!(self.code));
@@ -73,51 +68,49 @@ impl ApiError {
 }
 
 impl From<CoordinatorError> for ApiError {
+    /// The status for each coordinator error; the code is the error's own
+    /// [`CoordinatorError::code`]. Outages keep their detail in the log and
+    /// tell the client only to retry.
     fn from(e: CoordinatorError) -> Self {
         use CoordinatorError as E;
-        let message = e.to_string();
+        let (status, retry_after, public_message) = match &e {
+            E::LicenseNotFound | E::SessionNotFound => (StatusCode::NOT_FOUND, None, None),
+            E::LicenseSuspended | E::LicenseExpired | E::LicenseInactive => {
+                (StatusCode::FORBIDDEN, None, None)
+            }
+            E::NoSeatsAvailable { .. } => (StatusCode::CONFLICT, None, None),
+            E::SessionExpired | E::SessionEnded(_) => (StatusCode::GONE, None, None),
+            E::LedgerUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(2),
+                Some("the seat ledger is unavailable; retry shortly"),
+            ),
+            E::StoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(2),
+                Some("the database is unavailable; retry shortly"),
+            ),
+            E::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(1),
+                Some("the server is busy; retry shortly"),
+            ),
+        };
+        if public_message.is_some() {
+            tracing::warn!(error = %e, "request failed on an outage");
+        }
+        let message = public_message.map_or_else(|| e.to_string(), str::to_owned);
+        let mut error = Self::new(status, e.code(), message);
+        error.retry_after_secs = retry_after;
         match e {
-            E::LicenseNotFound => Self::new(StatusCode::NOT_FOUND, "license_not_found", message),
-            E::LicenseSuspended => Self::new(StatusCode::FORBIDDEN, "license_suspended", message),
-            E::LicenseExpired => Self::new(StatusCode::FORBIDDEN, "license_expired", message),
-            E::LicenseInactive => Self::new(StatusCode::FORBIDDEN, "license_inactive", message),
             E::NoSeatsAvailable {
                 seats_used,
                 max_seats,
-            } => Self::new(StatusCode::CONFLICT, "no_seats_available", message)
+            } => error
                 .with("seats_used", seats_used)
                 .with("max_seats", max_seats),
-            E::SessionNotFound => Self::new(StatusCode::NOT_FOUND, "session_not_found", message),
-            E::SessionExpired => Self::new(StatusCode::GONE, "session_expired", message),
-            E::SessionEnded(reason) => Self::new(StatusCode::GONE, "session_ended", message)
-                .with("end_reason", reason.as_str()),
-            E::LedgerUnavailable(detail) => {
-                tracing::warn!(%detail, "seat ledger unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ledger_unavailable",
-                    "the seat ledger is unavailable; retry shortly",
-                )
-                .retry_after(2)
-            }
-            E::StoreUnavailable(detail) => {
-                tracing::warn!(%detail, "store unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "the database is unavailable; retry shortly",
-                )
-                .retry_after(2)
-            }
-            E::Busy(detail) => {
-                tracing::warn!(%detail, "coordinator busy");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "the server is busy; retry shortly",
-                )
-                .retry_after(1)
-            }
+            E::SessionEnded(reason) => error.with("end_reason", reason.as_str()),
+            _ => error,
         }
     }
 }
@@ -126,13 +119,7 @@ impl From<CoordinatorError> for ApiError {
 /// answered with a generic 500 that reveals nothing internal.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let error = if let Some(e) = rejection.find::<ApiError>() {
-        ApiError {
-            status: e.status,
-            code: e.code,
-            message: e.message.clone(),
-            extra: e.extra.clone(),
-            retry_after_secs: e.retry_after_secs,
-        }
+        e.clone()
     } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
