@@ -216,6 +216,11 @@ impl SessionRecord {
     pub fn is_open(&self) -> bool {
         self.ended_at.is_none()
     }
+
+    /// When and why the session ended, if it has.
+    pub fn end(&self) -> Option<(DateTime<Utc>, EndReason)> {
+        self.ended_at.zip(self.end_reason)
+    }
 }
 
 /// Kinds of audit entries. The names are part of the audit log's contract.

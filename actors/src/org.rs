@@ -76,8 +76,10 @@ pub struct OrgState {
     settings: Arc<CoordinatorSettings>,
     /// Licenses of this organization, with when they were loaded.
     licenses: HashMap<LicenseId, (License, Instant)>,
-    /// Open sessions this node has seen, by id.
-    sessions: HashMap<SessionId, SessionRecord>,
+    /// Open sessions this node has seen, by id, as last read from the
+    /// store. Shared, so that a lookup on the heartbeat path costs no copy
+    /// of the record; newer lease expiries live in `pending_beats`.
+    sessions: HashMap<SessionId, Arc<SessionRecord>>,
     /// Heartbeats not yet written to the store: `(at, lease_expires_at)`.
     pending_beats: HashMap<SessionId, (DateTime<Utc>, DateTime<Utc>)>,
     last_request: Instant,
@@ -209,7 +211,7 @@ impl OrgState {
 
     /// The session, from this node's cache of open sessions or the store.
     /// Sessions of other organizations are reported as unknown.
-    async fn session(&mut self, id: SessionId) -> Result<SessionRecord, CoordinatorError> {
+    async fn session(&mut self, id: SessionId) -> Result<Arc<SessionRecord>, CoordinatorError> {
         if let Some(s) = self.sessions.get(&id) {
             return Ok(s.clone());
         }
@@ -218,6 +220,7 @@ impl OrgState {
             .session(id)
             .await?
             .filter(|s| s.org_id == self.org_id)
+            .map(Arc::new)
             .ok_or(CoordinatorError::SessionNotFound)?;
         if record.is_open() {
             self.sessions.insert(id, record.clone());
@@ -328,7 +331,7 @@ impl OrgState {
                         }
                         return Err(e.into());
                     }
-                    self.sessions.insert(record.id, record.clone());
+                    self.sessions.insert(record.id, Arc::new(record.clone()));
                     self.set_seats_in_use(license.id, seats_used);
                     return Ok(Acquired {
                         created: true,
@@ -342,11 +345,11 @@ impl OrgState {
                     expires_at,
                     seats_used,
                 } => match self.session(session).await {
-                    Ok(mut record) if record.is_open() => {
+                    Ok(record) if record.is_open() => {
                         let now = Utc::now();
+                        let mut record = SessionRecord::clone(&record);
                         record.last_heartbeat_at = now;
                         record.lease_expires_at = expires_at;
-                        self.sessions.insert(session, record.clone());
                         self.pending_beats.insert(session, (now, expires_at));
                         self.set_seats_in_use(license.id, seats_used);
                         return Ok(Acquired {
@@ -390,12 +393,7 @@ impl OrgState {
             .await?
         {
             Some(expires_at) => {
-                let now = Utc::now();
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.last_heartbeat_at = now;
-                    s.lease_expires_at = expires_at;
-                }
-                self.pending_beats.insert(id, (now, expires_at));
+                self.pending_beats.insert(id, (Utc::now(), expires_at));
                 Ok(Beat {
                     session_id: id,
                     expires_at,
@@ -421,7 +419,7 @@ impl OrgState {
         client: ClientInfo,
     ) -> Result<Released, CoordinatorError> {
         let record = self.session(id).await?;
-        if let (Some(ended_at), Some(reason)) = (record.ended_at, record.end_reason) {
+        if let Some((ended_at, reason)) = record.end() {
             return Ok(Released {
                 session_id: id,
                 ended_at,
@@ -451,13 +449,13 @@ impl OrgState {
         };
         self.sessions.remove(&id);
         self.pending_beats.remove(&id);
-        let ended = outcome
-            .map(|o| o.record().clone())
+        let (ended_at, reason) = outcome
+            .and_then(|o| o.record().end())
             .ok_or(CoordinatorError::SessionNotFound)?;
         Ok(Released {
             session_id: id,
-            ended_at: ended.ended_at.unwrap_or_else(Utc::now),
-            reason: ended.end_reason.unwrap_or(EndReason::Released),
+            ended_at,
+            reason,
         })
     }
 
@@ -530,6 +528,9 @@ impl OrgState {
     /// sessions left.
     async fn sweep(&mut self) -> Result<usize, CoordinatorError> {
         self.flush_beats().await;
+        // The cache is rebuilt from the store, which now holds the flushed
+        // expiries; should the read fail, lookups fall back to the store.
+        self.sessions.clear();
         let open = self.store.open_sessions(self.org_id).await?;
         let licenses: HashSet<LicenseId> = open
             .iter()
@@ -543,10 +544,9 @@ impl OrgState {
             live.extend(leases.into_iter().map(|(id, _)| id));
         }
         let mut still_open = 0;
-        self.sessions.clear();
         for record in open {
             if live.contains(&record.id) {
-                self.sessions.insert(record.id, record);
+                self.sessions.insert(record.id, Arc::new(record));
                 still_open += 1;
             } else if self.has_lapsed(&record) {
                 self.close_lapsed(&record).await?;
