@@ -22,6 +22,15 @@ pub fn init_logging(settings: &LogSettings) {
     };
 }
 
+/// Counter, by `result` (`created`, `renewed` or an error code).
+pub const ACQUIRES: &str = "seatwarden_acquire_total";
+/// Counter, by `result` (`ok` or an error code).
+pub const HEARTBEATS: &str = "seatwarden_heartbeat_total";
+/// Counter, by `result` (`ok` or an error code).
+pub const RELEASES: &str = "seatwarden_release_total";
+/// Histogram, by `route`, `method` and `status`.
+pub const REQUEST_DURATION: &str = "seatwarden_http_request_duration_seconds";
+
 /// Latency buckets from 0.5 ms to 10 s: acquire signs an RSA token (a few
 /// ms), heartbeats take well under one.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -55,14 +64,11 @@ pub fn metrics_handle() -> PrometheusHandle {
                     }
                 })
                 .expect("spawn metrics upkeep thread");
-            metrics::describe_counter!("seatwarden_acquire_total", "Acquire requests by result");
-            metrics::describe_counter!(
-                "seatwarden_heartbeat_total",
-                "Heartbeat requests by result"
-            );
-            metrics::describe_counter!("seatwarden_release_total", "Release requests by result");
+            metrics::describe_counter!(ACQUIRES, "Acquire requests by result");
+            metrics::describe_counter!(HEARTBEATS, "Heartbeat requests by result");
+            metrics::describe_counter!(RELEASES, "Release requests by result");
             metrics::describe_histogram!(
-                "seatwarden_http_request_duration_seconds",
+                REQUEST_DURATION,
                 metrics::Unit::Seconds,
                 "HTTP request latency by route, method and status"
             );

@@ -1,18 +1,19 @@
 //! License operations: acquire, heartbeat and release a seat, and the keys
 //! clients verify seat tokens with.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
-use seatwarden_actors::domain::{ClientInfo, OrgId, SessionId, SessionRecord};
+use seatwarden_actors::domain::{ClientInfo, LicenseId, OrgId, SessionId};
 use seatwarden_actors::{Acquired, CoordinatorError};
 
 use super::{ApiError, AppContext, client, json_body};
 use crate::signing::SeatClaims;
+use crate::telemetry::{ACQUIRES, HEARTBEATS, RELEASES};
 
 const MAX_KEY_LEN: usize = 128;
 const MAX_HARDWARE_ID_CHARS: usize = 256;
@@ -43,7 +44,7 @@ pub struct AcquireRequest {
 #[derive(Debug, Serialize)]
 struct AcquireResponse {
     session_id: SessionId,
-    license_id: String,
+    license_id: LicenseId,
     org_id: OrgId,
     hardware_id: String,
     expires_at: DateTime<Utc>,
@@ -125,29 +126,38 @@ pub fn acquire(
         .and(with_ctx(ctx))
         .and_then(
             |body: AcquireRequest, client: ClientInfo, ctx: AppContext| async move {
-                let result = acquire_seat(body, client, &ctx).await;
-                let outcome = match &result {
-                    Ok(r) if r.status() == StatusCode::CREATED => "created",
-                    Ok(_) => "renewed",
-                    Err(e) => e.code,
-                };
-                metrics::counter!("seatwarden_acquire_total", "result" => outcome).increment(1);
-                result.map_err(warp::reject::custom)
+                counted(ACQUIRES, acquire_seat(body, client, &ctx).await)
             },
         )
+}
+
+/// Counts a request under `metric` by its outcome (the label of a success,
+/// or the error code) and hands the result to warp.
+fn counted(
+    metric: &'static str,
+    result: Result<(Response, &'static str), ApiError>,
+) -> Result<Response, warp::Rejection> {
+    let outcome = match &result {
+        Ok((_, label)) => label,
+        Err(e) => e.code,
+    };
+    metrics::counter!(metric, "result" => outcome).increment(1);
+    result
+        .map(|(response, _)| response)
+        .map_err(warp::reject::custom)
 }
 
 async fn acquire_seat(
     body: AcquireRequest,
     client: ClientInfo,
     ctx: &AppContext,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, &'static str), ApiError> {
     let (key, hardware_id, metadata) = body.validate()?;
     let acquired = ctx
         .coordinator
         .acquire(&key, hardware_id, client, metadata)
         .await?;
-    let (token, token_expires_at) = issue_token(ctx, &acquired.session, &acquired).await?;
+    let (token, token_expires_at) = issue_token(ctx, &acquired).await?;
     let Acquired {
         created,
         session,
@@ -156,7 +166,7 @@ async fn acquire_seat(
     } = acquired;
     let body = AcquireResponse {
         session_id: session.id,
-        license_id: license.id.to_string(),
+        license_id: license.id,
         org_id: session.org_id,
         hardware_id: session.hardware_id,
         expires_at: session.lease_expires_at,
@@ -168,21 +178,22 @@ async fn acquire_seat(
         token,
         token_expires_at,
     };
-    let status = if created {
-        StatusCode::CREATED
+    let (status, outcome) = if created {
+        (StatusCode::CREATED, "created")
     } else {
-        StatusCode::OK
+        (StatusCode::OK, "renewed")
     };
-    Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
+    let response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    Ok((response, outcome))
 }
 
 /// Signs a seat token that lets the client run offline until the lease's
 /// expiry plus the offline grace period.
 async fn issue_token(
     ctx: &AppContext,
-    session: &SessionRecord,
     acquired: &Acquired,
 ) -> Result<(String, DateTime<Utc>), ApiError> {
+    let session = &acquired.session;
     let now = Utc::now();
     let exp = session.lease_expires_at
         + chrono::Duration::from_std(ctx.offline_grace).unwrap_or(chrono::Duration::days(1));
@@ -203,10 +214,7 @@ async fn issue_token(
         tracing::error!(error = %e, "could not sign a seat token");
         ApiError::internal("could not sign the seat token")
     })?;
-    Ok((
-        token,
-        DateTime::from_timestamp(exp.timestamp(), 0).unwrap_or(exp),
-    ))
+    Ok((token, exp.trunc_subsecs(0)))
 }
 
 /// Who may act on a session: the holder of a token issued for it.
@@ -218,14 +226,10 @@ async fn authorize(
     ctx: &AppContext,
     session_id: &str,
     authorization: Option<String>,
-) -> Result<(OrgId, SessionId, SeatClaims), ApiError> {
-    let id: SessionId = session_id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "session_not_found",
-            "no such session",
-        )
-    })?;
+) -> Result<(OrgId, SessionId), ApiError> {
+    let id: SessionId = session_id
+        .parse()
+        .map_err(|_| ApiError::from(CoordinatorError::SessionNotFound))?;
     let token = authorization
         .as_deref()
         .and_then(|h| {
@@ -251,7 +255,7 @@ async fn authorize(
         .org_id
         .parse()
         .map_err(|_| ApiError::unauthorized("the token is invalid"))?;
-    Ok((org, id, claims))
+    Ok((org, id))
 }
 
 #[derive(Debug, Serialize)]
@@ -271,22 +275,24 @@ pub fn heartbeat(
         .and(with_ctx(ctx))
         .and_then(
             |id: String, auth: Option<String>, ctx: AppContext| async move {
-                let result = async {
-                    let (org, id, _) = authorize(&ctx, &id, auth).await?;
-                    let beat = ctx.coordinator.heartbeat(org, id).await?;
-                    let body = HeartbeatResponse {
-                        session_id: beat.session_id,
-                        expires_at: beat.expires_at,
-                        heartbeat_interval_secs: ctx.heartbeat_interval_secs,
-                    };
-                    Ok::<_, ApiError>(warp::reply::json(&body).into_response())
-                }
-                .await;
-                let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
-                metrics::counter!("seatwarden_heartbeat_total", "result" => outcome).increment(1);
-                result.map_err(warp::reject::custom)
+                counted(HEARTBEATS, heartbeat_session(&ctx, &id, auth).await)
             },
         )
+}
+
+async fn heartbeat_session(
+    ctx: &AppContext,
+    id: &str,
+    auth: Option<String>,
+) -> Result<(Response, &'static str), ApiError> {
+    let (org, id) = authorize(ctx, id, auth).await?;
+    let beat = ctx.coordinator.heartbeat(org, id).await?;
+    let body = HeartbeatResponse {
+        session_id: beat.session_id,
+        expires_at: beat.expires_at,
+        heartbeat_interval_secs: ctx.heartbeat_interval_secs,
+    };
+    Ok((warp::reply::json(&body).into_response(), "ok"))
 }
 
 #[derive(Debug, Serialize)]
@@ -307,22 +313,25 @@ pub fn release(
         .and(with_ctx(ctx))
         .and_then(
             |id: String, auth: Option<String>, client: ClientInfo, ctx: AppContext| async move {
-                let result = async {
-                    let (org, id, _) = authorize(&ctx, &id, auth).await?;
-                    let released = ctx.coordinator.release(org, id, client).await?;
-                    let body = ReleaseResponse {
-                        session_id: released.session_id,
-                        ended_at: released.ended_at,
-                        end_reason: released.reason.as_str(),
-                    };
-                    Ok::<_, ApiError>(warp::reply::json(&body).into_response())
-                }
-                .await;
-                let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
-                metrics::counter!("seatwarden_release_total", "result" => outcome).increment(1);
-                result.map_err(warp::reject::custom)
+                counted(RELEASES, release_session(&ctx, &id, auth, client).await)
             },
         )
+}
+
+async fn release_session(
+    ctx: &AppContext,
+    id: &str,
+    auth: Option<String>,
+    client: ClientInfo,
+) -> Result<(Response, &'static str), ApiError> {
+    let (org, id) = authorize(ctx, id, auth).await?;
+    let released = ctx.coordinator.release(org, id, client).await?;
+    let body = ReleaseResponse {
+        session_id: released.session_id,
+        ended_at: released.ended_at,
+        end_reason: released.reason.as_str(),
+    };
+    Ok((warp::reply::json(&body).into_response(), "ok"))
 }
 
 /// GET /api/v1/licenses/public-key

@@ -93,7 +93,7 @@ pub fn record_request(info: warp::log::Info<'_>) {
     let route = route_of(info.path());
     let status = info.status().as_u16();
     metrics::histogram!(
-        "seatwarden_http_request_duration_seconds",
+        crate::telemetry::REQUEST_DURATION,
         "route" => route,
         "method" => info.method().to_string(),
         "status" => status.to_string(),
