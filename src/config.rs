@@ -236,26 +236,6 @@ impl Settings {
     }
 }
 
-/// A URL fit for logs: the password, if any, replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    if path.is_empty() && !rest.contains('/') {
-        format!("{scheme}://{authority}")
-    } else {
-        format!("{scheme}://{authority}/{path}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,19 +288,5 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("s3cret"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn redacting_a_url_hides_only_the_password() {
-        assert_eq!(
-            redact_url("postgres://sw:hunter2@db:5432/sw"),
-            "postgres://sw:***@db:5432/sw"
-        );
-        assert_eq!(
-            redact_url("redis://:pw@cache:6379"),
-            "redis://:***@cache:6379"
-        );
-        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
-        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }
 }

@@ -14,10 +14,11 @@ use tokio::net::TcpListener;
 use seatwarden_actors::Coordinator;
 use seatwarden_actors::ports::{SeatLedger, Store};
 
-use crate::config::{Settings, redact_url};
+use crate::config::Settings;
 use crate::http::{self, AppContext};
 use crate::ledger::memory::{MemoryLedger, RestoredLease};
 use crate::ledger::redis::RedisLedger;
+use crate::redact::redact_url;
 use crate::signing::{SigningConfig, TokenSigner};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -29,15 +30,6 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let url = url.expose_secret();
     let shown = redact_url(url);
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        if let Some(parent) = url
-            .trim_start_matches("sqlite://")
-            .trim_start_matches("sqlite:")
-            .rsplit_once('/')
-            .map(|(dir, _)| dir)
-            .filter(|d| !d.is_empty())
-        {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {parent}"))?;
-        }
         Arc::new(
             SqliteStore::connect(url)
                 .await

@@ -28,6 +28,7 @@ use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
 use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LedgerError, SeatLedger};
 
 use super::{from_ms, ttl_ms};
+use crate::redact::{scrub, url_password_forms};
 
 /// How long a call may take, connection included, before it fails with
 /// [`LedgerError::Unavailable`].
@@ -80,9 +81,9 @@ impl RedisLedger {
     /// fails with [`LedgerError::Unavailable`] after `timeout` instead of
     /// hanging. Error messages never contain the URL's password.
     pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, LedgerError> {
-        let secrets = url_secrets(url);
+        let secrets = url_password_forms(url);
         let fail = |what: &str, detail: String| {
-            LedgerError::Unavailable(redact(&format!("{what}: {detail}"), &secrets))
+            LedgerError::Unavailable(scrub(&format!("{what}: {detail}"), &secrets))
         };
         let client =
             redis::Client::open(url).map_err(|e| fail("invalid Redis URL", e.to_string()))?;
@@ -129,7 +130,7 @@ impl RedisLedger {
     }
 
     fn error(&self, e: RedisError) -> LedgerError {
-        LedgerError::Unavailable(redact(&format!("Redis: {e}"), &self.secrets))
+        LedgerError::Unavailable(scrub(&format!("Redis: {e}"), &self.secrets))
     }
 
     /// Runs a script with the license's keys, bounded by the timeout.
@@ -162,59 +163,6 @@ impl RedisLedger {
 /// one cluster slot.
 pub fn key_prefix(org: OrgId, license: LicenseId) -> String {
     format!("sw:{{{org}}}:lic:{license}")
-}
-
-/// The password of a `scheme://user:password@host...` URL, raw and
-/// percent-decoded, to be scrubbed from error messages.
-fn url_secrets(url: &str) -> Vec<String> {
-    let Some((_, rest)) = url.split_once("://") else {
-        return Vec::new();
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let Some((userinfo, _)) = authority.rsplit_once('@') else {
-        return Vec::new();
-    };
-    let Some((_, password)) = userinfo.split_once(':') else {
-        return Vec::new();
-    };
-    if password.is_empty() {
-        return Vec::new();
-    }
-    let mut secrets = vec![password.to_owned()];
-    let decoded = percent_decode(password);
-    if decoded != password {
-        secrets.push(decoded);
-    }
-    secrets
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn redact(message: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(message.to_owned(), |m, secret| {
-        m.replace(secret.as_str(), "***")
-    })
 }
 
 fn to_u32(n: i64) -> u32 {
@@ -333,15 +281,5 @@ mod tests {
                 "{key}"
             );
         }
-    }
-
-    #[test]
-    fn passwords_are_found_and_scrubbed() {
-        let secrets = url_secrets("redis://user:p%40ss@host:6379/0");
-        assert_eq!(secrets, ["p%40ss", "p@ss"]);
-        assert_eq!(redact("auth p@ss failed", &secrets), "auth *** failed");
-        assert_eq!(url_secrets("redis://:hunter2@host"), ["hunter2"]);
-        assert!(url_secrets("redis://host:6379").is_empty());
-        assert!(url_secrets("redis://user@host:6379").is_empty());
     }
 }
