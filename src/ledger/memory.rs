@@ -43,6 +43,16 @@ struct State {
     calls: u64,
 }
 
+impl State {
+    /// Drops a license's entry once it holds nothing, so idle licenses do
+    /// not keep memory.
+    fn forget_if_empty(&mut self, key: (OrgId, LicenseId)) {
+        if self.licenses.get(&key).is_some_and(Leases::is_empty) {
+            self.licenses.remove(&key);
+        }
+    }
+}
+
 /// The leases of one license: the in-memory counterpart of the Redis ZSET and
 /// its two hashes.
 #[derive(Default)]
@@ -78,6 +88,18 @@ impl Leases {
             self.by_hardware.remove(&lease.hardware_id);
         }
         Some(lease)
+    }
+
+    /// Adds a lease and points its hardware id at it.
+    fn insert(&mut self, session: SessionId, hardware_id: String, expires_ms: i64) {
+        self.by_hardware.insert(hardware_id.clone(), session);
+        self.by_session.insert(
+            session,
+            Lease {
+                hardware_id,
+                expires_ms,
+            },
+        );
     }
 
     fn is_empty(&self) -> bool {
@@ -153,16 +175,7 @@ impl MemoryLedger {
                     }
                 }
             }
-            entry
-                .by_hardware
-                .insert(lease.hardware_id.clone(), lease.session);
-            entry.by_session.insert(
-                lease.session,
-                Lease {
-                    hardware_id: lease.hardware_id,
-                    expires_ms,
-                },
-            );
+            entry.insert(lease.session, lease.hardware_id, expires_ms);
             restored += 1;
         }
         restored
@@ -222,22 +235,11 @@ impl SeatLedger for MemoryLedger {
         let used = leases.by_session.len();
         if used >= req.max_seats as usize {
             let seats_used = seats(used);
-            if leases.is_empty() {
-                state.licenses.remove(&(req.org, req.license));
-            }
+            state.forget_if_empty((req.org, req.license));
             return Ok(LeaseGrant::Full { seats_used });
         }
 
-        leases.by_session.insert(
-            req.session,
-            Lease {
-                hardware_id: req.hardware_id.clone(),
-                expires_ms,
-            },
-        );
-        leases
-            .by_hardware
-            .insert(req.hardware_id.clone(), req.session);
+        leases.insert(req.session, req.hardware_id.clone(), expires_ms);
         Ok(LeaseGrant::Granted {
             expires_at: from_ms(expires_ms)?,
             seats_used: seats(used + 1),
@@ -264,9 +266,7 @@ impl SeatLedger for MemoryLedger {
             Some(_) => {
                 // Lapsed but not yet purged: it never revives; clean it up.
                 leases.remove(session);
-                if leases.is_empty() {
-                    state.licenses.remove(&(org, license));
-                }
+                state.forget_if_empty((org, license));
                 return Ok(None);
             }
             None => return Ok(None),
@@ -285,9 +285,7 @@ impl SeatLedger for MemoryLedger {
             return Ok(false);
         };
         let removed = leases.remove(session);
-        if leases.is_empty() {
-            state.licenses.remove(&(org, license));
-        }
+        state.forget_if_empty((org, license));
         Ok(removed.is_some_and(|lease| lease.expires_ms > now))
     }
 
@@ -306,9 +304,7 @@ impl SeatLedger for MemoryLedger {
             .iter()
             .map(|(id, lease)| Ok((*id, from_ms(lease.expires_ms)?)))
             .collect::<Result<Vec<_>, LedgerError>>()?;
-        if leases.is_empty() {
-            state.licenses.remove(&(org, license));
-        }
+        state.forget_if_empty((org, license));
         Ok(live)
     }
 }

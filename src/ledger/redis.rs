@@ -149,7 +149,15 @@ impl RedisLedger {
             invocation.key(key);
         }
         let mut con = self.con.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut con)).await {
+        self.bounded(invocation.invoke_async(&mut con)).await
+    }
+
+    /// Waits for a Redis call for at most the per-call timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, LedgerError> {
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result.map_err(|e| self.error(e)),
             Err(_) => Err(LedgerError::Unavailable(format!(
                 "Redis did not answer within {:?}",
@@ -165,6 +173,12 @@ pub fn key_prefix(org: OrgId, license: LicenseId) -> String {
     format!("sw:{{{org}}}:lic:{license}")
 }
 
+fn parse_session(session: &str) -> Result<SessionId, LedgerError> {
+    session
+        .parse()
+        .map_err(|_| LedgerError::Unavailable(format!("ledger holds a bad session id {session:?}")))
+}
+
 fn to_u32(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
@@ -173,19 +187,9 @@ fn to_u32(n: i64) -> u32 {
 impl SeatLedger for RedisLedger {
     async fn ping(&self) -> Result<(), LedgerError> {
         let mut con = self.con.clone();
-        match tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut con),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.error(e)),
-            Err(_) => Err(LedgerError::Unavailable(format!(
-                "Redis did not answer within {:?}",
-                self.timeout
-            ))),
-        }
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut con))
+            .await
+            .map(drop)
     }
 
     async fn acquire(&self, req: &LeaseRequest) -> Result<LeaseGrant, LedgerError> {
@@ -209,9 +213,7 @@ impl SeatLedger for RedisLedger {
                 seats_used,
             }),
             2 => Ok(LeaseGrant::Renewed {
-                session: session.parse().map_err(|_| {
-                    LedgerError::Unavailable(format!("ledger holds a bad session id {session:?}"))
-                })?,
+                session: parse_session(&session)?,
                 expires_at: from_ms(expires_ms)?,
                 seats_used,
             }),
@@ -258,12 +260,7 @@ impl SeatLedger for RedisLedger {
     ) -> Result<Vec<(SessionId, DateTime<Utc>)>, LedgerError> {
         let rows: Vec<(String, i64)> = self.run(&mut LIVE.prepare_invoke(), org, license).await?;
         rows.into_iter()
-            .map(|(session, expires_ms)| {
-                let id = session.parse().map_err(|_| {
-                    LedgerError::Unavailable(format!("ledger holds a bad session id {session:?}"))
-                })?;
-                Ok((id, from_ms(expires_ms)?))
-            })
+            .map(|(session, expires_ms)| Ok((parse_session(&session)?, from_ms(expires_ms)?)))
             .collect()
     }
 }
