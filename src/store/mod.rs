@@ -91,6 +91,33 @@ const UPDATE_LICENSE: &str = concat!(
     license_columns!()
 );
 
+// Reads whose SQL is the same in both dialects. Those whose tie-breakers
+// differ (SQLite's `rowid` versus PostgreSQL's `id`) stay with each backend.
+
+/// An org by id.
+pub(crate) const ORG_BY_ID: &str = concat!("SELECT ", org_columns!(), " FROM orgs WHERE id = $1");
+/// A license by id.
+pub(crate) const LICENSE_BY_ID: &str = concat!(
+    "SELECT ",
+    license_columns!(),
+    " FROM licenses WHERE id = $1"
+);
+/// A license by the hash of its key.
+pub(crate) const LICENSE_BY_KEY_HASH: &str = concat!(
+    "SELECT ",
+    license_columns!(),
+    " FROM licenses WHERE key_hash = $1"
+);
+/// Organizations with at least one open session.
+pub(crate) const ORGS_WITH_OPEN_SESSIONS: &str =
+    "SELECT DISTINCT org_id FROM sessions WHERE ended_at IS NULL ORDER BY org_id";
+/// A license's audit entries in the order they were written.
+pub(crate) const AUDIT_OF_LICENSE: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_log WHERE license_id = $1 ORDER BY id"
+);
+
 /// A session by id.
 pub(crate) const SESSION_BY_ID: &str = concat!(
     "SELECT ",

@@ -14,7 +14,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use uuid::Uuid;
 
 use super::{
-    AuditRow, LicenseRow, OrgRow, SESSION_BY_ID, SessionRow, all, db_error, end_session_in,
+    AUDIT_OF_LICENSE, AuditRow, LICENSE_BY_ID, LICENSE_BY_KEY_HASH, LicenseRow, ORG_BY_ID,
+    ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, SessionRow, all, db_error, end_session_in,
     insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error, new_license,
     new_org, one, start_session_in, update_license,
 };
@@ -52,17 +53,6 @@ impl PostgresStore {
     }
 }
 
-const ORG_BY_ID: &str = concat!("SELECT ", org_columns!(), " FROM orgs WHERE id = $1");
-const LICENSE_BY_ID: &str = concat!(
-    "SELECT ",
-    license_columns!(),
-    " FROM licenses WHERE id = $1"
-);
-const LICENSE_BY_KEY_HASH: &str = concat!(
-    "SELECT ",
-    license_columns!(),
-    " FROM licenses WHERE key_hash = $1"
-);
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",
     license_columns!(),
@@ -82,17 +72,10 @@ const OPEN_SESSIONS_OF_ORG: &str = concat!(
     session_columns!(),
     " FROM sessions WHERE org_id = $1 AND ended_at IS NULL ORDER BY started_at, id"
 );
-const ORGS_WITH_OPEN_SESSIONS: &str =
-    "SELECT DISTINCT org_id FROM sessions WHERE ended_at IS NULL ORDER BY org_id";
 const SESSIONS_OF_LICENSE: &str = concat!(
     "SELECT ",
     session_columns!(),
     " FROM sessions WHERE license_id = $1 ORDER BY started_at DESC, id DESC"
-);
-const AUDIT_OF_LICENSE: &str = concat!(
-    "SELECT ",
-    audit_columns!(),
-    " FROM audit_log WHERE license_id = $1 ORDER BY id"
 );
 
 #[async_trait]

@@ -15,7 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 
 use super::{
-    AuditRow, DbTime, DbUuid, LicenseRow, OrgRow, SESSION_BY_ID, SessionRow, all, db_error,
+    AUDIT_OF_LICENSE, AuditRow, DbTime, DbUuid, LICENSE_BY_ID, LICENSE_BY_KEY_HASH, LicenseRow,
+    ORG_BY_ID, ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, SessionRow, all, db_error,
     end_session_in, insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error,
     new_license, new_org, one, start_session_in, update_license,
 };
@@ -119,17 +120,6 @@ impl SqliteStore {
     }
 }
 
-const ORG_BY_ID: &str = concat!("SELECT ", org_columns!(), " FROM orgs WHERE id = ?1");
-const LICENSE_BY_ID: &str = concat!(
-    "SELECT ",
-    license_columns!(),
-    " FROM licenses WHERE id = ?1"
-);
-const LICENSE_BY_KEY_HASH: &str = concat!(
-    "SELECT ",
-    license_columns!(),
-    " FROM licenses WHERE key_hash = ?1"
-);
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",
     license_columns!(),
@@ -145,17 +135,10 @@ const OPEN_SESSIONS_OF_ORG: &str = concat!(
     session_columns!(),
     " FROM sessions WHERE org_id = ?1 AND ended_at IS NULL ORDER BY started_at, rowid"
 );
-const ORGS_WITH_OPEN_SESSIONS: &str =
-    "SELECT DISTINCT org_id FROM sessions WHERE ended_at IS NULL ORDER BY org_id";
 const SESSIONS_OF_LICENSE: &str = concat!(
     "SELECT ",
     session_columns!(),
     " FROM sessions WHERE license_id = ?1 ORDER BY started_at DESC, rowid DESC"
-);
-const AUDIT_OF_LICENSE: &str = concat!(
-    "SELECT ",
-    audit_columns!(),
-    " FROM audit_log WHERE license_id = ?1 ORDER BY id"
 );
 
 #[async_trait]
