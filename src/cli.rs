@@ -111,18 +111,9 @@ impl std::str::FromStr for Expiry {
     }
 }
 
+/// A license as printed: its stored form (`License`'s own serialization).
 fn license_json(l: &License) -> Value {
-    json!({
-        "id": l.id,
-        "org_id": l.org_id,
-        "key_hint": l.key_hint,
-        "seats": l.seats,
-        "tier": l.tier,
-        "features": l.features,
-        "status": l.status,
-        "expires_at": l.expires_at,
-        "created_at": l.created_at,
-    })
+    serde_json::to_value(l).expect("a License always serializes")
 }
 
 fn session_json(s: &SessionRecord) -> Value {
