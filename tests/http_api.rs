@@ -628,6 +628,10 @@ async fn a_panicking_org_actor_is_restarted_without_losing_live_sessions() {
     let s = app.acquire_ok(&lic.key, "m1").await;
     let (id, token) = ids(&s);
     let restarts_before = restarts(&app.metrics().await);
+    let before = app
+        .coordinator
+        .org_actor_id(lic.org)
+        .expect("the org actor runs");
 
     app.coordinator.inject_panic(lic.org).await.unwrap();
 
@@ -636,7 +640,11 @@ async fn a_panicking_org_actor_is_restarted_without_losing_live_sessions() {
     })
     .await;
     assert!(restarted.is_some(), "no restart was recorded");
-    assert!(app.coordinator.org_actor_running(lic.org));
+    let after = app
+        .coordinator
+        .org_actor_id(lic.org)
+        .expect("the org actor runs again");
+    assert_ne!(after, before, "the actor was not replaced");
     // The live session survived: heartbeats work and it still holds its seat.
     assert_eq!(app.heartbeat(id, token).await.status(), 200);
     let again: Value = app.acquire(&lic.key, "m1").await.json().await.unwrap();
@@ -659,8 +667,21 @@ async fn the_fault_hook_does_nothing_unless_enabled() {
     let app = spawn_app().await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
+    let before = app
+        .coordinator
+        .org_actor_id(lic.org)
+        .expect("the org actor runs");
+
     app.coordinator.inject_panic(lic.org).await.unwrap();
+
+    // The heartbeat queues behind the fault request in the same mailbox: had
+    // the hook fired, it would fail, or reach a restarted actor.
     assert_eq!(app.heartbeat_of(&s).await.status(), 200);
+    assert_eq!(
+        app.coordinator.org_actor_id(lic.org),
+        Some(before),
+        "the org actor was replaced, so the disabled hook fired"
+    );
 }
 
 #[tokio::test]

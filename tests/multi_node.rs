@@ -7,7 +7,6 @@
 mod support;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use tempfile::TempDir;
 use tokio::sync::Barrier;
 
 use support::eventually;
+use support::services::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_seatwarden");
 const READY_LIMIT: Duration = Duration::from_secs(90);
@@ -325,11 +325,6 @@ fn cli(shared: &Shared, args: &[&str]) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

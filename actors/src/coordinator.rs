@@ -208,9 +208,15 @@ impl Coordinator {
         }
     }
 
+    /// The id of the organization's actor running on this node, if any. A
+    /// restarted actor has a new id.
+    pub fn org_actor_id(&self, org: OrgId) -> Option<ractor::ActorId> {
+        self.inner.names.org_actor(org).map(|a| a.get_id())
+    }
+
     /// Whether an organization's actor is running on this node.
     pub fn org_actor_running(&self, org: OrgId) -> bool {
-        self.inner.names.org_actor(org).is_some()
+        self.org_actor_id(org).is_some()
     }
 
     /// Operator action: restarts the organization supervisor and all

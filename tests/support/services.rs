@@ -31,6 +31,14 @@ pub async fn fresh_postgres_db() -> String {
     format!("{base}/{name}")
 }
 
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A redis-server of a test's own, on a free port, killed on drop: for
 /// tests that take Redis away from a running server.
 pub struct OwnRedis {
@@ -41,10 +49,7 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut redis = Self {
             port,
