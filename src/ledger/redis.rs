@@ -37,16 +37,26 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the keys of a license outlive its furthest lease.
 const KEY_GRACE_MS: i64 = 5_000;
 
+/// One operation's script: `lua/lease.lua` (the clock, purge and cleanup
+/// rules every operation shares) followed by the operation itself.
+macro_rules! ledger_script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("../../lua/lease.lua"),
+                include_str!(concat!("../../lua/", $file))
+            ))
+        })
+    };
+}
+
 // Each script is hashed once; `invoke_async` runs it by EVALSHA and, on
 // NOSCRIPT (empty script cache after a restart, failover or SCRIPT FLUSH),
 // loads it and retries.
-static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/acquire.lua")));
-static HEARTBEAT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/heartbeat.lua")));
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/release.lua")));
-static LIVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/live.lua")));
+static ACQUIRE: LazyLock<Script> = ledger_script!("acquire.lua");
+static HEARTBEAT: LazyLock<Script> = ledger_script!("heartbeat.lua");
+static RELEASE: LazyLock<Script> = ledger_script!("release.lua");
+static LIVE: LazyLock<Script> = ledger_script!("live.lua");
 
 /// A [`SeatLedger`] on Redis (7 or newer, standalone or a single cluster
 /// slot per organization).
