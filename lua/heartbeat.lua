@@ -1,16 +1,17 @@
 -- Extends a live lease to now + TTL.
--- Runs after lease.lua (KEYS, now, int, forget, touch_keys).
+-- Runs after lease.lua (KEYS, now, grace, int, forget, touch_keys).
 --
 -- ARGV[1]  session id
 -- ARGV[2]  lease TTL in ms (>= 1)
--- ARGV[3]  extra ms the keys outlive the furthest lease
+-- ARGV[3]  extra ms the keys outlive the furthest lease's grace
 --
 -- Returns the new expiry in ms, or nil if the lease is unknown, released or
--- lapsed. A lapsed lease never revives, even if no call has purged it yet;
--- it is cleaned up here instead. Cost: O(log n).
+-- lapsed. A lapsed lease never revives here, even if no call has purged it
+-- yet: a graced one is reclaimed only by its machine's acquire, and one
+-- past its grace is cleaned up here. Cost: O(log n).
 
 local session = ARGV[1]
-local ttl, grace = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, extra = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local score = redis.call('ZSCORE', leases, session)
 if not score then
@@ -18,12 +19,14 @@ if not score then
 end
 
 if tonumber(score) <= now then
-  redis.call('ZREM', leases, session)
-  forget(session)
+  if tonumber(score) <= now - grace then
+    redis.call('ZREM', leases, session)
+    forget(session)
+  end
   return false
 end
 
 local expires = now + ttl
 redis.call('ZADD', leases, 'XX', int(expires), session)
-touch_keys(grace)
+touch_keys(extra)
 return expires

@@ -6,17 +6,24 @@
 --   KEYS[1]  sw:{<org>}:lic:<license>:leases  ZSET session_id -> lease expiry (ms)
 --   KEYS[2]  sw:{<org>}:lic:<license>:hw      HASH hardware_id -> session_id
 --   KEYS[3]  sw:{<org>}:lic:<license>:sess    HASH session_id -> hardware_id
+--   KEYS[4]  sw:{<org>}:lic:<license>:grace   STRING the license's offline grace (ms)
 --
--- A lease is live iff now < expiry. Time comes from the server (TIME):
--- Redis 7 replicates a script's effects, so reading the clock is safe.
+-- A lease is live iff now < expiry, and graced iff expiry <= now < expiry +
+-- grace: its token is still valid offline, so it still counts against
+-- seats + overdraft. Past its grace it is forgotten. Time comes from the
+-- server (TIME): Redis 7 replicates a script's effects, so reading the
+-- clock is safe.
 
-local leases, hw_map, sess_map = KEYS[1], KEYS[2], KEYS[3]
+local leases, hw_map, sess_map, grace_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local now
 do
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- The grace last set by an acquire (which passes the license's policy).
+local grace = tonumber(redis.call('GET', grace_key) or '0')
 
 -- Lua 5.1 would print large numbers as "1.7e+12"; format them as integers.
 local function int(x)
@@ -33,27 +40,37 @@ local function forget(session)
   redis.call('HDEL', sess_map, session)
 end
 
--- Removes lapsed leases (score <= now) and their hash entries. Scripts that
--- count seats call this first. Cost: O(expired + log n).
+-- Forgets leases past their grace (expiry <= now - grace) and their hash
+-- entries. Scripts that count seats call this first. Cost: O(forgotten +
+-- log n).
 local function purge()
-  local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', int(now))
-  for _, s in ipairs(lapsed) do
+  local cutoff = int(now - grace)
+  local gone = redis.call('ZRANGEBYSCORE', leases, '-inf', cutoff)
+  for _, s in ipairs(gone) do
     forget(s)
   end
-  if #lapsed > 0 then
-    redis.call('ZREMRANGEBYSCORE', leases, '-inf', int(now))
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', leases, '-inf', cutoff)
   end
 end
 
--- Keeps the three keys until `grace` ms after the furthest lease, so an idle
--- license leaves nothing behind.
-local function touch_keys(grace)
+-- Live leases (expiry > now). Cost: O(log n).
+local function live_count()
+  return redis.call('ZCOUNT', leases, '(' .. int(now), '+inf')
+end
+
+-- Keeps the keys until `extra` ms after the furthest lease's grace, so an
+-- idle license leaves nothing behind.
+local function touch_keys(extra)
   local last = redis.call('ZRANGE', leases, -1, -1, 'WITHSCORES')
   if last[2] then
-    local ms = int(tonumber(last[2]) - now + grace)
+    local ms = int(tonumber(last[2]) - now + grace + extra)
     redis.call('PEXPIRE', leases, ms)
     redis.call('PEXPIRE', hw_map, ms)
     redis.call('PEXPIRE', sess_map, ms)
+    redis.call('PEXPIRE', grace_key, ms)
+  else
+    redis.call('DEL', grace_key)
   end
 end
 

@@ -1,12 +1,12 @@
 -- Frees a seat: removes the caller's own member and its hash entries.
--- Runs after lease.lua (KEYS, now, forget).
+-- Runs after lease.lua (KEYS, now, grace, forget).
 --
 -- ARGV[1]  session id
 --
--- Returns 1 if a live lease was removed, 0 otherwise (unknown, already
--- released, or lapsed but not yet purged, which is still cleaned up).
--- Key expiry needs no refresh: removing a member never moves the furthest
--- lease later. Cost: O(log n).
+-- Returns 1 if a lease was held (live, or lapsed within its grace), 0
+-- otherwise (unknown, already released, or past its grace but not yet
+-- purged, which is still cleaned up). Key expiry needs no refresh: removing
+-- a member never moves the furthest lease later. Cost: O(log n).
 
 local session = ARGV[1]
 
@@ -14,7 +14,7 @@ local score = redis.call('ZSCORE', leases, session)
 redis.call('ZREM', leases, session)
 forget(session)
 
-if score and tonumber(score) > now then
+if score and tonumber(score) > now - grace then
   return 1
 end
 return 0

@@ -65,6 +65,14 @@ pub enum LicenseCommand {
         /// RFC 3339, e.g. 2027-01-31T00:00:00Z.
         #[arg(long)]
         expires_at: Option<DateTime<Utc>>,
+        /// How long past its lease a token stays valid offline; default:
+        /// the server's seats.offline_grace_secs.
+        #[arg(long)]
+        offline_grace_secs: Option<u32>,
+        /// Sessions beyond --seats that may hold a still-valid token at
+        /// once (lapsed within their grace).
+        #[arg(long, default_value_t = 0)]
+        offline_overdraft: u32,
     },
     /// Change a license's seats, status or expiry. Lowering seats never
     /// evicts live sessions; it only refuses new ones until usage is below.
@@ -79,6 +87,11 @@ pub enum LicenseCommand {
         /// RFC 3339, or "never" to remove the expiry.
         #[arg(long)]
         expires_at: Option<Expiry>,
+        /// Seconds, or "default" for the server's seats.offline_grace_secs.
+        #[arg(long)]
+        offline_grace_secs: Option<Grace>,
+        #[arg(long)]
+        offline_overdraft: Option<u32>,
     },
     /// List an organization's licenses.
     List {
@@ -108,6 +121,25 @@ impl std::str::FromStr for Expiry {
         s.parse()
             .map(Self::At)
             .map_err(|e| format!("expected RFC 3339 or \"never\": {e}"))
+    }
+}
+
+/// An offline grace given on the command line: seconds, or `default`.
+#[derive(Clone, Copy, Debug)]
+pub enum Grace {
+    Secs(u32),
+    Default,
+}
+
+impl std::str::FromStr for Grace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("default") {
+            return Ok(Self::Default);
+        }
+        s.parse()
+            .map(Self::Secs)
+            .map_err(|e| format!("expected seconds or \"default\": {e}"))
     }
 }
 
@@ -155,6 +187,8 @@ pub async fn run_admin(
             tier,
             features,
             expires_at,
+            offline_grace_secs,
+            offline_overdraft,
         }) => {
             if seats == 0 {
                 bail!("--seats must be at least 1");
@@ -173,6 +207,8 @@ pub async fn run_admin(
                 tier,
                 features,
                 expires_at,
+                offline_grace_secs,
+                offline_overdraft,
             };
             let license = match store.create_license(new).await {
                 Err(StoreError::NotFound(_)) => bail!("organization {org} does not exist"),
@@ -187,6 +223,8 @@ pub async fn run_admin(
             seats,
             status,
             expires_at,
+            offline_grace_secs,
+            offline_overdraft,
         }) => {
             let update = LicenseUpdate {
                 seats,
@@ -195,9 +233,17 @@ pub async fn run_admin(
                     Expiry::At(at) => Some(at),
                     Expiry::Never => None,
                 }),
+                offline_grace_secs: offline_grace_secs.map(|g| match g {
+                    Grace::Secs(s) => Some(s),
+                    Grace::Default => None,
+                }),
+                offline_overdraft,
             };
             if update.is_empty() {
-                bail!("nothing to change: give --seats, --status or --expires-at");
+                bail!(
+                    "nothing to change: give --seats, --status, --expires-at, \
+                     --offline-grace-secs or --offline-overdraft"
+                );
             }
             if seats == Some(0) {
                 bail!("--seats must be at least 1");

@@ -66,9 +66,14 @@ pub struct SeatSettings {
     pub lease_ttl_secs: u64,
     pub heartbeat_interval_secs: u64,
     pub offline_grace_secs: u64,
+    pub token_skew_secs: u64,
     pub sweep_interval_secs: u64,
+    pub sweep_batch: u32,
+    pub license_watch_ms: u64,
     pub org_idle_timeout_secs: u64,
     pub license_cache_secs: u64,
+    pub unknown_key_cache_secs: u64,
+    pub failure_audits_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -171,6 +176,18 @@ impl Settings {
         if s.sweep_interval_secs == 0 {
             return Err(invalid("seats.sweep_interval_secs", "must be at least 1"));
         }
+        if s.token_skew_secs > 60 {
+            return Err(invalid("seats.token_skew_secs", "must be at most 60"));
+        }
+        if s.offline_grace_secs > u64::from(u32::MAX) {
+            return Err(invalid("seats.offline_grace_secs", "is too large"));
+        }
+        if s.sweep_batch == 0 {
+            return Err(invalid("seats.sweep_batch", "must be at least 1"));
+        }
+        if s.license_watch_ms < 10 {
+            return Err(invalid("seats.license_watch_ms", "must be at least 10"));
+        }
         if ![2048, 3072, 4096].contains(&self.signing.rsa_bits) {
             return Err(invalid("signing.rsa_bits", "must be 2048, 3072 or 4096"));
         }
@@ -225,11 +242,19 @@ impl Settings {
     }
 
     pub fn coordinator(&self) -> CoordinatorSettings {
+        let s = &self.seats;
         CoordinatorSettings {
             lease_ttl: self.lease_ttl(),
-            sweep_interval: Duration::from_secs(self.seats.sweep_interval_secs),
-            org_idle_timeout: Duration::from_secs(self.seats.org_idle_timeout_secs),
-            license_cache_ttl: Duration::from_secs(self.seats.license_cache_secs),
+            heartbeat_interval: Duration::from_secs(s.heartbeat_interval_secs),
+            offline_grace: Duration::from_secs(s.offline_grace_secs),
+            token_skew: Duration::from_secs(s.token_skew_secs),
+            sweep_interval: Duration::from_secs(s.sweep_interval_secs),
+            sweep_batch: s.sweep_batch,
+            license_watch_interval: Duration::from_millis(s.license_watch_ms),
+            org_idle_timeout: Duration::from_secs(s.org_idle_timeout_secs),
+            license_cache_ttl: Duration::from_secs(s.license_cache_secs),
+            unknown_key_ttl: Duration::from_secs(s.unknown_key_cache_secs),
+            failure_audits_per_minute: s.failure_audits_per_minute,
             call_timeout: Duration::from_secs(10),
             fault_hooks: self.testing.fault_hooks,
         }

@@ -167,7 +167,13 @@ pub struct SeatClaims {
     pub features: Vec<String>,
     pub max_seats: u32,
     pub iat: i64,
+    /// When the token stops being valid: the lease's end (`lease_exp`),
+    /// plus the license's offline grace and a clock-skew allowance.
     pub exp: i64,
+    /// When the lease ended as of this token's issue (0 in tokens issued
+    /// before this claim existed). Clients heartbeat well before it.
+    #[serde(default)]
+    pub lease_exp: i64,
 }
 
 /// Signs and verifies seat tokens with one RSA key. Cheap to clone.
@@ -474,6 +480,12 @@ impl TokenSigner {
             .map_err(map_decode_error)
     }
 
+    /// Verifies like [`TokenSigner::verify`]; the held-key signer caches
+    /// verified tokens.
+    pub fn verify_cached(&self, token: &str) -> Result<Arc<SeatClaims>, SigningError> {
+        self.verify(token).map(Arc::new)
+    }
+
     /// Measures how many tokens per second [`TokenSigner::sign_blocking`]
     /// produces on this thread, signing for about `duration`. Blocking.
     pub fn sign_rate(&self, duration: Duration) -> f64 {
@@ -493,6 +505,7 @@ impl TokenSigner {
             max_seats: 10,
             iat: now,
             exp: now + 3600,
+            lease_exp: now + 3600,
         };
         let started = Instant::now();
         let mut count: u64 = 0;

@@ -11,8 +11,9 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
-use seatwarden_actors::Coordinator;
+use seatwarden_actors::domain::License;
 use seatwarden_actors::ports::{SeatLedger, Store};
+use seatwarden_actors::{Coordinator, Ports};
 
 use crate::config::Settings;
 use crate::http::{self, AppContext};
@@ -67,20 +68,58 @@ pub async fn open_ledger(
         }
         None => {
             let ledger = MemoryLedger::new();
+            let default_grace = Duration::from_secs(settings.seats.offline_grace_secs);
             let mut open = Vec::new();
             for org in store.orgs_with_open_sessions().await? {
-                open.extend(store.open_sessions(org).await?);
+                let licenses = store.licenses_for_org(org).await?;
+                for s in store.open_sessions(org).await? {
+                    let grace = licenses
+                        .iter()
+                        .find(|l| l.id == s.license_id)
+                        .map_or(default_grace, |l| l.offline_grace(default_grace));
+                    open.push(RestoredLease {
+                        org: s.org_id,
+                        license: s.license_id,
+                        session: s.id,
+                        hardware_id: s.hardware_id,
+                        expires_at: s.lease_expires_at,
+                        grace,
+                    });
+                }
             }
-            let restored = ledger.restore(open.into_iter().map(|s| RestoredLease {
-                org: s.org_id,
-                license: s.license_id,
-                session: s.id,
-                hardware_id: s.hardware_id,
-                expires_at: s.lease_expires_at,
-            }));
+            let restored = ledger.restore(open);
             tracing::info!(restored, "in-process seat ledger (single node)");
             Ok(Arc::new(ledger))
         }
+    }
+}
+
+/// After a license change made outside the server (the CLI): when the
+/// license no longer grants seats and the ledger is shared (Redis), drops
+/// its leases right away, so heartbeats are refused at once rather than at
+/// the servers' next license poll. Best effort: the servers' license
+/// watchers do the same within `seats.license_watch_ms`.
+pub async fn revoke_if_refused(settings: &Settings, license: &serde_json::Value) {
+    let Some(url) = &settings.redis.url else {
+        return;
+    };
+    let parsed: Result<License, _> = serde_json::from_value(license.clone());
+    let Ok(license) = parsed else {
+        return;
+    };
+    if license.refusal(chrono::Utc::now()).is_none() {
+        return;
+    }
+    let timeout = Duration::from_millis(settings.redis.timeout_ms);
+    let result = match RedisLedger::connect_with_timeout(url.expose_secret(), timeout).await {
+        Ok(ledger) => ledger
+            .revoke_license(license.org_id, license.id)
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not revoke the license's leases now; servers will within a second");
     }
 }
 
@@ -108,6 +147,43 @@ pub async fn load_signer(settings: &Settings) -> anyhow::Result<TokenSigner> {
 pub struct Application {
     listener: TcpListener,
     context: AppContext,
+    /// Held while the application lives (embedded default only).
+    _lock: Option<DataDirLock>,
+}
+
+/// An exclusive OS lock on `<data_dir>/seatwarden.lock`, held for the life
+/// of an embedded server: its in-process seat ledger is only correct when
+/// one process serves a data directory. The OS drops the lock when the
+/// process dies, so a crash never leaves a stale lock behind. CLI commands
+/// don't take it: they only touch the database, which SQLite shares safely.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        let path = data_dir.join("seatwarden.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another seatwarden server is already serving the data directory {}; \
+                 the embedded default allows one server per data directory \
+                 (run several nodes on Redis and PostgreSQL instead)",
+                data_dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
 }
 
 impl Application {
@@ -116,12 +192,22 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = telemetry::metrics_handle();
         let signer = load_signer(&settings).await?;
+        // The in-process ledger is only correct with one process per data
+        // directory: a second one would grant the same seats again.
+        let lock = match settings.redis.url {
+            None => Some(DataDirLock::acquire(&settings.data_dir)?),
+            Some(_) => None,
+        };
         let store = open_store(&settings).await?;
         let ledger = open_ledger(&settings, store.as_ref()).await?;
-        let (coordinator, _) =
-            Coordinator::start(store.clone(), ledger.clone(), settings.coordinator())
-                .await
-                .context("starting the coordinator")?;
+        let ports = Ports {
+            licenses: store.clone(),
+            sessions: store.clone(),
+            ledger: ledger.clone(),
+        };
+        let (coordinator, _) = Coordinator::start(ports, settings.coordinator())
+            .await
+            .context("starting the coordinator")?;
         let listener = TcpListener::bind(settings.http.listen)
             .await
             .with_context(|| format!("binding {}", settings.http.listen))?;
@@ -132,10 +218,13 @@ impl Application {
             ledger,
             metrics,
             heartbeat_interval_secs: settings.seats.heartbeat_interval_secs,
-            offline_grace: Duration::from_secs(settings.seats.offline_grace_secs),
             client_ip: settings.http.client_ip,
         };
-        Ok(Self { listener, context })
+        Ok(Self {
+            listener,
+            context,
+            _lock: lock,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -1,83 +1,45 @@
-//! The coordinator's public face: a cheap, cloneable handle that routes each
-//! license operation to its organization's actor.
+//! The coordinator's public face: a cheap, cloneable handle that runs each
+//! license operation.
+//!
+//! The hot paths (acquire, heartbeat, release) run in the caller's task and
+//! make one atomic ledger call each; they never wait in an organization's
+//! mailbox behind another request's network round trip. The organization's
+//! actor owns what is cached and batched on this node (licenses, pending
+//! heartbeats, failure audits) and hears of outcomes through casts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 use crate::domain::{
-    ClientInfo, EndReason, License, LicenseId, LicenseKey, OrgId, SessionId, SessionRecord,
+    AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseKey, OrgId,
+    SessionId, SessionRecord,
 };
 use crate::error::CoordinatorError;
+use crate::messages::{
+    Acquired, Beat, OrgMessage, OrgSupervisorMessage, Released, RootMessage, SessionRef,
+};
 use crate::names::Names;
-use crate::org::{AcquireCommand, OrgMessage};
-use crate::org_supervisor::{OrgSupervisorArguments, OrgSupervisorMessage};
-use crate::ports::{SeatLedger, Store};
-use crate::root::{RootMessage, RootSupervisor};
+use crate::org_supervisor::OrgSupervisorArguments;
+use crate::ports::{EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, SeatLedger, SessionStore};
+use crate::root::{RootArguments, RootSupervisor};
+use crate::settings::CoordinatorSettings;
+use crate::sweeper::{self, SweepReport, SweeperArguments};
+use crate::watcher::WatcherArguments;
 
-/// Tunables of the coordinator.
-#[derive(Clone, Debug)]
-pub struct CoordinatorSettings {
-    /// How long a lease lives without a heartbeat.
-    pub lease_ttl: Duration,
-    /// How often an organization's actor flushes batched heartbeats and
-    /// closes the records of lapsed leases. Bounds how late a lapsed
-    /// session's record is closed.
-    pub sweep_interval: Duration,
-    /// An organization's actor with no open sessions stops after this long
-    /// without requests.
-    pub org_idle_timeout: Duration,
-    /// How long cached license data (status, seats, expiry) is trusted.
-    pub license_cache_ttl: Duration,
-    /// How long a request waits for its organization's actor.
-    pub call_timeout: Duration,
-    /// Enables the test-only fault hook [`Coordinator::inject_panic`].
-    pub fault_hooks: bool,
-}
+/// How far node clocks may drift from the ledger's clock before a session
+/// missing from the ledger is taken to have lapsed rather than to be being
+/// released by another node.
+const CLOCK_SKEW_ALLOWANCE: TimeDelta = TimeDelta::milliseconds(500);
 
-impl Default for CoordinatorSettings {
-    fn default() -> Self {
-        Self {
-            lease_ttl: Duration::from_secs(360),
-            sweep_interval: Duration::from_secs(5),
-            org_idle_timeout: Duration::from_secs(300),
-            license_cache_ttl: Duration::from_secs(10),
-            call_timeout: Duration::from_secs(10),
-            fault_hooks: false,
-        }
-    }
-}
-
-/// A granted or renewed seat.
-#[derive(Clone, Debug)]
-pub struct Acquired {
-    /// `false` when the machine already held a live session, which was
-    /// extended instead.
-    pub created: bool,
-    pub session: SessionRecord,
-    pub license: License,
-    pub seats_used: u32,
-}
-
-/// An extended lease.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Beat {
-    pub session_id: SessionId,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// An ended session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Released {
-    pub session_id: SessionId,
-    pub ended_at: DateTime<Utc>,
-    pub reason: EndReason,
-}
+/// Bound on each key cache, so keys sprayed by a client can't grow it
+/// without limit; it is simply cleared when full.
+const KEY_CACHE_LIMIT: usize = 100_000;
 
 /// A license key resolved to its license and organization. The mapping
 /// never changes, so it is cached for the life of the process.
@@ -87,9 +49,21 @@ struct KeyTarget {
     org: OrgId,
 }
 
-/// Bound on the key cache, so keys sprayed by a client can't grow it
-/// without limit; it is simply cleared when full.
-const KEY_CACHE_LIMIT: usize = 100_000;
+/// Known keys forever, unknown keys for a short while: a flood of bad keys
+/// then costs no database read each.
+#[derive(Default)]
+struct KeyCache {
+    known: HashMap<String, KeyTarget>,
+    unknown: HashMap<String, Instant>,
+}
+
+/// The ports the coordinator is built on.
+#[derive(Clone)]
+pub struct Ports {
+    pub licenses: Arc<dyn LicenseStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub ledger: Arc<dyn SeatLedger>,
+}
 
 /// Handle to a running coordinator.
 #[derive(Clone)]
@@ -99,37 +73,49 @@ pub struct Coordinator {
 
 struct Inner {
     names: Names,
-    store: Arc<dyn Store>,
+    ports: Ports,
     settings: Arc<CoordinatorSettings>,
     root: ActorRef<RootMessage>,
-    keys: Mutex<HashMap<String, KeyTarget>>,
+    keys: Mutex<KeyCache>,
 }
 
 impl Coordinator {
     /// Starts the supervision tree.
     pub async fn start(
-        store: Arc<dyn Store>,
-        ledger: Arc<dyn SeatLedger>,
+        ports: Ports,
         settings: CoordinatorSettings,
     ) -> Result<(Self, JoinHandle<()>), CoordinatorError> {
         crate::metrics::describe();
         let names = Names::new();
         let settings = Arc::new(settings);
-        let args = OrgSupervisorArguments {
-            names: names.clone(),
-            store: store.clone(),
-            ledger,
-            settings: settings.clone(),
+        let args = RootArguments {
+            orgs: OrgSupervisorArguments {
+                names: names.clone(),
+                licenses: ports.licenses.clone(),
+                sessions: ports.sessions.clone(),
+                settings: settings.clone(),
+            },
+            sweeper: SweeperArguments {
+                sessions: ports.sessions.clone(),
+                ledger: ports.ledger.clone(),
+                settings: settings.clone(),
+            },
+            watcher: WatcherArguments {
+                names: names.clone(),
+                licenses: ports.licenses.clone(),
+                ledger: ports.ledger.clone(),
+                settings: settings.clone(),
+            },
         };
         let (root, handle) = Actor::spawn(Some(names.root()), RootSupervisor, args)
             .await
             .map_err(|e| CoordinatorError::Busy(format!("could not start the coordinator: {e}")))?;
         let inner = Inner {
             names,
-            store,
+            ports,
             settings,
             root,
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(KeyCache::default()),
         };
         Ok((
             Self {
@@ -144,6 +130,10 @@ impl Coordinator {
     }
 
     /// Checks out a seat for `hardware_id` on the license whose key is given.
+    ///
+    /// One ledger call decides; a new session then costs one atomic store
+    /// write (record and audit entry together). Should that write fail, the
+    /// seat is given back before the error is returned: nothing half done.
     pub async fn acquire(
         &self,
         license_key: &str,
@@ -152,43 +142,277 @@ impl Coordinator {
         metadata: Option<serde_json::Value>,
     ) -> Result<Acquired, CoordinatorError> {
         let target = self.resolve_key(license_key).await?;
-        let cmd = AcquireCommand {
-            license_id: target.license,
-            hardware_id,
-            client,
-            metadata,
-        };
-        self.call(target.org, |reply| OrgMessage::Acquire(cmd.clone(), reply))
-            .await
+        let license = self.license(target.org, target.license).await?;
+        let result = self
+            .acquire_seat(&license, hardware_id.clone(), &client, metadata)
+            .await;
+        if let Err(e) = &result
+            && !e.is_outage()
+            && !matches!(e, CoordinatorError::Internal(_))
+        {
+            let entry = AuditEntry {
+                at: Utc::now(),
+                event: AuditEvent::LicenseAcquisitionFailed,
+                org_id: license.org_id,
+                license_id: license.id,
+                session_id: None,
+                hardware_id: Some(hardware_id),
+                client,
+                detail: Some(e.code().to_owned()),
+            };
+            self.cast(license.org_id, OrgMessage::AcquireFailed(entry))
+                .await;
+        }
+        result
     }
 
-    /// Extends the lease of a session of `org`.
-    pub async fn heartbeat(
+    async fn acquire_seat(
         &self,
-        org: OrgId,
-        session: SessionId,
-    ) -> Result<Beat, CoordinatorError> {
-        self.call(org, |reply| OrgMessage::Heartbeat(session, reply))
-            .await
+        license: &Arc<License>,
+        hardware_id: String,
+        client: &ClientInfo,
+        metadata: Option<serde_json::Value>,
+    ) -> Result<Acquired, CoordinatorError> {
+        let now = Utc::now();
+        if let Some(refused) = license.refusal(now) {
+            return Err(refused.into());
+        }
+        let settings = &self.inner.settings;
+        let request = LeaseRequest {
+            org: license.org_id,
+            license: license.id,
+            session: SessionId::new(),
+            hardware_id,
+            max_seats: license.seats,
+            ttl: settings.lease_ttl,
+            grace: license.offline_grace(settings.offline_grace),
+            overdraft: license.offline_overdraft,
+        };
+        let ledger = &self.inner.ports.ledger;
+        match ledger.acquire(&request).await? {
+            LeaseGrant::Granted {
+                expires_at,
+                seats_used,
+                graced,
+            } => {
+                sweeper::gauges(license.org_id, license.id, seats_used, graced);
+                let record = SessionRecord {
+                    id: request.session,
+                    license_id: license.id,
+                    org_id: license.org_id,
+                    hardware_id: request.hardware_id,
+                    started_at: now,
+                    last_heartbeat_at: now,
+                    lease_expires_at: expires_at,
+                    ended_at: None,
+                    end_reason: None,
+                    client: client.clone(),
+                    metadata,
+                };
+                let entry = AuditEntry {
+                    at: now,
+                    event: AuditEvent::LicenseAcquired,
+                    org_id: license.org_id,
+                    license_id: license.id,
+                    session_id: Some(record.id),
+                    hardware_id: Some(record.hardware_id.clone()),
+                    client: client.clone(),
+                    detail: None,
+                };
+                if let Err(e) = self.inner.ports.sessions.start_session(&record, &entry).await {
+                    if let Err(le) = ledger.release(license.org_id, license.id, record.id).await {
+                        tracing::error!(error = %le, session_id = %record.id,
+                            "could not roll back a lease after a store failure; it will lapse by itself");
+                    }
+                    return Err(e.into());
+                }
+                Ok(Acquired {
+                    created: true,
+                    session_id: record.id,
+                    hardware_id: record.hardware_id,
+                    expires_at,
+                    license: license.clone(),
+                    seats_used,
+                })
+            }
+            // The ledger is the truth for live seats: its session is
+            // answered as it is, even if another node's store write for it
+            // has not landed yet (two acquires from one machine at once).
+            LeaseGrant::Renewed {
+                session,
+                expires_at,
+                seats_used,
+                graced,
+            } => {
+                sweeper::gauges(license.org_id, license.id, seats_used, graced);
+                self.cast(
+                    license.org_id,
+                    OrgMessage::Beat {
+                        session,
+                        at: now,
+                        expires_at,
+                    },
+                )
+                .await;
+                Ok(Acquired {
+                    created: false,
+                    session_id: session,
+                    hardware_id: request.hardware_id,
+                    expires_at,
+                    license: license.clone(),
+                    seats_used,
+                })
+            }
+            LeaseGrant::Full { seats_used, graced } => {
+                sweeper::gauges(license.org_id, license.id, seats_used, graced);
+                Err(CoordinatorError::NoSeatsAvailable {
+                    seats_used: seats_used.max(license.seats.min(seats_used + graced)),
+                    max_seats: license.seats,
+                })
+            }
+        }
     }
 
-    /// Ends a session of `org`. Idempotent: ending an ended session returns
-    /// its original end.
+    /// Extends the lease of a session. Needs only the ledger: the store
+    /// hears of the heartbeat in the organization's next batch, and is read
+    /// only to say why a session that is no longer held is gone.
+    pub async fn heartbeat(&self, session: &SessionRef) -> Result<Beat, CoordinatorError> {
+        let expiry = self
+            .inner
+            .ports
+            .ledger
+            .heartbeat(
+                session.org,
+                session.license,
+                session.session,
+                self.inner.settings.lease_ttl,
+            )
+            .await?;
+        match expiry {
+            Some(expires_at) => {
+                self.cast(
+                    session.org,
+                    OrgMessage::Beat {
+                        session: session.session,
+                        at: Utc::now(),
+                        expires_at,
+                    },
+                )
+                .await;
+                Ok(Beat {
+                    session_id: session.session,
+                    expires_at,
+                })
+            }
+            None => Err(self.why_gone(session).await),
+        }
+    }
+
+    /// Why a session the ledger no longer holds is gone, from its record.
+    async fn why_gone(&self, session: &SessionRef) -> CoordinatorError {
+        let record = match self.inner.ports.sessions.session(session.session).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return CoordinatorError::SessionNotFound,
+            Err(e) => return e.into(),
+        };
+        match record.end_reason {
+            // Open: lapsed (the sweep closes it) or being released elsewhere.
+            None | Some(EndReason::Expired) => CoordinatorError::SessionExpired,
+            Some(EndReason::Released) => CoordinatorError::SessionEnded(EndReason::Released),
+            Some(EndReason::Revoked) => match self.fresh_license(session.license).await {
+                Ok(Some(license)) => match license.refusal(Utc::now()) {
+                    Some(refusal) => refusal.into(),
+                    None => CoordinatorError::SessionEnded(EndReason::Revoked),
+                },
+                Ok(None) => CoordinatorError::SessionEnded(EndReason::Revoked),
+                Err(e) => e,
+            },
+        }
+    }
+
+    /// Ends a session. Idempotent: ending an ended session returns its
+    /// original end.
     pub async fn release(
         &self,
-        org: OrgId,
-        session: SessionId,
+        session: &SessionRef,
         client: ClientInfo,
     ) -> Result<Released, CoordinatorError> {
-        self.call(org, |reply| {
-            OrgMessage::Release(session, client.clone(), reply)
+        let sessions = &self.inner.ports.sessions;
+        let held = self
+            .inner
+            .ports
+            .ledger
+            .release(session.org, session.license, session.session)
+            .await?;
+        let reason = if held {
+            EndReason::Released
+        } else {
+            // Not held: ended before, lapsed past its grace, or unknown.
+            let record = sessions
+                .session(session.session)
+                .await?
+                .ok_or(CoordinatorError::SessionNotFound)?;
+            if let Some((ended_at, reason)) = record.end() {
+                return Ok(Released {
+                    session_id: session.session,
+                    ended_at,
+                    reason,
+                });
+            }
+            // Open and not held: lapsed, unless its known lease runs on, in
+            // which case another node is releasing it right now.
+            if record.lease_expires_at + CLOCK_SKEW_ALLOWANCE <= Utc::now() {
+                EndReason::Expired
+            } else {
+                EndReason::Released
+            }
+        };
+        let event = match reason {
+            EndReason::Expired => AuditEvent::SessionExpired,
+            _ => AuditEvent::LicenseReleased,
+        };
+        let entry = AuditEntry {
+            at: Utc::now(),
+            event,
+            org_id: session.org,
+            license_id: session.license,
+            session_id: Some(session.session),
+            hardware_id: Some(session.hardware_id.clone()),
+            client,
+            detail: None,
+        };
+        let outcome = sessions
+            .end_session(session.session, Utc::now(), reason, &entry)
+            .await?
+            .ok_or(CoordinatorError::SessionNotFound)?;
+        let (ended_at, reason) = outcome
+            .record()
+            .end()
+            .ok_or_else(|| CoordinatorError::Internal("an ended session has no end".into()))?;
+        if matches!(outcome, EndOutcome::Ended(_)) && reason == EndReason::Expired {
+            metrics::counter!(crate::metrics::SESSIONS_EXPIRED).increment(1);
+        }
+        Ok(Released {
+            session_id: session.session,
+            ended_at,
+            reason,
         })
-        .await
     }
 
     /// The durable record of a session, if it exists.
     pub async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, CoordinatorError> {
-        Ok(self.inner.store.session(id).await?)
+        Ok(self.inner.ports.sessions.session(id).await?)
+    }
+
+    /// Runs one round of the cluster-wide sweep now, as the sweeper does
+    /// every interval.
+    pub async fn sweep_now(&self) -> Result<SweepReport, CoordinatorError> {
+        sweeper::sweep(&SweeperArguments {
+            sessions: self.inner.ports.sessions.clone(),
+            ledger: self.inner.ports.ledger.clone(),
+            settings: self.inner.settings.clone(),
+        })
+        .await
     }
 
     /// How many organization actors run on this node.
@@ -211,7 +435,7 @@ impl Coordinator {
     /// The id of the organization's actor running on this node, if any. A
     /// restarted actor has a new id.
     pub fn org_actor_id(&self, org: OrgId) -> Option<ractor::ActorId> {
-        self.inner.names.org_actor(org).map(|a| a.get_id())
+        self.running_org_actor(org).map(|a| a.get_id())
     }
 
     /// Whether an organization's actor is running on this node.
@@ -255,44 +479,69 @@ impl Coordinator {
 
     async fn resolve_key(&self, license_key: &str) -> Result<KeyTarget, CoordinatorError> {
         let hash = LicenseKey::hash(license_key);
-        if let Some(t) = self
-            .inner
-            .keys
-            .lock()
-            .expect("key cache poisoned")
-            .get(&hash)
         {
-            return Ok(*t);
+            let mut keys = self.inner.keys.lock().expect("key cache poisoned");
+            if let Some(t) = keys.known.get(&hash) {
+                return Ok(*t);
+            }
+            match keys.unknown.get(&hash) {
+                Some(seen) if seen.elapsed() < self.inner.settings.unknown_key_ttl => {
+                    return Err(CoordinatorError::LicenseNotFound);
+                }
+                Some(_) => {
+                    keys.unknown.remove(&hash);
+                }
+                None => {}
+            }
         }
-        let license = self
+        let found = self
             .inner
-            .store
+            .ports
+            .licenses
             .license_by_key_hash(&hash)
-            .await?
-            .ok_or(CoordinatorError::LicenseNotFound)?;
+            .await?;
+        let mut keys = self.inner.keys.lock().expect("key cache poisoned");
+        let Some(license) = found else {
+            if keys.unknown.len() >= KEY_CACHE_LIMIT {
+                keys.unknown.clear();
+            }
+            keys.unknown.insert(hash, Instant::now());
+            return Err(CoordinatorError::LicenseNotFound);
+        };
         let target = KeyTarget {
             license: license.id,
             org: license.org_id,
         };
-        let mut keys = self.inner.keys.lock().expect("key cache poisoned");
-        if keys.len() >= KEY_CACHE_LIMIT {
-            keys.clear();
+        if keys.known.len() >= KEY_CACHE_LIMIT {
+            keys.known.clear();
         }
-        keys.insert(hash, target);
+        keys.known.insert(hash, target);
         Ok(target)
     }
 
+    /// The license through its organization's cache.
+    async fn license(&self, org: OrgId, id: LicenseId) -> Result<Arc<License>, CoordinatorError> {
+        self.call(org, |reply| OrgMessage::License(id, reply)).await
+    }
+
+    /// The license as the store has it now, bypassing caches.
+    async fn fresh_license(&self, id: LicenseId) -> Result<Option<License>, CoordinatorError> {
+        Ok(self.inner.ports.licenses.license(id).await?)
+    }
+
     fn org_supervisor(&self) -> Result<ActorRef<OrgSupervisorMessage>, CoordinatorError> {
-        self.inner
-            .names
-            .org_supervisor()
+        ActorRef::where_is(self.inner.names.orgs())
             .ok_or_else(|| CoordinatorError::Busy("org supervisor is restarting".into()))
+    }
+
+    fn running_org_actor(&self, org: OrgId) -> Option<ActorRef<OrgMessage>> {
+        ActorRef::where_is(self.inner.names.org(org))
     }
 
     /// The organization's actor: straight from the registry when it runs,
     /// else spawned through the organization supervisor.
     async fn org_actor(&self, org: OrgId) -> Result<ActorRef<OrgMessage>, CoordinatorError> {
-        if let Some(actor) = self.inner.names.org_actor(org) {
+        if let Some(actor) = self.running_org_actor(org) {
             return Ok(actor);
         }
         let sup = self.org_supervisor()?;
@@ -311,12 +560,26 @@ impl Coordinator {
         }
     }
 
+    /// Tells the organization's actor of an outcome, without waiting for
+    /// it. A message lost to a restart costs only a delay: beats are
+    /// re-sent by the next heartbeat, and the sweep reads expiries from the
+    /// ledger.
+    async fn cast(&self, org: OrgId, message: OrgMessage) {
+        match self.org_actor(org).await {
+            Ok(actor) => {
+                if let Err(e) = actor.cast(message) {
+                    tracing::debug!(%org, error = %e, "org actor was stopping; message dropped");
+                }
+            }
+            Err(e) => tracing::warn!(%org, error = %e, "no org actor; message dropped"),
+        }
+    }
+
     /// Sends a request to the organization's actor and waits for its answer.
     ///
     /// An actor that stops between lookup and delivery (idle, or restarting
     /// after a failure) never saw the message, so delivery is retried a few
-    /// times. A request that was delivered is never re-sent: only the actor
-    /// knows whether it took effect.
+    /// times. A request that was delivered is never re-sent.
     async fn call<T, F>(&self, org: OrgId, build: F) -> Result<T, CoordinatorError>
     where
         T: Send + 'static,
@@ -350,4 +613,16 @@ impl Coordinator {
             "the organization's actor kept stopping".into(),
         ))
     }
+}
+
+/// When a token issued now for a lease ending at `lease_expires_at` should
+/// expire: the lease, plus the license's offline grace, plus the skew
+/// allowance.
+pub fn token_expiry(
+    lease_expires_at: DateTime<Utc>,
+    grace: Duration,
+    skew: Duration,
+) -> DateTime<Utc> {
+    let extra = TimeDelta::from_std(grace + skew).unwrap_or(TimeDelta::days(365));
+    lease_expires_at + extra
 }

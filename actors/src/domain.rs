@@ -122,6 +122,41 @@ pub struct License {
     pub status: LicenseStatus,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// How long past its lease a seat token stays valid, for apps that must
+    /// survive network outages. `None` takes the server's default
+    /// (`seats.offline_grace_secs`).
+    pub offline_grace_secs: Option<u32>,
+    /// How many sessions beyond `seats` may hold a still-valid token at once
+    /// (lapsed within their grace). Live leases never exceed `seats`.
+    pub offline_overdraft: u32,
+}
+
+impl License {
+    /// The offline grace of this license, falling back to `default`.
+    pub fn offline_grace(&self, default: std::time::Duration) -> std::time::Duration {
+        self.offline_grace_secs
+            .map_or(default, |s| std::time::Duration::from_secs(u64::from(s)))
+    }
+
+    /// Why the license refuses new seats and live sessions, if it does.
+    pub fn refusal(&self, now: DateTime<Utc>) -> Option<Refusal> {
+        match self.status {
+            LicenseStatus::Suspended => Some(Refusal::Suspended),
+            LicenseStatus::Inactive => Some(Refusal::Inactive),
+            LicenseStatus::Active => match self.expires_at {
+                Some(at) if at <= now => Some(Refusal::Expired),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Why a license refuses seats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Suspended,
+    Inactive,
+    Expired,
 }
 
 /// What a new license needs; the store fills in `id`, `status` (active) and
@@ -135,6 +170,8 @@ pub struct NewLicense {
     pub tier: String,
     pub features: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub offline_grace_secs: Option<u32>,
+    pub offline_overdraft: u32,
 }
 
 /// A change to a license; `None` leaves a field as it is.
@@ -144,11 +181,18 @@ pub struct LicenseUpdate {
     pub status: Option<LicenseStatus>,
     /// `Some(None)` removes the expiry.
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// `Some(None)` goes back to the server's default.
+    pub offline_grace_secs: Option<Option<u32>>,
+    pub offline_overdraft: Option<u32>,
 }
 
 impl LicenseUpdate {
     pub fn is_empty(&self) -> bool {
-        self.seats.is_none() && self.status.is_none() && self.expires_at.is_none()
+        self.seats.is_none()
+            && self.status.is_none()
+            && self.expires_at.is_none()
+            && self.offline_grace_secs.is_none()
+            && self.offline_overdraft.is_none()
     }
 }
 
@@ -234,6 +278,8 @@ pub enum AuditEvent {
     LicenseReleased,
     #[serde(rename = "SESSION_EXPIRED")]
     SessionExpired,
+    #[serde(rename = "SESSION_REVOKED")]
+    SessionRevoked,
 }
 
 impl AuditEvent {
@@ -243,6 +289,7 @@ impl AuditEvent {
             Self::LicenseAcquisitionFailed => "LICENSE_ACQUISITION_FAILED",
             Self::LicenseReleased => "LICENSE_RELEASED",
             Self::SessionExpired => "SESSION_EXPIRED",
+            Self::SessionRevoked => "SESSION_REVOKED",
         }
     }
 }
@@ -255,6 +302,7 @@ impl FromStr for AuditEvent {
             "LICENSE_ACQUISITION_FAILED" => Ok(Self::LicenseAcquisitionFailed),
             "LICENSE_RELEASED" => Ok(Self::LicenseReleased),
             "SESSION_EXPIRED" => Ok(Self::SessionExpired),
+            "SESSION_REVOKED" => Ok(Self::SessionRevoked),
             other => Err(format!("unknown audit event {other:?}")),
         }
     }

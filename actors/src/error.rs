@@ -1,6 +1,6 @@
 //! What can go wrong in a license operation, as the coordinator reports it.
 
-use crate::domain::EndReason;
+use crate::domain::{EndReason, Refusal};
 use crate::ports::{LedgerError, StoreError};
 
 /// The outcome of a refused or failed license operation.
@@ -33,6 +33,10 @@ pub enum CoordinatorError {
     /// started; the request may be retried.
     #[error("the coordinator is busy: {0}")]
     Busy(String),
+    /// An impossible state or unreadable data: a bug, logged with detail
+    /// and never worth a retry.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl CoordinatorError {
@@ -51,6 +55,26 @@ impl CoordinatorError {
             Self::LedgerUnavailable(_) => "ledger_unavailable",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Busy(_) => "busy",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the error is an outage of a dependency rather than an answer
+    /// about the request.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            Self::LedgerUnavailable(_) | Self::StoreUnavailable(_) | Self::Busy(_)
+        )
+    }
+}
+
+impl From<Refusal> for CoordinatorError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Suspended => Self::LicenseSuspended,
+            Refusal::Inactive => Self::LicenseInactive,
+            Refusal::Expired => Self::LicenseExpired,
         }
     }
 }
@@ -59,12 +83,18 @@ impl From<LedgerError> for CoordinatorError {
     fn from(e: LedgerError) -> Self {
         match e {
             LedgerError::Unavailable(m) => Self::LedgerUnavailable(m),
+            LedgerError::Corrupt(m) => Self::Internal(format!("seat ledger: {m}")),
         }
     }
 }
 
 impl From<StoreError> for CoordinatorError {
     fn from(e: StoreError) -> Self {
-        Self::StoreUnavailable(e.to_string())
+        match e {
+            StoreError::Unavailable(m) => Self::StoreUnavailable(m),
+            // The coordinator never asks for something that can conflict or
+            // be missing on a healthy store: seeing it is a bug.
+            other => Self::Internal(other.to_string()),
+        }
     }
 }

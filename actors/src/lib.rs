@@ -2,36 +2,49 @@
 //! work on, and the ports (traits) they need from the outside world.
 //!
 //! This crate knows nothing of HTTP, SQL, Redis, email or Stripe. The
-//! `seatwarden` binary implements [`ports::Store`] and [`ports::SeatLedger`]
-//! and hands them in through [`Coordinator::start`].
+//! `seatwarden` binary implements the [`ports`] and hands them in through
+//! [`Coordinator::start`].
 //!
 //! # Supervision tree
 //!
 //! ```text
-//! RootSupervisor                       restarts OrgSupervisor when it exits
-//! └── OrgSupervisor                    one per node; spawns on first use,
-//!     │                                restarts failed children, forgets idle ones
-//!     ├── OrgActor  org/<org_id>       serializes one organization's operations,
-//!     ├── OrgActor  org/<org_id>       caches its licenses, keeps store and
-//!     └── ...                          ledger in step, closes lapsed sessions
+//! RootSupervisor                       restarts each subsystem when it exits
+//! ├── OrgSupervisor        "orgs"      one per node; spawns on first use,
+//! │   │                                restarts failed children, forgets idle ones
+//! │   ├── OrgActor  org/<org_id>       one organization's cached licenses,
+//! │   ├── OrgActor  org/<org_id>       batched heartbeats and failure audits
+//! │   └── ...
+//! ├── SweeperActor         "sweeper"   claims lapsed sessions cluster-wide and
+//! │                                    closes their records
+//! └── LicenseWatcherActor  "watcher"   hears license changes; revokes leases of
+//!                                      suspended licenses
 //! ```
 //!
 //! Live seats are held by the ledger (Redis or in-process) and history by the
-//! store, never only by an actor: an actor that fails is rebuilt from the two
-//! and no live session is lost.
+//! store, never only by an actor: an actor that fails is rebuilt empty and no
+//! live session is lost.
 //!
 //! Actor structs are empty; state is built in `pre_start` from `Arguments`,
 //! so a restart is just another `spawn_linked` with the same arguments.
+//! Messages and settings live in leaf modules ([`messages`], [`settings`]),
+//! so actor modules import those and the ports, never each other (the
+//! supervisors import the actors they spawn, and nothing points back).
 
 pub mod coordinator;
 pub mod domain;
 pub mod error;
+pub mod messages;
 pub mod metrics;
 mod names;
 pub mod org;
 pub mod org_supervisor;
 pub mod ports;
 pub mod root;
+pub mod settings;
+pub mod sweeper;
+pub mod watcher;
 
-pub use coordinator::{Acquired, Beat, Coordinator, CoordinatorSettings, Released};
+pub use coordinator::{Coordinator, Ports, token_expiry};
 pub use error::CoordinatorError;
+pub use messages::{Acquired, Beat, Released, SessionRef};
+pub use settings::CoordinatorSettings;

@@ -6,6 +6,15 @@
 pub const SEATS_IN_USE: &str = "seatwarden_seats_in_use";
 /// Gauge, by `org_id` and `license_id`: the license's seat count.
 pub const SEAT_LIMIT: &str = "seatwarden_seat_limit";
+/// Gauge, by `org_id` and `license_id`: lapsed sessions whose token is
+/// still valid (within the license's offline grace).
+pub const GRACED_SESSIONS: &str = "seatwarden_graced_sessions";
+/// Counter: acquisition-failure audit entries not written because of the
+/// per-license rate bound.
+pub const AUDIT_SUPPRESSED: &str = "seatwarden_audit_suppressed_total";
+/// Counter: licenses whose leases were revoked after a suspension or
+/// deactivation was seen.
+pub const LICENSES_REVOKED: &str = "seatwarden_license_revocations_total";
 /// Gauge: organization actors running on this node.
 pub const ORG_ACTORS: &str = "seatwarden_org_actors";
 /// Counter, by `actor`: restarts after a failure.
@@ -18,6 +27,18 @@ pub fn describe() {
     metrics::describe_gauge!(
         SEATS_IN_USE,
         "Live seat leases per license, as last seen by this node"
+    );
+    metrics::describe_gauge!(
+        GRACED_SESSIONS,
+        "Lapsed sessions per license whose token is still valid offline"
+    );
+    metrics::describe_counter!(
+        AUDIT_SUPPRESSED,
+        "Acquisition-failure audit entries over the per-license rate bound"
+    );
+    metrics::describe_counter!(
+        LICENSES_REVOKED,
+        "Suspensions and deactivations applied to the seat ledger"
     );
     metrics::describe_gauge!(SEAT_LIMIT, "Seats a license may hold at once");
     metrics::describe_gauge!(ORG_ACTORS, "Organization actors running on this node");

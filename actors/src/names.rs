@@ -2,13 +2,10 @@
 //!
 //! ractor's registry is global to the process, so every name carries the
 //! coordinator's instance prefix: several coordinators (as in the tests)
-//! can then run side by side in one process.
-
-use ractor::ActorRef;
+//! can then run side by side in one process. This module only makes
+//! strings; typed lookups live with their callers.
 
 use crate::domain::OrgId;
-use crate::org::OrgMessage;
-use crate::org_supervisor::OrgSupervisorMessage;
 
 #[derive(Clone, Debug)]
 pub struct Names {
@@ -31,19 +28,16 @@ impl Names {
         format!("{}/orgs", self.prefix)
     }
 
+    pub fn sweeper(&self) -> String {
+        format!("{}/sweeper", self.prefix)
+    }
+
+    pub fn watcher(&self) -> String {
+        format!("{}/watcher", self.prefix)
+    }
+
     pub fn org(&self, org: OrgId) -> String {
         format!("{}/org/{org}", self.prefix)
-    }
-
-    /// The running actor of an organization, if any: the one typed lookup
-    /// over the untyped registry.
-    pub fn org_actor(&self, org: OrgId) -> Option<ActorRef<OrgMessage>> {
-        ActorRef::where_is(self.org(org))
-    }
-
-    /// The running organization supervisor, if any.
-    pub fn org_supervisor(&self) -> Option<ActorRef<OrgSupervisorMessage>> {
-        ActorRef::where_is(self.orgs())
     }
 }
 

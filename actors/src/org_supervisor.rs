@@ -4,30 +4,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::coordinator::CoordinatorSettings;
 use crate::domain::OrgId;
+use crate::messages::{OrgMessage, OrgSupervisorMessage};
 use crate::metrics as m;
 use crate::names::Names;
-use crate::org::{OrgActor, OrgArguments, OrgMessage};
-use crate::ports::{SeatLedger, Store};
-
-pub enum OrgSupervisorMessage {
-    /// The organization's actor, spawning it if none runs.
-    Get(OrgId, RpcReplyPort<Result<ActorRef<OrgMessage>, String>>),
-    /// Spawns the actors of organizations with open sessions, so that
-    /// lapsed leases get their records closed after a restart of the node.
-    ResumeOpenOrgs,
-    /// How many organization actors run.
-    Count(RpcReplyPort<usize>),
-}
+use crate::org::{OrgActor, OrgArguments};
+use crate::ports::{LicenseStore, SessionStore};
+use crate::settings::CoordinatorSettings;
 
 #[derive(Clone)]
 pub struct OrgSupervisorArguments {
     pub names: Names,
-    pub store: Arc<dyn Store>,
-    pub ledger: Arc<dyn SeatLedger>,
+    pub licenses: Arc<dyn LicenseStore>,
+    pub sessions: Arc<dyn SessionStore>,
     pub settings: Arc<CoordinatorSettings>,
 }
 
@@ -40,6 +31,9 @@ pub struct OrgSupervisorState {
 }
 
 impl OrgSupervisorState {
+    /// Spawns the organization's actor. Only called when none runs: the
+    /// map is updated on every exit before the next request is handled, so
+    /// the registry name is always free here.
     async fn spawn(
         &mut self,
         myself: &ActorRef<OrgSupervisorMessage>,
@@ -47,21 +41,18 @@ impl OrgSupervisorState {
     ) -> Result<ActorRef<OrgMessage>, String> {
         let args = OrgArguments {
             org_id,
-            store: self.args.store.clone(),
-            ledger: self.args.ledger.clone(),
+            licenses: self.args.licenses.clone(),
+            sessions: self.args.sessions.clone(),
             settings: self.args.settings.clone(),
         };
-        let name = self.args.names.org(org_id);
-        let actor = match Actor::spawn_linked(Some(name.clone()), OrgActor, args, myself.get_cell())
-            .await
-        {
-            Ok((actor, _)) => actor,
-            // A predecessor that is stopping may still hold the name.
-            Err(ractor::SpawnErr::ActorAlreadyRegistered(_)) => {
-                ActorRef::<OrgMessage>::where_is(name).ok_or("org actor is restarting")?
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let (actor, _) = Actor::spawn_linked(
+            Some(self.args.names.org(org_id)),
+            OrgActor,
+            args,
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         self.by_actor.insert(actor.get_id(), org_id);
         self.by_org.insert(org_id, actor.clone());
         metrics::gauge!(m::ORG_ACTORS).set(self.by_org.len() as f64);
@@ -110,22 +101,6 @@ impl Actor for OrgSupervisor {
                 };
                 let _ = reply.send(actor);
             }
-            OrgSupervisorMessage::ResumeOpenOrgs => {
-                match state.args.store.orgs_with_open_sessions().await {
-                    Ok(orgs) => {
-                        for org_id in orgs {
-                            if !state.by_org.contains_key(&org_id)
-                                && let Err(e) = state.spawn(&myself, org_id).await
-                            {
-                                tracing::warn!(%org_id, error = %e, "could not resume org actor");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not list organizations with open sessions")
-                    }
-                }
-            }
             OrgSupervisorMessage::Count(reply) => {
                 let _ = reply.send(state.by_org.len());
             }
@@ -148,8 +123,8 @@ impl Actor for OrgSupervisor {
                 };
                 tracing::error!(%org_id, %error, "org actor failed; restarting it");
                 metrics::counter!(m::ACTOR_RESTARTS, "actor" => "org").increment(1);
-                // The new incarnation rebuilds its state from the store and
-                // the ledger, which hold every live session.
+                // The new incarnation starts empty: the ledger holds every
+                // live lease and the store every record.
                 if let Err(e) = state.spawn(&myself, org_id).await {
                     tracing::error!(%org_id, error = %e, "could not restart org actor; the next request will");
                 }

@@ -1,39 +1,92 @@
-//! The root of the supervision tree.
+//! The root of the supervision tree: named subsystems, each restarted when
+//! it exits on its own.
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::time::Duration;
 
-use crate::metrics as m;
-use crate::org_supervisor::{OrgSupervisor, OrgSupervisorArguments, OrgSupervisorMessage};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-pub enum RootMessage {
-    /// Operator action: stop the organization supervisor and every
-    /// organization actor, then start them afresh. Live sessions survive:
-    /// they are held by the ledger and the store, not by the actors.
-    RestartOrgs(RpcReplyPort<Result<(), String>>),
+use crate::messages::{OrgSupervisorMessage, RootMessage, SweeperMessage, WatcherMessage};
+use crate::metrics as m;
+use crate::org_supervisor::{OrgSupervisor, OrgSupervisorArguments};
+use crate::sweeper::{SweeperActor, SweeperArguments};
+use crate::watcher::{LicenseWatcherActor, WatcherArguments};
+
+/// Everything the root needs to start (and restart) its subsystems.
+#[derive(Clone)]
+pub struct RootArguments {
+    pub orgs: OrgSupervisorArguments,
+    pub sweeper: SweeperArguments,
+    pub watcher: WatcherArguments,
+}
+
+/// The root's subsystems. Adding one is a variant, a name and a spawn arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subsystem {
+    /// The organization supervisor and its organization actors.
+    Orgs,
+    /// The cluster-wide sweep of lapsed sessions.
+    Sweeper,
+    /// The license watcher.
+    Watcher,
+}
+
+impl Subsystem {
+    pub const ALL: [Subsystem; 3] = [Self::Orgs, Self::Sweeper, Self::Watcher];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Orgs => "orgs",
+            Self::Sweeper => "sweeper",
+            Self::Watcher => "watcher",
+        }
+    }
 }
 
 pub struct RootSupervisor;
 
 pub struct RootState {
-    org_args: OrgSupervisorArguments,
-    orgs: ActorRef<OrgSupervisorMessage>,
+    args: RootArguments,
+    children: Vec<(Subsystem, ActorCell)>,
 }
 
-async fn spawn_orgs(
+async fn spawn(
     myself: &ActorRef<RootMessage>,
-    args: &OrgSupervisorArguments,
-) -> Result<ActorRef<OrgSupervisorMessage>, ractor::SpawnErr> {
-    let (orgs, _) = Actor::spawn_linked(
-        Some(args.names.orgs()),
-        OrgSupervisor,
-        args.clone(),
-        myself.get_cell(),
-    )
-    .await?;
-    // Pick up organizations whose sessions need watching after a restart.
-    let _ = orgs.cast(OrgSupervisorMessage::ResumeOpenOrgs);
-    Ok(orgs)
+    args: &RootArguments,
+    which: Subsystem,
+) -> Result<ActorCell, ractor::SpawnErr> {
+    let sup = myself.get_cell();
+    Ok(match which {
+        Subsystem::Orgs => {
+            let (a, _) = Actor::spawn_linked(
+                Some(args.orgs.names.orgs()),
+                OrgSupervisor,
+                args.orgs.clone(),
+                sup,
+            )
+            .await?;
+            ActorRef::<OrgSupervisorMessage>::get_cell(&a)
+        }
+        Subsystem::Sweeper => {
+            let (a, _) = Actor::spawn_linked(
+                Some(args.orgs.names.sweeper()),
+                SweeperActor,
+                args.sweeper.clone(),
+                sup,
+            )
+            .await?;
+            ActorRef::<SweeperMessage>::get_cell(&a)
+        }
+        Subsystem::Watcher => {
+            let (a, _) = Actor::spawn_linked(
+                Some(args.orgs.names.watcher()),
+                LicenseWatcherActor,
+                args.watcher.clone(),
+                sup,
+            )
+            .await?;
+            ActorRef::<WatcherMessage>::get_cell(&a)
+        }
+    })
 }
 
 /// Stops a subtree: the children first, since ractor does not stop them
@@ -45,18 +98,41 @@ async fn stop_subtree(cell: &ActorCell, reason: &str) {
     let _ = cell.stop_and_wait(Some(reason.to_owned()), wait).await;
 }
 
+impl RootState {
+    fn position(&self, which: Subsystem) -> Option<usize> {
+        self.children.iter().position(|(s, _)| *s == which)
+    }
+
+    async fn restart(
+        &mut self,
+        myself: &ActorRef<RootMessage>,
+        which: Subsystem,
+    ) -> Result<(), ractor::SpawnErr> {
+        let cell = spawn(myself, &self.args, which).await?;
+        match self.position(which) {
+            Some(i) => self.children[i].1 = cell,
+            None => self.children.push((which, cell)),
+        }
+        metrics::counter!(m::ACTOR_RESTARTS, "actor" => which.name()).increment(1);
+        Ok(())
+    }
+}
+
 impl Actor for RootSupervisor {
     type Msg = RootMessage;
     type State = RootState;
-    type Arguments = OrgSupervisorArguments;
+    type Arguments = RootArguments;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        org_args: Self::Arguments,
+        args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let orgs = spawn_orgs(&myself, &org_args).await?;
-        Ok(RootState { org_args, orgs })
+        let mut children = Vec::new();
+        for which in Subsystem::ALL {
+            children.push((which, spawn(&myself, &args, which).await?));
+        }
+        Ok(RootState { args, children })
     }
 
     async fn post_stop(
@@ -64,7 +140,9 @@ impl Actor for RootSupervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        stop_subtree(&state.orgs.get_cell(), "shutdown").await;
+        for (_, cell) in &state.children {
+            stop_subtree(cell, "shutdown").await;
+        }
         Ok(())
     }
 
@@ -76,25 +154,22 @@ impl Actor for RootSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RootMessage::RestartOrgs(reply) => {
-                let old = state.orgs.get_cell();
-                stop_subtree(&old, "operator restart").await;
-                let result = match spawn_orgs(&myself, &state.org_args).await {
-                    Ok(orgs) => {
-                        state.orgs = orgs;
-                        metrics::counter!(m::ACTOR_RESTARTS, "actor" => "org_supervisor")
-                            .increment(1);
-                        Ok(())
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
+                if let Some(i) = state.position(Subsystem::Orgs) {
+                    let old = state.children[i].1.clone();
+                    stop_subtree(&old, "operator restart").await;
+                }
+                let result = state
+                    .restart(&myself, Subsystem::Orgs)
+                    .await
+                    .map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
         }
         Ok(())
     }
 
-    /// Restarts the organization supervisor whenever it exits on its own;
-    /// ractor's default would stop the whole tree instead.
+    /// Restarts a subsystem whenever it exits on its own; ractor's default
+    /// would stop the whole tree instead.
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -108,20 +183,24 @@ impl Actor for RootSupervisor {
             }
             _ => return Ok(()),
         };
-        // Events from a supervisor we already replaced are history.
-        if cell.get_id() != state.orgs.get_id() {
+        // Events from a child we already replaced are history.
+        let Some(which) = state
+            .children
+            .iter()
+            .find(|(_, c)| c.get_id() == cell.get_id())
+            .map(|(s, _)| *s)
+        else {
             return Ok(());
-        }
-        tracing::error!(reason = %why, "org supervisor exited; restarting it");
-        // Orphaned org actors would keep their registry names; stop them so
-        // the new supervisor can own their successors.
+        };
+        tracing::error!(subsystem = which.name(), reason = %why, "subsystem exited; restarting it");
+        // Orphaned children would keep their registry names; stop them so
+        // the new incarnation can own their successors.
         cell.stop_children_and_wait(
             Some("supervisor restart".into()),
             Some(Duration::from_secs(10)),
         )
         .await;
-        state.orgs = spawn_orgs(&myself, &state.org_args).await?;
-        metrics::counter!(m::ACTOR_RESTARTS, "actor" => "org_supervisor").increment(1);
+        state.restart(&myself, which).await?;
         Ok(())
     }
 }

@@ -43,7 +43,7 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -95,8 +95,15 @@ impl From<CoordinatorError> for ApiError {
                 Some(1),
                 Some("the server is busy; retry shortly"),
             ),
+            E::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                Some("internal error"),
+            ),
         };
-        if public_message.is_some() {
+        if matches!(e, E::Internal(_)) {
+            tracing::error!(error = %e, "request failed on an internal error");
+        } else if public_message.is_some() {
             tracing::warn!(error = %e, "request failed on an outage");
         }
         let message = public_message.map_or_else(|| e.to_string(), str::to_owned);

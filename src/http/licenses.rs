@@ -8,8 +8,11 @@ use serde_json::{Map, Value};
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use seatwarden_actors::domain::{ClientInfo, LicenseId, OrgId, SessionId};
-use seatwarden_actors::{Acquired, CoordinatorError};
+use seatwarden_actors::{Acquired, CoordinatorError, SessionRef, token_expiry};
 
 use super::{ApiError, AppContext, client, json_body};
 use crate::signing::SeatClaims;
@@ -157,24 +160,42 @@ async fn acquire_seat(
         .coordinator
         .acquire(&key, hardware_id, client, metadata)
         .await?;
-    let (token, token_expires_at) = issue_token(ctx, &acquired).await?;
+    let settings = ctx.coordinator.settings();
+    let grace = acquired.license.offline_grace(settings.offline_grace);
+    let claims = SeatClaims {
+        iss: "seatwarden".into(),
+        sub: acquired.session_id.to_string(),
+        session_id: acquired.session_id.to_string(),
+        license_id: acquired.license.id.to_string(),
+        org_id: acquired.license.org_id.to_string(),
+        hardware_id: acquired.hardware_id.clone(),
+        tier: acquired.license.tier.clone(),
+        features: acquired.license.features.clone(),
+        max_seats: acquired.license.seats,
+        iat: 0,
+        exp: 0,
+        lease_exp: 0,
+    };
+    let (token, token_expires_at) = sign_token(ctx, claims, acquired.expires_at, grace).await?;
     let Acquired {
         created,
-        session,
+        session_id,
+        hardware_id,
+        expires_at,
         license,
         seats_used,
     } = acquired;
     let body = AcquireResponse {
-        session_id: session.id,
+        session_id,
         license_id: license.id,
-        org_id: session.org_id,
-        hardware_id: session.hardware_id,
-        expires_at: session.lease_expires_at,
+        org_id: license.org_id,
+        hardware_id,
+        expires_at,
         heartbeat_interval_secs: ctx.heartbeat_interval_secs,
         seats_used,
         max_seats: license.seats,
-        tier: license.tier,
-        features: license.features,
+        tier: license.tier.clone(),
+        features: license.features.clone(),
         token,
         token_expires_at,
     };
@@ -187,29 +208,19 @@ async fn acquire_seat(
     Ok((response, outcome))
 }
 
-/// Signs a seat token that lets the client run offline until the lease's
-/// expiry plus the offline grace period.
-async fn issue_token(
+/// Signs `claims` for a lease ending at `lease_expires_at`: the token lets
+/// the client run offline until then, plus the license's offline grace and
+/// the clock-skew allowance, and no longer.
+async fn sign_token(
     ctx: &AppContext,
-    acquired: &Acquired,
+    mut claims: SeatClaims,
+    lease_expires_at: DateTime<Utc>,
+    grace: Duration,
 ) -> Result<(String, DateTime<Utc>), ApiError> {
-    let session = &acquired.session;
-    let now = Utc::now();
-    let exp = session.lease_expires_at
-        + chrono::Duration::from_std(ctx.offline_grace).unwrap_or(chrono::Duration::days(1));
-    let claims = SeatClaims {
-        iss: "seatwarden".into(),
-        sub: session.id.to_string(),
-        session_id: session.id.to_string(),
-        license_id: session.license_id.to_string(),
-        org_id: session.org_id.to_string(),
-        hardware_id: session.hardware_id.clone(),
-        tier: acquired.license.tier.clone(),
-        features: acquired.license.features.clone(),
-        max_seats: acquired.license.seats,
-        iat: now.timestamp(),
-        exp: exp.timestamp(),
-    };
+    let exp = token_expiry(lease_expires_at, grace, ctx.coordinator.settings().token_skew);
+    claims.iat = Utc::now().timestamp();
+    claims.exp = exp.timestamp();
+    claims.lease_exp = lease_expires_at.timestamp();
     let token = ctx.signer.sign(&claims).await.map_err(|e| {
         tracing::error!(error = %e, "could not sign a seat token");
         ApiError::internal("could not sign the seat token")
@@ -219,43 +230,45 @@ async fn issue_token(
 
 /// Who may act on a session: the holder of a token issued for it.
 ///
-/// A valid token names the session's organization, which routes the
-/// request without a database read. Without a valid token the answer is
-/// 404 when the session does not exist at all, else 401.
+/// A valid token names the session's organization and license, which
+/// route the request without a database read. Without a valid token the
+/// answer is 404 when the session does not exist at all, else 401.
 async fn authorize(
     ctx: &AppContext,
     session_id: &str,
-    authorization: Option<String>,
-) -> Result<(OrgId, SessionId), ApiError> {
+    authorization: Option<&str>,
+) -> Result<(SessionRef, Arc<SeatClaims>), ApiError> {
     let id: SessionId = session_id
         .parse()
         .map_err(|_| ApiError::from(CoordinatorError::SessionNotFound))?;
     let token = authorization
-        .as_deref()
         .and_then(|h| {
             h.strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(str::trim);
-    let claims = token.and_then(|t| ctx.signer.verify(t).ok());
-    let claims = match claims {
-        Some(c) if c.session_id == id.to_string() => c,
-        other => {
+    let claims = token.and_then(|t| ctx.signer.verify_cached(t).ok());
+    let session = claims.as_deref().and_then(|c| {
+        Some(SessionRef {
+            session: c.session_id.parse().ok().filter(|s| *s == id)?,
+            org: c.org_id.parse().ok()?,
+            license: c.license_id.parse().ok()?,
+            hardware_id: c.hardware_id.clone(),
+        })
+    });
+    match (session, claims) {
+        (Some(session), Some(claims)) => Ok((session, claims)),
+        (_, other) => {
             if ctx.coordinator.session(id).await?.is_none() {
                 return Err(CoordinatorError::SessionNotFound.into());
             }
-            return Err(ApiError::unauthorized(match (token, other) {
+            Err(ApiError::unauthorized(match (token, other) {
                 (None, _) => "a Bearer token from acquire is required",
                 (Some(_), None) => "the token is invalid",
                 (Some(_), Some(_)) => "the token belongs to another session",
-            }));
+            }))
         }
-    };
-    let org: OrgId = claims
-        .org_id
-        .parse()
-        .map_err(|_| ApiError::unauthorized("the token is invalid"))?;
-    Ok((org, id))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -263,6 +276,12 @@ struct HeartbeatResponse {
     session_id: SessionId,
     expires_at: DateTime<Utc>,
     heartbeat_interval_secs: u64,
+    /// A fresh token, only when the presented one would expire before the
+    /// next heartbeat is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_expires_at: Option<DateTime<Utc>>,
 }
 
 /// POST /api/v1/licenses/sessions/{id}/heartbeat (PATCH is accepted too)
@@ -275,7 +294,7 @@ pub fn heartbeat(
         .and(with_ctx(ctx))
         .and_then(
             |id: String, auth: Option<String>, ctx: AppContext| async move {
-                counted(HEARTBEATS, heartbeat_session(&ctx, &id, auth).await)
+                counted(HEARTBEATS, heartbeat_session(&ctx, &id, auth.as_deref()).await)
             },
         )
 }
@@ -283,16 +302,44 @@ pub fn heartbeat(
 async fn heartbeat_session(
     ctx: &AppContext,
     id: &str,
-    auth: Option<String>,
+    auth: Option<&str>,
 ) -> Result<(Response, &'static str), ApiError> {
-    let (org, id) = authorize(ctx, id, auth).await?;
-    let beat = ctx.coordinator.heartbeat(org, id).await?;
+    let (session, claims) = authorize(ctx, id, auth).await?;
+    let beat = ctx.coordinator.heartbeat(&session).await?;
+    let settings = ctx.coordinator.settings();
+    // Re-sign only when the token's lease part would run out before the
+    // next heartbeat is due: one signature per session and interval at
+    // most, none for clients that heartbeat early.
+    let next_due = Utc::now().timestamp() + settings.heartbeat_interval.as_secs() as i64;
+    let (token, token_expires_at) =
+        if claims.exp - (settings.token_skew.as_secs() as i64) <= next_due {
+            let (token, exp) =
+                sign_token(ctx, (*claims).clone(), beat.expires_at, claims_grace(&claims, ctx))
+                    .await?;
+            (Some(token), Some(exp))
+        } else {
+            (None, None)
+        };
     let body = HeartbeatResponse {
         session_id: beat.session_id,
         expires_at: beat.expires_at,
         heartbeat_interval_secs: ctx.heartbeat_interval_secs,
+        token,
+        token_expires_at,
     };
     Ok((warp::reply::json(&body).into_response(), "ok"))
+}
+
+/// The offline grace a token was issued with: what its expiry adds to its
+/// lease beyond the skew allowance. A re-signed token keeps its license's
+/// grace without a store read (policy changes apply from the next acquire).
+fn claims_grace(claims: &SeatClaims, ctx: &AppContext) -> Duration {
+    let settings = ctx.coordinator.settings();
+    if claims.lease_exp <= 0 {
+        return settings.offline_grace;
+    }
+    let extra = claims.exp - claims.lease_exp - settings.token_skew.as_secs() as i64;
+    Duration::from_secs(u64::try_from(extra).unwrap_or(0))
 }
 
 #[derive(Debug, Serialize)]
@@ -313,7 +360,10 @@ pub fn release(
         .and(with_ctx(ctx))
         .and_then(
             |id: String, auth: Option<String>, client: ClientInfo, ctx: AppContext| async move {
-                counted(RELEASES, release_session(&ctx, &id, auth, client).await)
+                counted(
+                    RELEASES,
+                    release_session(&ctx, &id, auth.as_deref(), client).await,
+                )
             },
         )
 }
@@ -321,11 +371,11 @@ pub fn release(
 async fn release_session(
     ctx: &AppContext,
     id: &str,
-    auth: Option<String>,
+    auth: Option<&str>,
     client: ClientInfo,
 ) -> Result<(Response, &'static str), ApiError> {
-    let (org, id) = authorize(ctx, id, auth).await?;
-    let released = ctx.coordinator.release(org, id, client).await?;
+    let (session, _) = authorize(ctx, id, auth).await?;
+    let released = ctx.coordinator.release(&session, client).await?;
     let body = ReleaseResponse {
         session_id: released.session_id,
         ended_at: released.ended_at,

@@ -51,7 +51,6 @@ pub struct AppContext {
     pub ledger: Arc<dyn SeatLedger>,
     pub metrics: PrometheusHandle,
     pub heartbeat_interval_secs: u64,
-    pub offline_grace: Duration,
     pub client_ip: ClientIpSource,
 }
 

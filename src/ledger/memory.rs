@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
-use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LedgerError, SeatLedger};
+use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 
-use super::{from_ms, ttl_ms};
+use super::{from_ms, grace_ms, ttl_ms};
 
 /// Every this many calls, licenses whose leases have all lapsed are dropped,
 /// so that idle licenses do not keep memory forever (the counterpart of the
@@ -59,6 +59,8 @@ impl State {
 struct Leases {
     by_session: HashMap<SessionId, Lease>,
     by_hardware: HashMap<String, SessionId>,
+    /// The offline grace last passed by an acquire, in ms.
+    grace_ms: i64,
 }
 
 struct Lease {
@@ -67,18 +69,30 @@ struct Lease {
 }
 
 impl Leases {
-    /// Drops lapsed leases (`expires <= now`) and the hardware mappings that
-    /// point to them.
+    /// Forgets leases past their grace (`expires <= now - grace`) and the
+    /// hardware mappings that point to them.
     fn purge(&mut self, now: i64) {
-        let lapsed: Vec<SessionId> = self
+        let cutoff = now - self.grace_ms;
+        if self.by_session.values().all(|l| l.expires_ms > cutoff) {
+            return;
+        }
+        let gone: Vec<SessionId> = self
             .by_session
             .iter()
-            .filter(|(_, lease)| lease.expires_ms <= now)
+            .filter(|(_, lease)| lease.expires_ms <= cutoff)
             .map(|(id, _)| *id)
             .collect();
-        for id in lapsed {
+        for id in gone {
             self.remove(id);
         }
+    }
+
+    /// Live leases (`expires > now`); call after `purge`.
+    fn live(&self, now: i64) -> usize {
+        self.by_session
+            .values()
+            .filter(|l| l.expires_ms > now)
+            .count()
     }
 
     /// Removes a lease and, if it still points to it, its hardware mapping.
@@ -102,6 +116,8 @@ impl Leases {
         );
     }
 
+    /// Whether the entry holds nothing worth keeping (the grace is
+    /// re-sent with every acquire).
     fn is_empty(&self) -> bool {
         self.by_session.is_empty() && self.by_hardware.is_empty()
     }
@@ -144,12 +160,15 @@ pub struct RestoredLease {
     pub session: SessionId,
     pub hardware_id: String,
     pub expires_at: DateTime<Utc>,
+    /// The license's offline grace: a lease lapsed within it is restored
+    /// as graced.
+    pub grace: Duration,
 }
 
 impl MemoryLedger {
     /// Puts back leases recorded elsewhere (the store's open sessions), so
     /// that restarting a single-node server does not throw every client off
-    /// its seat. Leases that have lapsed by now are skipped; of two leases
+    /// its seat. Leases past their grace by now are skipped; of two leases
     /// for one machine the later one wins. Returns how many were restored.
     ///
     /// Only for start-up, before the ledger serves requests: restoring does
@@ -160,7 +179,7 @@ impl MemoryLedger {
         let mut restored = 0;
         for lease in leases {
             let expires_ms = lease.expires_at.timestamp_millis();
-            if expires_ms <= now {
+            if expires_ms + grace_ms(lease.grace) <= now {
                 continue;
             }
             let entry = state
@@ -175,6 +194,7 @@ impl MemoryLedger {
                     }
                 }
             }
+            entry.grace_ms = entry.grace_ms.max(grace_ms(lease.grace));
             entry.insert(lease.session, lease.hardware_id, expires_ms);
             restored += 1;
         }
@@ -212,37 +232,56 @@ impl SeatLedger for MemoryLedger {
         let ttl = ttl_ms(req.ttl);
         let (mut state, now) = self.lock();
         let leases = state.licenses.entry((req.org, req.license)).or_default();
+        leases.grace_ms = grace_ms(req.grace);
         leases.purge(now);
         let expires_ms = now + ttl;
+        let live = leases.live(now);
+        let total = leases.by_session.len();
+        let max_seats = req.max_seats as usize;
 
+        // One lease per hardware id: renew it if live, reclaim it if graced
+        // and a live seat is free, keeping its session id either way.
         if let Some(&held) = leases.by_hardware.get(&req.hardware_id) {
             match leases.by_session.get_mut(&held) {
-                Some(lease) if lease.expires_ms > now => {
+                Some(lease) => {
+                    let was_live = lease.expires_ms > now;
+                    if !was_live && live >= max_seats {
+                        return Ok(LeaseGrant::Full {
+                            seats_used: seats(live),
+                            graced: seats(total - live),
+                        });
+                    }
                     lease.expires_ms = expires_ms;
+                    let live = if was_live { live } else { live + 1 };
                     return Ok(LeaseGrant::Renewed {
                         session: held,
                         expires_at: from_ms(expires_ms)?,
-                        seats_used: seats(leases.by_session.len()),
+                        seats_used: seats(live),
+                        graced: seats(total - live),
                     });
                 }
                 // A stale mapping (its lease is gone): drop it.
-                _ => {
+                None => {
                     leases.by_hardware.remove(&req.hardware_id);
                 }
             }
         }
 
-        let used = leases.by_session.len();
-        if used >= req.max_seats as usize {
-            let seats_used = seats(used);
+        let overdraft = req.overdraft as usize;
+        if live >= max_seats || total >= max_seats + overdraft {
+            let grant = LeaseGrant::Full {
+                seats_used: seats(live),
+                graced: seats(total - live),
+            };
             state.forget_if_empty((req.org, req.license));
-            return Ok(LeaseGrant::Full { seats_used });
+            return Ok(grant);
         }
 
         leases.insert(req.session, req.hardware_id.clone(), expires_ms);
         Ok(LeaseGrant::Granted {
             expires_at: from_ms(expires_ms)?,
-            seats_used: seats(used + 1),
+            seats_used: seats(live + 1),
+            graced: seats(total - live),
         })
     }
 
@@ -263,10 +302,13 @@ impl SeatLedger for MemoryLedger {
                 lease.expires_ms = now + ttl;
                 lease.expires_ms
             }
-            Some(_) => {
-                // Lapsed but not yet purged: it never revives; clean it up.
-                leases.remove(session);
-                state.forget_if_empty((org, license));
+            Some(lease) => {
+                // Lapsed: it never revives here. Past its grace it is
+                // cleaned up; within, only its machine's acquire reclaims it.
+                if lease.expires_ms <= now - leases.grace_ms {
+                    leases.remove(session);
+                    state.forget_if_empty((org, license));
+                }
                 return Ok(None);
             }
             None => return Ok(None),
@@ -284,9 +326,10 @@ impl SeatLedger for MemoryLedger {
         let Some(leases) = state.licenses.get_mut(&(org, license)) else {
             return Ok(false);
         };
+        let cutoff = now - leases.grace_ms;
         let removed = leases.remove(session);
         state.forget_if_empty((org, license));
-        Ok(removed.is_some_and(|lease| lease.expires_ms > now))
+        Ok(removed.is_some_and(|lease| lease.expires_ms > cutoff))
     }
 
     async fn live_leases(
@@ -302,9 +345,54 @@ impl SeatLedger for MemoryLedger {
         let live = leases
             .by_session
             .iter()
+            .filter(|(_, lease)| lease.expires_ms > now)
             .map(|(id, lease)| Ok((*id, from_ms(lease.expires_ms)?)))
             .collect::<Result<Vec<_>, LedgerError>>()?;
         state.forget_if_empty((org, license));
         Ok(live)
+    }
+
+    async fn lease_states(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        sessions: &[SessionId],
+    ) -> Result<LeaseStates, LedgerError> {
+        let (mut state, now) = self.lock();
+        let (grace, live, graced, expiries) = match state.licenses.get_mut(&(org, license)) {
+            Some(leases) => {
+                leases.purge(now);
+                let live = leases.live(now);
+                let expiries = sessions
+                    .iter()
+                    .map(|id| {
+                        leases
+                            .by_session
+                            .get(id)
+                            .map(|l| from_ms(l.expires_ms))
+                            .transpose()
+                    })
+                    .collect::<Result<Vec<_>, LedgerError>>()?;
+                let graced = leases.by_session.len() - live;
+                (leases.grace_ms, live, graced, expiries)
+            }
+            None => (0, 0, 0, vec![None; sessions.len()]),
+        };
+        state.forget_if_empty((org, license));
+        Ok(LeaseStates {
+            now: from_ms(now)?,
+            grace: Duration::from_millis(u64::try_from(grace).unwrap_or(0)),
+            live: seats(live),
+            graced: seats(graced),
+            expiries,
+        })
+    }
+
+    async fn revoke_license(&self, org: OrgId, license: LicenseId) -> Result<u32, LedgerError> {
+        let (mut state, _) = self.lock();
+        Ok(state
+            .licenses
+            .remove(&(org, license))
+            .map_or(0, |l| seats(l.by_session.len())))
     }
 }

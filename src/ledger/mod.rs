@@ -25,10 +25,16 @@ fn ttl_ms(ttl: Duration) -> i64 {
     ttl.as_millis().clamp(1, MAX_TTL_MS) as i64
 }
 
+/// An offline grace in whole milliseconds, capped like a TTL.
+fn grace_ms(grace: Duration) -> i64 {
+    const MAX_GRACE_MS: u128 = 10 * 365 * 24 * 3600 * 1000;
+    grace.as_millis().min(MAX_GRACE_MS) as i64
+}
+
 /// A ledger timestamp (milliseconds since the Unix epoch) as a `DateTime`.
 fn from_ms(ms: i64) -> Result<DateTime<Utc>, LedgerError> {
     DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| LedgerError::Unavailable(format!("ledger returned a bad timestamp: {ms}")))
+        .ok_or_else(|| LedgerError::Corrupt(format!("ledger returned a bad timestamp: {ms}")))
 }
 
 #[cfg(test)]

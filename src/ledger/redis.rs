@@ -8,11 +8,12 @@
 //! | `sw:{<org>}:lic:<license>:leases`     | ZSET | session id → lease expiry (ms) |
 //! | `sw:{<org>}:lic:<license>:hw`         | HASH | hardware id → session id       |
 //! | `sw:{<org>}:lic:<license>:sess`       | HASH | session id → hardware id       |
+//! | `sw:{<org>}:lic:<license>:grace`      | STR  | the license's offline grace (ms) |
 //!
 //! The `{<org>}` hash tag puts all keys of an organization in one cluster
 //! slot, and scripts receive every key they touch in `KEYS`, so they run on
-//! Redis Cluster too. Expiry lives in the ZSET scores: scripts purge members
-//! with `score <= now` before counting, so a holder that dies frees its seat
+//! Redis Cluster too. Expiry lives in the ZSET scores: scripts forget members
+//! past their grace (`score <= now - grace`) before counting, so a holder that dies frees its seat
 //! by itself, and nothing like an `INCR` counter can drift. The three keys get
 //! a `PEXPIRE` a little beyond the furthest lease, refreshed on each write,
 //! so an idle license leaves no garbage behind.
@@ -25,9 +26,9 @@ use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
-use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LedgerError, SeatLedger};
+use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 
-use super::{from_ms, ttl_ms};
+use super::{from_ms, grace_ms, ttl_ms};
 use crate::redact::{scrub, url_password_forms};
 
 /// How long a call may take, connection included, before it fails with
@@ -57,6 +58,8 @@ static ACQUIRE: LazyLock<Script> = ledger_script!("acquire.lua");
 static HEARTBEAT: LazyLock<Script> = ledger_script!("heartbeat.lua");
 static RELEASE: LazyLock<Script> = ledger_script!("release.lua");
 static LIVE: LazyLock<Script> = ledger_script!("live.lua");
+static STATES: LazyLock<Script> = ledger_script!("states.lua");
+static REVOKE: LazyLock<Script> = ledger_script!("revoke.lua");
 
 /// A [`SeatLedger`] on Redis (7 or newer, standalone or a single cluster
 /// slot per organization).
@@ -129,13 +132,14 @@ impl RedisLedger {
         self.timeout
     }
 
-    /// The three keys of a license, in the order every script expects them.
-    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; 3] {
+    /// The four keys of a license, in the order every script expects them.
+    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; 4] {
         let prefix = key_prefix(org, license);
         [
             format!("{prefix}:leases"),
             format!("{prefix}:hw"),
             format!("{prefix}:sess"),
+            format!("{prefix}:grace"),
         ]
     }
 
@@ -186,7 +190,7 @@ pub fn key_prefix(org: OrgId, license: LicenseId) -> String {
 fn parse_session(session: &str) -> Result<SessionId, LedgerError> {
     session
         .parse()
-        .map_err(|_| LedgerError::Unavailable(format!("ledger holds a bad session id {session:?}")))
+        .map_err(|_| LedgerError::Corrupt(format!("ledger holds a bad session id {session:?}")))
 }
 
 fn to_u32(n: i64) -> u32 {
@@ -203,31 +207,35 @@ impl SeatLedger for RedisLedger {
     }
 
     async fn acquire(&self, req: &LeaseRequest) -> Result<LeaseGrant, LedgerError> {
-        let (code, session, expires_ms, used): (i64, String, i64, i64) = self
+        let (code, session, expires_ms, used, graced): (i64, String, i64, i64, i64) = self
             .run(
                 ACQUIRE
                     .arg(req.session.to_string())
                     .arg(req.hardware_id.as_str())
                     .arg(ttl_ms(req.ttl))
                     .arg(req.max_seats)
-                    .arg(KEY_GRACE_MS),
+                    .arg(KEY_GRACE_MS)
+                    .arg(grace_ms(req.grace))
+                    .arg(req.overdraft),
                 req.org,
                 req.license,
             )
             .await?;
-        let seats_used = to_u32(used);
+        let (seats_used, graced) = (to_u32(used), to_u32(graced));
         match code {
-            0 => Ok(LeaseGrant::Full { seats_used }),
+            0 => Ok(LeaseGrant::Full { seats_used, graced }),
             1 => Ok(LeaseGrant::Granted {
                 expires_at: from_ms(expires_ms)?,
                 seats_used,
+                graced,
             }),
             2 => Ok(LeaseGrant::Renewed {
                 session: parse_session(&session)?,
                 expires_at: from_ms(expires_ms)?,
                 seats_used,
+                graced,
             }),
-            other => Err(LedgerError::Unavailable(format!(
+            other => Err(LedgerError::Corrupt(format!(
                 "acquire script returned unknown code {other}"
             ))),
         }
@@ -272,6 +280,42 @@ impl SeatLedger for RedisLedger {
         rows.into_iter()
             .map(|(session, expires_ms)| Ok((parse_session(&session)?, from_ms(expires_ms)?)))
             .collect()
+    }
+
+    async fn lease_states(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        sessions: &[SessionId],
+    ) -> Result<LeaseStates, LedgerError> {
+        let mut invocation = STATES.prepare_invoke();
+        for s in sessions {
+            invocation.arg(s.to_string());
+        }
+        let row: Vec<i64> = self.run(&mut invocation, org, license).await?;
+        let [now, grace, live, graced, expiries @ ..] = row.as_slice() else {
+            return Err(LedgerError::Corrupt("states script returned too little".into()));
+        };
+        if expiries.len() != sessions.len() {
+            return Err(LedgerError::Corrupt(
+                "states script returned the wrong number of sessions".into(),
+            ));
+        }
+        Ok(LeaseStates {
+            now: from_ms(*now)?,
+            grace: Duration::from_millis(u64::try_from(*grace).unwrap_or(0)),
+            live: to_u32(*live),
+            graced: to_u32(*graced),
+            expiries: expiries
+                .iter()
+                .map(|&ms| if ms < 0 { Ok(None) } else { from_ms(ms).map(Some) })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn revoke_license(&self, org: OrgId, license: LicenseId) -> Result<u32, LedgerError> {
+        let held: i64 = self.run(&mut REVOKE.prepare_invoke(), org, license).await?;
+        Ok(to_u32(held))
     }
 }
 

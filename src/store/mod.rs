@@ -20,10 +20,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use seatwarden_actors::domain::{
-    AuditEntry, ClientInfo, EndReason, License, LicenseId, LicenseStatus, LicenseUpdate,
-    NewLicense, Org, OrgId, SessionId, SessionRecord,
+    AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus,
+    LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord,
 };
-use seatwarden_actors::ports::{EndOutcome, StoreError};
+use seatwarden_actors::ports::{EndOutcome, LicenseChange, StoreError, SweepCandidate};
 use sqlx::encode::IsNull;
 use sqlx::error::{BoxDynError, ErrorKind};
 use sqlx::postgres::{PgTypeInfo, PgValueRef, Postgres};
@@ -41,7 +41,8 @@ macro_rules! org_columns {
 }
 macro_rules! license_columns {
     () => {
-        "id, org_id, key_hint, seats, tier, features, status, expires_at, created_at"
+        "id, org_id, key_hint, seats, tier, features, status, expires_at, created_at, \
+         offline_grace_secs, offline_overdraft"
     };
 }
 macro_rules! session_columns {
@@ -69,14 +70,20 @@ const INSERT_ORG: &str = concat!(
 const INSERT_LICENSE: &str = concat!(
     "INSERT INTO licenses (",
     license_columns!(),
-    ", key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ", key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 );
-/// Inserts a session; see [`insert_session`].
-const INSERT_SESSION: &str = concat!(
-    "INSERT INTO sessions (",
-    session_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-);
+/// Inserts a session; see [`bind_session`]. The sweep first looks at it
+/// when its lease runs out (`sweep_at`, bound last).
+macro_rules! insert_session_sql {
+    () => {
+        concat!(
+            "INSERT INTO sessions (",
+            session_columns!(),
+            ", sweep_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        )
+    };
+}
+const INSERT_SESSION: &str = insert_session_sql!();
 /// Appends an audit entry; see [`insert_audit`].
 const INSERT_AUDIT: &str = concat!(
     "INSERT INTO audit_log (",
@@ -84,12 +91,71 @@ const INSERT_AUDIT: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 );
 
-/// Changes the given fields of a license; see [`update_license`].
-const UPDATE_LICENSE: &str = concat!(
-    "UPDATE licenses SET seats = COALESCE($2, seats), status = COALESCE($3, status), \
-     expires_at = CASE WHEN $4 = 1 THEN $5 ELSE expires_at END WHERE id = $1 RETURNING ",
-    license_columns!()
+/// A new session and its audit entry in one statement, so that acquire
+/// costs one round trip to PostgreSQL: bind [`bind_session`] then
+/// [`bind_audit`]. A duplicate id fails the whole statement.
+pub(crate) const START_SESSION_ONE_STATEMENT: &str = concat!(
+    "WITH s AS (",
+    insert_session_sql!(),
+    " RETURNING id) INSERT INTO audit_log (",
+    audit_columns!(),
+    ") SELECT $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM s"
 );
+
+/// Ends an open session and appends its audit entry in one statement; no
+/// row when the session is unknown or already ended (then nothing is
+/// written). Bind id, ended_at, reason, then [`bind_audit`].
+pub(crate) const END_SESSION_ONE_STATEMENT: &str = concat!(
+    "WITH e AS (UPDATE sessions SET ended_at = $2, end_reason = $3 \
+     WHERE id = $1 AND ended_at IS NULL RETURNING ",
+    session_columns!(),
+    "), a AS (INSERT INTO audit_log (",
+    audit_columns!(),
+    ") SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM e) SELECT ",
+    session_columns!(),
+    " FROM e"
+);
+
+/// Changes the given fields of a license and gives it the revision that
+/// `$revision` computes (each backend has its own sequence); see
+/// [`update_license_in`].
+macro_rules! update_license_sql {
+    ($revision:literal) => {
+        concat!(
+            "UPDATE licenses SET seats = COALESCE($2, seats), status = COALESCE($3, status), \
+             expires_at = CASE WHEN $4 = 1 THEN $5 ELSE expires_at END, \
+             offline_grace_secs = CASE WHEN $6 = 1 THEN $7 ELSE offline_grace_secs END, \
+             offline_overdraft = COALESCE($8, offline_overdraft), \
+             revision = ",
+            $revision,
+            " WHERE id = $1 RETURNING ",
+            license_columns!()
+        )
+    };
+}
+pub(crate) use update_license_sql;
+
+/// Ends the open sessions of a license as revoked, returning what their
+/// audit entries need.
+const REVOKE_OPEN_SESSIONS: &str = "UPDATE sessions SET ended_at = $2, end_reason = 'revoked' \
+     WHERE license_id = $1 AND ended_at IS NULL RETURNING id, org_id, hardware_id";
+
+/// Licenses changed after a revision, in revision order.
+pub(crate) const LICENSE_CHANGES: &str = concat!(
+    "SELECT ",
+    license_columns!(),
+    ", revision FROM licenses WHERE revision > $1 ORDER BY revision LIMIT $2"
+);
+/// The highest license revision.
+pub(crate) const LICENSE_REVISION: &str = "SELECT COALESCE(MAX(revision), 0) FROM licenses";
+
+/// What a sweep claim returns of each session.
+macro_rules! sweep_columns {
+    () => {
+        "id, org_id, license_id, hardware_id, lease_expires_at"
+    };
+}
+pub(crate) use sweep_columns;
 
 // Reads whose SQL is the same in both dialects. Those whose tie-breakers
 // differ (SQLite's `rowid` versus PostgreSQL's `id`) stay with each backend.
@@ -296,7 +362,7 @@ impl Backend for Sqlite {}
 impl Backend for Postgres {}
 
 /// `q.arg(v)`: [`sqlx::query::Query::bind`] for generic backends.
-trait Arg<DB: Database> {
+pub(crate) trait Arg<DB: Database> {
     fn arg<T>(self, value: T) -> Self
     where
         DB: BindTo<T>;
@@ -320,7 +386,7 @@ impl<DB: Database, O> Arg<DB> for QueryAs<DB, O> {
     }
 }
 
-fn bind_client<DB: Backend>(q: Query<DB>, client: &ClientInfo) -> Query<DB> {
+fn bind_client<DB: Backend, Q: Arg<DB>>(q: Q, client: &ClientInfo) -> Q {
     q.arg(client.ip.clone()).arg(client.user_agent.clone())
 }
 
@@ -332,29 +398,88 @@ pub(crate) fn insert_org<DB: Backend>(org: &Org) -> Query<DB> {
         .arg(DbTime(org.created_at))
 }
 
-/// [`UPDATE_LICENSE`] with its values bound.
-pub(crate) fn update_license<DB: Backend>(
+/// A count that must fit a non-negative `integer` column.
+fn count(n: u32, what: &str) -> Result<i32, StoreError> {
+    i32::try_from(n).map_err(|_| StoreError::Conflict(format!("{n} is too large for {what}")))
+}
+
+/// The body of `update_license`, on a connection inside the backend's
+/// write transaction (which the caller commits): the update under a new
+/// revision (`sql` from [`update_license_sql`]) and, when the license stops
+/// granting seats, the end of its open sessions as revoked with their
+/// audit entries.
+pub(crate) async fn update_license_in<DB>(
+    conn: &mut DB::Connection,
+    sql: &'static str,
     id: LicenseId,
     update: &LicenseUpdate,
-) -> Result<QueryAs<DB, LicenseRow>, StoreError>
+) -> Result<Option<License>, StoreError>
 where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     LicenseRow: for<'r> FromRow<'r, DB::Row>,
+    RevokedRow: for<'r> FromRow<'r, DB::Row>,
 {
     let seats = update
         .seats
         .map(|n| {
-            i32::try_from(n)
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| StoreError::Conflict(format!("{n} is not a valid seat count")))
+            count(n, "seats").and_then(|n| {
+                (n > 0)
+                    .then_some(n)
+                    .ok_or_else(|| StoreError::Conflict(format!("{n} is not a valid seat count")))
+            })
         })
         .transpose()?;
-    Ok(sqlx::query_as(UPDATE_LICENSE)
+    let grace = update
+        .offline_grace_secs
+        .flatten()
+        .map(|g| count(g, "offline_grace_secs"))
+        .transpose()?;
+    let overdraft = update
+        .offline_overdraft
+        .map(|o| count(o, "offline_overdraft"))
+        .transpose()?;
+    let license: Option<License> = one(sqlx::query_as::<DB, LicenseRow>(sql)
         .arg(DbUuid::from(id))
         .arg(seats)
         .arg(update.status.map(|s| s.as_str().to_owned()))
         .arg(i32::from(update.expires_at.is_some()))
-        .arg(update.expires_at.flatten().map(DbTime)))
+        .arg(update.expires_at.flatten().map(DbTime))
+        .arg(i32::from(update.offline_grace_secs.is_some()))
+        .arg(grace)
+        .arg(overdraft)
+        .fetch_optional(&mut *conn)
+        .await)?;
+    let Some(license) = license else {
+        return Ok(None);
+    };
+    if update.status.is_some() && license.status != LicenseStatus::Active {
+        let at = now();
+        let revoked: Vec<RevokedRow> = sqlx::query_as(REVOKE_OPEN_SESSIONS)
+            .arg(DbUuid::from(id))
+            .arg(DbTime(at))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        for r in revoked {
+            let entry = AuditEntry {
+                at,
+                event: AuditEvent::SessionRevoked,
+                org_id: OrgId(r.org_id.0),
+                license_id: id,
+                session_id: Some(SessionId(r.id.0)),
+                hardware_id: Some(r.hardware_id),
+                client: ClientInfo::default(),
+                detail: Some(format!("license_{}", license.status.as_str())),
+            };
+            insert_audit::<DB>(&entry)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        }
+    }
+    Ok(Some(license))
 }
 
 /// [`INSERT_LICENSE`] with its values bound.
@@ -362,8 +487,12 @@ pub(crate) fn insert_license<DB: Backend>(
     license: &License,
     key_hash: &str,
 ) -> Result<Query<DB>, StoreError> {
-    let seats = i32::try_from(license.seats)
-        .map_err(|_| StoreError::Unavailable(format!("{} seats is too many", license.seats)))?;
+    let seats = count(license.seats, "seats")?;
+    let grace = license
+        .offline_grace_secs
+        .map(|g| count(g, "offline_grace_secs"))
+        .transpose()?;
+    let overdraft = count(license.offline_overdraft, "offline_overdraft")?;
     Ok(sqlx::query(INSERT_LICENSE)
         .arg(DbUuid::from(license.id))
         .arg(DbUuid::from(license.org_id))
@@ -374,12 +503,19 @@ pub(crate) fn insert_license<DB: Backend>(
         .arg(license.status.as_str().to_owned())
         .arg(license.expires_at.map(DbTime))
         .arg(DbTime(license.created_at))
+        .arg(grace)
+        .arg(overdraft)
         .arg(key_hash.to_owned()))
 }
 
 /// [`INSERT_SESSION`] with its values bound.
 pub(crate) fn insert_session<DB: Backend>(s: &SessionRecord) -> Query<DB> {
-    let q = sqlx::query(INSERT_SESSION)
+    bind_session(sqlx::query(INSERT_SESSION), s)
+}
+
+/// Binds a session's 13 values, in the order of [`INSERT_SESSION`].
+pub(crate) fn bind_session<DB: Backend, Q: Arg<DB>>(q: Q, s: &SessionRecord) -> Q {
+    let q = q
         .arg(DbUuid::from(s.id))
         .arg(DbUuid::from(s.license_id))
         .arg(DbUuid::from(s.org_id))
@@ -389,12 +525,19 @@ pub(crate) fn insert_session<DB: Backend>(s: &SessionRecord) -> Query<DB> {
         .arg(DbTime(s.lease_expires_at))
         .arg(s.ended_at.map(DbTime))
         .arg(s.end_reason.map(|r| r.as_str().to_owned()));
-    bind_client(q, &s.client).arg(s.metadata.clone().map(Json))
+    bind_client(q, &s.client)
+        .arg(s.metadata.clone().map(Json))
+        .arg(DbTime(s.lease_expires_at))
 }
 
 /// [`INSERT_AUDIT`] with its values bound.
 pub(crate) fn insert_audit<DB: Backend>(a: &AuditEntry) -> Query<DB> {
-    let q = sqlx::query(INSERT_AUDIT)
+    bind_audit(sqlx::query(INSERT_AUDIT), a)
+}
+
+/// Binds an audit entry's 9 values, in the order of [`INSERT_AUDIT`].
+pub(crate) fn bind_audit<DB: Backend, Q: Arg<DB>>(q: Q, a: &AuditEntry) -> Q {
+    let q = q
         .arg(DbTime(a.at))
         .arg(a.event.as_str().to_owned())
         .arg(DbUuid::from(a.org_id))
@@ -425,6 +568,8 @@ pub(crate) fn new_license(new: NewLicense) -> (License, String) {
         status: LicenseStatus::Active,
         expires_at: new.expires_at,
         created_at: now(),
+        offline_grace_secs: new.offline_grace_secs,
+        offline_overdraft: new.offline_overdraft,
     };
     (license, new.key_hash)
 }
@@ -536,6 +681,31 @@ pub(crate) struct LicenseRow {
     status: String,
     expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+    offline_grace_secs: Option<i32>,
+    offline_overdraft: i32,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct LicenseChangeRow {
+    #[sqlx(flatten)]
+    license: LicenseRow,
+    revision: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RevokedRow {
+    id: DbUuid,
+    org_id: DbUuid,
+    hardware_id: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SweepRow {
+    id: DbUuid,
+    org_id: DbUuid,
+    license_id: DbUuid,
+    hardware_id: String,
+    lease_expires_at: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -568,7 +738,30 @@ pub(crate) struct AuditRow {
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("unreadable {what} row: {detail}"))
+    StoreError::Corrupt(format!("unreadable {what} row: {detail}"))
+}
+
+impl TryFrom<LicenseChangeRow> for LicenseChange {
+    type Error = StoreError;
+    fn try_from(r: LicenseChangeRow) -> Result<Self, StoreError> {
+        Ok(LicenseChange {
+            revision: r.revision,
+            license: r.license.try_into()?,
+        })
+    }
+}
+
+impl TryFrom<SweepRow> for SweepCandidate {
+    type Error = StoreError;
+    fn try_from(r: SweepRow) -> Result<Self, StoreError> {
+        Ok(SweepCandidate {
+            id: SessionId(r.id.0),
+            org_id: OrgId(r.org_id.0),
+            license_id: LicenseId(r.license_id.0),
+            hardware_id: r.hardware_id,
+            lease_expires_at: r.lease_expires_at,
+        })
+    }
 }
 
 impl TryFrom<OrgRow> for Org {
@@ -598,6 +791,13 @@ impl TryFrom<LicenseRow> for License {
                 .map_err(|e| corrupt("license", e))?,
             expires_at: r.expires_at,
             created_at: r.created_at,
+            offline_grace_secs: r
+                .offline_grace_secs
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|e| corrupt("license", e))?,
+            offline_overdraft: u32::try_from(r.offline_overdraft)
+                .map_err(|e| corrupt("license", e))?,
         })
     }
 }

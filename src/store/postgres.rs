@@ -9,15 +9,19 @@ use seatwarden_actors::domain::{
     AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId, SessionId,
     SessionRecord,
 };
-use seatwarden_actors::ports::{EndOutcome, Store, StoreError};
+use seatwarden_actors::ports::{
+    EndOutcome, LicenseChange, LicenseStore, SessionStore, StoreError, SweepCandidate,
+};
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use uuid::Uuid;
 
 use super::{
-    AUDIT_OF_LICENSE, AuditRow, LICENSE_BY_ID, LICENSE_BY_KEY_HASH, LicenseRow, ORG_BY_ID,
-    ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, SessionRow, all, db_error, end_session_in,
-    insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error, new_license,
-    new_org, one, start_session_in, update_license,
+    AUDIT_OF_LICENSE, Arg, AuditRow, DbTime, DbUuid, END_SESSION_ONE_STATEMENT, LICENSE_BY_ID,
+    LICENSE_BY_KEY_HASH, LICENSE_CHANGES, LICENSE_REVISION, LicenseChangeRow, LicenseRow,
+    ORG_BY_ID, ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, START_SESSION_ONE_STATEMENT,
+    SessionRow, SweepRow, all, bind_audit, bind_session, db_error, insert_audit, insert_license,
+    insert_org, merge_heartbeats, migrate_error, new_license, new_org, one, update_license_in,
+    sweep_columns, update_license_sql,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -62,11 +66,22 @@ const LOCK_OPEN_SESSIONS: &str = "SELECT id FROM sessions \
      WHERE id = ANY($1) AND ended_at IS NULL ORDER BY id FOR UPDATE";
 const HEARTBEATS: &str = "UPDATE sessions AS s \
      SET last_heartbeat_at = GREATEST(s.last_heartbeat_at, b.at), \
-         lease_expires_at = GREATEST(s.lease_expires_at, b.lease_expires_at) \
+         lease_expires_at = GREATEST(s.lease_expires_at, b.lease_expires_at), \
+         sweep_at = GREATEST(s.sweep_at, b.lease_expires_at) \
      FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[]) \
           AS b(id, at, lease_expires_at) \
      WHERE s.id = b.id AND s.ended_at IS NULL \
        AND (s.last_heartbeat_at < b.at OR s.lease_expires_at < b.lease_expires_at)";
+const UPDATE_LICENSE: &str = update_license_sql!("nextval('license_revisions')");
+const CLAIM_SWEEP: &str = concat!(
+    "UPDATE sessions SET sweep_at = $2 WHERE id IN (SELECT id FROM sessions \
+     WHERE ended_at IS NULL AND sweep_at <= $1 ORDER BY sweep_at LIMIT $3 \
+     FOR UPDATE SKIP LOCKED) RETURNING ",
+    sweep_columns!()
+);
+const RESCHEDULE_SWEEP: &str = "UPDATE sessions AS s SET sweep_at = b.at \
+     FROM UNNEST($1::uuid[], $2::timestamptz[]) AS b(id, at) \
+     WHERE s.id = b.id AND s.ended_at IS NULL";
 const OPEN_SESSIONS_OF_ORG: &str = concat!(
     "SELECT ",
     session_columns!(),
@@ -79,7 +94,7 @@ const SESSIONS_OF_LICENSE: &str = concat!(
 );
 
 #[async_trait]
-impl Store for PostgresStore {
+impl LicenseStore for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -125,7 +140,10 @@ impl Store for PostgresStore {
         id: LicenseId,
         update: &LicenseUpdate,
     ) -> Result<Option<License>, StoreError> {
-        one(update_license(id, update)?.fetch_optional(&self.pool).await)
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let license = update_license_in::<Postgres>(&mut tx, UPDATE_LICENSE, id, update).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(license)
     }
 
     async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>, StoreError> {
@@ -142,14 +160,40 @@ impl Store for PostgresStore {
             .await)
     }
 
+    async fn license_changes_since(
+        &self,
+        revision: i64,
+        limit: u32,
+    ) -> Result<Vec<LicenseChange>, StoreError> {
+        all(sqlx::query_as::<_, LicenseChangeRow>(LICENSE_CHANGES)
+            .bind(revision)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await)
+    }
+
+    async fn license_revision(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar::<_, i64>(LICENSE_REVISION)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    /// One statement, so one round trip: see [`START_SESSION_ONE_STATEMENT`].
     async fn start_session(
         &self,
         session: &SessionRecord,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        start_session_in::<Postgres>(&mut tx, session, audit).await?;
-        tx.commit().await.map_err(db_error)
+        let q = bind_session::<Postgres, _>(sqlx::query(START_SESSION_ONE_STATEMENT), session);
+        bind_audit::<Postgres, _>(q, audit)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -194,10 +238,50 @@ impl Store for PostgresStore {
         reason: EndReason,
         audit: &AuditEntry,
     ) -> Result<Option<EndOutcome>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let outcome = end_session_in::<Postgres>(&mut tx, id, ended_at, reason, audit).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(outcome)
+        // One statement in the common case. When it ends nothing, a
+        // concurrent end won the row lock (the statement waited for it and
+        // re-checked the committed row), or the session is unknown; a
+        // separate read then sees that committed end.
+        let q = sqlx::query_as::<_, SessionRow>(END_SESSION_ONE_STATEMENT)
+            .arg(DbUuid::from(id))
+            .arg(DbTime(ended_at))
+            .arg(reason.as_str().to_owned());
+        let ended: Option<SessionRecord> = one(bind_audit::<Postgres, _>(q, audit)
+            .fetch_optional(&self.pool)
+            .await)?;
+        if let Some(record) = ended {
+            return Ok(Some(EndOutcome::Ended(record)));
+        }
+        Ok(self.session(id).await?.map(EndOutcome::AlreadyEnded))
+    }
+
+    async fn claim_sweep(
+        &self,
+        now: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SweepCandidate>, StoreError> {
+        all(sqlx::query_as::<_, SweepRow>(CLAIM_SWEEP)
+            .bind(now)
+            .bind(claim_until)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await)
+    }
+
+    async fn reschedule_sweep(&self, at: &[(SessionId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if at.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = at.iter().map(|(id, _)| id.0).collect();
+        let times: Vec<DateTime<Utc>> = at.iter().map(|&(_, t)| t).collect();
+        sqlx::query(RESCHEDULE_SWEEP)
+            .bind(&ids[..])
+            .bind(&times[..])
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_error)
     }
 
     async fn open_sessions(&self, org: OrgId) -> Result<Vec<SessionRecord>, StoreError> {

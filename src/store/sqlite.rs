@@ -10,15 +10,19 @@ use seatwarden_actors::domain::{
     AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId, SessionId,
     SessionRecord,
 };
-use seatwarden_actors::ports::{EndOutcome, Store, StoreError};
+use seatwarden_actors::ports::{
+    EndOutcome, LicenseChange, LicenseStore, SessionStore, StoreError, SweepCandidate,
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
 use super::{
-    AUDIT_OF_LICENSE, AuditRow, DbTime, DbUuid, LICENSE_BY_ID, LICENSE_BY_KEY_HASH, LicenseRow,
-    ORG_BY_ID, ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, SessionRow, all, db_error,
+    AUDIT_OF_LICENSE, AuditRow, DbTime, DbUuid, LICENSE_BY_ID, LICENSE_BY_KEY_HASH,
+    LICENSE_CHANGES, LICENSE_REVISION, LicenseChangeRow, LicenseRow, ORG_BY_ID,
+    ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, SessionRow, SweepRow, all, db_error,
     end_session_in, insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error,
-    new_license, new_org, one, start_session_in, update_license,
+    new_license, new_org, one, start_session_in, sweep_columns, update_license_in,
+    update_license_sql,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -127,9 +131,22 @@ const LICENSES_OF_ORG: &str = concat!(
 );
 const HEARTBEAT: &str = "UPDATE sessions \
      SET last_heartbeat_at = max(last_heartbeat_at, ?2), \
-         lease_expires_at = max(lease_expires_at, ?3) \
+         lease_expires_at = max(lease_expires_at, ?3), \
+         sweep_at = max(sweep_at, ?3) \
      WHERE id = ?1 AND ended_at IS NULL \
        AND (last_heartbeat_at < ?2 OR lease_expires_at < ?3)";
+/// Runs under SQLite's write lock, so the next revision is simply one more
+/// than the highest.
+const UPDATE_LICENSE: &str =
+    update_license_sql!("(SELECT COALESCE(MAX(revision), 0) + 1 FROM licenses)");
+/// One writer at a time: no row locks needed for the claim to be atomic.
+const CLAIM_SWEEP: &str = concat!(
+    "UPDATE sessions SET sweep_at = ?2 WHERE id IN (SELECT id FROM sessions \
+     WHERE ended_at IS NULL AND sweep_at <= ?1 ORDER BY sweep_at LIMIT ?3) RETURNING ",
+    sweep_columns!()
+);
+const RESCHEDULE_SWEEP: &str =
+    "UPDATE sessions SET sweep_at = ?2 WHERE id = ?1 AND ended_at IS NULL";
 const OPEN_SESSIONS_OF_ORG: &str = concat!(
     "SELECT ",
     session_columns!(),
@@ -142,7 +159,7 @@ const SESSIONS_OF_LICENSE: &str = concat!(
 );
 
 #[async_trait]
-impl Store for SqliteStore {
+impl LicenseStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
@@ -188,9 +205,10 @@ impl Store for SqliteStore {
         id: LicenseId,
         update: &LicenseUpdate,
     ) -> Result<Option<License>, StoreError> {
-        one(update_license(id, update)?
-            .fetch_optional(&self.writer)
-            .await)
+        let mut tx = self.write_tx().await?;
+        let license = update_license_in::<Sqlite>(&mut tx, UPDATE_LICENSE, id, update).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(license)
     }
 
     async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>, StoreError> {
@@ -207,6 +225,28 @@ impl Store for SqliteStore {
             .await)
     }
 
+    async fn license_changes_since(
+        &self,
+        revision: i64,
+        limit: u32,
+    ) -> Result<Vec<LicenseChange>, StoreError> {
+        all(sqlx::query_as::<_, LicenseChangeRow>(LICENSE_CHANGES)
+            .bind(revision)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await)
+    }
+
+    async fn license_revision(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar::<_, i64>(LICENSE_REVISION)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
     async fn start_session(
         &self,
         session: &SessionRecord,
@@ -255,6 +295,36 @@ impl Store for SqliteStore {
         let outcome = end_session_in::<Sqlite>(&mut tx, id, ended_at, reason, audit).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(outcome)
+    }
+
+    async fn claim_sweep(
+        &self,
+        now: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SweepCandidate>, StoreError> {
+        all(sqlx::query_as::<_, SweepRow>(CLAIM_SWEEP)
+            .bind(DbTime(now))
+            .bind(DbTime(claim_until))
+            .bind(i64::from(limit))
+            .fetch_all(&self.writer)
+            .await)
+    }
+
+    async fn reschedule_sweep(&self, at: &[(SessionId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if at.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for (id, when) in at {
+            sqlx::query(RESCHEDULE_SWEEP)
+                .bind(DbUuid::from(*id))
+                .bind(DbTime(*when))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 
     async fn open_sessions(&self, org: OrgId) -> Result<Vec<SessionRecord>, StoreError> {

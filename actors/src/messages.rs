@@ -1,0 +1,102 @@
+//! The messages the actors understand and the answers the coordinator
+//! hands back. A leaf module: actor modules import it, never each other,
+//! so the supervision tree has no import cycles.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ractor::{ActorRef, RpcReplyPort};
+
+use crate::domain::{AuditEntry, EndReason, License, LicenseId, OrgId, SessionId};
+use crate::error::CoordinatorError;
+
+/// A granted, renewed or reclaimed seat.
+#[derive(Clone, Debug)]
+pub struct Acquired {
+    /// `false` when the machine already held a session (live, or lapsed
+    /// within its grace), which was extended instead.
+    pub created: bool,
+    pub session_id: SessionId,
+    pub hardware_id: String,
+    pub expires_at: DateTime<Utc>,
+    pub license: Arc<License>,
+    pub seats_used: u32,
+}
+
+/// An extended lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Beat {
+    pub session_id: SessionId,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An ended session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    pub session_id: SessionId,
+    pub ended_at: DateTime<Utc>,
+    pub reason: EndReason,
+}
+
+/// What a seat token says about its session: enough to route heartbeat and
+/// release without reading the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRef {
+    pub org: OrgId,
+    pub license: LicenseId,
+    pub session: SessionId,
+    pub hardware_id: String,
+}
+
+/// Messages of an organization's actor.
+pub enum OrgMessage {
+    /// The license, from the actor's cache or the store.
+    License(
+        LicenseId,
+        RpcReplyPort<Result<Arc<License>, CoordinatorError>>,
+    ),
+    /// A lease the ledger extended; written to the store in the next batch.
+    Beat {
+        session: SessionId,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    /// A refused acquisition's audit entry; written subject to the
+    /// per-license rate bound.
+    AcquireFailed(AuditEntry),
+    /// The license changed: drop it from the cache.
+    Invalidate(LicenseId),
+    /// Periodic housekeeping: flush batched heartbeats, stop when idle.
+    Tick,
+    /// Test-only fault hook: panics inside the handler, as a bug would.
+    /// Ignored unless `CoordinatorSettings::fault_hooks` is set.
+    InjectPanic,
+}
+
+/// Messages of the organization supervisor.
+pub enum OrgSupervisorMessage {
+    /// The organization's actor, spawning it if none runs.
+    Get(OrgId, RpcReplyPort<Result<ActorRef<OrgMessage>, String>>),
+    /// How many organization actors run.
+    Count(RpcReplyPort<usize>),
+}
+
+/// Messages of the cluster-wide sweeper.
+pub enum SweeperMessage {
+    /// Claim due sessions and settle them against the ledger.
+    Sweep,
+}
+
+/// Messages of the license watcher.
+pub enum WatcherMessage {
+    /// Poll the store for license changes.
+    Poll,
+}
+
+/// Messages of the root supervisor.
+pub enum RootMessage {
+    /// Operator action: stop the organization supervisor and every
+    /// organization actor, then start them afresh. Live sessions survive:
+    /// they are held by the ledger and the store, not by the actors.
+    RestartOrgs(RpcReplyPort<Result<(), String>>),
+}

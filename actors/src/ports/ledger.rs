@@ -1,0 +1,149 @@
+//! The seat ledger: who holds which seat until when.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{LicenseId, OrgId, SessionId};
+
+/// A failure of the seat ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The ledger could not be reached; the caller should retry later.
+    #[error("seat ledger unavailable: {0}")]
+    Unavailable(String),
+    /// The ledger answered something impossible (a bad id or timestamp): a
+    /// bug or corrupted data, never worth a retry.
+    #[error("seat ledger returned bad data: {0}")]
+    Corrupt(String),
+}
+
+/// A request for a seat.
+#[derive(Clone, Debug)]
+pub struct LeaseRequest {
+    pub org: OrgId,
+    pub license: LicenseId,
+    /// The id the new session gets if a seat is granted.
+    pub session: SessionId,
+    pub hardware_id: String,
+    pub max_seats: u32,
+    pub ttl: Duration,
+    /// The license's offline grace: how long a lapsed lease keeps its token
+    /// valid, and so keeps counting against `max_seats + overdraft`. The
+    /// ledger remembers the latest value per license and applies it to
+    /// every later call on the license.
+    pub grace: Duration,
+    /// How many leases beyond `max_seats` may be held at once by lapsed
+    /// leases within their grace.
+    pub overdraft: u32,
+}
+
+/// The answer to a [`LeaseRequest`]. `seats_used` counts live leases;
+/// `graced` counts lapsed leases still within their grace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseGrant {
+    /// A new lease under the requested session id.
+    Granted {
+        expires_at: DateTime<Utc>,
+        seats_used: u32,
+        graced: u32,
+    },
+    /// This hardware id already held a lease on the license, live or within
+    /// its grace; it was extended (made live again) and keeps its original
+    /// session id.
+    Renewed {
+        session: SessionId,
+        expires_at: DateTime<Utc>,
+        seats_used: u32,
+        graced: u32,
+    },
+    /// Every seat is taken by a live lease, or live and graced leases
+    /// together fill `max_seats + overdraft`.
+    Full { seats_used: u32, graced: u32 },
+}
+
+/// What the ledger holds of some sessions of one license, for the sweep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseStates {
+    /// The ledger's clock when it answered.
+    pub now: DateTime<Utc>,
+    /// The grace the ledger applies to this license.
+    pub grace: Duration,
+    /// Live leases of the license.
+    pub live: u32,
+    /// Lapsed leases of the license still within their grace.
+    pub graced: u32,
+    /// For each session asked about, in order: its lease expiry if the
+    /// ledger still holds it (live, or lapsed within `grace`), else `None`.
+    pub expiries: Vec<Option<DateTime<Utc>>>,
+}
+
+/// The live leases: which machine holds which seat until when.
+///
+/// The ledger is the single source of truth for *live* seats; the store only
+/// keeps history. Contract shared by every implementation:
+///
+/// - **Invariant:** a license never has more live leases than `max_seats`,
+///   and never more live plus graced leases than `max_seats + overdraft`,
+///   however many processes call the ledger at once.
+/// - A lease is live while `now < expires_at`, with `now` taken from one
+///   clock shared by all callers (Redis `TIME`, or the process clock for the
+///   in-process ledger), so skew between nodes cannot stretch or cut it.
+/// - A lapsed lease frees its live seat by itself: no sweeper and no client
+///   call is needed. It stays *graced* (still counted against the overdraft
+///   bound) until `expires_at + grace`, then is forgotten. Heartbeats never
+///   revive a lapsed lease; only its own machine's acquire reclaims it.
+/// - At most one lease (live or graced) per `(license, hardware_id)`.
+/// - Lowering `max_seats` never evicts leases; it only refuses new ones
+///   until usage is below the limit.
+#[async_trait]
+pub trait SeatLedger: Send + Sync + 'static {
+    /// Checks that the ledger answers. Used by `/health/ready`.
+    async fn ping(&self) -> Result<(), LedgerError>;
+
+    /// Grants, renews (or reclaims) or refuses a seat, atomically.
+    async fn acquire(&self, req: &LeaseRequest) -> Result<LeaseGrant, LedgerError>;
+
+    /// Extends a live lease to `now + ttl` and returns the new expiry;
+    /// `None` if the lease is unknown, released or has lapsed (graced
+    /// leases included: they are reclaimed through `acquire`).
+    async fn heartbeat(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        session: SessionId,
+        ttl: Duration,
+    ) -> Result<Option<DateTime<Utc>>, LedgerError>;
+
+    /// Frees the seat. Returns whether a lease was held (live or graced);
+    /// `false` for an unknown, already released or forgotten lease.
+    /// Idempotent.
+    async fn release(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        session: SessionId,
+    ) -> Result<bool, LedgerError>;
+
+    /// The live leases of a license with their expiry, in no particular
+    /// order. Lapsed leases are never returned.
+    async fn live_leases(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+    ) -> Result<Vec<(SessionId, DateTime<Utc>)>, LedgerError>;
+
+    /// What the ledger holds of `sessions` (all of one license), forgetting
+    /// leases past their grace first.
+    async fn lease_states(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        sessions: &[SessionId],
+    ) -> Result<LeaseStates, LedgerError>;
+
+    /// Drops every lease of the license (suspension, deactivation) and
+    /// returns how many were held. Idempotent.
+    async fn revoke_license(&self, org: OrgId, license: LicenseId) -> Result<u32, LedgerError>;
+}

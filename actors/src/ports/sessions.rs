@@ -1,0 +1,112 @@
+//! Session records and the audit log.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::domain::{AuditEntry, EndReason, LicenseId, OrgId, SessionId, SessionRecord};
+
+/// What [`SessionStore::end_session`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EndOutcome {
+    /// This call closed the session; its audit entry was written with it.
+    Ended(SessionRecord),
+    /// The session had already ended; nothing was written and the record
+    /// shows the original `ended_at` and `end_reason`.
+    AlreadyEnded(SessionRecord),
+}
+
+impl EndOutcome {
+    pub fn record(&self) -> &SessionRecord {
+        match self {
+            Self::Ended(r) | Self::AlreadyEnded(r) => r,
+        }
+    }
+}
+
+/// An open session whose lease, as far as the store knows, has run out: a
+/// candidate for the cluster-wide sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepCandidate {
+    pub id: SessionId,
+    pub org_id: OrgId,
+    pub license_id: LicenseId,
+    pub hardware_id: String,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// Durable session history: open and ended sessions, and the append-only
+/// audit log.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Inserts a new open session and its `LICENSE_ACQUIRED` audit entry
+    /// atomically (one statement or one transaction): either both are
+    /// durable or neither is. Fails with `Conflict` on a duplicate id.
+    async fn start_session(
+        &self,
+        session: &SessionRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+
+    /// The session, open or ended, or `None`.
+    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Records heartbeats: for each `(session, at, lease_expires_at)` sets
+    /// `last_heartbeat_at` and `lease_expires_at`, but only on sessions that
+    /// are still open and only forwards in time (an older write arriving
+    /// late never moves a lease back). The sweep looks at a session again
+    /// no earlier than its new lease expiry. Unknown ids are ignored.
+    async fn record_heartbeats(
+        &self,
+        beats: &[(SessionId, DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<(), StoreError>;
+
+    /// Ends an open session and appends `audit` atomically.
+    ///
+    /// Idempotent and safe under races between nodes: only the first caller
+    /// gets `Ended`, every later one gets `AlreadyEnded` with the original
+    /// record and writes nothing. `Ok(None)` when the session is unknown.
+    async fn end_session(
+        &self,
+        id: SessionId,
+        ended_at: DateTime<Utc>,
+        reason: EndReason,
+        audit: &AuditEntry,
+    ) -> Result<Option<EndOutcome>, StoreError>;
+
+    /// Claims up to `limit` open sessions whose sweep is due (`sweep_at`,
+    /// which starts as the lease expiry, is at or before `now`) and pushes
+    /// their `sweep_at` to `claim_until`, in one atomic step.
+    ///
+    /// Nodes sharing the store claim disjoint sets: a session claimed by one
+    /// caller is not returned to another until `claim_until` passes, so a
+    /// claimer that dies only delays the session's turn by one claim. Cost
+    /// grows with the number of due sessions, not with the open ones.
+    async fn claim_sweep(
+        &self,
+        now: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SweepCandidate>, StoreError>;
+
+    /// Sets when the sweep looks at each open session again.
+    async fn reschedule_sweep(&self, at: &[(SessionId, DateTime<Utc>)]) -> Result<(), StoreError>;
+
+    /// The open sessions of an organization, oldest first.
+    async fn open_sessions(&self, org: OrgId) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Organizations that have at least one open session.
+    async fn orgs_with_open_sessions(&self) -> Result<Vec<OrgId>, StoreError>;
+
+    /// All sessions of a license, open and ended, newest first.
+    async fn sessions_for_license(
+        &self,
+        license: LicenseId,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Appends one audit entry.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The audit entries of a license, in the order they were written.
+    async fn audit_for_license(&self, license: LicenseId) -> Result<Vec<AuditEntry>, StoreError>;
+}

@@ -1,0 +1,8 @@
+-- Drops every lease of a license (suspension or deactivation).
+-- Runs after lease.lua (KEYS).
+--
+-- Returns how many leases were held. Idempotent. Cost: O(n).
+
+local held = redis.call('ZCARD', leases)
+redis.call('DEL', leases, hw_map, sess_map, grace_key)
+return held
