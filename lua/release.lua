@@ -13,6 +13,10 @@ local session = ARGV[1]
 local score = redis.call('ZSCORE', leases, session)
 redis.call('ZREM', leases, session)
 forget(session)
+-- The last lease gone: the remembered grace goes too (acquire sets it again).
+if redis.call('EXISTS', leases) == 0 then
+  redis.call('DEL', grace_key)
+end
 
 if score and tonumber(score) > now - grace then
   return 1

@@ -130,6 +130,8 @@ impl License {
             hardware_id: hardware_id.to_owned(),
             max_seats: self.max_seats,
             ttl,
+            grace: Duration::ZERO,
+            overdraft: 0,
         }
     }
 
@@ -232,7 +234,7 @@ async fn check_grant_then_full(ledger: Ledger) {
     }
     assert_eq!(
         lic.acquire(&ledger, "d", LONG).await,
-        LeaseGrant::Full { seats_used: 3 }
+        LeaseGrant::Full { seats_used: 3, graced: 0 }
     );
     assert_eq!(lic.live(&ledger).await.len(), 3);
 }
@@ -246,6 +248,7 @@ async fn check_renewal(ledger: Ledger) {
             session,
             expires_at,
             seats_used,
+            ..
         } => {
             assert_eq!(session, first, "a renewal keeps the original session id");
             assert!(expires_at > first_expiry, "a renewal extends the lease");
@@ -262,7 +265,7 @@ async fn check_renewal(ledger: Ledger) {
     lic.grant(&ledger, "b", LONG).await;
     assert_eq!(
         lic.acquire(&ledger, "c", LONG).await,
-        LeaseGrant::Full { seats_used: 2 }
+        LeaseGrant::Full { seats_used: 2, graced: 0 }
     );
     // A full license still renews the seats it holds.
     assert!(matches!(
@@ -296,7 +299,7 @@ async fn check_lapse_frees_seat(ledger: Ledger) {
     let (_, first_expiry) = lic.grant(&ledger, "a", ttl).await;
     assert_eq!(
         lic.acquire(&ledger, "b", LONG).await,
-        LeaseGrant::Full { seats_used: 1 }
+        LeaseGrant::Full { seats_used: 1, graced: 0 }
     );
 
     let (session, expiry) = poll("the lapsed seat to be granted again", || async {
@@ -305,6 +308,7 @@ async fn check_lapse_frees_seat(ledger: Ledger) {
             LeaseGrant::Granted {
                 expires_at,
                 seats_used,
+                ..
             } => {
                 assert_eq!(seats_used, 1, "the lapsed lease no longer counts");
                 Some((req.session, expires_at))
@@ -378,7 +382,7 @@ async fn check_release_frees_seat(ledger: Ledger) {
     let (session, _) = lic.grant(&ledger, "a", LONG).await;
     assert_eq!(
         lic.acquire(&ledger, "b", LONG).await,
-        LeaseGrant::Full { seats_used: 1 }
+        LeaseGrant::Full { seats_used: 1, graced: 0 }
     );
     assert!(lic.release(&ledger, session).await);
     let (b, _) = lic.grant(&ledger, "b", LONG).await;
@@ -430,7 +434,7 @@ async fn check_lower_max_seats(ledger: Ledger) {
     lic.max_seats = 1;
     assert_eq!(
         lic.acquire(&ledger, "d", LONG).await,
-        LeaseGrant::Full { seats_used: 3 }
+        LeaseGrant::Full { seats_used: 3, graced: 0 }
     );
     assert_eq!(lic.live(&ledger).await.len(), 3, "nobody was evicted");
     // Holders over the new limit keep renewing.
@@ -445,12 +449,12 @@ async fn check_lower_max_seats(ledger: Ledger) {
     assert!(lic.release(&ledger, sessions[0]).await);
     assert_eq!(
         lic.acquire(&ledger, "d", LONG).await,
-        LeaseGrant::Full { seats_used: 2 }
+        LeaseGrant::Full { seats_used: 2, graced: 0 }
     );
     assert!(lic.release(&ledger, sessions[1]).await);
     assert_eq!(
         lic.acquire(&ledger, "d", LONG).await,
-        LeaseGrant::Full { seats_used: 1 }
+        LeaseGrant::Full { seats_used: 1, graced: 0 }
     );
     assert!(lic.release(&ledger, sessions[2]).await);
     assert!(matches!(
@@ -485,7 +489,7 @@ async fn check_isolation(ledger: Ledger) {
     let (session, _) = full.grant(&ledger, "a", LONG).await;
     assert_eq!(
         full.acquire(&ledger, "b", LONG).await,
-        LeaseGrant::Full { seats_used: 1 }
+        LeaseGrant::Full { seats_used: 1, graced: 0 }
     );
 
     // Another license of the same organization.
@@ -525,7 +529,7 @@ async fn check_zero_seats(ledger: Ledger) {
     let lic = License::new(0);
     assert_eq!(
         lic.acquire(&ledger, "a", LONG).await,
-        LeaseGrant::Full { seats_used: 0 }
+        LeaseGrant::Full { seats_used: 0, graced: 0 }
     );
     assert!(lic.live(&ledger).await.is_empty());
 }
@@ -551,7 +555,7 @@ async fn check_concurrent_distinct_hardware(nodes: Vec<Ledger>) {
                 assert!((1..=10).contains(&seats_used));
                 granted.push(session);
             }
-            (_, LeaseGrant::Full { seats_used }) => {
+            (_, LeaseGrant::Full { seats_used, .. }) => {
                 assert_eq!(seats_used, 10);
                 full += 1;
             }
@@ -693,6 +697,7 @@ mod redis_only {
                 assert!(!message.contains("hunter2"), "{message}");
             }
             Ok(_) => panic!("connected to a closed port"),
+            Err(other) => panic!("expected unavailable, got {other}"),
         }
     }
 
@@ -721,6 +726,7 @@ mod redis_only {
                 assert!(!message.contains("hunter2"), "{message}");
             }
             Ok(()) => panic!("a silent server answered"),
+            Err(other) => panic!("expected unavailable, got {other}"),
         }
     }
 

@@ -64,6 +64,7 @@ fn claims() -> SeatClaims {
         max_seats: 5,
         iat: now(),
         exp: now() + 600,
+        lease_exp: now() + 570,
     }
 }
 

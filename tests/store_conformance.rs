@@ -18,7 +18,7 @@ use seatwarden_actors::domain::{
     AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus,
     LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord,
 };
-use seatwarden_actors::ports::{EndOutcome, Store, StoreError};
+use seatwarden_actors::ports::{EndOutcome, LicenseStore, Store, StoreError};
 use serde_json::json;
 
 /// Pool size of the PostgreSQL store under test.
@@ -136,6 +136,8 @@ fn new_license(org: OrgId, seats: u32) -> NewLicense {
         tier: "pro".to_owned(),
         features: vec!["export".to_owned(), "gpu".to_owned()],
         expires_at: Some(at(86_400)),
+        offline_grace_secs: None,
+        offline_overdraft: 0,
     }
 }
 

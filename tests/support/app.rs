@@ -185,6 +185,8 @@ impl TestApp {
                 tier: "pro".into(),
                 features: vec!["export".into(), "sso".into()],
                 expires_at: expires_at.map(|s| s.parse().unwrap()),
+                offline_grace_secs: None,
+                offline_overdraft: 0,
             }),
         )
         .await
@@ -206,6 +208,8 @@ impl TestApp {
                 seats,
                 status: status.map(|s| s.parse().unwrap()),
                 expires_at: None,
+                offline_grace_secs: None,
+                offline_overdraft: None,
             }),
         )
         .await
