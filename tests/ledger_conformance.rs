@@ -734,30 +734,9 @@ mod redis_only {
     async fn a_ledger_whose_redis_goes_away_fails_fast_and_recovers() {
         // A ledger connected through a proxy we can cut.
         let upstream = support::services::redis_url();
-        let upstream_addr = upstream.trim_start_matches("redis://").to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if *cut_rx.borrow() {
-                    continue; // drop the connection: Redis is "down"
-                }
-                let upstream_addr = upstream_addr.clone();
-                let mut cut = cut_rx.clone();
-                tokio::spawn(async move {
-                    let mut server = tokio::net::TcpStream::connect(upstream_addr).await.unwrap();
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.wait_for(|c| *c) => {}
-                    }
-                });
-            }
-        });
-
+        let proxy =
+            support::proxy::CuttableProxy::start(support::proxy::host_port(&upstream)).await;
+        let port = proxy.port;
         let ledger: Ledger = Arc::new(
             RedisLedger::connect_with_timeout(
                 &format!("redis://127.0.0.1:{port}"),
@@ -769,12 +748,12 @@ mod redis_only {
         let lic = License::new(1);
         let (a, _) = lic.grant(&ledger, "a", LONG).await;
 
-        cut_tx.send(true).unwrap();
+        proxy.cut();
         let err = within_liveness_bound(ledger.heartbeat(lic.org, lic.license, a, LONG)).await;
         assert!(matches!(err, Err(LedgerError::Unavailable(_))), "{err:?}");
 
         // The connection manager reconnects by itself once Redis is back.
-        cut_tx.send(false).unwrap();
+        proxy.restore();
         poll("the ledger to reconnect", || async {
             ledger.heartbeat(lic.org, lic.license, a, LONG).await.ok()
         })

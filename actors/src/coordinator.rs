@@ -26,16 +26,11 @@ use crate::messages::{
 };
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
-use crate::ports::{EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, SeatLedger, SessionStore};
+use crate::ports::{LeaseGrant, LeaseRequest, LicenseStore, SeatLedger, SessionStore};
 use crate::root::{RootArguments, RootSupervisor};
 use crate::settings::CoordinatorSettings;
 use crate::sweeper::{self, SweepReport, SweeperArguments};
 use crate::watcher::WatcherArguments;
-
-/// How far node clocks may drift from the ledger's clock before a session
-/// missing from the ledger is taken to have lapsed rather than to be being
-/// released by another node.
-const CLOCK_SKEW_ALLOWANCE: TimeDelta = TimeDelta::milliseconds(500);
 
 /// Bound on each key cache, so keys sprayed by a client can't grow it
 /// without limit; it is simply cleared when full.
@@ -332,48 +327,21 @@ impl Coordinator {
 
     /// Ends a session. Idempotent: ending an ended session returns its
     /// original end.
+    ///
+    /// The record is ended first, then the seat given back: with the store
+    /// down nothing changes (503), and with the ledger down the session is
+    /// recorded as released and a retry frees the seat (an unreleased seat
+    /// would lapse by itself anyway). Never the other way round, which could
+    /// free a seat whose record stays open.
     pub async fn release(
         &self,
         session: &SessionRef,
         client: ClientInfo,
     ) -> Result<Released, CoordinatorError> {
-        let sessions = &self.inner.ports.sessions;
-        let held = self
-            .inner
-            .ports
-            .ledger
-            .release(session.org, session.license, session.session)
-            .await?;
-        let reason = if held {
-            EndReason::Released
-        } else {
-            // Not held: ended before, lapsed past its grace, or unknown.
-            let record = sessions
-                .session(session.session)
-                .await?
-                .ok_or(CoordinatorError::SessionNotFound)?;
-            if let Some((ended_at, reason)) = record.end() {
-                return Ok(Released {
-                    session_id: session.session,
-                    ended_at,
-                    reason,
-                });
-            }
-            // Open and not held: lapsed, unless its known lease runs on, in
-            // which case another node is releasing it right now.
-            if record.lease_expires_at + CLOCK_SKEW_ALLOWANCE <= Utc::now() {
-                EndReason::Expired
-            } else {
-                EndReason::Released
-            }
-        };
-        let event = match reason {
-            EndReason::Expired => AuditEvent::SessionExpired,
-            _ => AuditEvent::LicenseReleased,
-        };
+        let now = Utc::now();
         let entry = AuditEntry {
-            at: Utc::now(),
-            event,
+            at: now,
+            event: AuditEvent::LicenseReleased,
             org_id: session.org,
             license_id: session.license,
             session_id: Some(session.session),
@@ -381,17 +349,22 @@ impl Coordinator {
             client,
             detail: None,
         };
-        let outcome = sessions
-            .end_session(session.session, Utc::now(), reason, &entry)
+        let outcome = self
+            .inner
+            .ports
+            .sessions
+            .end_session(session.session, now, EndReason::Released, &entry)
             .await?
             .ok_or(CoordinatorError::SessionNotFound)?;
+        self.inner
+            .ports
+            .ledger
+            .release(session.org, session.license, session.session)
+            .await?;
         let (ended_at, reason) = outcome
             .record()
             .end()
             .ok_or_else(|| CoordinatorError::Internal("an ended session has no end".into()))?;
-        if matches!(outcome, EndOutcome::Ended(_)) && reason == EndReason::Expired {
-            metrics::counter!(crate::metrics::SESSIONS_EXPIRED).increment(1);
-        }
         Ok(Released {
             session_id: session.session,
             ended_at,

@@ -53,6 +53,8 @@ pub struct AppOptions {
     pub fault_hooks: bool,
     pub client_ip: &'static str,
     pub org_idle_timeout_secs: u64,
+    pub offline_grace_secs: u64,
+    pub failure_audits_per_minute: u32,
 }
 
 impl Default for AppOptions {
@@ -65,6 +67,8 @@ impl Default for AppOptions {
             fault_hooks: false,
             client_ip: "peer",
             org_idle_timeout_secs: 300,
+            offline_grace_secs: 0,
+            failure_audits_per_minute: 60,
         }
     }
 }
@@ -108,6 +112,9 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         .merge(("seats.sweep_interval_secs", opts.sweep_interval_secs))
         .merge(("seats.license_cache_secs", opts.license_cache_secs))
         .merge(("seats.org_idle_timeout_secs", opts.org_idle_timeout_secs))
+        .merge(("seats.offline_grace_secs", opts.offline_grace_secs))
+        .merge(("seats.failure_audits_per_minute", opts.failure_audits_per_minute))
+        .merge(("seats.license_watch_ms", 100))
         .merge(("testing.fault_hooks", opts.fault_hooks));
     if let Backend::Shared {
         database_url,
@@ -165,6 +172,27 @@ impl TestApp {
     }
 
     pub async fn create_license_with(&self, seats: u32, expires_at: Option<&str>) -> TestLicense {
+        self.create_license_full(seats, expires_at, None, 0).await
+    }
+
+    /// A license with its own offline policy.
+    pub async fn create_license_offline(
+        &self,
+        seats: u32,
+        grace_secs: u32,
+        overdraft: u32,
+    ) -> TestLicense {
+        self.create_license_full(seats, None, Some(grace_secs), overdraft)
+            .await
+    }
+
+    async fn create_license_full(
+        &self,
+        seats: u32,
+        expires_at: Option<&str>,
+        offline_grace_secs: Option<u32>,
+        offline_overdraft: u32,
+    ) -> TestLicense {
         let prefix = &self.settings.licenses.key_prefix;
         let org = run_admin(
             self.store.as_ref(),
@@ -185,8 +213,8 @@ impl TestApp {
                 tier: "pro".into(),
                 features: vec!["export".into(), "sso".into()],
                 expires_at: expires_at.map(|s| s.parse().unwrap()),
-                offline_grace_secs: None,
-                offline_overdraft: 0,
+                offline_grace_secs,
+                offline_overdraft,
             }),
         )
         .await
