@@ -39,9 +39,12 @@ async fn main() -> ExitCode {
         admin => {
             let result = async {
                 let store = startup::open_store(&settings).await?;
-                let out =
-                    seatwarden::cli::run_admin(store.as_ref(), &settings.licenses.key_prefix, admin)
-                        .await?;
+                let out = seatwarden::cli::run_admin(
+                    store.as_ref(),
+                    &settings.licenses.key_prefix,
+                    admin,
+                )
+                .await?;
                 startup::revoke_if_refused(&settings, &out).await;
                 anyhow::Ok(out)
             }

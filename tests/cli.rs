@@ -206,3 +206,62 @@ fn database_passwords_never_reach_the_logs() {
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[test]
+fn a_second_embedded_server_on_the_same_data_dir_refuses_to_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    // A key up front, so the first server starts in moments.
+    let key = dir.path().join("signing-key.pem");
+    {
+        use rsa::pkcs8::EncodePrivateKey;
+        let k = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        std::fs::write(
+            &key,
+            k.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+    }
+    let serve = || {
+        Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+            .arg("serve")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("SEATWARDEN__DATA_DIR", dir.path())
+            .env("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run seatwarden serve")
+    };
+    let mut first = serve();
+    // The first server holds the lock once its log says it listens.
+    let mut stderr = std::io::BufReader::new(first.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the first server exited before listening");
+        if line.contains("listening") {
+            break;
+        }
+    }
+
+    let second = serve().wait_with_output().expect("second server");
+    assert!(!second.status.success(), "a second server started");
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "the refusal names the data directory: {message}"
+    );
+
+    // Bootstrap commands keep working beside the running server.
+    let org = json_stdout(&seatwarden(
+        dir.path(),
+        &["org", "create", "--name", "Beside"],
+    ));
+    assert_eq!(org["name"], "Beside");
+
+    let _ = first.kill();
+    let _ = first.wait();
+}

@@ -95,7 +95,10 @@ async fn the_token_verifies_offline_against_the_published_jwks() {
     let lease_end = chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap())
         .unwrap()
         .timestamp();
-    assert!(exp >= lease_end && exp <= lease_end + 60, "exp {exp}, lease {lease_end}");
+    assert!(
+        exp >= lease_end && exp <= lease_end + 60,
+        "exp {exp}, lease {lease_end}"
+    );
     assert_eq!(claims["lease_exp"].as_i64(), Some(lease_end));
 
     let pem = app.get("/api/v1/licenses/public-key").await;

@@ -234,7 +234,10 @@ async fn check_grant_then_full(ledger: Ledger) {
     }
     assert_eq!(
         lic.acquire(&ledger, "d", LONG).await,
-        LeaseGrant::Full { seats_used: 3, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 3,
+            graced: 0
+        }
     );
     assert_eq!(lic.live(&ledger).await.len(), 3);
 }
@@ -265,7 +268,10 @@ async fn check_renewal(ledger: Ledger) {
     lic.grant(&ledger, "b", LONG).await;
     assert_eq!(
         lic.acquire(&ledger, "c", LONG).await,
-        LeaseGrant::Full { seats_used: 2, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 2,
+            graced: 0
+        }
     );
     // A full license still renews the seats it holds.
     assert!(matches!(
@@ -299,7 +305,10 @@ async fn check_lapse_frees_seat(ledger: Ledger) {
     let (_, first_expiry) = lic.grant(&ledger, "a", ttl).await;
     assert_eq!(
         lic.acquire(&ledger, "b", LONG).await,
-        LeaseGrant::Full { seats_used: 1, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 1,
+            graced: 0
+        }
     );
 
     let (session, expiry) = poll("the lapsed seat to be granted again", || async {
@@ -382,7 +391,10 @@ async fn check_release_frees_seat(ledger: Ledger) {
     let (session, _) = lic.grant(&ledger, "a", LONG).await;
     assert_eq!(
         lic.acquire(&ledger, "b", LONG).await,
-        LeaseGrant::Full { seats_used: 1, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 1,
+            graced: 0
+        }
     );
     assert!(lic.release(&ledger, session).await);
     let (b, _) = lic.grant(&ledger, "b", LONG).await;
@@ -434,7 +446,10 @@ async fn check_lower_max_seats(ledger: Ledger) {
     lic.max_seats = 1;
     assert_eq!(
         lic.acquire(&ledger, "d", LONG).await,
-        LeaseGrant::Full { seats_used: 3, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 3,
+            graced: 0
+        }
     );
     assert_eq!(lic.live(&ledger).await.len(), 3, "nobody was evicted");
     // Holders over the new limit keep renewing.
@@ -449,12 +464,18 @@ async fn check_lower_max_seats(ledger: Ledger) {
     assert!(lic.release(&ledger, sessions[0]).await);
     assert_eq!(
         lic.acquire(&ledger, "d", LONG).await,
-        LeaseGrant::Full { seats_used: 2, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 2,
+            graced: 0
+        }
     );
     assert!(lic.release(&ledger, sessions[1]).await);
     assert_eq!(
         lic.acquire(&ledger, "d", LONG).await,
-        LeaseGrant::Full { seats_used: 1, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 1,
+            graced: 0
+        }
     );
     assert!(lic.release(&ledger, sessions[2]).await);
     assert!(matches!(
@@ -489,7 +510,10 @@ async fn check_isolation(ledger: Ledger) {
     let (session, _) = full.grant(&ledger, "a", LONG).await;
     assert_eq!(
         full.acquire(&ledger, "b", LONG).await,
-        LeaseGrant::Full { seats_used: 1, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 1,
+            graced: 0
+        }
     );
 
     // Another license of the same organization.
@@ -529,7 +553,10 @@ async fn check_zero_seats(ledger: Ledger) {
     let lic = License::new(0);
     assert_eq!(
         lic.acquire(&ledger, "a", LONG).await,
-        LeaseGrant::Full { seats_used: 0, graced: 0 }
+        LeaseGrant::Full {
+            seats_used: 0,
+            graced: 0
+        }
     );
     assert!(lic.live(&ledger).await.is_empty());
 }

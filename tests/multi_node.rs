@@ -24,15 +24,18 @@ const READY_LIMIT: Duration = Duration::from_secs(90);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Knobs a cluster test turns; everything else is the shipped default.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct ClusterOptions {
     lease_ttl_secs: u64,
+    /// Extra arguments of `license create`.
+    license_args: Vec<&'static str>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
             lease_ttl_secs: 360,
+            license_args: Vec::new(),
         }
     }
 }
@@ -66,6 +69,7 @@ impl Shared {
                 ttl.min(300).to_string(),
             ),
             ("SEATWARDEN__SEATS__SWEEP_INTERVAL_SECS", "1".into()),
+            ("SEATWARDEN__SEATS__LICENSE_WATCH_MS", "100".into()),
             ("SEATWARDEN__LOG__LEVEL", "info".into()),
         ]
         .into_iter()
@@ -196,8 +200,8 @@ struct Cluster {
     b: Node,
     client: reqwest::Client,
     license_key: String,
-    /// Keeps the shared key file alive while the nodes run.
-    _shared: Shared,
+    license_id: String,
+    shared: Shared,
 }
 
 impl Cluster {
@@ -226,13 +230,13 @@ impl Cluster {
         let org = cli(&shared, &["org", "create", "--name", "Acme"]);
         let org_id = org["id"].as_str().expect("org id").to_owned();
         let seats = seats.to_string();
-        let license = cli(
-            &shared,
-            &[
-                "license", "create", "--org", &org_id, "--seats", &seats, "--tier", "pro",
-            ],
-        );
+        let mut args = vec![
+            "license", "create", "--org", &org_id, "--seats", &seats, "--tier", "pro",
+        ];
+        args.extend(shared.opts.license_args.iter().copied());
+        let license = cli(&shared, &args);
         let license_key = license["key"].as_str().expect("license key").to_owned();
+        let license_id = license["id"].as_str().expect("license id").to_owned();
 
         let mut a = Node::spawn(&shared, "A");
         let mut b = Node::spawn(&shared, "B");
@@ -246,8 +250,18 @@ impl Cluster {
             b,
             client,
             license_key,
-            _shared: shared,
+            license_id,
+            shared,
         }
+    }
+
+    /// The license's sessions as the store has them, through the CLI.
+    fn sessions(&self) -> Vec<Value> {
+        let out = cli(
+            &self.shared,
+            &["license", "sessions", "--license", &self.license_id],
+        );
+        out["sessions"].as_array().expect("sessions").clone()
     }
 
     async fn acquire(&self, node: &Node, hardware_id: &str) -> (u16, Value) {
@@ -416,7 +430,14 @@ async fn a_seat_released_on_one_node_can_be_granted_by_the_other() {
 
 #[tokio::test]
 async fn a_lease_that_stops_heart_beating_on_one_node_frees_its_seat_for_the_other() {
-    let cluster = Cluster::start_with(1, ClusterOptions { lease_ttl_secs: 1 }).await;
+    let cluster = Cluster::start_with(
+        1,
+        ClusterOptions {
+            lease_ttl_secs: 1,
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
     let started = Instant::now();
     let (session, token) = cluster.acquire_ok(&cluster.a, "machine-1").await;
     let (status, body) = cluster.acquire(&cluster.b, "machine-2").await;
@@ -483,4 +504,195 @@ async fn killing_one_node_leaves_the_other_serving_existing_sessions() {
     cluster.acquire_ok(b, "machine-4").await;
     let (status, body) = cluster.acquire(b, "machine-5").await;
     assert_eq!(status, 409, "all three seats are taken: {body}");
+}
+
+/// Fires `count` acquires at once, alternating between the nodes, for the
+/// hardware ids `prefix-0..count` (or all the same id with `same`).
+async fn burst(
+    cluster: &Arc<Cluster>,
+    count: usize,
+    hardware_id: impl Fn(usize) -> String,
+) -> Vec<(u16, Value)> {
+    let barrier = Arc::new(Barrier::new(count));
+    let attempts = (0..count).map(|i| {
+        let cluster = cluster.clone();
+        let barrier = barrier.clone();
+        let hw = hardware_id(i);
+        tokio::spawn(async move {
+            let node = if i % 2 == 0 { &cluster.a } else { &cluster.b };
+            barrier.wait().await;
+            cluster.acquire(node, &hw).await
+        })
+    });
+    futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("acquire task"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_machine_acquiring_on_both_nodes_at_once_ends_with_one_session() {
+    let cluster = Arc::new(Cluster::start(40).await);
+    // Twenty machines, each asking both nodes at the same instant.
+    let results = burst(&cluster, 40, |i| format!("machine-{}", i / 2)).await;
+    for pair in results.chunks(2) {
+        let [(s1, b1), (s2, b2)] = pair else {
+            unreachable!()
+        };
+        assert!(
+            [200, 201].contains(s1) && [200, 201].contains(s2),
+            "{b1} {b2}"
+        );
+        assert_eq!(
+            b1["session_id"], b2["session_id"],
+            "both answers name one session"
+        );
+    }
+    // And the store agrees: one open session per machine, none discarded.
+    let sessions = eventually(Duration::from_secs(30), || async {
+        let sessions = cluster.sessions();
+        (sessions.len() >= 20).then_some(sessions)
+    })
+    .await
+    .expect("the store never recorded the sessions");
+    assert_eq!(sessions.len(), 20, "{sessions:?}");
+    assert!(sessions.iter().all(|s| s["live"] == true), "{sessions:?}");
+}
+
+#[tokio::test]
+async fn sessions_of_a_killed_node_are_closed_by_the_node_that_survives() {
+    let mut cluster = Cluster::start_with(
+        3,
+        ClusterOptions {
+            lease_ttl_secs: 2,
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    // Only B ever serves this organization.
+    cluster.acquire_ok(&cluster.b, "machine-1").await;
+    cluster.acquire_ok(&cluster.b, "machine-2").await;
+    cluster.b.kill();
+
+    // A's sweep claims them once their leases lapse: within two sweep
+    // intervals (1 s each here) of the lapse, give or take process start.
+    let closed = eventually(Duration::from_secs(20), || async {
+        let sessions = cluster.sessions();
+        sessions
+            .iter()
+            .all(|s| s["end_reason"] == "expired")
+            .then_some(sessions)
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "records left open: {:?}",
+        cluster.sessions()
+    );
+}
+
+#[tokio::test]
+async fn suspending_a_license_with_the_cli_stops_heartbeats_on_every_node() {
+    let cluster = Cluster::start(3).await;
+    let (on_a, token_a) = cluster.acquire_ok(&cluster.a, "machine-1").await;
+    let (on_b, token_b) = cluster.acquire_ok(&cluster.b, "machine-2").await;
+
+    cli(
+        &cluster.shared,
+        &[
+            "license",
+            "update",
+            "--id",
+            &cluster.license_id,
+            "--status",
+            "suspended",
+        ],
+    );
+    for (node, session, token) in [
+        (&cluster.a, &on_a, &token_a),
+        (&cluster.b, &on_b, &token_b),
+        (&cluster.b, &on_a, &token_a),
+    ] {
+        let (status, body) = cluster.heartbeat(node, session, token).await;
+        assert_eq!(
+            status, 403,
+            "heartbeat on {} after suspension: {body}",
+            node.name
+        );
+        assert_eq!(body["error"], "license_suspended");
+    }
+    let sessions = cluster.sessions();
+    assert!(
+        sessions.iter().all(|s| s["end_reason"] == "revoked"),
+        "{sessions:?}"
+    );
+    let (status, body) = cluster.acquire(&cluster.a, "machine-3").await;
+    assert_eq!(status, 403, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn valid_tokens_never_exceed_seats_plus_overdraft_across_two_nodes() {
+    let cluster = Arc::new(
+        Cluster::start_with(
+            2,
+            ClusterOptions {
+                lease_ttl_secs: 1,
+                license_args: vec!["--offline-grace-secs", "600", "--offline-overdraft", "1"],
+            },
+        )
+        .await,
+    );
+    let mut valid: Vec<Value> = Vec::new();
+    for round in 0..3 {
+        let results = burst(&cluster, 20, |i| format!("round-{round}-machine-{i}")).await;
+        assert!(
+            results.iter().all(|(s, _)| [201, 409].contains(s)),
+            "{results:?}"
+        );
+        let granted: Vec<Value> = results
+            .into_iter()
+            .filter(|(s, _)| *s == 201)
+            .map(|(_, b)| b)
+            .collect();
+        // Live leases never exceed the seats...
+        assert!(granted.len() <= 2, "round {round}: {granted:?}");
+        valid.extend(granted);
+        let now = chrono::Utc::now();
+        let still_valid = valid
+            .iter()
+            .filter(|b| {
+                let exp: chrono::DateTime<chrono::Utc> =
+                    b["token_expires_at"].as_str().unwrap().parse().unwrap();
+                exp > now
+            })
+            .count();
+        // ...and valid tokens never exceed seats + overdraft.
+        assert!(
+            still_valid <= 3,
+            "round {round}: {still_valid} valid tokens"
+        );
+        // Let every lease of the round lapse (their tokens stay valid).
+        let last_end = valid
+            .iter()
+            .map(|b| {
+                b["expires_at"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .unwrap()
+            })
+            .max();
+        if let Some(end) = last_end {
+            eventually(Duration::from_secs(10), || async {
+                (chrono::Utc::now() > end + chrono::TimeDelta::milliseconds(50)).then_some(())
+            })
+            .await;
+        }
+    }
+    assert_eq!(
+        valid.len(),
+        3,
+        "2 seats, then 1 more on the overdraft: {valid:?}"
+    );
 }

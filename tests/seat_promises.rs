@@ -82,7 +82,9 @@ async fn a_token_expires_with_its_lease_not_a_day_later() {
     .await;
     let lic = app.create_license(1).await;
     let a = app.acquire_ok(&lic.key, "machine-a").await;
-    let a_exp = claims(a["token"].as_str().unwrap())["exp"].as_i64().unwrap();
+    let a_exp = claims(a["token"].as_str().unwrap())["exp"]
+        .as_i64()
+        .unwrap();
 
     // A goes silent; B gets the freed seat.
     let b = eventually(LIMIT, || async {
@@ -191,7 +193,9 @@ async fn a_heartbeat_re_signs_the_token_only_when_it_would_expire_before_the_nex
     .await;
     let lic = app.create_license(1).await;
     let s = app.acquire_ok(&lic.key, "m1").await;
-    let old_exp = claims(s["token"].as_str().unwrap())["exp"].as_i64().unwrap();
+    let old_exp = claims(s["token"].as_str().unwrap())["exp"]
+        .as_i64()
+        .unwrap();
     let fresh = eventually(LIMIT, || async {
         let beat: Value = app.heartbeat_of(&s).await.json().await.ok()?;
         let token = beat["token"].as_str()?.to_owned();
@@ -205,9 +209,9 @@ async fn a_heartbeat_re_signs_the_token_only_when_it_would_expire_before_the_nex
         .timestamp();
     assert!(exp >= lease_end && exp <= lease_end + 60, "{beat}");
     assert_eq!(
-        beat["token_expires_at"].as_str().map(|t| chrono::DateTime::parse_from_rfc3339(t)
-            .unwrap()
-            .timestamp()),
+        beat["token_expires_at"]
+            .as_str()
+            .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp()),
         Some(exp)
     );
     // The fresh token works like the first.
@@ -251,7 +255,11 @@ async fn heartbeats_keep_answering_while_postgresql_is_down_and_reach_it_later()
     assert_eq!(body["error"], "store_unavailable");
     let refused = app.release_of(&s).await;
     assert_eq!(refused.status(), 503);
-    assert_eq!(app.heartbeat_of(&s).await.status(), 200, "release changed nothing");
+    assert_eq!(
+        app.heartbeat_of(&s).await.status(),
+        200,
+        "release changed nothing"
+    );
 
     proxy.restore();
     let recorded = eventually(LIMIT, || async {
@@ -285,8 +293,9 @@ async fn suspension_ends_sessions(backend: Backend) {
     assert_eq!(record.end_reason, Some(EndReason::Revoked));
     let audit = app.store.audit_for_license(lic.id).await.unwrap();
     assert!(
-        audit.iter().any(|e| e.event == AuditEvent::SessionRevoked
-            && e.session_id == Some(session_id(&s))),
+        audit
+            .iter()
+            .any(|e| e.event == AuditEvent::SessionRevoked && e.session_id == Some(session_id(&s))),
         "{audit:?}"
     );
     let acquire = app.acquire(&lic.key, "m2").await;
@@ -341,7 +350,10 @@ async fn a_corrupt_license_row_is_a_500_internal_not_a_503() {
     assert!(!response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "internal");
-    assert!(!body.to_string().contains("bogus"), "details stay in the log: {body}");
+    assert!(
+        !body.to_string().contains("bogus"),
+        "details stay in the log: {body}"
+    );
 }
 
 #[tokio::test]

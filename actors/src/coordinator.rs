@@ -214,7 +214,13 @@ impl Coordinator {
                     client: client.clone(),
                     detail: None,
                 };
-                if let Err(e) = self.inner.ports.sessions.start_session(&record, &entry).await {
+                if let Err(e) = self
+                    .inner
+                    .ports
+                    .sessions
+                    .start_session(&record, &entry)
+                    .await
+                {
                     if let Err(le) = ledger.release(license.org_id, license.id, record.id).await {
                         tracing::error!(error = %le, session_id = %record.id,
                             "could not roll back a lease after a store failure; it will lapse by itself");
@@ -467,12 +473,7 @@ impl Coordinator {
                 None => {}
             }
         }
-        let found = self
-            .inner
-            .ports
-            .licenses
-            .license_by_key_hash(&hash)
-            .await?;
+        let found = self.inner.ports.licenses.license_by_key_hash(&hash).await?;
         let mut keys = self.inner.keys.lock().expect("key cache poisoned");
         let Some(license) = found else {
             if keys.unknown.len() >= KEY_CACHE_LIMIT {

@@ -111,7 +111,10 @@ impl Actor for OrgActor {
                 expires_at,
             } => {
                 state.last_request = Instant::now();
-                let beat = state.pending_beats.entry(session).or_insert((at, expires_at));
+                let beat = state
+                    .pending_beats
+                    .entry(session)
+                    .or_insert((at, expires_at));
                 beat.0 = beat.0.max(at);
                 beat.1 = beat.1.max(expires_at);
             }
@@ -211,7 +214,9 @@ impl OrgState {
             .collect();
         match self.args.sessions.record_heartbeats(&beats).await {
             Ok(()) => self.pending_beats.clear(),
-            Err(e) => tracing::warn!(error = %e, pending = beats.len(), "could not write batched heartbeats; keeping them"),
+            Err(e) => {
+                tracing::warn!(error = %e, pending = beats.len(), "could not write batched heartbeats; keeping them")
+            }
         }
     }
 }

@@ -85,7 +85,9 @@ impl Actor for SweeperActor {
                         tracing::debug!(?report, "sweep round");
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweep round failed; retrying next interval"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sweep round failed; retrying next interval")
+                    }
                 }
                 myself.send_after(state.args.settings.sweep_interval, || SweeperMessage::Sweep);
             }
@@ -102,13 +104,20 @@ pub async fn sweep(args: &SweeperArguments) -> Result<SweepReport, CoordinatorEr
         let now = Utc::now();
         let batch = args
             .sessions
-            .claim_sweep(now - CLOCK_SKEW_ALLOWANCE, now + interval, args.settings.sweep_batch)
+            .claim_sweep(
+                now - CLOCK_SKEW_ALLOWANCE,
+                now + interval,
+                args.settings.sweep_batch,
+            )
             .await?;
         let full = batch.len() as u32 >= args.settings.sweep_batch;
         report.claimed += batch.len();
         let mut by_license: HashMap<(OrgId, LicenseId), Vec<SweepCandidate>> = HashMap::new();
         for c in batch {
-            by_license.entry((c.org_id, c.license_id)).or_default().push(c);
+            by_license
+                .entry((c.org_id, c.license_id))
+                .or_default()
+                .push(c);
         }
         for ((org, license), candidates) in by_license {
             settle(args, org, license, &candidates, &mut report).await?;

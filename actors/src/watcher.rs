@@ -53,7 +53,9 @@ impl Actor for LicenseWatcherActor {
         // Changes made before this node started need no notice: its caches
         // are empty and the ledger was revoked by whoever saw them.
         let seen = args.licenses.license_revision().await.ok();
-        myself.send_after(args.settings.license_watch_interval, || WatcherMessage::Poll);
+        myself.send_after(args.settings.license_watch_interval, || {
+            WatcherMessage::Poll
+        });
         Ok(LicenseWatcherState { args, seen })
     }
 
@@ -84,7 +86,11 @@ impl LicenseWatcherState {
             return Ok(());
         };
         loop {
-            let changes = self.args.licenses.license_changes_since(seen, BATCH).await?;
+            let changes = self
+                .args
+                .licenses
+                .license_changes_since(seen, BATCH)
+                .await?;
             let more = changes.len() as u32 >= BATCH;
             for change in changes {
                 let license = &change.license;

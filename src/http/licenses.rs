@@ -217,7 +217,11 @@ async fn sign_token(
     lease_expires_at: DateTime<Utc>,
     grace: Duration,
 ) -> Result<(String, DateTime<Utc>), ApiError> {
-    let exp = token_expiry(lease_expires_at, grace, ctx.coordinator.settings().token_skew);
+    let exp = token_expiry(
+        lease_expires_at,
+        grace,
+        ctx.coordinator.settings().token_skew,
+    );
     claims.iat = Utc::now().timestamp();
     claims.exp = exp.timestamp();
     claims.lease_exp = lease_expires_at.timestamp();
@@ -294,7 +298,10 @@ pub fn heartbeat(
         .and(with_ctx(ctx))
         .and_then(
             |id: String, auth: Option<String>, ctx: AppContext| async move {
-                counted(HEARTBEATS, heartbeat_session(&ctx, &id, auth.as_deref()).await)
+                counted(
+                    HEARTBEATS,
+                    heartbeat_session(&ctx, &id, auth.as_deref()).await,
+                )
             },
         )
 }
@@ -313,9 +320,13 @@ async fn heartbeat_session(
     let next_due = Utc::now().timestamp() + settings.heartbeat_interval.as_secs() as i64;
     let (token, token_expires_at) =
         if claims.exp - (settings.token_skew.as_secs() as i64) <= next_due {
-            let (token, exp) =
-                sign_token(ctx, (*claims).clone(), beat.expires_at, claims_grace(&claims, ctx))
-                    .await?;
+            let (token, exp) = sign_token(
+                ctx,
+                (*claims).clone(),
+                beat.expires_at,
+                claims_grace(&claims, ctx),
+            )
+            .await?;
             (Some(token), Some(exp))
         } else {
             (None, None)

@@ -294,7 +294,9 @@ impl SeatLedger for RedisLedger {
         }
         let row: Vec<i64> = self.run(&mut invocation, org, license).await?;
         let [now, grace, live, graced, expiries @ ..] = row.as_slice() else {
-            return Err(LedgerError::Corrupt("states script returned too little".into()));
+            return Err(LedgerError::Corrupt(
+                "states script returned too little".into(),
+            ));
         };
         if expiries.len() != sessions.len() {
             return Err(LedgerError::Corrupt(
@@ -308,7 +310,13 @@ impl SeatLedger for RedisLedger {
             graced: to_u32(*graced),
             expiries: expiries
                 .iter()
-                .map(|&ms| if ms < 0 { Ok(None) } else { from_ms(ms).map(Some) })
+                .map(|&ms| {
+                    if ms < 0 {
+                        Ok(None)
+                    } else {
+                        from_ms(ms).map(Some)
+                    }
+                })
                 .collect::<Result<_, _>>()?,
         })
     }

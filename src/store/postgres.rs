@@ -20,8 +20,8 @@ use super::{
     LICENSE_BY_KEY_HASH, LICENSE_CHANGES, LICENSE_REVISION, LicenseChangeRow, LicenseRow,
     ORG_BY_ID, ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, START_SESSION_ONE_STATEMENT,
     SessionRow, SweepRow, all, bind_audit, bind_session, db_error, insert_audit, insert_license,
-    insert_org, merge_heartbeats, migrate_error, new_license, new_org, one, update_license_in,
-    sweep_columns, update_license_sql,
+    insert_org, merge_heartbeats, migrate_error, new_license, new_org, one, sweep_columns,
+    update_license_in, update_license_sql,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

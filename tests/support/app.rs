@@ -113,7 +113,10 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         .merge(("seats.license_cache_secs", opts.license_cache_secs))
         .merge(("seats.org_idle_timeout_secs", opts.org_idle_timeout_secs))
         .merge(("seats.offline_grace_secs", opts.offline_grace_secs))
-        .merge(("seats.failure_audits_per_minute", opts.failure_audits_per_minute))
+        .merge((
+            "seats.failure_audits_per_minute",
+            opts.failure_audits_per_minute,
+        ))
         .merge(("seats.license_watch_ms", 100))
         .merge(("testing.fault_hooks", opts.fault_hooks));
     if let Backend::Shared {
