@@ -5,35 +5,59 @@
 #   (a) embedded: SQLite in a fresh temp data dir + the in-process ledger;
 #   (b) shared:   Redis + PostgreSQL (a fresh database), via scripts/services.sh.
 #
-# After a release build, for each it starts target/release/seatwarden on a free
-# loopback port, creates an organization and a license with one seat per
-# session, runs target/release/seatwarden-bench (acquire, heartbeat, release)
-# against it and stops the server. Both runs use one RSA key generated up
-# front, so key generation is never measured; seatwarden-bench also reports
-# this machine's signing rate for that key, which bounds acquires/s.
+# After a release build, for each deployment it creates, through the server's
+# CLI (4 at a time):
+#   - one organization with --licenses licenses  (the large-customer case),
+#   - --orgs organizations with one license each,
+#   - a churn pool of --churn-licenses licenses in an organization of its own
+#     (in the large one with --churn-same-org),
+# starts target/release/seatwarden on a free loopback port and runs
+# target/release/seatwarden-bench three times against it:
+#   one-org    acquire, heartbeat, release; sessions round-robin over the
+#              licenses of the one organization;
+#   many-orgs  the same phases, sessions round-robin over the organizations;
+#   mixed      heartbeats at --mixed-concurrency on --sessions live sessions of
+#              the one organization while --churn-concurrency loops acquire a
+#              seat of the churn pool and release it at once, for --mixed-secs;
+#              reports heartbeat p50/p99 and the acquire rate under that load.
+# Right before each run's acquires, seatwarden-bench measures the signing
+# ceiling: the server's own signer on all cores, the most acquires/s the
+# machine can do (one signature each), and prints acquire/ceiling.
+#
+# Each run prints a table per shape and one JSON line; a summary table
+# (Markdown) ends the output. Both deployments use one RSA key generated up
+# front, so key generation is never measured. Traffic stays on 127.0.0.1.
 #
 # Usage: scripts/bench.sh [flags]
-#   --sessions N        sessions acquired per run          (default 2000)
-#   --heartbeats N      heartbeats per session             (default 10)
-#   --concurrency N     requests in flight                 (default 32)
-#   --rsa-bits N        signing key size: 2048|3072|4096   (default 4096)
+#   --sessions N          sessions per shape                      (default 2000)
+#   --heartbeats N        heartbeats per session (one-org, many-orgs) (default 10)
+#   --concurrency N       requests in flight (one-org, many-orgs)   (default 32)
+#   --mixed-concurrency N heartbeats in flight in the mixed run     (default 8)
+#   --licenses N          licenses in the one organization          (default 100)
+#   --orgs N              organizations of the many-orgs shape      (default 100)
+#   --mixed-secs N        length of the mixed run                   (default 20)
+#   --churn-concurrency N acquire+release loops in the mixed run    (default 16)
+#   --churn-licenses N    licenses of the churn pool                (default 10)
+#   --churn-same-org      put the churn pool in the one organization
+#   --sign-secs N         length of each signing-ceiling measurement (default 2)
+#   --quick               small run (~1 min for both after the build): sessions 500,
+#                         heartbeats 4, licenses 20, orgs 20, mixed-secs 6,
+#                         sign-secs 1; explicit flags still win
+#   --rsa-bits N          signing key size: 2048|3072|4096          (default 4096)
 #   --only embedded|shared
-#                       run just one of the two deployments (default both)
-#   --no-build          skip `cargo build --release`
-#   -h, --help          show this help
+#                         run just one of the two deployments (default both)
+#   --no-build            skip `cargo build --release`
+#   -h, --help            show this help
 #
-# With the defaults a run takes about a minute or two on a 2-core machine
+# With the defaults both deployments take about 3 minutes on a 2-core machine
 # after the build. When a run fails, server logs and outputs are kept in the
 # work dir it names; otherwise everything is removed on exit.
 
 set -euo pipefail
 
-sessions=2000
-heartbeats=10
-concurrency=32
-rsa_bits=4096
-only=""
-build=1
+sessions="" heartbeats="" concurrency="" mixed_concurrency="" licenses="" orgs="" mixed_secs=""
+churn_concurrency="" churn_licenses="" sign_secs=""
+churn_same_org=0 quick=0 rsa_bits=4096 only="" build=1
 
 usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"; }
 
@@ -42,6 +66,15 @@ while (($#)); do
     --sessions) sessions=$2; shift 2 ;;
     --heartbeats) heartbeats=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
+    --mixed-concurrency) mixed_concurrency=$2; shift 2 ;;
+    --licenses) licenses=$2; shift 2 ;;
+    --orgs) orgs=$2; shift 2 ;;
+    --mixed-secs) mixed_secs=$2; shift 2 ;;
+    --churn-concurrency) churn_concurrency=$2; shift 2 ;;
+    --churn-licenses) churn_licenses=$2; shift 2 ;;
+    --churn-same-org) churn_same_org=1; shift ;;
+    --sign-secs) sign_secs=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
     --rsa-bits) rsa_bits=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --no-build) build=0; shift ;;
@@ -50,6 +83,14 @@ while (($#)); do
   esac
 done
 case "$only" in "" | embedded | shared) ;; *) echo "bench: --only takes embedded or shared" >&2; exit 2 ;; esac
+if ((quick)); then
+  : "${sessions:=500}" "${heartbeats:=4}" "${licenses:=20}" "${orgs:=20}" "${mixed_secs:=6}" "${sign_secs:=1}"
+fi
+: "${sessions:=2000}" "${heartbeats:=10}" "${concurrency:=32}" "${licenses:=100}" "${orgs:=100}"
+: "${mixed_concurrency:=8}" "${mixed_secs:=20}" "${churn_concurrency:=16}" "${churn_licenses:=10}" "${sign_secs:=2}"
+for v in sessions heartbeats concurrency mixed_concurrency licenses orgs churn_concurrency churn_licenses; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: --${v//_/-} takes a positive integer" >&2; exit 2; }
+done
 
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -109,15 +150,60 @@ openssl genpkey -algorithm RSA -pkeyopt "rsa_keygen_bits:$rsa_bits" \
 chmod 600 "$SEATWARDEN__SIGNING__KEY_PATH"
 export NO_COLOR=1
 
+# Helpers for xargs, which runs them in child shells: each writes one key to
+# the file it is given.
+# new_license ORG SEATS OUT
+new_license() {
+  "$server" license create --org "$1" --seats "$2" --tier bench | jq -er .key >"$3"
+}
+# new_org_license NAME SEATS OUT: an organization with one license.
+new_org_license() {
+  local org
+  org=$("$server" org create --name "$1" | jq -er .id)
+  new_license "$org" "$2" "$3"
+}
+export -f new_license new_org_license
+export server
+
+# many_licenses OUT COUNT SEATS ORG: COUNT licenses of ORG, keys to OUT.
+# many_licenses OUT COUNT SEATS: COUNT organizations with one license each.
+many_licenses() {
+  local out=$1 count=$2 seats=$3 org=${4:-} dir
+  dir=$(mktemp -d "$work/keys.XXXXXX")
+  if [ -n "$org" ]; then
+    seq "$count" | xargs -P 4 -I{} bash -c 'new_license "$@"' _ "$org" "$seats" "$dir/{}"
+  else
+    seq "$count" | xargs -P 4 -I{} bash -c 'new_org_license "$@"' _ "bench-org-{}" "$seats" "$dir/{}"
+  fi
+  cat "$dir"/* >"$out"
+  rm -rf "$dir"
+  if [ "$(wc -l <"$out")" -ne "$count" ]; then
+    echo "bench: expected $count license keys in $out" >&2
+    exit 1
+  fi
+}
+
 # run NAME: benchmarks one deployment, whose settings are in the environment.
 run() {
-  local name=$1 port org key deadline
+  local name=$1 port big churn_org deadline started common
   port=$(free_port)
   export SEATWARDEN__HTTP__LISTEN="127.0.0.1:$port"
   mkdir -p "$SEATWARDEN__DATA_DIR"
 
-  org=$("$server" org create --name "bench-$name" | jq -r .id)
-  key=$("$server" license create --org "$org" --seats "$sessions" --tier bench | jq -r .key)
+  started=$SECONDS
+  # The first command runs alone: it creates the schema.
+  big=$("$server" org create --name "bench-$name-large" | jq -er .id)
+  # Seats: enough for every session of a shape on a single license, so no
+  # spread of sessions can run out.
+  many_licenses "$work/$name-one-org.keys" "$licenses" "$sessions" "$big"
+  many_licenses "$work/$name-many-orgs.keys" "$orgs" "$sessions"
+  if ((churn_same_org)); then
+    churn_org=$big
+  else
+    churn_org=$("$server" org create --name "bench-$name-churn" | jq -er .id)
+  fi
+  many_licenses "$work/$name-churn.keys" "$churn_licenses" 100000 "$churn_org"
+  echo "bench: $name: created $((licenses + orgs + churn_licenses)) licenses in $((SECONDS - started))s" >&2
 
   "$server" serve 2>"$work/$name-server.log" &
   server_pid=$!
@@ -131,14 +217,25 @@ run() {
     sleep 0.2
   done
 
+  common=(--url "http://127.0.0.1:$port" --label "$name" --sessions "$sessions" --key-path "$SEATWARDEN__SIGNING__KEY_PATH" --sign-secs "$sign_secs")
   echo
-  echo "=== $name ==="
-  "$bench" --url "http://127.0.0.1:$port" --license-key "$key" --label "$name" \
-    --concurrency "$concurrency" --sessions "$sessions" --heartbeats-per-session "$heartbeats" \
-    --key-path "$SEATWARDEN__SIGNING__KEY_PATH" | tee "$work/$name.out"
+  echo "=== $name: one organization, $licenses licenses ==="
+  "$bench" "${common[@]}" --shape one-org --concurrency "$concurrency" --license-keys-file "$work/$name-one-org.keys" \
+    --heartbeats-per-session "$heartbeats" | tee "$work/$name-1-one-org.out"
+  echo
+  echo "=== $name: $orgs organizations, one license each ==="
+  "$bench" "${common[@]}" --shape many-orgs --concurrency "$concurrency" --license-keys-file "$work/$name-many-orgs.keys" \
+    --heartbeats-per-session "$heartbeats" | tee "$work/$name-2-many-orgs.out"
+  echo
+  echo "=== $name: mixed, heartbeats while acquires saturate ==="
+  "$bench" "${common[@]}" --shape mixed --mode mixed --concurrency "$mixed_concurrency" \
+    --license-keys-file "$work/$name-one-org.keys" \
+    --churn-keys-file "$work/$name-churn.keys" --churn-concurrency "$churn_concurrency" \
+    --mixed-secs "$mixed_secs" | tee "$work/$name-3-mixed.out"
   stop_server
 }
 
+bench_started=$SECONDS
 if [ "$only" != shared ]; then
   export SEATWARDEN__DATA_DIR="$work/embedded"
   run embedded
@@ -153,14 +250,22 @@ if [ "$only" != embedded ]; then
   run shared
 fi
 
+# The last line of each .out is its JSON line.
+jsonl="$work/runs.jsonl"
+for f in "$work"/embedded-*.out "$work"/shared-*.out; do
+  [ -f "$f" ] && tail -n 1 "$f"
+done >"$jsonl"
+
 echo
-echo "=== summary: req/s (p50 ms / p99 ms) [non-2xx] ==="
-printf '%-10s %-24s %-24s %-24s %s\n' deployment acquire heartbeat release "RSA sign ceiling"
-for name in embedded shared; do
-  [ -f "$work/$name.out" ] || continue
-  # shellcheck disable=SC2046
-  printf '%-10s %-24s %-24s %-24s %s\n' "$name" $(tail -n 1 "$work/$name.out" | jq -r '
-    def cell(p): "\(p.rps)(\(p.p50_ms)/\(p.p99_ms))" + (if p.non_2xx > 0 then "[\(p.non_2xx)]" else "" end);
-    cell(.phases.acquire), cell(.phases.heartbeat), cell(.phases.release),
-    "\(.signing.acquire_ceiling_per_s)/s(RSA-\(.signing.rsa_bits))"')
-done
+echo "=== summary: req/s (p50 / p99 ms) [non-2xx]; $sessions sessions, concurrency $concurrency," \
+  "RSA-$rsa_bits, $(nproc) cores shared with the load generator, $((SECONDS - bench_started))s ==="
+echo "one-org: $licenses licenses of 1 org; many-orgs: $orgs orgs x 1 license;" \
+  "mixed: heartbeats at concurrency $mixed_concurrency while $churn_concurrency loops acquire+release for ${mixed_secs}s"
+echo
+jq -rs '
+  def cell(p): if p == null then "-" else
+    "\(p.rps) (\(p.p50_ms) / \(p.p99_ms))" + (if p.non_2xx > 0 then " [\(p.non_2xx)]" else "" end) end;
+  "| deployment | shape | acquire | heartbeat | release | sign ceiling/s | acquire / ceiling | non-2xx, all phases |",
+  "|---|---|---|---|---|---|---|---|",
+  (.[] | "| \(.label) | \(.shape) | \(cell(.phases.acquire)) | \(cell(.phases.heartbeat)) | \(cell(.phases.release)) | \(.signing.ceiling_per_s // "-") | \(.acquire_over_ceiling // "-") | \([.phases[].non_2xx] | add) |")
+' "$jsonl"

@@ -1,36 +1,76 @@
 //! Load generator for a running seatwarden server.
 //!
-//! Runs three phases against one license, each a fixed number of requests
-//! spread over `--concurrency` workers sharing one pooled HTTP client:
+//! Sessions are spread round-robin over the licenses given with
+//! `--license-key` and/or `--license-keys-file` (one key per line), so one
+//! run can load one license, many licenses of one organization, or one
+//! license in each of many organizations; which it is depends only on the
+//! keys, and `--shape` names it in the output.
+//!
+//! `--mode phases` (the default) runs three phases, each a fixed number of
+//! requests spread over `--concurrency` workers sharing one pooled client:
 //!
 //! 1. acquire: `--sessions` acquires, each with its own hardware id;
 //! 2. heartbeat: `--heartbeats-per-session` heartbeats for every session
 //!    acquired in phase 1;
 //! 3. release: one release per acquired session.
 //!
-//! For each phase it prints requests/s, p50 and p99 latency and the number
-//! of non-2xx answers. With `--key-path` (the server's signing key) it also
-//! measures this machine's RSA signing rate for that key size, which bounds
-//! acquires/s since every acquire signs one token. A table for people is
-//! followed by one JSON line for machines.
+//! `--mode mixed` first acquires `--sessions` sessions (setup-acquire), then
+//! for `--mixed-secs` runs two streams at once: `--concurrency` workers
+//! heartbeating those sessions, and `--churn-concurrency` workers that each
+//! acquire a seat on a license of `--churn-keys-file` and release it at
+//! once, in a loop, so acquires saturate the server without running out of
+//! seats. It reports heartbeat latency under that load and the acquire rate
+//! reached meanwhile, then releases the setup sessions (cleanup-release).
+//!
+//! Every phase prints requests/s, p50/p99/max latency and the non-2xx count;
+//! latencies are exact (all samples are kept and sorted). Every loop is
+//! bounded by a request count and by time (`--phase-max-secs`,
+//! `--mixed-secs`).
+//!
+//! With `--key-path` (the server's signing key) it measures, right before
+//! the acquire phase and with the server idle, the signing ceiling: the
+//! rate of the server's own signer (`TokenSigner`) on all cores at once.
+//! Every acquire signs one token, so acquire/s can't exceed it; the output
+//! gives the ratio `acquire / ceiling`. A table for people is followed by
+//! one JSON line for machines.
 //!
 //! ```text
-//! seatwarden-bench --url http://127.0.0.1:8080 --license-key CODITECT-... \
-//!     [--concurrency 32] [--sessions 2000] [--heartbeats-per-session 3] \
+//! seatwarden-bench --url http://127.0.0.1:8080 --license-keys-file keys.txt \
+//!     [--license-key CODITECT-...] [--shape one-org] [--concurrency 32] \
+//!     [--sessions 2000] [--heartbeats-per-session 3] \
 //!     [--key-path data/signing-key.pem] [--label embedded]
+//! seatwarden-bench --mode mixed --url ... --license-keys-file keys.txt \
+//!     --churn-keys-file churn.txt [--mixed-secs 20] [--churn-concurrency 16]
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
-use seatwarden::signing::TokenSigner;
+use seatwarden::signing::{SeatClaims, TokenSigner};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// acquire, then heartbeat, then release, one after the other.
+    Phases,
+    /// heartbeats at a fixed concurrency while acquire+release churns.
+    Mixed,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Phases => "phases",
+            Mode::Mixed => "mixed",
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,29 +81,59 @@ struct Args {
     /// Base URL of the server, e.g. http://127.0.0.1:8080
     #[arg(long)]
     url: String,
-    /// Key of the license to take seats from. It needs at least --sessions
-    /// free seats, or the surplus acquires are refused (409).
+    /// A license to take seats from (may be repeated). Together the
+    /// licenses need at least --sessions free seats, or the surplus
+    /// acquires are refused (409).
     #[arg(long)]
-    license_key: String,
-    /// Requests in flight at once.
+    license_key: Vec<String>,
+    /// A file of license keys, one per line; sessions go round-robin over
+    /// these and the --license-key ones.
+    #[arg(long)]
+    license_keys_file: Option<PathBuf>,
+    /// phases: acquire, heartbeat, release in turn. mixed: heartbeats while
+    /// acquire+release churns on --churn-keys-file.
+    #[arg(long, value_enum, default_value_t = Mode::Phases)]
+    mode: Mode,
+    /// A name for the load's shape, echoed in the output (e.g. one-org).
+    #[arg(long, default_value = "")]
+    shape: String,
+    /// Requests in flight at once (in mixed mode: heartbeats in flight).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Sessions to acquire (each with a distinct hardware id).
     #[arg(long, default_value_t = 2000)]
     sessions: usize,
-    /// Heartbeats sent for each acquired session.
+    /// Heartbeats sent for each acquired session (phases mode).
     #[arg(long, default_value_t = 3)]
     heartbeats_per_session: usize,
-    /// The server's signing key (PEM), to measure the RSA signing rate.
+    /// Mixed mode: the license keys, one per line, that the acquire+release
+    /// loop takes its seats from. Give them enough seats for
+    /// --churn-concurrency sessions at once.
+    #[arg(long)]
+    churn_keys_file: Option<PathBuf>,
+    /// Mixed mode: acquire+release loops running at once.
+    #[arg(long, default_value_t = 16)]
+    churn_concurrency: usize,
+    /// Mixed mode: how long both streams run, in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    mixed_secs: f64,
+    /// Mixed mode: at most this many iterations per stream.
+    #[arg(long, default_value_t = 2_000_000)]
+    mixed_max_requests: usize,
+    /// A phase stops sending new requests after this many seconds, even if
+    /// it has not sent all of them (the output says so).
+    #[arg(long, default_value_t = 120.0)]
+    phase_max_secs: f64,
+    /// The server's signing key (PEM), to measure the signing ceiling.
     #[arg(long)]
     key_path: Option<PathBuf>,
-    /// How long to measure the signing rate for, in seconds.
+    /// How long to measure the signing ceiling for, in seconds.
     #[arg(long, default_value_t = 2.0)]
     sign_secs: f64,
     /// Per-request timeout, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
-    /// A name for this run, echoed in the output (e.g. the backend).
+    /// A name for this run, echoed in the output (e.g. the deployment).
     #[arg(long, default_value = "")]
     label: String,
 }
@@ -78,6 +148,8 @@ struct Sample {
 /// The statistics of one phase.
 struct PhaseStats {
     name: &'static str,
+    /// Requests the phase meant to send (0: as many as fit in its time).
+    planned: usize,
     requests: usize,
     non_2xx: usize,
     /// Non-2xx answers by status ("error" for transport failures).
@@ -89,7 +161,12 @@ struct PhaseStats {
 }
 
 impl PhaseStats {
-    fn from_samples(name: &'static str, mut samples: Vec<Sample>, elapsed: Duration) -> Self {
+    fn from_samples(
+        name: &'static str,
+        planned: usize,
+        mut samples: Vec<Sample>,
+        elapsed: Duration,
+    ) -> Self {
         samples.sort_unstable_by_key(|s| s.latency);
         let mut by_status = BTreeMap::new();
         for s in samples.iter().filter(|s| !(200..300).contains(&s.status)) {
@@ -102,6 +179,7 @@ impl PhaseStats {
         }
         Self {
             name,
+            planned,
             requests: samples.len(),
             non_2xx: by_status.values().sum(),
             by_status,
@@ -121,9 +199,16 @@ impl PhaseStats {
         }
     }
 
+    /// True when the time limit stopped the phase before its planned count.
+    fn cut_short(&self) -> bool {
+        self.planned > 0 && self.requests < self.planned
+    }
+
     fn json(&self) -> Value {
         json!({
+            "planned": self.planned,
             "requests": self.requests,
+            "cut_short": self.cut_short(),
             "non_2xx": self.non_2xx,
             "non_2xx_by_status": self.by_status,
             "elapsed_s": round(self.elapsed.as_secs_f64(), 3),
@@ -153,18 +238,34 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * f).round() / f
 }
 
-/// Runs `count` jobs with at most `concurrency` in flight; `job(i)` sends
-/// request `i` and returns its status and whatever the caller keeps.
-async fn run_phase<T, F, Fut>(
-    name: &'static str,
+/// What one iteration of a loop did: its requests, each tagged with the
+/// index of the phase it counts for, and whatever the caller keeps.
+struct Step<T> {
+    samples: Vec<(usize, Sample)>,
+    keep: Option<T>,
+}
+
+/// The samples of a loop, one list per phase index, and what it kept.
+struct LoopOutcome<T> {
+    samples: Vec<Vec<Sample>>,
+    kept: Vec<T>,
+    elapsed: Duration,
+}
+
+/// Runs iterations `job(0)`, `job(1)`, … on `concurrency` workers until
+/// `count` iterations have started or `limit` has passed, whichever comes
+/// first, and collects their samples into `phases` lists.
+async fn run_loop<T, F, Fut>(
+    phases: usize,
     count: usize,
     concurrency: usize,
+    limit: Duration,
     job: F,
-) -> (PhaseStats, Vec<T>)
+) -> LoopOutcome<T>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = (u16, Option<T>)> + Send,
+    Fut: Future<Output = Step<T>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let job = Arc::new(job);
@@ -174,88 +275,294 @@ where
             let next = next.clone();
             let job = job.clone();
             tokio::spawn(async move {
-                let mut samples = Vec::new();
+                let mut samples: Vec<Vec<Sample>> = (0..phases).map(|_| Vec::new()).collect();
                 let mut kept = Vec::new();
-                loop {
+                while started.elapsed() < limit {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         break;
                     }
-                    let t = Instant::now();
-                    let (status, keep) = job(i).await;
-                    samples.push(Sample {
-                        latency: t.elapsed(),
-                        status,
-                    });
-                    kept.extend(keep);
+                    let step = job(i).await;
+                    for (phase, sample) in step.samples {
+                        samples[phase].push(sample);
+                    }
+                    kept.extend(step.keep);
                 }
                 (samples, kept)
             })
         })
         .collect();
-    let mut samples = Vec::with_capacity(count);
+    let mut samples: Vec<Vec<Sample>> = (0..phases).map(|_| Vec::new()).collect();
     let mut kept = Vec::new();
     for worker in workers {
         let (s, k) = worker.await.expect("bench worker panicked");
-        samples.extend(s);
+        for (all, mine) in samples.iter_mut().zip(s) {
+            all.extend(mine);
+        }
         kept.extend(k);
     }
-    let elapsed = started.elapsed();
-    (PhaseStats::from_samples(name, samples, elapsed), kept)
+    LoopOutcome {
+        samples,
+        kept,
+        elapsed: started.elapsed(),
+    }
 }
 
-/// Reads the whole body (so the connection goes back to the pool) and
-/// returns the status, plus the JSON body when asked for and 2xx.
-async fn finish(
-    response: reqwest::Result<reqwest::Response>,
-    want_body: bool,
-) -> (u16, Option<Value>) {
-    let Ok(response) = response else {
-        return (0, None);
-    };
-    let status = response.status().as_u16();
-    let Ok(bytes) = response.bytes().await else {
-        return (0, None);
-    };
-    let body = if want_body && (200..300).contains(&status) {
-        serde_json::from_slice(&bytes).ok()
-    } else {
-        None
-    };
-    (status, body)
+/// Runs `count` requests as one phase (`job` returns one sample each) and
+/// returns its statistics and what the requests kept.
+async fn run_phase<T, F, Fut>(
+    name: &'static str,
+    count: usize,
+    concurrency: usize,
+    limit: Duration,
+    job: F,
+) -> (PhaseStats, Vec<T>)
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Step<T>> + Send,
+{
+    let mut out = run_loop(1, count, concurrency, limit, job).await;
+    let samples = out.samples.pop().unwrap_or_default();
+    (
+        PhaseStats::from_samples(name, count, samples, out.elapsed),
+        out.kept,
+    )
 }
 
-/// The RSA signing rate of this machine for the server's key.
-struct SignRate {
+/// Sends a request and reads the whole body (so the connection goes back
+/// to the pool); returns its sample, plus the JSON body when asked for and
+/// 2xx.
+async fn send(request: reqwest::RequestBuilder, want_body: bool) -> (Sample, Option<Value>) {
+    let started = Instant::now();
+    let (status, body) = match request.send().await {
+        Err(_) => (0, None),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.bytes().await {
+                Err(_) => (0, None),
+                Ok(bytes) if want_body && (200..300).contains(&status) => {
+                    (status, serde_json::from_slice(&bytes).ok())
+                }
+                Ok(_) => (status, None),
+            }
+        }
+    };
+    (
+        Sample {
+            latency: started.elapsed(),
+            status,
+        },
+        body,
+    )
+}
+
+/// A live session: its id and bearer token.
+type Session = (String, String);
+
+fn session_of(body: Option<Value>) -> Option<Session> {
+    let b = body?;
+    Some((
+        b["session_id"].as_str()?.to_owned(),
+        b["token"].as_str()?.to_owned(),
+    ))
+}
+
+/// The requests of the API, on one pooled client.
+#[derive(Clone)]
+struct Api {
+    client: reqwest::Client,
+    base: Arc<str>,
+}
+
+impl Api {
+    fn acquire(&self, key: &str, hardware_id: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/api/v1/licenses/acquire", self.base))
+            .json(&json!({"license_key": key, "hardware_id": hardware_id}))
+    }
+
+    fn heartbeat(&self, (id, token): &Session) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!(
+                "{}/api/v1/licenses/sessions/{id}/heartbeat",
+                self.base
+            ))
+            .bearer_auth(token)
+    }
+
+    fn release(&self, (id, token): &Session) -> reqwest::RequestBuilder {
+        self.client
+            .delete(format!("{}/api/v1/licenses/sessions/{id}", self.base))
+            .bearer_auth(token)
+    }
+}
+
+/// Acquires `count` sessions, round-robin over `keys`, as phase `name`.
+async fn acquire_phase(
+    api: &Api,
+    name: &'static str,
+    keys: &Arc<Vec<String>>,
+    run_id: &str,
+    count: usize,
+    concurrency: usize,
+    limit: Duration,
+) -> (PhaseStats, Vec<Session>) {
+    let api = api.clone();
+    let keys = keys.clone();
+    let prefix = format!("bench-{run_id}-s");
+    run_phase(name, count, concurrency, limit, move |i| {
+        let request = api.acquire(&keys[i % keys.len()], &format!("{prefix}{i}"));
+        async move {
+            let (sample, body) = send(request, true).await;
+            Step {
+                samples: vec![(0, sample)],
+                keep: session_of(body),
+            }
+        }
+    })
+    .await
+}
+
+/// Releases every session once, as phase `name`.
+async fn release_phase(
+    api: &Api,
+    name: &'static str,
+    sessions: &Arc<Vec<Session>>,
+    concurrency: usize,
+    limit: Duration,
+) -> PhaseStats {
+    let api = api.clone();
+    let sessions = sessions.clone();
+    let count = sessions.len();
+    let (stats, _) = run_phase(name, count, concurrency, limit, move |i| {
+        let request = api.release(&sessions[i]);
+        async move {
+            Step::<()> {
+                samples: vec![(0, send(request, false).await.0)],
+                keep: None,
+            }
+        }
+    })
+    .await;
+    stats
+}
+
+/// Sends `count` heartbeats round-robin over the sessions, as one loop of
+/// at most `limit`; its samples are phase 0.
+async fn heartbeat_loop(
+    api: &Api,
+    sessions: &Arc<Vec<Session>>,
+    count: usize,
+    concurrency: usize,
+    limit: Duration,
+) -> LoopOutcome<()> {
+    let api = api.clone();
+    let sessions = sessions.clone();
+    let count = if sessions.is_empty() { 0 } else { count };
+    run_loop(1, count, concurrency, limit, move |i| {
+        let request = api.heartbeat(&sessions[i % sessions.len()]);
+        async move {
+            Step {
+                samples: vec![(0, send(request, false).await.0)],
+                keep: None,
+            }
+        }
+    })
+    .await
+}
+
+/// The signing ceiling: the rate of the server's own signer on all cores.
+struct SignCeiling {
     bits: usize,
-    per_thread: f64,
     threads: usize,
-    all_threads: f64,
+    secs: f64,
+    per_s: f64,
 }
 
-fn measure_sign_rate(pem: &str, duration: Duration) -> anyhow::Result<SignRate> {
-    let signer = TokenSigner::from_pem(pem).context("loading the signing key")?;
-    let per_thread = signer.sign_rate(duration);
-    // The server signs on one thread per CPU at most; measure that too.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let all_threads = std::thread::scope(|scope| {
+/// Claims shaped like an acquire's, so a signature costs what it costs the
+/// server.
+fn bench_claims() -> SeatClaims {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    SeatClaims {
+        iss: "seatwarden".into(),
+        sub: "6f1c2b8e-3a7d-4e59-9c1a-2b3c4d5e6f70".into(),
+        session_id: "6f1c2b8e-3a7d-4e59-9c1a-2b3c4d5e6f70".into(),
+        license_id: "0b9d8c7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e".into(),
+        org_id: "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d".into(),
+        hardware_id: "bench-00000000-s0".into(),
+        tier: "bench".into(),
+        features: Vec::new(),
+        max_seats: 2000,
+        iat: now,
+        exp: now + 360 + 86_400,
+    }
+}
+
+// TODO: use TokenSigner::sign_ceiling once it exists
+/// Signs on `threads` threads at once for `duration` with the very signer
+/// the server uses (`sign_blocking`, which `TokenSigner::sign` runs on the
+/// blocking pool) and returns the signatures completed per second, all
+/// threads together. The window runs from the common start until the last
+/// thread has finished its last signature.
+fn sign_ceiling(signer: &TokenSigner, threads: usize, duration: Duration) -> f64 {
+    let threads = threads.max(1);
+    let claims = bench_claims();
+    let stop = AtomicBool::new(false);
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let signer = signer.clone();
-                scope.spawn(move || signer.sign_rate(duration))
+                scope.spawn(|| {
+                    start.wait();
+                    let mut signed: u64 = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        if signer.sign_blocking(&claims).is_ok() {
+                            signed += 1;
+                        }
+                    }
+                    signed
+                })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(0.0))
-            .sum::<f64>()
-    });
-    Ok(SignRate {
-        bits: signer.key_bits(),
-        per_thread,
-        threads,
-        all_threads,
+        start.wait();
+        let started = Instant::now();
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+        let signed: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        signed as f64 / started.elapsed().as_secs_f64()
     })
+}
+
+fn measure_ceiling(pem: &str, duration: Duration) -> anyhow::Result<SignCeiling> {
+    let signer = TokenSigner::from_pem(pem).context("loading the signing key")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One signature first, so a broken key fails loudly instead of
+    // measuring zero.
+    signer
+        .sign_blocking(&bench_claims())
+        .context("signing with --key-path")?;
+    let per_s = sign_ceiling(&signer, threads, duration);
+    Ok(SignCeiling {
+        bits: signer.key_bits(),
+        threads,
+        secs: duration.as_secs_f64(),
+        per_s,
+    })
+}
+
+fn read_keys(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading license keys from {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
 }
 
 #[tokio::main]
@@ -270,10 +577,26 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
+    if args.concurrency == 0 || args.churn_concurrency == 0 {
+        bail!("--concurrency and --churn-concurrency must be at least 1");
     }
-    let base = args.url.trim_end_matches('/').to_owned();
+    let mut keys = args.license_key.clone();
+    if let Some(path) = &args.license_keys_file {
+        keys.extend(read_keys(path)?);
+    }
+    if keys.is_empty() {
+        bail!("give --license-key or --license-keys-file (with at least one key)");
+    }
+    let keys = Arc::new(keys);
+    let churn_keys = match (&args.churn_keys_file, args.mode) {
+        (Some(path), _) => read_keys(path)?,
+        (None, Mode::Mixed) => bail!("--mode mixed needs --churn-keys-file"),
+        (None, Mode::Phases) => Vec::new(),
+    };
+    if args.mode == Mode::Mixed && churn_keys.is_empty() {
+        bail!("--churn-keys-file has no keys");
+    }
+    let churn_keys = Arc::new(churn_keys);
     let sign_pem = match &args.key_path {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -281,145 +604,242 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let base: Arc<str> = args.url.trim_end_matches('/').into();
+    if !base.starts_with("http://127.0.0.1") && !base.starts_with("http://localhost") {
+        eprintln!("seatwarden-bench: note: {base} is not a loopback address");
+    }
 
+    let in_flight = args.concurrency + args.churn_concurrency;
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(in_flight)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(args.timeout_secs))
         .build()?;
+    let api = Api { client, base };
 
-    let ready = client
-        .get(format!("{base}/health/ready"))
+    let ready = api
+        .client
+        .get(format!("{}/health/ready", api.base))
         .send()
         .await
-        .with_context(|| format!("cannot reach {base}"))?;
+        .with_context(|| format!("cannot reach {}", api.base))?;
     if !ready.status().is_success() {
-        bail!("{base}/health/ready answered {}", ready.status());
+        bail!("{}/health/ready answered {}", api.base, ready.status());
     }
 
     // Distinct hardware ids per run, so repeated runs on one license don't
     // renew each other's sessions.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let run_id = &run_id[..8];
-
-    // Phase 1: acquire.
-    let acquire = {
-        let client = client.clone();
-        let url = format!("{base}/api/v1/licenses/acquire");
-        let key = args.license_key.clone();
-        let run_id = run_id.to_owned();
-        move |i: usize| {
-            let request = client
-                .post(&url)
-                .json(&json!({"license_key": key, "hardware_id": format!("bench-{run_id}-{i}")}));
-            async move {
-                let (status, body) = finish(request.send().await, true).await;
-                let session = body.and_then(|b| {
-                    Some((
-                        b["session_id"].as_str()?.to_owned(),
-                        b["token"].as_str()?.to_owned(),
-                    ))
-                });
-                (status, session)
-            }
-        }
-    };
-    let (acquire_stats, sessions) =
-        run_phase("acquire", args.sessions, args.concurrency, acquire).await;
-    let sessions: Arc<Vec<(String, String)>> = Arc::new(sessions);
-
-    // Phase 2: heartbeat, round-robin over the sessions.
-    let heartbeat = {
-        let client = client.clone();
-        let base = base.clone();
-        let sessions = sessions.clone();
-        move |i: usize| {
-            let (id, token) = &sessions[i % sessions.len()];
-            let request = client
-                .post(format!("{base}/api/v1/licenses/sessions/{id}/heartbeat"))
-                .bearer_auth(token);
-            async move { (finish(request.send().await, false).await.0, None::<()>) }
-        }
-    };
-    let heartbeats = sessions.len() * args.heartbeats_per_session;
-    let (heartbeat_stats, _) =
-        run_phase("heartbeat", heartbeats, args.concurrency, heartbeat).await;
-
-    // Phase 3: release.
-    let release = {
-        let client = client.clone();
-        let base = base.clone();
-        let sessions = sessions.clone();
-        move |i: usize| {
-            let (id, token) = &sessions[i];
-            let request = client
-                .delete(format!("{base}/api/v1/licenses/sessions/{id}"))
-                .bearer_auth(token);
-            async move { (finish(request.send().await, false).await.0, None::<()>) }
-        }
-    };
-    let (release_stats, _) = run_phase("release", sessions.len(), args.concurrency, release).await;
-
-    // Signing last, with the server idle, so the two don't compete for CPU.
-    let sign = match sign_pem {
-        Some(pem) => {
-            let duration = Duration::from_secs_f64(args.sign_secs.max(0.1));
-            Some(tokio::task::spawn_blocking(move || measure_sign_rate(&pem, duration)).await??)
-        }
-        None => None,
+    let limit = Duration::from_secs_f64(args.phase_max_secs.max(1.0));
+    let sign_duration = Duration::from_secs_f64(args.sign_secs.max(0.1));
+    // With the server idle, right before the acquires it bounds.
+    let ceiling = async || -> anyhow::Result<Option<SignCeiling>> {
+        let Some(pem) = sign_pem.clone() else {
+            return Ok(None);
+        };
+        let c = tokio::task::spawn_blocking(move || measure_ceiling(&pem, sign_duration)).await??;
+        Ok(Some(c))
     };
 
-    let phases = [&acquire_stats, &heartbeat_stats, &release_stats];
-    print_table(&args, &base, &phases, sign.as_ref());
+    let (phases, sign) = match args.mode {
+        Mode::Phases => {
+            let sign = ceiling().await?;
+            let (acquire, sessions) = acquire_phase(
+                &api,
+                "acquire",
+                &keys,
+                run_id,
+                args.sessions,
+                args.concurrency,
+                limit,
+            )
+            .await;
+            let sessions = Arc::new(sessions);
+            let count = sessions.len() * args.heartbeats_per_session;
+            let mut hb = heartbeat_loop(&api, &sessions, count, args.concurrency, limit).await;
+            let heartbeat = PhaseStats::from_samples(
+                "heartbeat",
+                count,
+                hb.samples.pop().unwrap_or_default(),
+                hb.elapsed,
+            );
+            let release = release_phase(&api, "release", &sessions, args.concurrency, limit).await;
+            (vec![acquire, heartbeat, release], sign)
+        }
+        Mode::Mixed => {
+            let (setup, sessions) = acquire_phase(
+                &api,
+                "setup-acquire",
+                &keys,
+                run_id,
+                args.sessions,
+                args.concurrency,
+                limit,
+            )
+            .await;
+            let sessions = Arc::new(sessions);
+            let sign = ceiling().await?;
+            let window = Duration::from_secs_f64(args.mixed_secs.max(0.1));
+            let heartbeats = heartbeat_loop(
+                &api,
+                &sessions,
+                args.mixed_max_requests,
+                args.concurrency,
+                window,
+            );
+            let churn = {
+                let api = api.clone();
+                let churn_keys = churn_keys.clone();
+                let prefix = format!("bench-{run_id}-c");
+                run_loop(
+                    2,
+                    args.mixed_max_requests,
+                    args.churn_concurrency,
+                    window,
+                    move |i| {
+                        let api = api.clone();
+                        let key = churn_keys[i % churn_keys.len()].clone();
+                        let hardware_id = format!("{prefix}{i}");
+                        async move {
+                            let (acquired, body) =
+                                send(api.acquire(&key, &hardware_id), true).await;
+                            let mut samples = vec![(0, acquired)];
+                            if let Some(session) = session_of(body) {
+                                samples.push((1, send(api.release(&session), false).await.0));
+                            }
+                            Step::<()> {
+                                samples,
+                                keep: None,
+                            }
+                        }
+                    },
+                )
+            };
+            let (mut hb, mut churn) = tokio::join!(heartbeats, churn);
+            let heartbeat = PhaseStats::from_samples(
+                "heartbeat",
+                0,
+                hb.samples.pop().unwrap_or_default(),
+                hb.elapsed,
+            );
+            let churn_release = churn.samples.pop().unwrap_or_default();
+            let churn_acquire = churn.samples.pop().unwrap_or_default();
+            let acquire = PhaseStats::from_samples("acquire", 0, churn_acquire, churn.elapsed);
+            let release = PhaseStats::from_samples("release", 0, churn_release, churn.elapsed);
+            let cleanup =
+                release_phase(&api, "cleanup-release", &sessions, args.concurrency, limit).await;
+            (vec![setup, acquire, heartbeat, release, cleanup], sign)
+        }
+    };
+
+    let acquire_rate = phases
+        .iter()
+        .find(|p| p.name == "acquire")
+        .map_or(0.0, PhaseStats::rate);
+    let ratio = sign
+        .as_ref()
+        .filter(|s| s.per_s > 0.0)
+        .map(|s| acquire_rate / s.per_s);
+
+    print_table(
+        &args,
+        &api.base,
+        keys.len(),
+        churn_keys.len(),
+        &phases,
+        sign.as_ref(),
+        ratio,
+    );
 
     let mut out = json!({
         "label": args.label,
-        "url": base,
+        "shape": args.shape,
+        "mode": args.mode.name(),
+        "url": &*api.base,
+        "licenses": keys.len(),
         "sessions": args.sessions,
         "concurrency": args.concurrency,
-        "heartbeats_per_session": args.heartbeats_per_session,
         "phases": {},
+        "signing": null,
+        "acquire_over_ceiling": ratio.map(|r| round(r, 3)),
     });
-    for phase in phases {
+    match args.mode {
+        Mode::Phases => {
+            out["heartbeats_per_session"] = json!(args.heartbeats_per_session);
+        }
+        Mode::Mixed => {
+            out["churn_licenses"] = json!(churn_keys.len());
+            out["churn_concurrency"] = json!(args.churn_concurrency);
+            out["mixed_secs"] = json!(args.mixed_secs);
+        }
+    }
+    for phase in &phases {
         out["phases"][phase.name] = phase.json();
     }
     if let Some(s) = &sign {
         out["signing"] = json!({
             "rsa_bits": s.bits,
-            "signs_per_s_one_thread": round(s.per_thread, 1),
             "threads": s.threads,
-            "signs_per_s_all_threads": round(s.all_threads, 1),
-            "acquire_ceiling_per_s": round(s.all_threads, 1),
+            "secs": s.secs,
+            "ceiling_per_s": round(s.per_s, 1),
+            "per_thread_per_s": round(s.per_s / s.threads as f64, 1),
         });
     }
     println!("{out}");
     Ok(())
 }
 
-fn print_table(args: &Args, base: &str, phases: &[&PhaseStats], sign: Option<&SignRate>) {
-    let label = if args.label.is_empty() {
-        String::new()
-    } else {
-        format!("[{}] ", args.label)
-    };
+fn print_table(
+    args: &Args,
+    base: &str,
+    licenses: usize,
+    churn_licenses: usize,
+    phases: &[PhaseStats],
+    sign: Option<&SignCeiling>,
+    ratio: Option<f64>,
+) {
+    let label = [args.label.as_str(), args.shape.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("[{s}] "))
+        .collect::<String>();
+    match args.mode {
+        Mode::Phases => println!(
+            "{label}{base}: {} sessions over {licenses} licenses, {} heartbeats/session, \
+             concurrency {}",
+            args.sessions, args.heartbeats_per_session, args.concurrency
+        ),
+        Mode::Mixed => println!(
+            "{label}{base}: mixed for {}s: heartbeats at concurrency {} on {} sessions over \
+             {licenses} licenses, while {} loops acquire+release on {} other licenses",
+            args.mixed_secs,
+            args.concurrency,
+            args.sessions,
+            args.churn_concurrency,
+            churn_licenses,
+        ),
+    }
     println!(
-        "{label}{base}: {} sessions, {} heartbeats/session, concurrency {}",
-        args.sessions, args.heartbeats_per_session, args.concurrency
-    );
-    println!(
-        "{:<10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}  non-2xx by status",
+        "{:<16} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}  non-2xx by status",
         "phase", "requests", "elapsed_s", "req/s", "p50_ms", "p99_ms", "max_ms", "non-2xx"
     );
     for p in phases {
-        let detail = p
+        let mut detail = p
             .by_status
             .iter()
             .map(|(status, n)| format!("{status}:{n}"))
             .collect::<Vec<_>>()
             .join(" ");
+        if p.cut_short() {
+            detail.push_str(&format!(
+                " (time limit: {} of {} sent)",
+                p.requests, p.planned
+            ));
+        }
         println!(
-            "{:<10} {:>9} {:>10.2} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>8}  {}",
+            "{:<16} {:>9} {:>10.2} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>8}  {}",
             p.name,
             p.requests,
             p.elapsed.as_secs_f64(),
@@ -428,14 +848,19 @@ fn print_table(args: &Args, base: &str, phases: &[&PhaseStats], sign: Option<&Si
             ms(p.p99),
             ms(p.max),
             p.non_2xx,
-            detail
+            detail.trim()
         );
     }
     if let Some(s) = sign {
         println!(
-            "RSA-{} signing on this machine: {:.0} signs/s on one thread, {:.0} signs/s on {} threads \
-             => ceiling ~{:.0} acquires/s (one signature per acquire)",
-            s.bits, s.per_thread, s.all_threads, s.threads, s.all_threads
+            "signing ceiling (the server's RSA-{} signer on {} threads, idle server, {:.1}s): \
+             {:.0} signs/s ({:.0}/thread); acquire reached {:.2} of it",
+            s.bits,
+            s.threads,
+            s.secs,
+            s.per_s,
+            s.per_s / s.threads as f64,
+            ratio.unwrap_or(0.0)
         );
     }
 }
