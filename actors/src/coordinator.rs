@@ -72,6 +72,10 @@ struct Inner {
     settings: Arc<CoordinatorSettings>,
     root: ActorRef<RootMessage>,
     keys: Mutex<KeyCache>,
+    /// Running organization actors, so that the hot paths find theirs
+    /// without formatting a registry name. Entries of stopped actors are
+    /// dropped when met.
+    actors: Mutex<HashMap<OrgId, ActorRef<OrgMessage>>>,
 }
 
 impl Coordinator {
@@ -111,6 +115,7 @@ impl Coordinator {
             settings,
             root,
             keys: Mutex::new(KeyCache::default()),
+            actors: Mutex::new(HashMap::new()),
         };
         Ok((
             Self {
@@ -512,9 +517,34 @@ impl Coordinator {
         ActorRef::where_is(self.inner.names.org(org))
     }
 
-    /// The organization's actor: straight from the registry when it runs,
-    /// else spawned through the organization supervisor.
+    /// The organization's actor: from this handle's cache or the registry
+    /// when it runs, else spawned through the organization supervisor.
     async fn org_actor(&self, org: OrgId) -> Result<ActorRef<OrgMessage>, CoordinatorError> {
+        {
+            let mut actors = self.inner.actors.lock().expect("actor cache poisoned");
+            match actors.get(&org) {
+                Some(actor) if actor.get_status() <= ractor::ActorStatus::Running => {
+                    return Ok(actor.clone());
+                }
+                Some(_) => {
+                    actors.remove(&org);
+                }
+                None => {}
+            }
+        }
+        let actor = self.find_or_spawn_org_actor(org).await?;
+        let mut actors = self.inner.actors.lock().expect("actor cache poisoned");
+        if actors.len() >= KEY_CACHE_LIMIT {
+            actors.clear();
+        }
+        actors.insert(org, actor.clone());
+        Ok(actor)
+    }
+
+    async fn find_or_spawn_org_actor(
+        &self,
+        org: OrgId,
+    ) -> Result<ActorRef<OrgMessage>, CoordinatorError> {
         if let Some(actor) = self.running_org_actor(org) {
             return Ok(actor);
         }

@@ -498,7 +498,8 @@ fn bench_claims() -> SeatClaims {
         features: Vec::new(),
         max_seats: 2000,
         iat: now,
-        exp: now + 360 + 86_400,
+        exp: now + 360 + 30,
+        lease_exp: now + 360,
     }
 }
 

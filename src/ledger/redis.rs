@@ -18,7 +18,8 @@
 //! a `PEXPIRE` a little beyond the furthest lease, refreshed on each write,
 //! so an idle license leaves no garbage behind.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,7 +73,12 @@ pub struct RedisLedger {
     timeout: Duration,
     /// Strings to scrub from error messages (the URL's password).
     secrets: Vec<String>,
+    /// Key names per license, made once: the hot paths format none.
+    keys: Arc<Mutex<HashMap<(OrgId, LicenseId), Arc<[String; 4]>>>>,
 }
+
+/// Bound on the key-name cache; it is cleared when full.
+const KEY_NAMES_LIMIT: usize = 100_000;
 
 impl std::fmt::Debug for RedisLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +130,7 @@ impl RedisLedger {
             con,
             timeout,
             secrets,
+            keys: Arc::default(),
         })
     }
 
@@ -143,6 +150,20 @@ impl RedisLedger {
         ]
     }
 
+    /// The license's key names, from the cache.
+    fn key_names(&self, org: OrgId, license: LicenseId) -> Arc<[String; 4]> {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(k) = keys.get(&(org, license)) {
+            return k.clone();
+        }
+        if keys.len() >= KEY_NAMES_LIMIT {
+            keys.clear();
+        }
+        let k = Arc::new(Self::license_keys(org, license));
+        keys.insert((org, license), k.clone());
+        k
+    }
+
     fn error(&self, e: RedisError) -> LedgerError {
         LedgerError::Unavailable(scrub(&format!("Redis: {e}"), &self.secrets))
     }
@@ -159,8 +180,9 @@ impl RedisLedger {
         org: OrgId,
         license: LicenseId,
     ) -> Result<T, LedgerError> {
-        for key in Self::license_keys(org, license) {
-            invocation.key(key);
+        let keys = self.key_names(org, license);
+        for key in keys.iter() {
+            invocation.key(key.as_str());
         }
         let mut con = self.con.clone();
         self.bounded(invocation.invoke_async(&mut con)).await
