@@ -107,6 +107,7 @@ pub async fn load_signer(settings: &Settings) -> anyhow::Result<TokenSigner> {
 /// A built server, bound to its port but not yet serving.
 pub struct Application {
     listener: TcpListener,
+    limits: http::ServeLimits,
     context: AppContext,
 }
 
@@ -125,6 +126,7 @@ impl Application {
         let listener = TcpListener::bind(settings.http.listen)
             .await
             .with_context(|| format!("binding {}", settings.http.listen))?;
+        let limits = http::ServeLimits::from_settings(&settings.http);
         let context = AppContext {
             coordinator,
             signer,
@@ -135,7 +137,11 @@ impl Application {
             offline_grace: Duration::from_secs(settings.seats.offline_grace_secs),
             client_ip: settings.http.client_ip,
         };
-        Ok(Self { listener, context })
+        Ok(Self {
+            listener,
+            limits,
+            context,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -162,7 +168,13 @@ impl Application {
         let addr = self.local_addr();
         tracing::info!(%addr, "seatwarden listening");
         let coordinator = self.context.coordinator.clone();
-        http::serve(self.listener, http::routes(self.context), shutdown).await;
+        http::serve(
+            self.listener,
+            http::routes(self.context),
+            self.limits,
+            shutdown,
+        )
+        .await;
         coordinator.shutdown().await;
         tracing::info!("seatwarden stopped");
     }

@@ -53,6 +53,10 @@ pub struct AppOptions {
     pub fault_hooks: bool,
     pub client_ip: &'static str,
     pub org_idle_timeout_secs: u64,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub keep_alive_idle_secs: u64,
+    pub max_connections: usize,
 }
 
 impl Default for AppOptions {
@@ -65,6 +69,10 @@ impl Default for AppOptions {
             fault_hooks: false,
             client_ip: "peer",
             org_idle_timeout_secs: 300,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            keep_alive_idle_secs: 75,
+            max_connections: 10_000,
         }
     }
 }
@@ -108,7 +116,11 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         .merge(("seats.sweep_interval_secs", opts.sweep_interval_secs))
         .merge(("seats.license_cache_secs", opts.license_cache_secs))
         .merge(("seats.org_idle_timeout_secs", opts.org_idle_timeout_secs))
-        .merge(("testing.fault_hooks", opts.fault_hooks));
+        .merge(("testing.fault_hooks", opts.fault_hooks))
+        .merge(("http.header_timeout_secs", opts.header_timeout_secs))
+        .merge(("http.body_timeout_secs", opts.body_timeout_secs))
+        .merge(("http.keep_alive_idle_secs", opts.keep_alive_idle_secs))
+        .merge(("http.max_connections", opts.max_connections));
     if let Backend::Shared {
         database_url,
         redis_url,
