@@ -41,6 +41,9 @@ pub struct HttpSettings {
     pub keep_alive_idle_secs: u64,
     /// Open connections beyond this are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// When set, `/metrics` is served only here and not on `listen`.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the client IP recorded with sessions comes from.
@@ -277,6 +280,16 @@ mod tests {
         assert_eq!(s.http.body_timeout_secs, 10);
         assert_eq!(s.http.keep_alive_idle_secs, 75);
         assert_eq!(s.http.max_connections, 10_000);
+        assert!(s.http.metrics_listen.is_none());
+    }
+
+    #[test]
+    fn production_serves_metrics_on_an_internal_port_only() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string(include_str!("../config/production.toml")));
+        let s = Settings::from_figment(f).unwrap();
+        assert_eq!(s.http.listen.port(), 8080);
+        assert_eq!(s.http.metrics_listen.map(|a| a.port()), Some(9090));
     }
 
     #[test]

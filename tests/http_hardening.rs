@@ -1,6 +1,6 @@
 //! The public port under hostile or sloppy clients: slow headers, stalled
-//! bodies, idle keep-alive connections, too many connections, and metric
-//! labels clients could inflate.
+//! bodies, idle keep-alive connections, too many connections, and metrics
+//! kept off the public port.
 
 mod support;
 
@@ -240,6 +240,40 @@ async fn connections_beyond_max_connections_are_closed_until_one_ends() {
         "no connection was served after one closed"
     );
     assert_eq!(get(&mut second, "/health/live").await.0, 200);
+}
+
+#[tokio::test]
+async fn with_metrics_listen_set_metrics_are_served_only_on_the_metrics_port() {
+    let app = spawn_app_with(AppOptions {
+        metrics_listen: Some("127.0.0.1:0"),
+        ..AppOptions::default()
+    })
+    .await;
+    let metrics_addr = app.metrics_addr.expect("a metrics port");
+    assert_ne!(metrics_addr, app.addr);
+
+    let public = app.get("/metrics").await;
+    assert_eq!(public.status(), 404);
+    let body: Value = public.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert_eq!(app.get("/health/live").await.status(), 200);
+
+    let internal = app
+        .client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(internal.status(), 200);
+    let text = internal.text().await.unwrap();
+    assert!(text.lines().any(|l| l.starts_with("seatwarden_")), "{text}");
+    let other = app
+        .client
+        .get(format!("http://{metrics_addr}/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "the metrics port serves only /metrics");
 }
 
 #[tokio::test]

@@ -116,12 +116,58 @@ impl Default for ServeLimits {
     }
 }
 
-/// All routes, with errors recovered into JSON and latency recorded.
+/// All routes, `/metrics` included, with errors recovered into JSON and
+/// latency recorded.
 pub fn routes(
     ctx: AppContext,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    let api = licenses::acquire(ctx.clone())
+    finish(api(ctx.clone()).or(ops::metrics(ctx)).unify())
+}
+
+/// The routes for the public port when `/metrics` is served elsewhere
+/// (`http.metrics_listen`): everything but `/metrics`, which is a 404 here.
+pub fn public_routes(
+    ctx: AppContext,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    finish(api(ctx))
+}
+
+/// `/metrics` alone, for the internal metrics port.
+pub fn metrics_routes(
+    ctx: AppContext,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    finish(ops::metrics(ctx))
+}
+
+/// Errors recovered into JSON, and every request's latency recorded.
+fn finish<F>(
+    filter: F,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+where
+    F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    filter
+        .recover(error::recover)
+        .unify()
+        .with(warp::log::custom(ops::record_request))
+}
+
+/// Every endpoint but `/metrics`.
+fn api(
+    ctx: AppContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    licenses::acquire(ctx.clone())
         .or(licenses::heartbeat(ctx.clone()))
         .unify()
         .or(licenses::release(ctx.clone()))
@@ -132,13 +178,8 @@ pub fn routes(
         .unify()
         .or(ops::live())
         .unify()
-        .or(ops::ready(ctx.clone()))
+        .or(ops::ready(ctx))
         .unify()
-        .or(ops::metrics(ctx))
-        .unify();
-    api.recover(error::recover)
-        .unify()
-        .with(warp::log::custom(ops::record_request))
 }
 
 /// Serves `routes` on `listener` within `limits` until `shutdown`
