@@ -33,6 +33,17 @@ pub struct Settings {
 pub struct HttpSettings {
     pub listen: SocketAddr,
     pub client_ip: ClientIpSource,
+    /// A client must send a request's complete head within this (slowloris).
+    pub header_timeout_secs: u64,
+    /// A request body must arrive in full within this, or the answer is 408.
+    pub body_timeout_secs: u64,
+    /// An idle keep-alive connection is closed after this long.
+    pub keep_alive_idle_secs: u64,
+    /// Open connections beyond this are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// When set, `/metrics` is served only here and not on `listen`.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the client IP recorded with sessions comes from.
@@ -213,6 +224,19 @@ impl Settings {
                 ));
             }
         }
+        let h = &self.http;
+        for (key, secs) in [
+            ("http.header_timeout_secs", h.header_timeout_secs),
+            ("http.body_timeout_secs", h.body_timeout_secs),
+            ("http.keep_alive_idle_secs", h.keep_alive_idle_secs),
+        ] {
+            if secs == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if h.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
@@ -277,6 +301,32 @@ mod tests {
             "sqlite://./data/seatwarden.db"
         );
         assert_eq!(s.key_path(), PathBuf::from("./data/signing-key.pem"));
+        assert_eq!(s.http.header_timeout_secs, 10);
+        assert_eq!(s.http.body_timeout_secs, 10);
+        assert_eq!(s.http.keep_alive_idle_secs, 75);
+        assert_eq!(s.http.max_connections, 10_000);
+        assert!(s.http.metrics_listen.is_none());
+    }
+
+    #[test]
+    fn production_serves_metrics_on_an_internal_port_only() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string(include_str!("../config/production.toml")));
+        let s = Settings::from_figment(f).unwrap();
+        assert_eq!(s.http.listen.port(), 8080);
+        assert_eq!(s.http.metrics_listen.map(|a| a.port()), Some(9090));
+    }
+
+    #[test]
+    fn a_header_timeout_of_zero_is_refused() {
+        let f = Figment::from(Toml::string(DEFAULTS)).merge(("http.header_timeout_secs", 0));
+        assert!(matches!(
+            Settings::from_figment(f),
+            Err(ConfigError::Invalid {
+                key: "http.header_timeout_secs",
+                ..
+            })
+        ));
     }
 
     #[test]

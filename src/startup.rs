@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::FutureExt;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -146,6 +147,9 @@ pub async fn load_signer(settings: &Settings) -> anyhow::Result<TokenSigner> {
 /// A built server, bound to its port but not yet serving.
 pub struct Application {
     listener: TcpListener,
+    /// `http.metrics_listen`, bound: `/metrics` is served there instead.
+    metrics_listener: Option<TcpListener>,
+    limits: http::ServeLimits,
     context: AppContext,
     /// Held while the application lives (embedded default only).
     _lock: Option<DataDirLock>,
@@ -211,6 +215,15 @@ impl Application {
         let listener = TcpListener::bind(settings.http.listen)
             .await
             .with_context(|| format!("binding {}", settings.http.listen))?;
+        let metrics_listener = match settings.http.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr} (http.metrics_listen)"))?,
+            ),
+            None => None,
+        };
+        let limits = http::ServeLimits::from_settings(&settings.http);
         let context = AppContext {
             coordinator,
             signer,
@@ -222,6 +235,8 @@ impl Application {
         };
         Ok(Self {
             listener,
+            metrics_listener,
+            limits,
             context,
             _lock: lock,
         })
@@ -231,6 +246,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The metrics port's address, when `http.metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener has an address"))
     }
 
     pub fn coordinator(&self) -> &Coordinator {
@@ -251,7 +273,27 @@ impl Application {
         let addr = self.local_addr();
         tracing::info!(%addr, "seatwarden listening");
         let coordinator = self.context.coordinator.clone();
-        http::serve(self.listener, http::routes(self.context), shutdown).await;
+        match self.metrics_listener {
+            None => {
+                http::serve(
+                    self.listener,
+                    http::routes(self.context),
+                    self.limits,
+                    shutdown,
+                )
+                .await
+            }
+            Some(metrics) => {
+                tracing::info!(addr = ?metrics.local_addr().ok(), "metrics listening");
+                let shutdown = shutdown.shared();
+                let public = http::public_routes(self.context.clone());
+                let internal = http::metrics_routes(self.context);
+                tokio::join!(
+                    http::serve(self.listener, public, self.limits, shutdown.clone()),
+                    http::serve(metrics, internal, self.limits, shutdown),
+                );
+            }
+        }
         coordinator.shutdown().await;
         tracing::info!("seatwarden stopped");
     }

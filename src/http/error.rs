@@ -162,3 +162,12 @@ pub fn too_large() -> ApiError {
         format!("the body must be at most {} bytes", super::MAX_BODY_BYTES),
     )
 }
+
+/// A request body that did not arrive within `http.body_timeout_secs`.
+pub fn request_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive in time",
+    )
+}

@@ -6,6 +6,10 @@
 //! session. The loop puts the peer address into the request's extensions,
 //! where [`client`] finds it; it also gives us graceful shutdown on a
 //! future of our choosing, as `run(listener, shutdown)` in mini-redis.
+//!
+//! The loop also enforces [`ServeLimits`]: a deadline for request heads, a
+//! cap on open connections, and an idle timeout; the body deadline is
+//! enforced where bodies are read, in [`json_body`].
 
 mod error;
 mod licenses;
@@ -15,17 +19,20 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 use tower::ServiceExt;
 use warp::Filter;
 
@@ -33,7 +40,7 @@ use seatwarden_actors::Coordinator;
 use seatwarden_actors::domain::ClientInfo;
 use seatwarden_actors::ports::{SeatLedger, Store};
 
-use crate::config::ClientIpSource;
+use crate::config::{ClientIpSource, HttpSettings};
 use crate::signing::TokenSigner;
 
 pub use error::ApiError;
@@ -58,12 +65,108 @@ pub struct AppContext {
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// All routes, with errors recovered into JSON and latency recorded.
+/// How long a request's body may take to arrive. [`serve`] puts it into
+/// every request's extensions, where [`json_body`] finds it, so the limit
+/// needs no plumbing through each endpoint's filter.
+#[derive(Clone, Copy, Debug)]
+struct BodyTimeout(Duration);
+
+/// Counter: connections closed at accept because `max_connections` were open.
+const CONNECTIONS_REFUSED: &str = "seatwarden_http_connections_refused_total";
+
+/// What [`serve`] enforces on every connection, from the `[http]` settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// Every connection must start its first request within this of being
+    /// accepted, and each HTTP/1 request head (request line and headers)
+    /// must arrive within this. The latter is hyper's header-read timer,
+    /// which also runs while an HTTP/1 connection waits for its next
+    /// request: idle HTTP/1 connections are closed after the shorter of
+    /// this and `keep_alive_idle`.
+    pub header_timeout: Duration,
+    /// A request body must arrive in full within this: 408 otherwise.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub keep_alive_idle: Duration,
+    /// Open connections beyond this are closed as soon as they are accepted.
+    pub max_connections: usize,
+}
+
+impl ServeLimits {
+    pub fn from_settings(http: &HttpSettings) -> Self {
+        Self {
+            header_timeout: Duration::from_secs(http.header_timeout_secs),
+            body_timeout: Duration::from_secs(http.body_timeout_secs),
+            keep_alive_idle: Duration::from_secs(http.keep_alive_idle_secs),
+            max_connections: http.max_connections,
+        }
+    }
+}
+
+impl Default for ServeLimits {
+    /// The shipped defaults of `config/default.toml`.
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            keep_alive_idle: Duration::from_secs(75),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// All routes, `/metrics` included, with errors recovered into JSON and
+/// latency recorded.
 pub fn routes(
     ctx: AppContext,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    let api = licenses::acquire(ctx.clone())
+    finish(api(ctx.clone()).or(ops::metrics(ctx)).unify())
+}
+
+/// The routes for the public port when `/metrics` is served elsewhere
+/// (`http.metrics_listen`): everything but `/metrics`, which is a 404 here.
+pub fn public_routes(
+    ctx: AppContext,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    finish(api(ctx))
+}
+
+/// `/metrics` alone, for the internal metrics port.
+pub fn metrics_routes(
+    ctx: AppContext,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    finish(ops::metrics(ctx))
+}
+
+/// Errors recovered into JSON, and every request's latency recorded.
+fn finish<F>(
+    filter: F,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+where
+    F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    filter
+        .recover(error::recover)
+        .unify()
+        .with(warp::log::custom(ops::record_request))
+}
+
+/// Every endpoint but `/metrics`.
+fn api(
+    ctx: AppContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    licenses::acquire(ctx.clone())
         .or(licenses::heartbeat(ctx.clone()))
         .unify()
         .or(licenses::release(ctx.clone()))
@@ -74,25 +177,36 @@ pub fn routes(
         .unify()
         .or(ops::live())
         .unify()
-        .or(ops::ready(ctx.clone()))
+        .or(ops::ready(ctx))
         .unify()
-        .or(ops::metrics(ctx))
-        .unify();
-    api.recover(error::recover)
-        .unify()
-        .with(warp::log::custom(ops::record_request))
 }
 
-/// Serves `routes` on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish (for up to ten seconds).
-pub async fn serve<F, R>(listener: TcpListener, routes: F, shutdown: impl Future<Output = ()>)
-where
+/// Serves `routes` on `listener` within `limits` until `shutdown`
+/// completes, then lets in-flight requests finish (for up to ten seconds).
+///
+/// At `limits.max_connections` open connections, a new one is accepted and
+/// closed at once rather than left waiting in the kernel's backlog: the
+/// client (or load balancer) learns immediately and can retry elsewhere,
+/// health checks fail visibly instead of timing out, and the backlog never
+/// overflows into silently dropped SYNs.
+pub async fn serve<F, R>(
+    listener: TcpListener,
+    routes: F,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
     F::Future: Send,
     R: warp::Reply,
 {
     let service = warp::service(routes);
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper ignores header_read_timeout unless the builder has a timer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -108,21 +222,46 @@ where
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection refused: max_connections open");
+            metrics::counter!(CONNECTIONS_REFUSED).increment(1);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service =
-            service
-                .clone()
-                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    req
-                });
+        let activity = Arc::new(Activity::new());
+        let body_timeout = BodyTimeout(limits.body_timeout);
+        let service = service
+            .clone()
+            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                req.extensions_mut().insert(body_timeout);
+                req
+            })
+            .map_future({
+                let activity = activity.clone();
+                move |response| {
+                    let in_flight = activity.begin();
+                    async move {
+                        let response = response.await;
+                        drop(in_flight);
+                        response
+                    }
+                }
+            });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let _permit = permit;
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                () = deadline_passed(&activity, limits) => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                }
             }
         });
     }
@@ -132,6 +271,88 @@ where
         .is_err()
     {
         tracing::warn!("connections still open after 10 s; closing them");
+    }
+}
+
+/// What the idle deadline of one connection depends on.
+///
+/// hyper's header timer covers an HTTP/1 connection only once hyper-util
+/// has seen its first bytes (the auto builder reads them to tell HTTP/1
+/// from HTTP/2, with no deadline of its own), and never covers HTTP/2. So
+/// the accept loop keeps its own deadline: the first request must start
+/// within `header_timeout` of the accept, and later a connection with no
+/// request in flight may idle for `keep_alive_idle`.
+struct Activity {
+    opened: Instant,
+    started_any: AtomicBool,
+    /// Notified when the first request starts.
+    first_request: Notify,
+    in_flight: AtomicUsize,
+    /// When the last request finished, in milliseconds after `opened`.
+    idle_since_ms: AtomicU64,
+}
+
+/// A request being handled; dropping it marks the time it finished.
+struct InFlight(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            started_any: AtomicBool::new(false),
+            first_request: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        // Counted before it is marked started, so that a deadline computed
+        // in between never sees a started connection as idle since `opened`.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if !self.started_any.swap(true, Ordering::SeqCst) {
+            // notify_one keeps the wake-up if the watchdog isn't waiting yet.
+            self.first_request.notify_one();
+        }
+        InFlight(self.clone())
+    }
+
+    /// When a connection that has started a request is to be closed;
+    /// `None` while a request is in flight.
+    fn idle_deadline(&self, limits: &ServeLimits) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let idle_since = Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst));
+        Some(self.opened + idle_since + limits.keep_alive_idle)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let finished = u64::try_from(activity.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.idle_since_ms.fetch_max(finished, Ordering::SeqCst);
+        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Completes when the connection has passed its deadline. While a request
+/// is in flight it looks again every `keep_alive_idle`: one timer per
+/// connection, rearmed rarely.
+async fn deadline_passed(activity: &Activity, limits: ServeLimits) {
+    let first_by = activity.opened + limits.header_timeout;
+    let first = tokio::time::timeout_at(first_by, activity.first_request.notified()).await;
+    if first.is_err() && !activity.started_any.load(Ordering::SeqCst) {
+        return;
+    }
+    loop {
+        let wake = match activity.idle_deadline(&limits) {
+            Some(deadline) if deadline <= Instant::now() => return,
+            Some(deadline) => deadline,
+            None => Instant::now() + limits.keep_alive_idle,
+        };
+        tokio::time::sleep_until(wake).await;
     }
 }
 
@@ -161,7 +382,8 @@ fn client(
         )
 }
 
-/// A JSON body of at most [`MAX_BODY_BYTES`], parsed into `T`.
+/// A JSON body of at most [`MAX_BODY_BYTES`], parsed into `T`, that must
+/// arrive within the body timeout of [`ServeLimits`] (408 otherwise).
 ///
 /// warp's own `content_length_limit` refuses chunked bodies outright and
 /// `warp::body::json` hides serde's message, so this reads the stream
@@ -178,9 +400,16 @@ fn json_body<T: DeserializeOwned + Send>()
             }
         })
         .untuple_one()
+        .and(warp::ext::optional::<BodyTimeout>())
         .and(warp::body::stream())
-        .and_then(|body| async move {
-            let bytes = read_limited(body).await.map_err(warp::reject::custom)?;
+        .and_then(|timeout: Option<BodyTimeout>, body| async move {
+            // Requests that didn't come through `serve` (warp::test) get
+            // the shipped default.
+            let limit = timeout.map_or(ServeLimits::default().body_timeout, |t| t.0);
+            let bytes = tokio::time::timeout(limit, read_limited(body))
+                .await
+                .map_err(|_| warp::reject::custom(error::request_timeout()))?
+                .map_err(warp::reject::custom)?;
             serde_json::from_slice::<T>(&bytes).map_err(|e| {
                 warp::reject::custom(ApiError::bad_request(
                     "invalid_body",

@@ -1,6 +1,7 @@
 //! Operational endpoints: health checks and Prometheus metrics.
 
 use http::StatusCode;
+use metrics::SharedString;
 use serde_json::json;
 use warp::Filter;
 use warp::reply::{Reply, Response};
@@ -88,23 +89,83 @@ fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// The method as a metrics label. Clients choose the method, and any token
+/// is a valid one (`FOO`), so labels are a fixed set: one time series per
+/// custom method would let any client grow the exposition without bound.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The status as a metrics label, without allocating for the statuses this
+/// server answers with. Statuses come from our own handlers, not clients.
+fn status_label(status: StatusCode) -> SharedString {
+    let common = match status.as_u16() {
+        200 => "200",
+        201 => "201",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        409 => "409",
+        410 => "410",
+        413 => "413",
+        415 => "415",
+        500 => "500",
+        503 => "503",
+        _ => return SharedString::from(status.as_str().to_owned()),
+    };
+    SharedString::const_str(common)
+}
+
 /// Records every request's latency and logs it at debug level.
 pub fn record_request(info: warp::log::Info<'_>) {
     let route = route_of(info.path());
-    let status = info.status().as_u16();
+    let status = info.status();
     metrics::histogram!(
         crate::telemetry::REQUEST_DURATION,
         "route" => route,
-        "method" => info.method().to_string(),
-        "status" => status.to_string(),
+        "method" => method_label(info.method()),
+        "status" => status_label(status),
     )
     .record(info.elapsed().as_secs_f64());
-    tracing::debug!(method = %info.method(), route, status, elapsed_ms = info.elapsed().as_secs_f64() * 1e3, "request");
+    tracing::debug!(method = %info.method(), route, status = status.as_u16(), elapsed_ms = info.elapsed().as_secs_f64() * 1e3, "request");
 }
 
 #[cfg(test)]
 mod tests {
-    use super::route_of;
+    use super::{method_label, route_of, status_label};
+    use http::{Method, StatusCode};
+
+    #[test]
+    fn method_labels_are_a_fixed_set_whatever_the_client_sends() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+        for custom in ["FOO", "get", "BREW", "CONNECT", "TRACE"] {
+            let method = Method::from_bytes(custom.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{custom}");
+        }
+    }
+
+    #[test]
+    fn status_labels_are_the_three_digit_code() {
+        assert_eq!(&*status_label(StatusCode::CREATED), "201");
+        assert_eq!(&*status_label(StatusCode::REQUEST_TIMEOUT), "408");
+        assert_eq!(&*status_label(StatusCode::IM_A_TEAPOT), "418");
+    }
 
     #[test]
     fn session_ids_are_folded_out_of_route_labels() {

@@ -55,6 +55,12 @@ pub struct AppOptions {
     pub org_idle_timeout_secs: u64,
     pub offline_grace_secs: u64,
     pub failure_audits_per_minute: u32,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub keep_alive_idle_secs: u64,
+    pub max_connections: usize,
+    /// `Some("127.0.0.1:0")` serves `/metrics` on a port of its own.
+    pub metrics_listen: Option<&'static str>,
 }
 
 impl Default for AppOptions {
@@ -69,12 +75,19 @@ impl Default for AppOptions {
             org_idle_timeout_secs: 300,
             offline_grace_secs: 0,
             failure_audits_per_minute: 60,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            keep_alive_idle_secs: 75,
+            max_connections: 10_000,
+            metrics_listen: None,
         }
     }
 }
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Set when `AppOptions::metrics_listen` was.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub coordinator: Coordinator,
     pub store: std::sync::Arc<dyn Store>,
@@ -118,7 +131,14 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
             opts.failure_audits_per_minute,
         ))
         .merge(("seats.license_watch_ms", 100))
-        .merge(("testing.fault_hooks", opts.fault_hooks));
+        .merge(("testing.fault_hooks", opts.fault_hooks))
+        .merge(("http.header_timeout_secs", opts.header_timeout_secs))
+        .merge(("http.body_timeout_secs", opts.body_timeout_secs))
+        .merge(("http.keep_alive_idle_secs", opts.keep_alive_idle_secs))
+        .merge(("http.max_connections", opts.max_connections));
+    if let Some(addr) = opts.metrics_listen {
+        figment = figment.merge(("http.metrics_listen", addr));
+    }
     if let Backend::Shared {
         database_url,
         redis_url,
@@ -136,6 +156,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
         .await
         .expect("build app");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let coordinator = app.coordinator().clone();
     let store = app.store();
     let signer = app.signer().clone();
@@ -145,6 +166,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
     }));
     TestApp {
         addr,
+        metrics_addr,
         client: reqwest::Client::new(),
         coordinator,
         store,

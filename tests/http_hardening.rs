@@ -1,0 +1,301 @@
+//! The public port under hostile or sloppy clients: slow headers, stalled
+//! bodies, idle keep-alive connections, too many connections, and metrics
+//! kept off the public port.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use serde_json::Value;
+use support::{AppOptions, eventually, spawn_app_with};
+
+/// Slack on top of a configured timeout: the test machine is shared and slow.
+const MARGIN: Duration = Duration::from_secs(4);
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect")
+}
+
+/// Reads until the server closes the connection (EOF or reset), for at most
+/// `limit`. Returns what was read and when the close was seen, or `None` if
+/// the connection was still open at the deadline.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<(String, Instant)> {
+    let mut seen = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.ok()?;
+    Some((String::from_utf8_lossy(&seen).into_owned(), Instant::now()))
+}
+
+/// Reads one response with a `Content-Length` body, leaving the connection
+/// open: its status and body.
+async fn read_response(stream: &mut TcpStream, limit: Duration) -> (u16, String) {
+    let read = async {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().expect("content-length"));
+                let body = end + 4;
+                if seen.len() >= body + length {
+                    let status = head[9..12].parse().expect("status code");
+                    let text = String::from_utf8_lossy(&seen[body..body + length]).into_owned();
+                    return (status, text);
+                }
+            }
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "closed before a whole response: {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("no response in time")
+}
+
+/// Sends `GET path` on a kept-alive connection and reads the answer.
+async fn get(stream: &mut TcpStream, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_response(stream, Duration::from_secs(10)).await
+}
+
+#[tokio::test]
+async fn a_connection_that_stalls_halfway_through_the_request_line_is_closed() {
+    let app = spawn_app_with(AppOptions {
+        header_timeout_secs: 1,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut stream = connect(app.addr).await;
+    let sent = Instant::now();
+    stream.write_all(b"GET /health/li").await.unwrap();
+
+    let closed = read_until_closed(&mut stream, Duration::from_secs(1) + MARGIN).await;
+
+    let (_, at) = closed.expect("the server kept a stalled request line open");
+    assert!(
+        at - sent >= Duration::from_millis(900),
+        "closed before the header timeout: {:?}",
+        at - sent
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_is_closed_after_the_header_timeout() {
+    let app = spawn_app_with(AppOptions {
+        header_timeout_secs: 1,
+        ..AppOptions::default()
+    })
+    .await;
+    let opened = Instant::now();
+    let mut stream = connect(app.addr).await;
+
+    let closed = read_until_closed(&mut stream, Duration::from_secs(1) + MARGIN).await;
+
+    let (_, at) = closed.expect("the server kept a silent connection open");
+    assert!(
+        at - opened >= Duration::from_millis(900),
+        "{:?}",
+        at - opened
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_body_stalls_is_answered_408_after_the_body_timeout() {
+    let app = spawn_app_with(AppOptions {
+        body_timeout_secs: 1,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut stream = connect(app.addr).await;
+    let sent = Instant::now();
+    stream
+        .write_all(
+            b"POST /api/v1/licenses/acquire HTTP/1.1\r\nHost: test\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n\
+              {\"license_key\": ",
+        )
+        .await
+        .unwrap();
+
+    let (status, body) = read_response(&mut stream, Duration::from_secs(1) + MARGIN).await;
+
+    assert!(sent.elapsed() >= Duration::from_millis(900));
+    assert_eq!(status, 408, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "request_timeout");
+    assert!(body["message"].is_string());
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_keep_alive_idle_secs() {
+    let app = spawn_app_with(AppOptions {
+        keep_alive_idle_secs: 1,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut stream = connect(app.addr).await;
+    assert_eq!(get(&mut stream, "/health/live").await.0, 200);
+    assert_eq!(get(&mut stream, "/health/live").await.0, 200, "kept alive");
+    let idle_from = Instant::now();
+
+    let closed = read_until_closed(&mut stream, Duration::from_secs(1) + MARGIN).await;
+
+    let (_, at) = closed.expect("the idle connection was never closed");
+    assert!(
+        at - idle_from >= Duration::from_millis(900),
+        "{:?}",
+        at - idle_from
+    );
+}
+
+/// hyper's header timer starts again as soon as an HTTP/1 connection goes
+/// idle, so it bounds the wait for the next request too.
+#[tokio::test]
+async fn an_idle_http1_connection_is_closed_by_a_shorter_header_timeout() {
+    let app = spawn_app_with(AppOptions {
+        header_timeout_secs: 1,
+        keep_alive_idle_secs: 75,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut stream = connect(app.addr).await;
+    assert_eq!(get(&mut stream, "/health/live").await.0, 200);
+
+    let closed = read_until_closed(&mut stream, Duration::from_secs(1) + MARGIN).await;
+
+    assert!(closed.is_some(), "the idle connection was never closed");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_that_stalls_in_its_next_request_head_is_closed() {
+    let app = spawn_app_with(AppOptions {
+        header_timeout_secs: 1,
+        keep_alive_idle_secs: 75,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut stream = connect(app.addr).await;
+    assert_eq!(get(&mut stream, "/health/live").await.0, 200);
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: te")
+        .await
+        .unwrap();
+
+    let closed = read_until_closed(&mut stream, Duration::from_secs(1) + MARGIN).await;
+
+    assert!(closed.is_some(), "the stalled request head was kept open");
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_until_one_ends() {
+    let app = spawn_app_with(AppOptions {
+        max_connections: 2,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut first = connect(app.addr).await;
+    let mut second = connect(app.addr).await;
+    assert_eq!(get(&mut first, "/health/live").await.0, 200);
+    assert_eq!(get(&mut second, "/health/live").await.0, 200);
+
+    let mut third = connect(app.addr).await;
+    let refused = read_until_closed(&mut third, MARGIN).await;
+    let (said, _) = refused.expect("a third connection was kept open");
+    assert_eq!(said, "", "refused connections are closed without an answer");
+
+    drop(first);
+    let served = eventually(Duration::from_secs(5), || async {
+        let mut stream = connect(app.addr).await;
+        let request = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n";
+        stream.write_all(request).await.ok()?;
+        let mut buf = [0u8; 12];
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut buf));
+        read.await.ok()?.ok()?;
+        (&buf == b"HTTP/1.1 200").then_some(())
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "no connection was served after one closed"
+    );
+    assert_eq!(get(&mut second, "/health/live").await.0, 200);
+}
+
+#[tokio::test]
+async fn with_metrics_listen_set_metrics_are_served_only_on_the_metrics_port() {
+    let app = spawn_app_with(AppOptions {
+        metrics_listen: Some("127.0.0.1:0"),
+        ..AppOptions::default()
+    })
+    .await;
+    let metrics_addr = app.metrics_addr.expect("a metrics port");
+    assert_ne!(metrics_addr, app.addr);
+
+    let public = app.get("/metrics").await;
+    assert_eq!(public.status(), 404);
+    let body: Value = public.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert_eq!(app.get("/health/live").await.status(), 200);
+
+    let internal = app
+        .client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(internal.status(), 200);
+    let text = internal.text().await.unwrap();
+    assert!(text.lines().any(|l| l.starts_with("seatwarden_")), "{text}");
+    let other = app
+        .client
+        .get(format!("http://{metrics_addr}/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "the metrics port serves only /metrics");
+}
+
+#[tokio::test]
+async fn an_unknown_method_is_labelled_other_in_metrics() {
+    let app = spawn_app_with(AppOptions::default()).await;
+    let method = reqwest::Method::from_bytes(b"FOO").unwrap();
+    let response = app
+        .client
+        .request(method, app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+
+    let text = app.metrics().await;
+
+    let latency = |l: &&str| l.starts_with("seatwarden_http_request_duration_seconds");
+    assert!(
+        text.lines()
+            .filter(latency)
+            .any(|l| l.contains(r#"method="other""#) && l.contains(r#"route="/health/live""#)),
+        "{text}"
+    );
+    assert!(!text.contains(r#"method="FOO""#), "{text}");
+}
