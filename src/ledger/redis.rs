@@ -74,8 +74,11 @@ pub struct RedisLedger {
     /// Strings to scrub from error messages (the URL's password).
     secrets: Vec<String>,
     /// Key names per license, made once: the hot paths format none.
-    keys: Arc<Mutex<HashMap<(OrgId, LicenseId), Arc<[String; 4]>>>>,
+    keys: Arc<Mutex<HashMap<(OrgId, LicenseId), KeyNames>>>,
 }
+
+/// The four key names of one license, in script order.
+type KeyNames = Arc<[String; 4]>;
 
 /// Bound on the key-name cache; it is cleared when full.
 const KEY_NAMES_LIMIT: usize = 100_000;
@@ -151,7 +154,7 @@ impl RedisLedger {
     }
 
     /// The license's key names, from the cache.
-    fn key_names(&self, org: OrgId, license: LicenseId) -> Arc<[String; 4]> {
+    fn key_names(&self, org: OrgId, license: LicenseId) -> KeyNames {
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(k) = keys.get(&(org, license)) {
             return k.clone();
