@@ -97,6 +97,11 @@ conformance! {
         live_leases_exclude_lapsed_ones => check_live_excludes_lapsed,
         licenses_and_organizations_do_not_interfere => check_isolation,
         a_license_with_zero_seats_grants_nothing => check_zero_seats,
+        a_graced_lease_holds_its_seat_and_only_its_machine_reclaims_it => check_graced_lease,
+        a_graced_lease_is_forgotten_when_its_grace_ends => check_grace_ends,
+        an_overdraft_admits_new_leases_beside_graced_ones_but_never_more_live => check_overdraft,
+        lease_states_tell_live_graced_and_forgotten_sessions_apart => check_lease_states,
+        revoking_a_license_drops_every_lease => check_revoke,
     }
     nodes: {
         concurrent_acquires_never_exceed_max_seats => check_concurrent_distinct_hardware,
@@ -133,6 +138,34 @@ impl License {
             grace: Duration::ZERO,
             overdraft: 0,
         }
+    }
+
+    /// A request under an offline policy.
+    fn request_graced(
+        &self,
+        hardware_id: &str,
+        ttl: Duration,
+        grace: Duration,
+        overdraft: u32,
+    ) -> LeaseRequest {
+        LeaseRequest {
+            grace,
+            overdraft,
+            ..self.request(hardware_id, ttl)
+        }
+    }
+
+    async fn acquire_graced(
+        &self,
+        ledger: &Ledger,
+        hardware_id: &str,
+        ttl: Duration,
+        grace: Duration,
+        overdraft: u32,
+    ) -> (SessionId, LeaseGrant) {
+        let req = self.request_graced(hardware_id, ttl, grace, overdraft);
+        let grant = ledger.acquire(&req).await.expect("acquire");
+        (req.session, grant)
     }
 
     async fn acquire(&self, ledger: &Ledger, hardware_id: &str, ttl: Duration) -> LeaseGrant {
@@ -840,4 +873,109 @@ mod redis_only {
             .unwrap();
         assert!(left.is_empty(), "{left:?}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Offline policy: graced leases, overdraft, states and revocation
+
+const SHORT: Duration = Duration::from_millis(300);
+const GRACE: Duration = Duration::from_secs(60);
+
+async fn check_graced_lease(ledger: Ledger) {
+    let lic = License::new(1);
+    let (a, grant) = lic.acquire_graced(&ledger, "a", SHORT, GRACE, 0).await;
+    assert!(matches!(grant, LeaseGrant::Granted { .. }), "{grant:?}");
+    wait_until_lapsed(&ledger, SHORT).await;
+
+    // Lapsed: no heartbeat revives it, and it still holds the seat.
+    assert_eq!(lic.heartbeat(&ledger, a, LONG).await, None);
+    let (_, refused) = lic.acquire_graced(&ledger, "b", LONG, GRACE, 0).await;
+    assert_eq!(refused, LeaseGrant::Full { seats_used: 0, graced: 1 });
+    assert!(lic.live(&ledger).await.is_empty());
+
+    // Its own machine reclaims it, live again, under the same session.
+    let (_, again) = lic.acquire_graced(&ledger, "a", LONG, GRACE, 0).await;
+    match again {
+        LeaseGrant::Renewed { session, seats_used, graced, .. } => {
+            assert_eq!((session, seats_used, graced), (a, 1, 0));
+        }
+        other => panic!("expected the graced lease back, got {other:?}"),
+    }
+    assert_eq!(lic.live(&ledger).await.len(), 1);
+
+    // Released, it frees the seat at once.
+    assert!(lic.release(&ledger, a).await);
+    let (_, b) = lic.acquire_graced(&ledger, "b", LONG, GRACE, 0).await;
+    assert!(matches!(b, LeaseGrant::Granted { .. }), "{b:?}");
+}
+
+async fn check_grace_ends(ledger: Ledger) {
+    let lic = License::new(1);
+    let grace = Duration::from_millis(300);
+    let (a, _) = lic.acquire_graced(&ledger, "a", SHORT, grace, 0).await;
+    wait_until_lapsed(&ledger, SHORT + grace).await;
+    let (b, grant) = lic.acquire_graced(&ledger, "b", LONG, grace, 0).await;
+    assert!(matches!(grant, LeaseGrant::Granted { seats_used: 1, graced: 0, .. }), "{grant:?}");
+    let states = ledger
+        .lease_states(lic.org, lic.license, &[a, b])
+        .await
+        .unwrap();
+    assert_eq!(states.expiries[0], None, "a was forgotten");
+    assert!(states.expiries[1].is_some());
+    assert!(!lic.release(&ledger, a).await, "a forgotten lease is not held");
+}
+
+async fn check_overdraft(ledger: Ledger) {
+    let lic = License::new(1);
+    let (a, _) = lic.acquire_graced(&ledger, "a", SHORT, GRACE, 1).await;
+    wait_until_lapsed(&ledger, SHORT).await;
+    // One graced, no live: the overdraft lets b in.
+    let (_, b) = lic.acquire_graced(&ledger, "b", LONG, GRACE, 1).await;
+    assert!(matches!(b, LeaseGrant::Granted { seats_used: 1, graced: 1, .. }), "{b:?}");
+    // Live seats are full; the overdraft never adds live ones.
+    let (_, c) = lic.acquire_graced(&ledger, "c", LONG, GRACE, 1).await;
+    assert_eq!(c, LeaseGrant::Full { seats_used: 1, graced: 1 });
+    // Nor may a graced machine come back while they are full.
+    let (_, back) = lic.acquire_graced(&ledger, "a", LONG, GRACE, 1).await;
+    assert_eq!(back, LeaseGrant::Full { seats_used: 1, graced: 1 });
+    assert!(lic.release(&ledger, a).await, "a graced lease is held");
+}
+
+async fn check_lease_states(ledger: Ledger) {
+    let lic = License::new(3);
+    let (lapsing, _) = lic.acquire_graced(&ledger, "lapsing", SHORT, GRACE, 0).await;
+    wait_until_lapsed(&ledger, SHORT).await;
+    let (live, _) = lic.acquire_graced(&ledger, "live", LONG, GRACE, 0).await;
+    let unknown = SessionId::new();
+    let states = ledger
+        .lease_states(lic.org, lic.license, &[live, lapsing, unknown])
+        .await
+        .unwrap();
+    assert_eq!(states.grace, GRACE);
+    assert_eq!((states.live, states.graced), (1, 1));
+    let [l, g, u] = states.expiries.as_slice() else {
+        panic!("{states:?}")
+    };
+    assert!(l.is_some_and(|e| e > states.now), "{states:?}");
+    assert!(g.is_some_and(|e| e <= states.now), "{states:?}");
+    assert_eq!(*u, None);
+    // An unknown license holds nothing.
+    let other = License::new(1);
+    let states = ledger
+        .lease_states(other.org, other.license, &[live])
+        .await
+        .unwrap();
+    assert_eq!(states.expiries, vec![None]);
+}
+
+async fn check_revoke(ledger: Ledger) {
+    let lic = License::new(3);
+    let (a, _) = lic.grant(&ledger, "a", LONG).await;
+    lic.grant(&ledger, "b", LONG).await;
+    assert_eq!(ledger.revoke_license(lic.org, lic.license).await.unwrap(), 2);
+    assert_eq!(lic.heartbeat(&ledger, a, LONG).await, None);
+    assert!(lic.live(&ledger).await.is_empty());
+    assert_eq!(ledger.revoke_license(lic.org, lic.license).await.unwrap(), 0);
+    // The license grants again afterwards (a reactivation).
+    lic.grant(&ledger, "a", LONG).await;
 }
