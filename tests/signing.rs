@@ -168,6 +168,63 @@ fn a_client_verifies_a_token_offline_from_the_jwks_n_and_e() {
 }
 
 #[test]
+fn the_held_key_signs_exactly_what_jsonwebtoken_signs_over_the_same_input() {
+    // RS256 (PKCS#1 v1.5) is deterministic, so the signature over our
+    // `header.claims` must be byte-identical to jsonwebtoken's.
+    let token = signer_a().sign_blocking(&claims()).unwrap();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let der = key_a().to_pkcs1_der().unwrap();
+    let theirs = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &EncodingKey::from_rsa_der(der.as_bytes()),
+        Algorithm::RS256,
+    )
+    .unwrap();
+    assert_eq!(signature, theirs);
+    assert_eq!(URL_SAFE_NO_PAD.decode(signature).unwrap().len(), 256);
+}
+
+#[test]
+fn a_token_verifies_with_an_independent_rsa_implementation() {
+    use rsa::pkcs1v15::{Signature, VerifyingKey};
+    use rsa::signature::Verifier;
+
+    let c = claims();
+    let token = signer_a().sign_blocking(&c).unwrap();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature = Signature::try_from(&URL_SAFE_NO_PAD.decode(signature).unwrap()[..]).unwrap();
+    VerifyingKey::<sha2::Sha256>::new(key_a().to_public_key())
+        .verify(signing_input.as_bytes(), &signature)
+        .expect("RS256 signature verifies with the rsa crate");
+    let payload = signing_input.split_once('.').unwrap().1;
+    let decoded: SeatClaims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(decoded, c);
+    assert_eq!(
+        header_of(&token),
+        serde_json::json!({"alg": "RS256", "kid": signer_a().kid(), "typ": "JWT"})
+    );
+}
+
+#[test]
+fn a_token_with_an_altered_signature_is_rejected() {
+    let signer = signer_a();
+    let token = signer.sign_blocking(&claims()).unwrap();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    for i in [0, raw.len() / 2, raw.len() - 1] {
+        raw[i] ^= 0x01;
+        let forged = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&raw));
+        let err = assert_rejected(signer.verify(&forged));
+        assert!(matches!(err, SigningError::BadSignature), "{err:?}");
+        raw[i] ^= 0x01;
+    }
+    // A truncated signature is rejected too.
+    let short = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&raw[1..]));
+    assert_rejected(signer.verify(&short));
+}
+
+#[test]
 fn a_token_signed_by_another_key_is_rejected() {
     let token = signer_b().sign_blocking(&claims()).unwrap();
     let err = assert_rejected(signer_a().verify(&token));
@@ -312,6 +369,10 @@ fn pkcs1_and_pkcs8_pem_of_one_key_give_the_same_signer() {
     assert_eq!(from_pkcs1.key_bits(), 2048);
     let token = from_pkcs1.sign_blocking(&claims()).unwrap();
     signer_a().verify(&token).unwrap();
+    // And the other way round: the PKCS#8-loaded signer's tokens verify
+    // under the PKCS#1-loaded one.
+    let token = signer_a().sign_blocking(&claims()).unwrap();
+    from_pkcs1.verify(&token).unwrap();
 }
 
 #[test]
