@@ -19,12 +19,18 @@
 //!   affected by RUSTSEC-2023-0071 (Marvin timing side channel), so it is
 //!   never used to sign;
 //! * verification goes through `jsonwebtoken::decode`, after a strict header
-//!   check of our own.
+//!   check of our own, and [`TokenSigner::verify_cached`] remembers tokens
+//!   that already verified (see [`verified_cache`](self::verified_cache)
+//!   for why that is safe).
 //!
 //! Signing is CPU-bound (RSA-4096 is roughly 5 ms per signature), so
 //! [`TokenSigner::sign`] runs it on tokio's blocking pool, bounded by a
 //! process-wide semaphore with one permit per CPU. Verification is a public
 //! key operation (tens of microseconds) and runs inline.
+
+mod verified_cache;
+
+pub use verified_cache::DEFAULT_VERIFIED_CACHE_CAPACITY;
 
 use std::fmt;
 use std::fs;
@@ -178,10 +184,12 @@ pub struct SeatClaims {
     pub exp: i64,
 }
 
-/// Signs and verifies seat tokens with one RSA key. Cheap to clone.
+/// Signs and verifies seat tokens with one RSA key. Cheap to clone; clones
+/// share the key and the verified-token cache.
 #[derive(Clone)]
 pub struct TokenSigner {
     inner: Arc<Inner>,
+    verified: Arc<verified_cache::VerifiedCache>,
 }
 
 /// Largest signature [`TokenSigner::sign_blocking`] makes room for on its
@@ -344,6 +352,9 @@ impl TokenSigner {
                 public_key_pem,
                 jwks,
             }),
+            verified: Arc::new(verified_cache::VerifiedCache::new(
+                DEFAULT_VERIFIED_CACHE_CAPACITY,
+            )),
         };
 
         // Self-test: sign a probe token the way seat tokens are signed and
@@ -536,6 +547,40 @@ impl TokenSigner {
         jsonwebtoken::decode::<SeatClaims>(token, &self.inner.decoding_key, &self.inner.validation)
             .map(|data| data.claims)
             .map_err(map_decode_error)
+    }
+
+    /// [`TokenSigner::verify`] with a memory: a token that verified before
+    /// is answered from a bounded cache without any RSA work.
+    ///
+    /// The cache is keyed by the SHA-256 of the full token, so a token that
+    /// differs from a cached one in any byte (an altered signature included)
+    /// misses and is verified in full; only tokens that verify are inserted.
+    /// At most [`DEFAULT_VERIFIED_CACHE_CAPACITY`] tokens are kept unless
+    /// [`TokenSigner::with_verified_cache_capacity`] says otherwise. Errors
+    /// are the same as `verify`'s, and like `verify` this does not check
+    /// `exp`. Clones of a signer share its cache.
+    pub fn verify_cached(&self, token: &str) -> Result<Arc<SeatClaims>, SigningError> {
+        self.verified.get_or_verify(token, |t| self.verify(t))
+    }
+
+    /// A signer with the same key and its own, empty verified-token cache
+    /// holding at most `capacity` tokens (rounded up to a whole number per
+    /// internal shard; 0 behaves as 1).
+    pub fn with_verified_cache_capacity(&self, capacity: usize) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            verified: Arc::new(verified_cache::VerifiedCache::new(capacity)),
+        }
+    }
+
+    /// Tokens currently held by the verified-token cache.
+    pub fn verified_cache_len(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// The most tokens the verified-token cache holds.
+    pub fn verified_cache_capacity(&self) -> usize {
+        self.verified.capacity()
     }
 
     /// Measures how many tokens per second [`TokenSigner::sign_blocking`]

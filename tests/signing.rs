@@ -570,6 +570,115 @@ async fn a_burst_of_concurrent_signs_completes_and_every_token_verifies() {
 }
 
 #[test]
+fn verify_cached_returns_the_same_claims_as_verify_and_answers_repeats_from_the_cache() {
+    let signer = signer_a().with_verified_cache_capacity(16);
+    let c = claims();
+    let token = signer.sign_blocking(&c).unwrap();
+    let first = signer.verify_cached(&token).unwrap();
+    assert_eq!(*first, c);
+    assert_eq!(*first, signer.verify(&token).unwrap());
+    let again = signer.verify_cached(&token).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the repeat must be a cache hit"
+    );
+    assert_eq!(signer.verified_cache_len(), 1);
+    // Clones share the cache.
+    assert!(Arc::ptr_eq(
+        &first,
+        &signer.clone().verify_cached(&token).unwrap()
+    ));
+}
+
+#[test]
+fn verify_cached_rejects_an_altered_token_even_after_the_genuine_one_was_cached() {
+    let signer = signer_a().with_verified_cache_capacity(16);
+    let c = claims();
+    let token = signer.sign_blocking(&c).unwrap();
+    assert_eq!(*signer.verify_cached(&token).unwrap(), c);
+
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    raw[100] ^= 0x80;
+    let bad_signature = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&raw));
+    let err = signer
+        .verify_cached(&bad_signature)
+        .expect_err("altered signature");
+    assert!(matches!(err, SigningError::BadSignature), "{err:?}");
+
+    let mut tampered = c.clone();
+    tampered.max_seats = 500;
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let payload = b64(&serde_json::to_value(&tampered).unwrap());
+    parts[1] = &payload;
+    let err = signer
+        .verify_cached(&parts.join("."))
+        .expect_err("altered claims");
+    assert!(matches!(err, SigningError::BadSignature), "{err:?}");
+
+    // Twice, so a cached failure would show; and the genuine token still hits.
+    assert!(signer.verify_cached(&bad_signature).is_err());
+    assert_eq!(signer.verified_cache_len(), 1);
+    assert_eq!(*signer.verify_cached(&token).unwrap(), c);
+}
+
+#[test]
+fn verify_cached_never_caches_rejected_tokens() {
+    let signer = signer_a().with_verified_cache_capacity(16);
+    let foreign = signer_b().sign_blocking(&claims()).unwrap();
+    for token in ["garbage".to_owned(), "a.b.c".to_owned(), foreign] {
+        let err = signer.verify_cached(&token).expect_err("must be rejected");
+        assert!(err.is_token_rejected(), "{err:?}");
+    }
+    assert_eq!(signer.verified_cache_len(), 0);
+}
+
+#[test]
+fn verify_cached_does_not_grow_beyond_its_bound_when_fed_many_distinct_valid_tokens() {
+    let signer = signer_a().with_verified_cache_capacity(64);
+    assert!(
+        (64..=72).contains(&signer.verified_cache_capacity()),
+        "{}",
+        signer.verified_cache_capacity()
+    );
+    let mut last = None;
+    for _ in 0..400 {
+        let c = claims();
+        let token = signer.sign_blocking(&c).unwrap();
+        assert_eq!(*signer.verify_cached(&token).unwrap(), c);
+        assert!(signer.verified_cache_len() <= signer.verified_cache_capacity());
+        last = Some((token, c));
+    }
+    assert!(signer.verified_cache_len() > 0);
+    // Evicted or not, every token still verifies.
+    let (token, c) = last.unwrap();
+    assert_eq!(*signer.verify_cached(&token).unwrap(), c);
+}
+
+#[test]
+fn verify_cached_gives_every_thread_the_right_claims_under_contention() {
+    let signer = signer_a().with_verified_cache_capacity(64);
+    let tokens: Vec<(String, SeatClaims)> = (0..8)
+        .map(|_| {
+            let c = claims();
+            (signer.sign_blocking(&c).unwrap(), c)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (signer, tokens) = (&signer, &tokens);
+            scope.spawn(move || {
+                for i in 0..2_000 {
+                    let (token, c) = &tokens[(i + t) % tokens.len()];
+                    assert_eq!(*signer.verify_cached(token).unwrap(), *c);
+                }
+            });
+        }
+    });
+    assert_eq!(signer.verified_cache_len(), tokens.len());
+}
+
+#[test]
 fn sign_rate_reports_a_positive_rate() {
     let rate = signer_a().sign_rate(Duration::from_millis(200));
     assert!(rate > 0.0, "{rate}");
