@@ -36,7 +36,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -602,6 +602,49 @@ impl TokenSigner {
                 return 0.0;
             }
         }
+    }
+
+    /// The signing ceiling: total tokens per second when `threads` OS
+    /// threads run [`TokenSigner::sign_blocking`] at once for about
+    /// `duration`. Blocking; spawns and joins its threads (at least one).
+    ///
+    /// Bypasses [`TokenSigner::sign`]'s semaphore, so with `threads` equal
+    /// to the CPU count it is the most `sign` can deliver on this machine.
+    pub fn sign_ceiling(&self, threads: usize, duration: Duration) -> f64 {
+        let threads = threads.max(1);
+        let claims = bench_claims();
+        let start = Barrier::new(threads);
+        let (count, elapsed) = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (claims, start) = (&claims, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        let started = Instant::now();
+                        let mut count: u64 = 0;
+                        loop {
+                            if self.sign_blocking(claims).is_ok() {
+                                count += 1;
+                            }
+                            let elapsed = started.elapsed();
+                            if elapsed >= duration {
+                                return (count, elapsed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or((0, Duration::ZERO)))
+                .fold((0u64, Duration::ZERO), |(n, longest), (c, e)| {
+                    (n + c, longest.max(e))
+                })
+        });
+        if elapsed.is_zero() {
+            return 0.0;
+        }
+        count as f64 / elapsed.as_secs_f64()
     }
 }
 

@@ -684,28 +684,82 @@ fn sign_rate_reports_a_positive_rate() {
     assert!(rate > 0.0, "{rate}");
 }
 
-/// `cargo test --test signing -- --ignored --nocapture` prints the sign and
-/// verify rates for 2048- and 4096-bit keys on this machine.
+#[test]
+fn sign_ceiling_reports_a_positive_rate_across_threads() {
+    let rate = signer_a().sign_ceiling(2, Duration::from_millis(200));
+    assert!(rate > 0.0, "{rate}");
+    // Zero threads is treated as one rather than dividing by nothing.
+    assert!(signer_a().sign_ceiling(0, Duration::from_millis(50)) > 0.0);
+}
+
+/// Tokens per second of the signer before this change: `jsonwebtoken::encode`,
+/// whose aws-lc backend parses the private key DER for every signature.
+fn jsonwebtoken_encode_rate(key: &RsaPrivateKey, kid: &str, duration: Duration) -> f64 {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let der = key.to_pkcs1_der().unwrap();
+    let encoding_key = EncodingKey::from_rsa_der(der.as_bytes());
+    let c = claims();
+    let started = std::time::Instant::now();
+    let mut count = 0u32;
+    while started.elapsed() < duration {
+        jsonwebtoken::encode(&header, &c, &encoding_key).unwrap();
+        count += 1;
+    }
+    f64::from(count) / started.elapsed().as_secs_f64()
+}
+
+fn rate_of(duration: Duration, mut op: impl FnMut()) -> f64 {
+    let started = std::time::Instant::now();
+    let mut count = 0u32;
+    while started.elapsed() < duration {
+        op();
+        count += 1;
+    }
+    f64::from(count) / started.elapsed().as_secs_f64()
+}
+
+/// `cargo test --release --test signing -- --ignored --nocapture` prints,
+/// for 2048- and 4096-bit keys in one run: one-thread signing rates of the
+/// old path (jsonwebtoken::encode, key parsed per signature) and of the
+/// held key, their ratio, the all-CPU signing ceiling, and verify rates
+/// without and with the cache. Old and new alternate in short rounds so
+/// that drift on a shared machine hits both alike.
 #[test]
 #[ignore = "benchmark; slow (generates a 4096-bit key)"]
 fn print_sign_and_verify_rates() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let round = Duration::from_millis(1500);
     for bits in [2048, 4096] {
         let key = RsaPrivateKey::new(&mut rand::thread_rng(), bits).unwrap();
         let signer = TokenSigner::from_pem(&pkcs8_pem(&key)).unwrap();
-        let _ = signer.sign_rate(Duration::from_millis(300)); // warm-up
-        let rate = signer.sign_rate(Duration::from_secs(3));
-        let token = signer.sign_blocking(&claims()).unwrap();
-        let started = std::time::Instant::now();
-        let mut verified = 0u32;
-        while started.elapsed() < Duration::from_secs(2) {
-            signer.verify(&token).unwrap();
-            verified += 1;
+        // Warm-up, both paths.
+        let _ = signer.sign_rate(Duration::from_millis(300));
+        let _ = jsonwebtoken_encode_rate(&key, signer.kid(), Duration::from_millis(300));
+        let (mut old, mut held) = (0.0, 0.0);
+        for _ in 0..2 {
+            old += jsonwebtoken_encode_rate(&key, signer.kid(), round) / 2.0;
+            held += signer.sign_rate(round) / 2.0;
         }
-        let verify_rate = f64::from(verified) / started.elapsed().as_secs_f64();
+        let ceiling = signer.sign_ceiling(cpus, Duration::from_secs(2));
+
+        let token = signer.sign_blocking(&claims()).unwrap();
+        let verify = rate_of(Duration::from_secs(2), || {
+            signer.verify(&token).unwrap();
+        });
+        let cached = rate_of(Duration::from_secs(1), || {
+            signer.verify_cached(&token).unwrap();
+        });
         println!(
-            "RSA-{bits}: sign {rate:.0}/s ({:.2} ms), verify {verify_rate:.0}/s ({:.1} us)",
-            1000.0 / rate,
-            1e6 / verify_rate
+            "RSA-{bits}: sign 1 thread: jsonwebtoken::encode {old:.0}/s ({:.2} ms), \
+             held key {held:.0}/s ({:.2} ms), ratio {:.2}x; \
+             ceiling {cpus} threads {ceiling:.0}/s; \
+             verify {verify:.0}/s ({:.1} us), verify_cached hit {cached:.0}/s ({:.2} us)",
+            1000.0 / old,
+            1000.0 / held,
+            held / old,
+            1e6 / verify,
+            1e6 / cached,
         );
     }
 }
