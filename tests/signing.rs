@@ -169,6 +169,63 @@ fn a_client_verifies_a_token_offline_from_the_jwks_n_and_e() {
 }
 
 #[test]
+fn the_held_key_signs_exactly_what_jsonwebtoken_signs_over_the_same_input() {
+    // RS256 (PKCS#1 v1.5) is deterministic, so the signature over our
+    // `header.claims` must be byte-identical to jsonwebtoken's.
+    let token = signer_a().sign_blocking(&claims()).unwrap();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let der = key_a().to_pkcs1_der().unwrap();
+    let theirs = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &EncodingKey::from_rsa_der(der.as_bytes()),
+        Algorithm::RS256,
+    )
+    .unwrap();
+    assert_eq!(signature, theirs);
+    assert_eq!(URL_SAFE_NO_PAD.decode(signature).unwrap().len(), 256);
+}
+
+#[test]
+fn a_token_verifies_with_an_independent_rsa_implementation() {
+    use rsa::pkcs1v15::{Signature, VerifyingKey};
+    use rsa::signature::Verifier;
+
+    let c = claims();
+    let token = signer_a().sign_blocking(&c).unwrap();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature = Signature::try_from(&URL_SAFE_NO_PAD.decode(signature).unwrap()[..]).unwrap();
+    VerifyingKey::<sha2::Sha256>::new(key_a().to_public_key())
+        .verify(signing_input.as_bytes(), &signature)
+        .expect("RS256 signature verifies with the rsa crate");
+    let payload = signing_input.split_once('.').unwrap().1;
+    let decoded: SeatClaims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(decoded, c);
+    assert_eq!(
+        header_of(&token),
+        serde_json::json!({"alg": "RS256", "kid": signer_a().kid(), "typ": "JWT"})
+    );
+}
+
+#[test]
+fn a_token_with_an_altered_signature_is_rejected() {
+    let signer = signer_a();
+    let token = signer.sign_blocking(&claims()).unwrap();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    for i in [0, raw.len() / 2, raw.len() - 1] {
+        raw[i] ^= 0x01;
+        let forged = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&raw));
+        let err = assert_rejected(signer.verify(&forged));
+        assert!(matches!(err, SigningError::BadSignature), "{err:?}");
+        raw[i] ^= 0x01;
+    }
+    // A truncated signature is rejected too.
+    let short = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&raw[1..]));
+    assert_rejected(signer.verify(&short));
+}
+
+#[test]
 fn a_token_signed_by_another_key_is_rejected() {
     let token = signer_b().sign_blocking(&claims()).unwrap();
     let err = assert_rejected(signer_a().verify(&token));
@@ -313,6 +370,10 @@ fn pkcs1_and_pkcs8_pem_of_one_key_give_the_same_signer() {
     assert_eq!(from_pkcs1.key_bits(), 2048);
     let token = from_pkcs1.sign_blocking(&claims()).unwrap();
     signer_a().verify(&token).unwrap();
+    // And the other way round: the PKCS#8-loaded signer's tokens verify
+    // under the PKCS#1-loaded one.
+    let token = signer_a().sign_blocking(&claims()).unwrap();
+    from_pkcs1.verify(&token).unwrap();
 }
 
 #[test]
@@ -510,33 +571,196 @@ async fn a_burst_of_concurrent_signs_completes_and_every_token_verifies() {
 }
 
 #[test]
+fn verify_cached_returns_the_same_claims_as_verify_and_answers_repeats_from_the_cache() {
+    let signer = signer_a().with_verified_cache_capacity(16);
+    let c = claims();
+    let token = signer.sign_blocking(&c).unwrap();
+    let first = signer.verify_cached(&token).unwrap();
+    assert_eq!(*first, c);
+    assert_eq!(*first, signer.verify(&token).unwrap());
+    let again = signer.verify_cached(&token).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the repeat must be a cache hit"
+    );
+    assert_eq!(signer.verified_cache_len(), 1);
+    // Clones share the cache.
+    assert!(Arc::ptr_eq(
+        &first,
+        &signer.clone().verify_cached(&token).unwrap()
+    ));
+}
+
+#[test]
+fn verify_cached_rejects_an_altered_token_even_after_the_genuine_one_was_cached() {
+    let signer = signer_a().with_verified_cache_capacity(16);
+    let c = claims();
+    let token = signer.sign_blocking(&c).unwrap();
+    assert_eq!(*signer.verify_cached(&token).unwrap(), c);
+
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    raw[100] ^= 0x80;
+    let bad_signature = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&raw));
+    let err = signer
+        .verify_cached(&bad_signature)
+        .expect_err("altered signature");
+    assert!(matches!(err, SigningError::BadSignature), "{err:?}");
+
+    let mut tampered = c.clone();
+    tampered.max_seats = 500;
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let payload = b64(&serde_json::to_value(&tampered).unwrap());
+    parts[1] = &payload;
+    let err = signer
+        .verify_cached(&parts.join("."))
+        .expect_err("altered claims");
+    assert!(matches!(err, SigningError::BadSignature), "{err:?}");
+
+    // Twice, so a cached failure would show; and the genuine token still hits.
+    assert!(signer.verify_cached(&bad_signature).is_err());
+    assert_eq!(signer.verified_cache_len(), 1);
+    assert_eq!(*signer.verify_cached(&token).unwrap(), c);
+}
+
+#[test]
+fn verify_cached_never_caches_rejected_tokens() {
+    let signer = signer_a().with_verified_cache_capacity(16);
+    let foreign = signer_b().sign_blocking(&claims()).unwrap();
+    for token in ["garbage".to_owned(), "a.b.c".to_owned(), foreign] {
+        let err = signer.verify_cached(&token).expect_err("must be rejected");
+        assert!(err.is_token_rejected(), "{err:?}");
+    }
+    assert_eq!(signer.verified_cache_len(), 0);
+}
+
+#[test]
+fn verify_cached_does_not_grow_beyond_its_bound_when_fed_many_distinct_valid_tokens() {
+    let signer = signer_a().with_verified_cache_capacity(64);
+    assert!(
+        (64..=72).contains(&signer.verified_cache_capacity()),
+        "{}",
+        signer.verified_cache_capacity()
+    );
+    let mut last = None;
+    for _ in 0..400 {
+        let c = claims();
+        let token = signer.sign_blocking(&c).unwrap();
+        assert_eq!(*signer.verify_cached(&token).unwrap(), c);
+        assert!(signer.verified_cache_len() <= signer.verified_cache_capacity());
+        last = Some((token, c));
+    }
+    assert!(signer.verified_cache_len() > 0);
+    // Evicted or not, every token still verifies.
+    let (token, c) = last.unwrap();
+    assert_eq!(*signer.verify_cached(&token).unwrap(), c);
+}
+
+#[test]
+fn verify_cached_gives_every_thread_the_right_claims_under_contention() {
+    let signer = signer_a().with_verified_cache_capacity(64);
+    let tokens: Vec<(String, SeatClaims)> = (0..8)
+        .map(|_| {
+            let c = claims();
+            (signer.sign_blocking(&c).unwrap(), c)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (signer, tokens) = (&signer, &tokens);
+            scope.spawn(move || {
+                for i in 0..2_000 {
+                    let (token, c) = &tokens[(i + t) % tokens.len()];
+                    assert_eq!(*signer.verify_cached(token).unwrap(), *c);
+                }
+            });
+        }
+    });
+    assert_eq!(signer.verified_cache_len(), tokens.len());
+}
+
+#[test]
 fn sign_rate_reports_a_positive_rate() {
     let rate = signer_a().sign_rate(Duration::from_millis(200));
     assert!(rate > 0.0, "{rate}");
 }
 
-/// `cargo test --test signing -- --ignored --nocapture` prints the sign and
-/// verify rates for 2048- and 4096-bit keys on this machine.
+#[test]
+fn sign_ceiling_reports_a_positive_rate_across_threads() {
+    let rate = signer_a().sign_ceiling(2, Duration::from_millis(200));
+    assert!(rate > 0.0, "{rate}");
+    // Zero threads is treated as one rather than dividing by nothing.
+    assert!(signer_a().sign_ceiling(0, Duration::from_millis(50)) > 0.0);
+}
+
+/// Tokens per second of the signer before this change: `jsonwebtoken::encode`,
+/// whose aws-lc backend parses the private key DER for every signature.
+fn jsonwebtoken_encode_rate(key: &RsaPrivateKey, kid: &str, duration: Duration) -> f64 {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let der = key.to_pkcs1_der().unwrap();
+    let encoding_key = EncodingKey::from_rsa_der(der.as_bytes());
+    let c = claims();
+    let started = std::time::Instant::now();
+    let mut count = 0u32;
+    while started.elapsed() < duration {
+        jsonwebtoken::encode(&header, &c, &encoding_key).unwrap();
+        count += 1;
+    }
+    f64::from(count) / started.elapsed().as_secs_f64()
+}
+
+fn rate_of(duration: Duration, mut op: impl FnMut()) -> f64 {
+    let started = std::time::Instant::now();
+    let mut count = 0u32;
+    while started.elapsed() < duration {
+        op();
+        count += 1;
+    }
+    f64::from(count) / started.elapsed().as_secs_f64()
+}
+
+/// `cargo test --release --test signing -- --ignored --nocapture` prints,
+/// for 2048- and 4096-bit keys in one run: one-thread signing rates of the
+/// old path (jsonwebtoken::encode, key parsed per signature) and of the
+/// held key, their ratio, the all-CPU signing ceiling, and verify rates
+/// without and with the cache. Old and new alternate in short rounds so
+/// that drift on a shared machine hits both alike.
 #[test]
 #[ignore = "benchmark; slow (generates a 4096-bit key)"]
 fn print_sign_and_verify_rates() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let round = Duration::from_millis(1500);
     for bits in [2048, 4096] {
         let key = RsaPrivateKey::new(&mut rand::thread_rng(), bits).unwrap();
         let signer = TokenSigner::from_pem(&pkcs8_pem(&key)).unwrap();
-        let _ = signer.sign_rate(Duration::from_millis(300)); // warm-up
-        let rate = signer.sign_rate(Duration::from_secs(3));
-        let token = signer.sign_blocking(&claims()).unwrap();
-        let started = std::time::Instant::now();
-        let mut verified = 0u32;
-        while started.elapsed() < Duration::from_secs(2) {
-            signer.verify(&token).unwrap();
-            verified += 1;
+        // Warm-up, both paths.
+        let _ = signer.sign_rate(Duration::from_millis(300));
+        let _ = jsonwebtoken_encode_rate(&key, signer.kid(), Duration::from_millis(300));
+        let (mut old, mut held) = (0.0, 0.0);
+        for _ in 0..2 {
+            old += jsonwebtoken_encode_rate(&key, signer.kid(), round) / 2.0;
+            held += signer.sign_rate(round) / 2.0;
         }
-        let verify_rate = f64::from(verified) / started.elapsed().as_secs_f64();
+        let ceiling = signer.sign_ceiling(cpus, Duration::from_secs(2));
+
+        let token = signer.sign_blocking(&claims()).unwrap();
+        let verify = rate_of(Duration::from_secs(2), || {
+            signer.verify(&token).unwrap();
+        });
+        let cached = rate_of(Duration::from_secs(1), || {
+            signer.verify_cached(&token).unwrap();
+        });
         println!(
-            "RSA-{bits}: sign {rate:.0}/s ({:.2} ms), verify {verify_rate:.0}/s ({:.1} us)",
-            1000.0 / rate,
-            1e6 / verify_rate
+            "RSA-{bits}: sign 1 thread: jsonwebtoken::encode {old:.0}/s ({:.2} ms), \
+             held key {held:.0}/s ({:.2} ms), ratio {:.2}x; \
+             ceiling {cpus} threads {ceiling:.0}/s; \
+             verify {verify:.0}/s ({:.1} us), verify_cached hit {cached:.0}/s ({:.2} us)",
+            1000.0 / old,
+            1000.0 / held,
+            held / old,
+            1e6 / verify,
+            1e6 / cached,
         );
     }
 }

@@ -45,8 +45,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -503,41 +503,6 @@ fn bench_claims() -> SeatClaims {
     }
 }
 
-// TODO: use TokenSigner::sign_ceiling once it exists
-/// Signs on `threads` threads at once for `duration` with the very signer
-/// the server uses (`sign_blocking`, which `TokenSigner::sign` runs on the
-/// blocking pool) and returns the signatures completed per second, all
-/// threads together. The window runs from the common start until the last
-/// thread has finished its last signature.
-fn sign_ceiling(signer: &TokenSigner, threads: usize, duration: Duration) -> f64 {
-    let threads = threads.max(1);
-    let claims = bench_claims();
-    let stop = AtomicBool::new(false);
-    let start = Barrier::new(threads + 1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    start.wait();
-                    let mut signed: u64 = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        if signer.sign_blocking(&claims).is_ok() {
-                            signed += 1;
-                        }
-                    }
-                    signed
-                })
-            })
-            .collect();
-        start.wait();
-        let started = Instant::now();
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        let signed: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-        signed as f64 / started.elapsed().as_secs_f64()
-    })
-}
-
 fn measure_ceiling(pem: &str, duration: Duration) -> anyhow::Result<SignCeiling> {
     let signer = TokenSigner::from_pem(pem).context("loading the signing key")?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -546,7 +511,7 @@ fn measure_ceiling(pem: &str, duration: Duration) -> anyhow::Result<SignCeiling>
     signer
         .sign_blocking(&bench_claims())
         .context("signing with --key-path")?;
-    let per_s = sign_ceiling(&signer, threads, duration);
+    let per_s = signer.sign_ceiling(threads, duration);
     Ok(SignCeiling {
         bits: signer.key_bits(),
         threads,
