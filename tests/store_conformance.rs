@@ -115,6 +115,11 @@ conformance! {
     audit_entries_come_back_in_the_order_they_were_written => check_audit_order,
     features_metadata_and_client_info_round_trip => check_json_round_trip,
     timestamps_round_trip_to_the_microsecond => check_timestamp_precision,
+    a_sweep_claim_returns_due_open_sessions_once_until_the_claim_passes => check_claim_sweep,
+    concurrent_sweep_claims_never_return_one_session_twice => check_concurrent_claims,
+    every_license_change_takes_a_higher_revision => check_license_revisions,
+    suspending_a_license_ends_its_open_sessions_as_revoked => check_suspension_revokes,
+    the_offline_policy_round_trips_and_can_go_back_to_the_default => check_offline_policy,
 }
 
 // ---------------------------------------------------------------------------
@@ -1025,4 +1030,180 @@ async fn sqlite_errors_do_not_reveal_the_url() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains("definitely"), "{shown}");
+}
+
+// ---------------------------------------------------------------------------
+// The cluster-wide sweep, license revisions and suspension
+
+fn due_ids(mut c: Vec<seatwarden_actors::ports::SweepCandidate>) -> Vec<SessionId> {
+    c.sort_by_key(|c| c.id);
+    c.into_iter().map(|c| c.id).collect()
+}
+
+fn sorted(mut ids: Vec<SessionId>) -> Vec<SessionId> {
+    ids.sort();
+    ids
+}
+
+async fn check_claim_sweep(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let mut sessions = Vec::new();
+    for (hw, lease) in [("hw-1", 60), ("hw-2", 120), ("hw-3", 90), ("hw-4", 600)] {
+        let mut s = session(&license, hw, at(0));
+        s.lease_expires_at = at(lease);
+        start(store, &s).await;
+        sessions.push(s);
+    }
+    let [s1, s2, s3, s4] = [0, 1, 2, 3].map(|i| sessions[i].clone());
+    store
+        .end_session(s3.id, at(100), EndReason::Released, &released(&s3, at(100)))
+        .await
+        .unwrap();
+
+    // Due and open: s1 and s2; s3 ended, s4 not due.
+    let claimed = store.claim_sweep(at(200), at(300), 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let c1 = claimed.iter().find(|c| c.id == s1.id).expect("s1 claimed");
+    assert_eq!(
+        (c1.org_id, c1.license_id, c1.hardware_id.as_str(), c1.lease_expires_at),
+        (s1.org_id, s1.license_id, "hw-1", s1.lease_expires_at)
+    );
+    assert_eq!(due_ids(claimed), sorted(vec![s1.id, s2.id]));
+    // Claimed: nobody else gets them until the claim passes.
+    assert!(store.claim_sweep(at(250), at(350), 10).await.unwrap().is_empty());
+    assert_eq!(
+        due_ids(store.claim_sweep(at(300), at(400), 10).await.unwrap()),
+        sorted(vec![s1.id, s2.id])
+    );
+
+    // Rescheduled and heartbeaten sessions are due later.
+    store.reschedule_sweep(&[(s1.id, at(1000))]).await.unwrap();
+    store
+        .record_heartbeats(&[(s2.id, at(400), at(2000))])
+        .await
+        .unwrap();
+    assert_eq!(
+        due_ids(store.claim_sweep(at(700), at(800), 10).await.unwrap()),
+        vec![s4.id]
+    );
+    assert_eq!(
+        due_ids(store.claim_sweep(at(1500), at(1600), 10).await.unwrap()),
+        sorted(vec![s1.id, s4.id])
+    );
+    // A batch is bounded by its limit.
+    assert_eq!(store.claim_sweep(at(5000), at(5100), 1).await.unwrap().len(), 1);
+}
+
+async fn check_concurrent_claims(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    for i in 0..50 {
+        start(store, &session(&license, &format!("hw-{i}"), at(0))).await;
+    }
+    let claims = join_all((0..4).map(|_| store.claim_sweep(at(200), at(300), 20))).await;
+    let mut all: Vec<SessionId> = claims
+        .into_iter()
+        .flat_map(|c| c.expect("claim"))
+        .map(|c| c.id)
+        .collect();
+    all.sort();
+    let total = all.len();
+    all.dedup();
+    assert_eq!(all.len(), total, "a session was claimed twice");
+    assert_eq!(total, 50);
+}
+
+async fn check_license_revisions(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let before = store.license_revision().await.unwrap();
+    let seats = LicenseUpdate {
+        seats: Some(7),
+        ..LicenseUpdate::default()
+    };
+    store.update_license(license.id, &seats).await.unwrap();
+    let first = store.license_changes_since(before, 100).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].revision > before);
+    assert_eq!(first[0].license.seats, 7);
+
+    store.update_license(license.id, &seats).await.unwrap();
+    let second = store
+        .license_changes_since(first[0].revision, 100)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(second[0].revision > first[0].revision);
+    assert_eq!(store.license_revision().await.unwrap(), second[0].revision);
+    assert!(
+        store
+            .license_changes_since(second[0].revision, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn check_suspension_revokes(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let (a, b, gone) = (
+        session(&license, "hw-a", at(0)),
+        session(&license, "hw-b", at(1)),
+        session(&license, "hw-c", at(2)),
+    );
+    for s in [&a, &b, &gone] {
+        start(store, s).await;
+    }
+    store
+        .end_session(gone.id, at(10), EndReason::Released, &released(&gone, at(10)))
+        .await
+        .unwrap();
+
+    let suspend = LicenseUpdate {
+        status: Some(LicenseStatus::Suspended),
+        ..LicenseUpdate::default()
+    };
+    let updated = store.update_license(license.id, &suspend).await.unwrap().unwrap();
+    assert_eq!(updated.status, LicenseStatus::Suspended);
+    for s in [&a, &b] {
+        let record = get_session(store, s.id).await;
+        assert_eq!(record.end_reason, Some(EndReason::Revoked), "{record:?}");
+        let audit = audit_of(store, license.id, s.id).await;
+        assert_eq!(audit.last().map(|e| e.event), Some(AuditEvent::SessionRevoked));
+    }
+    let untouched = get_session(store, gone.id).await;
+    assert_eq!(untouched.end_reason, Some(EndReason::Released));
+    assert_eq!(audit_of(store, license.id, gone.id).await.len(), 2);
+
+    // Other changes revoke nothing.
+    let c = session(&license, "hw-d", at(3));
+    start(store, &c).await;
+    let seats = LicenseUpdate {
+        seats: Some(9),
+        ..LicenseUpdate::default()
+    };
+    store.update_license(license.id, &seats).await.unwrap();
+    assert!(get_session(store, c.id).await.is_open());
+}
+
+async fn check_offline_policy(store: &dyn Store) {
+    let org = store.create_org("Acme").await.unwrap();
+    let created = store
+        .create_license(NewLicense {
+            offline_grace_secs: Some(600),
+            offline_overdraft: 2,
+            ..new_license(org.id, 3)
+        })
+        .await
+        .unwrap();
+    let read = store.license(created.id).await.unwrap().unwrap();
+    assert_eq!((read.offline_grace_secs, read.offline_overdraft), (Some(600), 2));
+    assert_eq!(read, created);
+
+    let back = LicenseUpdate {
+        offline_grace_secs: Some(None),
+        offline_overdraft: Some(0),
+        ..LicenseUpdate::default()
+    };
+    let updated = store.update_license(created.id, &back).await.unwrap().unwrap();
+    assert_eq!((updated.offline_grace_secs, updated.offline_overdraft), (None, 0));
+    assert_eq!(updated.seats, 3, "other fields unchanged");
 }
