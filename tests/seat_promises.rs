@@ -247,6 +247,13 @@ async fn heartbeats_keep_answering_while_postgresql_is_down_and_reach_it_later()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The node stays in rotation: heartbeats need only the ledger.
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(ready["database"], "unavailable");
+
     // Acquire and release need the store, and leave nothing half done.
     let refused = app.acquire(&lic.key, "m2").await;
     assert_eq!(refused.status(), 503);

@@ -17,8 +17,11 @@ pub fn live() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + C
 
 /// GET /health/ready
 ///
-/// Ready means both the database and the seat ledger answer; a load
-/// balancer should stop sending traffic to a node that can't reach either.
+/// Ready means the seat ledger answers: heartbeats, which keep every running
+/// app alive, need nothing else. A database outage makes the node
+/// `degraded` (still 200; acquire and release answer 503 meanwhile) rather
+/// than unready, so that a load balancer doesn't take every node out of
+/// rotation at once and turn a partial outage into a total one.
 pub fn ready(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -36,20 +39,24 @@ pub fn ready(
                 if let Err(e) = &ledger {
                     tracing::warn!(error = %e, "readiness: ledger unavailable");
                 }
-                let body = if db_ok && ledger_ok {
-                    json!({"status": "ready", "database": "ok", "ledger": "ok"})
-                } else {
-                    json!({
-                        "error": "not_ready",
-                        "message": "a dependency is unavailable",
-                        "database": status(db_ok),
-                        "ledger": status(ledger_ok),
-                    })
-                };
-                let code = if db_ok && ledger_ok {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
+                let (code, body) = match (ledger_ok, db_ok) {
+                    (true, true) => (
+                        StatusCode::OK,
+                        json!({"status": "ready", "database": "ok", "ledger": "ok"}),
+                    ),
+                    (true, false) => (
+                        StatusCode::OK,
+                        json!({"status": "degraded", "database": "unavailable", "ledger": "ok"}),
+                    ),
+                    (false, _) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({
+                            "error": "not_ready",
+                            "message": "the seat ledger is unavailable",
+                            "database": status(db_ok),
+                            "ledger": "unavailable",
+                        }),
+                    ),
                 };
                 warp::reply::with_status(warp::reply::json(&body), code).into_response()
             }
