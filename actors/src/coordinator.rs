@@ -271,8 +271,12 @@ impl Coordinator {
             }
             LeaseGrant::Full { seats_used, graced } => {
                 sweeper::gauges(license.org_id, license.id, seats_used, graced);
+                // Graced sessions hold seats too (their tokens are valid),
+                // so count them, up to the seats, as used: a 409 never says
+                // fewer seats are used than there are.
+                let held = (seats_used + graced).min(license.seats).max(seats_used);
                 Err(CoordinatorError::NoSeatsAvailable {
-                    seats_used: seats_used.max(license.seats.min(seats_used + graced)),
+                    seats_used: held,
                     max_seats: license.seats,
                 })
             }
