@@ -87,13 +87,10 @@ async fn a_token_expires_with_its_lease_not_a_day_later() {
         .unwrap();
 
     // A goes silent; B gets the freed seat.
-    let b = eventually(LIMIT, || async {
-        let r = app.acquire(&lic.key, "machine-b").await;
-        (r.status() == 201).then_some(())?;
-        r.json::<Value>().await.ok()
-    })
-    .await
-    .expect("B never got the seat A left");
+    let b = app
+        .acquire_eventually(&lic.key, "machine-b", LIMIT)
+        .await
+        .expect("B never got the seat A left");
     assert_ne!(b["session_id"], a["session_id"]);
 
     // A's token must not keep A running for long on a seat B now holds.
@@ -310,13 +307,10 @@ async fn suspension_ends_sessions(backend: Backend) {
 
     // Reactivated, the license grants seats again: the revoked one is free.
     app.update_license(lic.id, None, Some("active")).await;
-    let again = eventually(LIMIT, || async {
-        let r = app.acquire(&lic.key, "m1").await;
-        (r.status() == 201).then_some(())?;
-        r.json::<Value>().await.ok()
-    })
-    .await
-    .expect("the reactivated license never granted a seat");
+    let again = app
+        .acquire_eventually(&lic.key, "m1", LIMIT)
+        .await
+        .expect("the reactivated license never granted a seat");
     assert_ne!(again["session_id"], s["session_id"]);
     app.acquire_ok(&lic.key, "m2").await;
 }

@@ -331,6 +331,22 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Polls acquire until it answers 201 (for at most `limit`), and
+    /// returns that body: for seats that free themselves.
+    pub async fn acquire_eventually(
+        &self,
+        key: &str,
+        hardware_id: &str,
+        limit: Duration,
+    ) -> Option<Value> {
+        eventually(limit, || async {
+            let r = self.acquire(key, hardware_id).await;
+            (r.status() == 201).then_some(())?;
+            r.json::<Value>().await.ok()
+        })
+        .await
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))
