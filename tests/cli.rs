@@ -247,7 +247,19 @@ fn a_second_embedded_server_on_the_same_data_dir_refuses_to_serve() {
         }
     }
 
-    let second = serve().wait_with_output().expect("second server");
+    // The second must give up by itself; one still serving after 60 s has
+    // taken the seats' ledger twice.
+    let mut second = serve();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = first.kill();
+            panic!("a second server is serving the same data directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = second.wait_with_output().expect("second server");
     assert!(!second.status.success(), "a second server started");
     let message = String::from_utf8_lossy(&second.stderr);
     assert!(
