@@ -890,13 +890,24 @@ async fn check_graced_lease(ledger: Ledger) {
     // Lapsed: no heartbeat revives it, and it still holds the seat.
     assert_eq!(lic.heartbeat(&ledger, a, LONG).await, None);
     let (_, refused) = lic.acquire_graced(&ledger, "b", LONG, GRACE, 0).await;
-    assert_eq!(refused, LeaseGrant::Full { seats_used: 0, graced: 1 });
+    assert_eq!(
+        refused,
+        LeaseGrant::Full {
+            seats_used: 0,
+            graced: 1
+        }
+    );
     assert!(lic.live(&ledger).await.is_empty());
 
     // Its own machine reclaims it, live again, under the same session.
     let (_, again) = lic.acquire_graced(&ledger, "a", LONG, GRACE, 0).await;
     match again {
-        LeaseGrant::Renewed { session, seats_used, graced, .. } => {
+        LeaseGrant::Renewed {
+            session,
+            seats_used,
+            graced,
+            ..
+        } => {
             assert_eq!((session, seats_used, graced), (a, 1, 0));
         }
         other => panic!("expected the graced lease back, got {other:?}"),
@@ -915,14 +926,27 @@ async fn check_grace_ends(ledger: Ledger) {
     let (a, _) = lic.acquire_graced(&ledger, "a", SHORT, grace, 0).await;
     wait_until_lapsed(&ledger, SHORT + grace).await;
     let (b, grant) = lic.acquire_graced(&ledger, "b", LONG, grace, 0).await;
-    assert!(matches!(grant, LeaseGrant::Granted { seats_used: 1, graced: 0, .. }), "{grant:?}");
+    assert!(
+        matches!(
+            grant,
+            LeaseGrant::Granted {
+                seats_used: 1,
+                graced: 0,
+                ..
+            }
+        ),
+        "{grant:?}"
+    );
     let states = ledger
         .lease_states(lic.org, lic.license, &[a, b])
         .await
         .unwrap();
     assert_eq!(states.expiries[0], None, "a was forgotten");
     assert!(states.expiries[1].is_some());
-    assert!(!lic.release(&ledger, a).await, "a forgotten lease is not held");
+    assert!(
+        !lic.release(&ledger, a).await,
+        "a forgotten lease is not held"
+    );
 }
 
 async fn check_overdraft(ledger: Ledger) {
@@ -931,19 +955,43 @@ async fn check_overdraft(ledger: Ledger) {
     wait_until_lapsed(&ledger, SHORT).await;
     // One graced, no live: the overdraft lets b in.
     let (_, b) = lic.acquire_graced(&ledger, "b", LONG, GRACE, 1).await;
-    assert!(matches!(b, LeaseGrant::Granted { seats_used: 1, graced: 1, .. }), "{b:?}");
+    assert!(
+        matches!(
+            b,
+            LeaseGrant::Granted {
+                seats_used: 1,
+                graced: 1,
+                ..
+            }
+        ),
+        "{b:?}"
+    );
     // Live seats are full; the overdraft never adds live ones.
     let (_, c) = lic.acquire_graced(&ledger, "c", LONG, GRACE, 1).await;
-    assert_eq!(c, LeaseGrant::Full { seats_used: 1, graced: 1 });
+    assert_eq!(
+        c,
+        LeaseGrant::Full {
+            seats_used: 1,
+            graced: 1
+        }
+    );
     // Nor may a graced machine come back while they are full.
     let (_, back) = lic.acquire_graced(&ledger, "a", LONG, GRACE, 1).await;
-    assert_eq!(back, LeaseGrant::Full { seats_used: 1, graced: 1 });
+    assert_eq!(
+        back,
+        LeaseGrant::Full {
+            seats_used: 1,
+            graced: 1
+        }
+    );
     assert!(lic.release(&ledger, a).await, "a graced lease is held");
 }
 
 async fn check_lease_states(ledger: Ledger) {
     let lic = License::new(3);
-    let (lapsing, _) = lic.acquire_graced(&ledger, "lapsing", SHORT, GRACE, 0).await;
+    let (lapsing, _) = lic
+        .acquire_graced(&ledger, "lapsing", SHORT, GRACE, 0)
+        .await;
     wait_until_lapsed(&ledger, SHORT).await;
     let (live, _) = lic.acquire_graced(&ledger, "live", LONG, GRACE, 0).await;
     let unknown = SessionId::new();
@@ -972,10 +1020,16 @@ async fn check_revoke(ledger: Ledger) {
     let lic = License::new(3);
     let (a, _) = lic.grant(&ledger, "a", LONG).await;
     lic.grant(&ledger, "b", LONG).await;
-    assert_eq!(ledger.revoke_license(lic.org, lic.license).await.unwrap(), 2);
+    assert_eq!(
+        ledger.revoke_license(lic.org, lic.license).await.unwrap(),
+        2
+    );
     assert_eq!(lic.heartbeat(&ledger, a, LONG).await, None);
     assert!(lic.live(&ledger).await.is_empty());
-    assert_eq!(ledger.revoke_license(lic.org, lic.license).await.unwrap(), 0);
+    assert_eq!(
+        ledger.revoke_license(lic.org, lic.license).await.unwrap(),
+        0
+    );
     // The license grants again afterwards (a reactivation).
     lic.grant(&ledger, "a", LONG).await;
 }

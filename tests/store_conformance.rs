@@ -1065,12 +1065,23 @@ async fn check_claim_sweep(store: &dyn Store) {
     assert_eq!(claimed.len(), 2);
     let c1 = claimed.iter().find(|c| c.id == s1.id).expect("s1 claimed");
     assert_eq!(
-        (c1.org_id, c1.license_id, c1.hardware_id.as_str(), c1.lease_expires_at),
+        (
+            c1.org_id,
+            c1.license_id,
+            c1.hardware_id.as_str(),
+            c1.lease_expires_at
+        ),
         (s1.org_id, s1.license_id, "hw-1", s1.lease_expires_at)
     );
     assert_eq!(due_ids(claimed), sorted(vec![s1.id, s2.id]));
     // Claimed: nobody else gets them until the claim passes.
-    assert!(store.claim_sweep(at(250), at(350), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_sweep(at(250), at(350), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         due_ids(store.claim_sweep(at(300), at(400), 10).await.unwrap()),
         sorted(vec![s1.id, s2.id])
@@ -1091,7 +1102,14 @@ async fn check_claim_sweep(store: &dyn Store) {
         sorted(vec![s1.id, s4.id])
     );
     // A batch is bounded by its limit.
-    assert_eq!(store.claim_sweep(at(5000), at(5100), 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .claim_sweep(at(5000), at(5100), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn check_concurrent_claims(store: &dyn Store) {
@@ -1153,7 +1171,12 @@ async fn check_suspension_revokes(store: &dyn Store) {
         start(store, s).await;
     }
     store
-        .end_session(gone.id, at(10), EndReason::Released, &released(&gone, at(10)))
+        .end_session(
+            gone.id,
+            at(10),
+            EndReason::Released,
+            &released(&gone, at(10)),
+        )
         .await
         .unwrap();
 
@@ -1161,13 +1184,20 @@ async fn check_suspension_revokes(store: &dyn Store) {
         status: Some(LicenseStatus::Suspended),
         ..LicenseUpdate::default()
     };
-    let updated = store.update_license(license.id, &suspend).await.unwrap().unwrap();
+    let updated = store
+        .update_license(license.id, &suspend)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(updated.status, LicenseStatus::Suspended);
     for s in [&a, &b] {
         let record = get_session(store, s.id).await;
         assert_eq!(record.end_reason, Some(EndReason::Revoked), "{record:?}");
         let audit = audit_of(store, license.id, s.id).await;
-        assert_eq!(audit.last().map(|e| e.event), Some(AuditEvent::SessionRevoked));
+        assert_eq!(
+            audit.last().map(|e| e.event),
+            Some(AuditEvent::SessionRevoked)
+        );
     }
     let untouched = get_session(store, gone.id).await;
     assert_eq!(untouched.end_reason, Some(EndReason::Released));
@@ -1195,7 +1225,10 @@ async fn check_offline_policy(store: &dyn Store) {
         .await
         .unwrap();
     let read = store.license(created.id).await.unwrap().unwrap();
-    assert_eq!((read.offline_grace_secs, read.offline_overdraft), (Some(600), 2));
+    assert_eq!(
+        (read.offline_grace_secs, read.offline_overdraft),
+        (Some(600), 2)
+    );
     assert_eq!(read, created);
 
     let back = LicenseUpdate {
@@ -1203,7 +1236,14 @@ async fn check_offline_policy(store: &dyn Store) {
         offline_overdraft: Some(0),
         ..LicenseUpdate::default()
     };
-    let updated = store.update_license(created.id, &back).await.unwrap().unwrap();
-    assert_eq!((updated.offline_grace_secs, updated.offline_overdraft), (None, 0));
+    let updated = store
+        .update_license(created.id, &back)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (updated.offline_grace_secs, updated.offline_overdraft),
+        (None, 0)
+    );
     assert_eq!(updated.seats, 3, "other fields unchanged");
 }
