@@ -18,7 +18,7 @@ local session, hw = ARGV[1], ARGV[2]
 local ttl, max_seats, extra = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local overdraft = tonumber(ARGV[7])
 grace = tonumber(ARGV[6])
-redis.call('SET', grace_key, int(grace))
+redis.call('SET', grace_key, int(grace), 'KEEPTTL')
 
 purge()
 
