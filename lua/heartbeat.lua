@@ -1,5 +1,5 @@
 -- Extends a live lease to now + TTL.
--- Runs after lease.lua (KEYS, now, grace, int, forget, touch_keys).
+-- Runs after lease.lua (KEYS, now, grace, int, forget, touch_for).
 --
 -- ARGV[1]  session id
 -- ARGV[2]  lease TTL in ms (>= 1)
@@ -28,5 +28,5 @@ end
 
 local expires = now + ttl
 redis.call('ZADD', leases, 'XX', int(expires), session)
-touch_keys(extra)
+touch_for(expires, extra)
 return expires

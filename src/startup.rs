@@ -17,7 +17,7 @@ use seatwarden_actors::ports::{SeatLedger, Store};
 use seatwarden_actors::{Coordinator, Ports};
 
 use crate::config::Settings;
-use crate::http::{self, AppContext};
+use crate::http::{self, AppContext, AppState};
 use crate::ledger::memory::{MemoryLedger, RestoredLease};
 use crate::ledger::redis::RedisLedger;
 use crate::redact::redact_url;
@@ -224,7 +224,7 @@ impl Application {
             None => None,
         };
         let limits = http::ServeLimits::from_settings(&settings.http);
-        let context = AppContext {
+        let context = AppContext::new(AppState {
             coordinator,
             signer,
             store,
@@ -232,7 +232,7 @@ impl Application {
             metrics,
             heartbeat_interval_secs: settings.seats.heartbeat_interval_secs,
             client_ip: settings.http.client_ip,
-        };
+        });
         Ok(Self {
             listener,
             metrics_listener,

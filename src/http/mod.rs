@@ -51,7 +51,25 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct AppContext {
+pub struct AppContext(Arc<AppState>);
+
+impl AppContext {
+    pub fn new(state: AppState) -> Self {
+        Self(Arc::new(state))
+    }
+}
+
+/// Every filter takes the context by value, once per request: one shared
+/// allocation keeps that to a single reference count.
+impl std::ops::Deref for AppContext {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+/// What the handlers share, behind [`AppContext`].
+pub struct AppState {
     pub coordinator: Coordinator,
     pub signer: TokenSigner,
     pub store: Arc<dyn Store>,
