@@ -579,7 +579,9 @@ impl Coordinator {
                     tracing::debug!(%org, error = %e, "org actor was stopping; message dropped");
                 }
             }
-            Err(e) => tracing::warn!(%org, error = %e, "no org actor; message dropped"),
+            // Only while the org subsystem restarts; debug, so a restart under
+            // load does not flood the log.
+            Err(e) => tracing::debug!(%org, error = %e, "no org actor; message dropped"),
         }
     }
 
