@@ -389,3 +389,34 @@ async fn a_flood_of_refusals_writes_a_bounded_number_of_audit_entries() {
         .count();
     assert_eq!(failures, 3);
 }
+
+#[tokio::test]
+async fn an_unknown_key_is_remembered_briefly_so_a_flood_of_bad_keys_spares_the_database() {
+    use seatwarden_actors::domain::{LicenseKey, NewLicense};
+    let app = spawn_app_with(AppOptions::default()).await;
+    let lic = app.create_license(1).await;
+    let key = "CODITECT-ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ";
+    assert_eq!(app.acquire(key, "m1").await.status(), 404);
+
+    // The key becomes valid behind the server's back: for a moment the
+    // server still answers from its memory of the miss, without a read.
+    app.store
+        .create_license(NewLicense {
+            org_id: lic.org,
+            key_hash: LicenseKey::hash(key),
+            key_hint: LicenseKey::hint(key),
+            seats: 1,
+            tier: "pro".into(),
+            features: Vec::new(),
+            expires_at: None,
+            offline_grace_secs: None,
+            offline_overdraft: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(app.acquire(key, "m1").await.status(), 404);
+
+    // And only for a moment (seats.unknown_key_cache_secs, 2 s).
+    let granted = app.acquire_eventually(key, "m1", LIMIT).await;
+    assert!(granted.is_some(), "the new key was never looked up again");
+}
