@@ -195,7 +195,7 @@ impl Coordinator {
                 seats_used,
                 graced,
             } => {
-                sweeper::gauges(license.org_id, license.id, seats_used, graced);
+                crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
                 let record = SessionRecord {
                     id: request.session,
                     license_id: license.id,
@@ -250,7 +250,7 @@ impl Coordinator {
                 seats_used,
                 graced,
             } => {
-                sweeper::gauges(license.org_id, license.id, seats_used, graced);
+                crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
                 self.cast(
                     license.org_id,
                     OrgMessage::Beat {
@@ -270,7 +270,7 @@ impl Coordinator {
                 })
             }
             LeaseGrant::Full { seats_used, graced } => {
-                sweeper::gauges(license.org_id, license.id, seats_used, graced);
+                crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
                 // Graced sessions hold seats too (their tokens are valid),
                 // so count them, up to the seats, as used: a 409 never says
                 // fewer seats are used than there are.

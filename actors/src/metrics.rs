@@ -51,3 +51,18 @@ pub fn describe() {
         "Sessions closed because heartbeats stopped"
     );
 }
+
+/// Sets the seat gauges of a license from a ledger answer: live leases, and
+/// lapsed ones still within their grace.
+pub fn seat_gauges(
+    org: crate::domain::OrgId,
+    license: crate::domain::LicenseId,
+    live: u32,
+    graced: u32,
+) {
+    let (org, license) = (org.to_string(), license.to_string());
+    metrics::gauge!(SEATS_IN_USE, "org_id" => org.clone(), "license_id" => license.clone())
+        .set(f64::from(live));
+    metrics::gauge!(GRACED_SESSIONS, "org_id" => org, "license_id" => license)
+        .set(f64::from(graced));
+}

@@ -160,7 +160,7 @@ async fn settle(
     if !later.is_empty() {
         args.sessions.reschedule_sweep(&later).await?;
     }
-    gauges(org, license, states.live, states.graced);
+    m::seat_gauges(org, license, states.live, states.graced);
     Ok(())
 }
 
@@ -191,13 +191,4 @@ async fn close_expired(
         tracing::info!(session_id = %c.id, license_id = %c.license_id, "session expired");
     }
     Ok(ended)
-}
-
-/// Sets the seat gauges of a license from a ledger answer.
-pub fn gauges(org: OrgId, license: LicenseId, live: u32, graced: u32) {
-    let (org, license) = (org.to_string(), license.to_string());
-    metrics::gauge!(m::SEATS_IN_USE, "org_id" => org.clone(), "license_id" => license.clone())
-        .set(f64::from(live));
-    metrics::gauge!(m::GRACED_SESSIONS, "org_id" => org, "license_id" => license)
-        .set(f64::from(graced));
 }
