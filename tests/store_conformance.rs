@@ -119,6 +119,7 @@ conformance! {
     concurrent_sweep_claims_never_return_one_session_twice => check_concurrent_claims,
     every_license_change_takes_a_higher_revision => check_license_revisions,
     suspending_a_license_ends_its_open_sessions_as_revoked => check_suspension_revokes,
+    a_session_of_a_license_that_is_not_active_is_refused_and_writes_nothing => check_start_on_suspended,
     the_offline_policy_round_trips_and_can_go_back_to_the_default => check_offline_policy,
 }
 
@@ -1204,6 +1205,11 @@ async fn check_suspension_revokes(store: &dyn Store) {
     assert_eq!(audit_of(store, license.id, gone.id).await.len(), 2);
 
     // Other changes revoke nothing.
+    let active = LicenseUpdate {
+        status: Some(LicenseStatus::Active),
+        ..LicenseUpdate::default()
+    };
+    store.update_license(license.id, &active).await.unwrap();
     let c = session(&license, "hw-d", at(3));
     start(store, &c).await;
     let seats = LicenseUpdate {
@@ -1246,4 +1252,24 @@ async fn check_offline_policy(store: &dyn Store) {
         (None, 0)
     );
     assert_eq!(updated.seats, 3, "other fields unchanged");
+}
+
+async fn check_start_on_suspended(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let suspend = LicenseUpdate {
+        status: Some(LicenseStatus::Suspended),
+        ..LicenseUpdate::default()
+    };
+    store.update_license(license.id, &suspend).await.unwrap();
+    let s = session(&license, "hw-1", at(0));
+    assert!(!store.start_session(&s, &acquired(&s)).await.unwrap());
+    assert!(store.session(s.id).await.unwrap().is_none());
+    assert!(audit_of(store, license.id, s.id).await.is_empty());
+
+    let active = LicenseUpdate {
+        status: Some(LicenseStatus::Active),
+        ..LicenseUpdate::default()
+    };
+    store.update_license(license.id, &active).await.unwrap();
+    assert!(store.start_session(&s, &acquired(&s)).await.unwrap());
 }

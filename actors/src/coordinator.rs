@@ -219,18 +219,25 @@ impl Coordinator {
                     client: client.clone(),
                     detail: None,
                 };
-                if let Err(e) = self
+                let started = self
                     .inner
                     .ports
                     .sessions
                     .start_session(&record, &entry)
-                    .await
-                {
+                    .await;
+                if !matches!(started, Ok(true)) {
+                    // Nothing half done: the seat goes back before the answer.
                     if let Err(le) = ledger.release(license.org_id, license.id, record.id).await {
                         tracing::error!(error = %le, session_id = %record.id,
-                            "could not roll back a lease after a store failure; it will lapse by itself");
+                            "could not roll back a lease; it will lapse by itself");
                     }
-                    return Err(e.into());
+                }
+                match started {
+                    Ok(true) => {}
+                    // This node's cache said active, the store says not: a
+                    // change the license watcher has not delivered yet.
+                    Ok(false) => return Err(self.refused_after_change(license).await),
+                    Err(e) => return Err(e.into()),
                 }
                 Ok(Acquired {
                     created: true,
@@ -505,6 +512,21 @@ impl Coordinator {
     /// The license through its organization's cache.
     async fn license(&self, org: OrgId, id: LicenseId) -> Result<Arc<License>, CoordinatorError> {
         self.call(org, |reply| OrgMessage::License(id, reply)).await
+    }
+
+    /// Why a license this node cached as active refused a session in the
+    /// store: drops the stale cache entry and reads the refusal afresh.
+    async fn refused_after_change(&self, cached: &License) -> CoordinatorError {
+        self.cast(cached.org_id, OrgMessage::Invalidate(cached.id))
+            .await;
+        match self.fresh_license(cached.id).await {
+            Ok(Some(license)) => license.refusal(Utc::now()).map_or_else(
+                || CoordinatorError::Busy("the license just changed; retry".into()),
+                Into::into,
+            ),
+            Ok(None) => CoordinatorError::LicenseNotFound,
+            Err(e) => e,
+        }
     }
 
     /// The license as the store has it now, bypassing caches.

@@ -91,16 +91,40 @@ const INSERT_AUDIT: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 );
 
-/// A new session and its audit entry in one statement, so that acquire
-/// costs one round trip to PostgreSQL: bind [`bind_session`] then
-/// [`bind_audit`]. A duplicate id fails the whole statement.
+/// A new session and its audit entry in one PostgreSQL statement, so that
+/// acquire costs one round trip: bind [`bind_session`] then [`bind_audit`].
+/// A duplicate id fails the whole statement.
+///
+/// Both rows are written only while the license is active, checked under a
+/// share lock on the license row: a suspension (which ends open sessions in
+/// the same transaction that changes the status) either commits first, and
+/// this writes nothing, or waits for this and then ends the new session too.
+/// Nothing is ever left open on a license that no longer grants seats.
 pub(crate) const START_SESSION_ONE_STATEMENT: &str = concat!(
-    "WITH s AS (",
-    insert_session_sql!(),
-    " RETURNING id) INSERT INTO audit_log (",
+    "WITH l AS (SELECT id FROM licenses WHERE id = $2 AND status = 'active' FOR SHARE), \
+     s AS (INSERT INTO sessions (",
+    session_columns!(),
+    ", sweep_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM l \
+     RETURNING id) INSERT INTO audit_log (",
     audit_columns!(),
     ") SELECT $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM s"
 );
+
+/// A license's status, to tell an unknown license from one that no longer
+/// grants seats.
+pub(crate) const LICENSE_STATUS: &str = "SELECT status FROM licenses WHERE id = $1";
+
+/// What a `start_session` that wrote nothing means: an unknown license is
+/// `NotFound`, a license that is not active is `Ok(false)`.
+pub(crate) fn start_refused(
+    status: Option<String>,
+    license: LicenseId,
+) -> Result<bool, StoreError> {
+    match status {
+        None => Err(StoreError::NotFound(format!("license {license}"))),
+        Some(_) => Ok(false),
+    }
+}
 
 /// Ends an open session and appends its audit entry in one statement; no
 /// row when the session is unknown or already ended (then nothing is
@@ -575,18 +599,32 @@ pub(crate) fn new_license(new: NewLicense) -> (License, String) {
 }
 
 /// The body of `start_session`, on a connection inside the backend's write
-/// transaction: a duplicate id fails the first insert, so no audit entry is
-/// written for it.
+/// transaction: nothing is written unless the license is active (the write
+/// lock orders this against a suspension), and a duplicate id fails the
+/// first insert, so no audit entry is written for it.
 pub(crate) async fn start_session_in<DB>(
     conn: &mut DB::Connection,
     session: &SessionRecord,
     audit: &AuditEntry,
-) -> Result<(), StoreError>
+) -> Result<bool, StoreError>
 where
     DB: Backend,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
 {
+    let status: Option<(String,)> = sqlx::query_as::<DB, (String,)>(LICENSE_STATUS)
+        .arg(DbUuid::from(session.license_id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if status
+        .as_ref()
+        .is_none_or(|(s,)| s != LicenseStatus::Active.as_str())
+    {
+        return start_refused(status.map(|(s,)| s), session.license_id);
+    }
     insert_session::<DB>(session)
         .execute(&mut *conn)
         .await
@@ -595,7 +633,7 @@ where
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-    Ok(())
+    Ok(true)
 }
 
 /// The body of `end_session`, on a connection inside the backend's write

@@ -17,11 +17,11 @@ use uuid::Uuid;
 
 use super::{
     AUDIT_OF_LICENSE, Arg, AuditRow, DbTime, DbUuid, END_SESSION_ONE_STATEMENT, LICENSE_BY_ID,
-    LICENSE_BY_KEY_HASH, LICENSE_CHANGES, LICENSE_REVISION, LicenseChangeRow, LicenseRow,
-    ORG_BY_ID, ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, START_SESSION_ONE_STATEMENT,
-    SessionRow, SweepRow, all, bind_audit, bind_session, db_error, insert_audit, insert_license,
-    insert_org, merge_heartbeats, migrate_error, new_license, new_org, one, sweep_columns,
-    update_license_in, update_license_sql,
+    LICENSE_BY_KEY_HASH, LICENSE_CHANGES, LICENSE_REVISION, LICENSE_STATUS, LicenseChangeRow,
+    LicenseRow, ORG_BY_ID, ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID,
+    START_SESSION_ONE_STATEMENT, SessionRow, SweepRow, all, bind_audit, bind_session, db_error,
+    insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error, new_license,
+    new_org, one, start_refused, sweep_columns, update_license_in, update_license_sql,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -187,13 +187,23 @@ impl SessionStore for PostgresStore {
         &self,
         session: &SessionRecord,
         audit: &AuditEntry,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let q = bind_session::<Postgres, _>(sqlx::query(START_SESSION_ONE_STATEMENT), session);
-        bind_audit::<Postgres, _>(q, audit)
+        let written = bind_audit::<Postgres, _>(q, audit)
             .execute(&self.pool)
             .await
-            .map(drop)
-            .map_err(db_error)
+            .map_err(db_error)?
+            .rows_affected();
+        if written > 0 {
+            return Ok(true);
+        }
+        // Nothing written: the rare path reads why.
+        let status = sqlx::query_scalar::<_, String>(LICENSE_STATUS)
+            .bind(session.license_id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        start_refused(status, session.license_id)
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {

@@ -251,10 +251,11 @@ impl SessionStore for SqliteStore {
         &self,
         session: &SessionRecord,
         audit: &AuditEntry,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        start_session_in::<Sqlite>(&mut tx, session, audit).await?;
-        tx.commit().await.map_err(db_error)
+        let started = start_session_in::<Sqlite>(&mut tx, session, audit).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(started)
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {

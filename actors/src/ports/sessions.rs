@@ -41,12 +41,19 @@ pub struct SweepCandidate {
 pub trait SessionStore: Send + Sync + 'static {
     /// Inserts a new open session and its `LICENSE_ACQUIRED` audit entry
     /// atomically (one statement or one transaction): either both are
-    /// durable or neither is. Fails with `Conflict` on a duplicate id.
+    /// durable or neither is. Fails with `Conflict` on a duplicate id and
+    /// `NotFound` for an unknown license.
+    ///
+    /// Writes nothing and returns `Ok(false)` when the license is not
+    /// active, checked atomically against `LicenseStore::update_license`: a
+    /// suspension either sees the new session (and ends it as revoked) or
+    /// makes this write nothing. So no session is ever left open on a
+    /// license that no longer grants seats, whatever a node's caches say.
     async fn start_session(
         &self,
         session: &SessionRecord,
         audit: &AuditEntry,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// The session, open or ended, or `None`.
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
