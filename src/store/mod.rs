@@ -23,7 +23,7 @@ use seatwarden_actors::domain::{
     AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus,
     LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord,
 };
-use seatwarden_actors::ports::{EndOutcome, LicenseChange, StoreError, SweepCandidate};
+use seatwarden_actors::ports::{EndOutcome, LicenseChange, NewMail, StoreError, SweepCandidate};
 use sqlx::encode::IsNull;
 use sqlx::error::{BoxDynError, ErrorKind};
 use sqlx::postgres::{PgTypeInfo, PgValueRef, Postgres};
@@ -569,6 +569,22 @@ pub(crate) fn bind_audit<DB: Backend, Q: Arg<DB>>(q: Q, a: &AuditEntry) -> Q {
         .arg(a.session_id.map(DbUuid::from))
         .arg(a.hardware_id.clone());
     bind_client(q, &a.client).arg(a.detail.clone())
+}
+
+/// Enqueues a message in the outbox; run it inside the transaction of the
+/// change that causes the message, so that both commit or neither does.
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (id, kind, recipient, data, status, attempts, \
+     next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)";
+
+/// [`INSERT_OUTBOX`] with its values bound.
+#[allow(dead_code)] // used by the accounts store, next
+pub(crate) fn insert_outbox<DB: Backend>(mail: &NewMail) -> Query<DB> {
+    sqlx::query(INSERT_OUTBOX)
+        .arg(DbUuid(mail.id))
+        .arg(mail.kind.as_str().to_owned())
+        .arg(mail.to.clone())
+        .arg(Some(Json(mail.data.clone())))
+        .arg(DbTime(mail.created_at))
 }
 
 /// The org a `create_org` call inserts.

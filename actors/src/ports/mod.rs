@@ -13,10 +13,12 @@
 
 mod ledger;
 mod licenses;
+mod outbox;
 mod sessions;
 
 pub use ledger::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 pub use licenses::{LicenseChange, LicenseStore};
+pub use outbox::{MailKind, NewMail};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 
 /// A failure of the durable store.

@@ -1,0 +1,24 @@
+-- The outbox: every email is a row written in the same transaction as the
+-- change that causes it, delivered later by the mailer subsystem. The row
+-- stays as the message's delivery record (the email log).
+
+CREATE TABLE outbox (
+    id               TEXT NOT NULL PRIMARY KEY,
+    kind             TEXT NOT NULL,
+    recipient        TEXT NOT NULL,
+    -- The template's context. Holds single-use tokens until the message is
+    -- delivered or given up, then is cleared.
+    data             TEXT NOT NULL CHECK (json_valid(data)),
+    status           TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'sent', 'failed')),
+    attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at  TEXT NOT NULL,
+    -- A node that claimed the message owns it until then.
+    claimed_until    TEXT,
+    last_error       TEXT,
+    created_at       TEXT NOT NULL,
+    sent_at          TEXT
+) STRICT;
+
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX outbox_by_created ON outbox (created_at, id);
