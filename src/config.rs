@@ -25,6 +25,7 @@ pub struct Settings {
     pub signing: SigningSettings,
     pub licenses: LicenseSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
     #[serde(default)]
     pub testing: TestingSettings,
 }
@@ -92,6 +93,36 @@ pub struct SigningSettings {
     pub key_path: Option<PathBuf>,
     pub rsa_bits: usize,
     pub generate_if_missing: bool,
+}
+
+/// Logins, their tokens and the lockout.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthSettings {
+    /// The HMAC key of access tokens, shared by every node. `None`: a key
+    /// generated once in `<data_dir>/access-token.key` (single node), when
+    /// `signing.generate_if_missing` allows it.
+    pub access_token_secret: Option<SecretString>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_days: u64,
+    pub verify_token_ttl_hours: u64,
+    pub reset_token_ttl_mins: u64,
+    pub lockout_max_failures: u32,
+    pub lockout_window_secs: u64,
+    pub lockout_secs: u64,
+}
+
+impl AuthSettings {
+    pub fn lockout(&self) -> seatwarden_actors::domain::LockoutPolicy {
+        seatwarden_actors::domain::LockoutPolicy {
+            max_failures: self.lockout_max_failures,
+            window: secs(self.lockout_window_secs),
+            lock_for: secs(self.lockout_secs),
+        }
+    }
+}
+
+fn secs(n: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -169,6 +200,14 @@ impl Settings {
         {
             settings.database.url = None;
         }
+        if settings
+            .auth
+            .access_token_secret
+            .as_ref()
+            .is_some_and(|u| u.expose_secret().trim().is_empty())
+        {
+            settings.auth.access_token_secret = None;
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -236,6 +275,32 @@ impl Settings {
         }
         if h.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        let a = &self.auth;
+        if a.access_token_ttl_secs == 0 || a.access_token_ttl_secs > 86_400 {
+            return Err(invalid("auth.access_token_ttl_secs", "must be 1 to 86400"));
+        }
+        for (key, n) in [
+            ("auth.refresh_token_ttl_days", a.refresh_token_ttl_days),
+            ("auth.verify_token_ttl_hours", a.verify_token_ttl_hours),
+            ("auth.reset_token_ttl_mins", a.reset_token_ttl_mins),
+            ("auth.lockout_window_secs", a.lockout_window_secs),
+            ("auth.lockout_secs", a.lockout_secs),
+        ] {
+            if n == 0 || n > 10_000_000 {
+                return Err(invalid(key, "must be 1 to 10000000"));
+            }
+        }
+        if a.lockout_max_failures == 0 {
+            return Err(invalid("auth.lockout_max_failures", "must be at least 1"));
+        }
+        if let Some(secret) = &a.access_token_secret
+            && secret.expose_secret().len() < 32
+        {
+            return Err(invalid(
+                "auth.access_token_secret",
+                "must be at least 32 characters",
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

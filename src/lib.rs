@@ -4,6 +4,7 @@
 //! that plug into the coordinator in `seatwarden-actors`, and the wiring
 //! that puts them together in [`startup`].
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -16,6 +16,7 @@ use seatwarden_actors::domain::License;
 use seatwarden_actors::ports::{SeatLedger, Store};
 use seatwarden_actors::{Coordinator, Ports};
 
+use crate::auth::AccessTokens;
 use crate::config::Settings;
 use crate::http::{self, AppContext, AppState};
 use crate::ledger::memory::{MemoryLedger, RestoredLease};
@@ -224,6 +225,13 @@ impl Application {
             None => None,
         };
         let limits = http::ServeLimits::from_settings(&settings.http);
+        let access = AccessTokens::load(
+            settings.auth.access_token_secret.as_ref(),
+            &settings.data_dir,
+            settings.signing.generate_if_missing,
+            Duration::from_secs(settings.auth.access_token_ttl_secs),
+        )
+        .context("loading the access-token key")?;
         let context = AppContext::new(AppState {
             coordinator,
             signer,
@@ -232,6 +240,8 @@ impl Application {
             metrics,
             heartbeat_interval_secs: settings.seats.heartbeat_interval_secs,
             client_ip: settings.http.client_ip,
+            access,
+            auth: settings.auth.clone(),
         });
         Ok(Self {
             listener,

@@ -21,50 +21,7 @@ use seatwarden_actors::domain::{
 use seatwarden_actors::ports::{EndOutcome, LicenseStore, Store, StoreError};
 use serde_json::json;
 
-/// Pool size of the PostgreSQL store under test.
-const PG_CONNECTIONS: u32 = 8;
-
-// ---------------------------------------------------------------------------
-// Backends
-
-/// A store under test, and whatever must live as long as it.
-struct Subject {
-    store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-/// SQLite on a file in a fresh temporary directory; the file sits in a
-/// sub-directory that does not exist yet, which `connect` must create.
-async fn sqlite_file() -> Subject {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}/data/seatwarden.db", dir.path().display());
-    let store = SqliteStore::connect(&url).await.expect("open SQLite file");
-    Subject {
-        store: Arc::new(store),
-        _dir: Some(dir),
-    }
-}
-
-async fn sqlite_memory() -> Subject {
-    let store = SqliteStore::connect("sqlite::memory:")
-        .await
-        .expect("open in-memory SQLite");
-    Subject {
-        store: Arc::new(store),
-        _dir: None,
-    }
-}
-
-async fn postgres() -> Subject {
-    let url = support::services::fresh_postgres_db().await;
-    let store = PostgresStore::connect(&url, PG_CONNECTIONS)
-        .await
-        .expect("connect to the test PostgreSQL");
-    Subject {
-        store: Arc::new(store),
-        _dir: None,
-    }
-}
+use support::backends::{postgres, sqlite_file, sqlite_memory};
 
 /// Generates, for each backend, one `#[tokio::test]` per check, named by
 /// the sentence on the left: `sqlite::<sentence>`, `sqlite_memory::<sentence>`

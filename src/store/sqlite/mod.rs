@@ -13,6 +13,7 @@ use seatwarden_actors::domain::{
 use seatwarden_actors::ports::{
     EndOutcome, LicenseChange, LicenseStore, SessionStore, StoreError, SweepCandidate,
 };
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
@@ -122,7 +123,14 @@ impl SqliteStore {
             .await
             .map_err(db_error)
     }
+
+    /// A connection for reads, which never waits for the writer.
+    async fn read_conn(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        self.reader.acquire().await.map_err(db_error)
+    }
 }
+
+super::accounts::account_store_impl!(SqliteStore, Sqlite);
 
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",

@@ -68,6 +68,12 @@ id_type!(
     SessionId
 );
 
+mod account;
+pub use account::{
+    ActionAudit, Credentials, LockoutPolicy, Membership, NewAccount, NewRefreshToken, NewUserToken,
+    Role, TokenPurpose, User, UserId,
+};
+
 /// An organization as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Org {
@@ -280,6 +286,22 @@ pub enum AuditEvent {
     SessionExpired,
     #[serde(rename = "SESSION_REVOKED")]
     SessionRevoked,
+    #[serde(rename = "USER_REGISTERED")]
+    UserRegistered,
+    #[serde(rename = "EMAIL_VERIFIED")]
+    EmailVerified,
+    #[serde(rename = "LOGIN_SUCCEEDED")]
+    LoginSucceeded,
+    #[serde(rename = "LOGIN_FAILED")]
+    LoginFailed,
+    #[serde(rename = "ACCOUNT_LOCKED")]
+    AccountLocked,
+    #[serde(rename = "PASSWORD_RESET_REQUESTED")]
+    PasswordResetRequested,
+    #[serde(rename = "PASSWORD_RESET")]
+    PasswordReset,
+    #[serde(rename = "REFRESH_TOKEN_REUSED")]
+    RefreshTokenReused,
 }
 
 impl AuditEvent {
@@ -290,21 +312,42 @@ impl AuditEvent {
             Self::LicenseReleased => "LICENSE_RELEASED",
             Self::SessionExpired => "SESSION_EXPIRED",
             Self::SessionRevoked => "SESSION_REVOKED",
+            Self::UserRegistered => "USER_REGISTERED",
+            Self::EmailVerified => "EMAIL_VERIFIED",
+            Self::LoginSucceeded => "LOGIN_SUCCEEDED",
+            Self::LoginFailed => "LOGIN_FAILED",
+            Self::AccountLocked => "ACCOUNT_LOCKED",
+            Self::PasswordResetRequested => "PASSWORD_RESET_REQUESTED",
+            Self::PasswordReset => "PASSWORD_RESET",
+            Self::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
         }
     }
+
+    /// Every event, so that names parse back without a second list.
+    pub const ALL: [AuditEvent; 13] = [
+        Self::LicenseAcquired,
+        Self::LicenseAcquisitionFailed,
+        Self::LicenseReleased,
+        Self::SessionExpired,
+        Self::SessionRevoked,
+        Self::UserRegistered,
+        Self::EmailVerified,
+        Self::LoginSucceeded,
+        Self::LoginFailed,
+        Self::AccountLocked,
+        Self::PasswordResetRequested,
+        Self::PasswordReset,
+        Self::RefreshTokenReused,
+    ];
 }
 
 impl FromStr for AuditEvent {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "LICENSE_ACQUIRED" => Ok(Self::LicenseAcquired),
-            "LICENSE_ACQUISITION_FAILED" => Ok(Self::LicenseAcquisitionFailed),
-            "LICENSE_RELEASED" => Ok(Self::LicenseReleased),
-            "SESSION_EXPIRED" => Ok(Self::SessionExpired),
-            "SESSION_REVOKED" => Ok(Self::SessionRevoked),
-            other => Err(format!("unknown audit event {other:?}")),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("unknown audit event {s:?}"))
     }
 }
 
