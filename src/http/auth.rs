@@ -79,12 +79,6 @@ pub struct ResetRequest {
     password: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyQuery {
-    token: String,
-}
-
 /// What login and refresh return.
 #[derive(Serialize)]
 struct TokenResponse {
@@ -294,14 +288,35 @@ pub fn verify_email(
     warp::get()
         .and(path("verify-email"))
         .and(with_ctx(ctx))
-        .and(warp::query::<VerifyQuery>())
-        .and_then(|ctx: AppContext, q: VerifyQuery| async move {
-            handle_verify(ctx, q).await.map_err(warp::reject::custom)
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and_then(|ctx: AppContext, query: String| async move {
+            handle_verify(ctx, query)
+                .await
+                .map_err(warp::reject::custom)
         })
 }
 
-async fn handle_verify(ctx: AppContext, q: VerifyQuery) -> Result<Response, ApiError> {
-    if !tokens::well_formed(&q.token, tokens::EMAIL_PREFIX) {
+/// The `token` parameter, the only one allowed. Parsed here rather than by
+/// `warp::query`, whose rejection would lose to the other routes' 405.
+fn verify_token_param(query: &str) -> Result<String, ApiError> {
+    let mut token = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "token" if token.is_none() => token = Some(value.into_owned()),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "the only parameter is a single token",
+                ));
+            }
+        }
+    }
+    token.ok_or_else(|| ApiError::bad_request("invalid_query", "the token parameter is required"))
+}
+
+async fn handle_verify(ctx: AppContext, query: String) -> Result<Response, ApiError> {
+    let token = verify_token_param(&query)?;
+    if !tokens::well_formed(&token, tokens::EMAIL_PREFIX) {
         return Err(invalid_token());
     }
     let welcome = |u: &User| {
@@ -313,7 +328,7 @@ async fn handle_verify(ctx: AppContext, q: VerifyQuery) -> Result<Response, ApiE
     };
     let verified = ctx
         .store
-        .verify_email(&tokens::digest(&q.token), Utc::now(), &welcome)
+        .verify_email(&tokens::digest(&token), Utc::now(), &welcome)
         .await?;
     match verified {
         Some(_) => {
