@@ -232,7 +232,11 @@ impl Application {
             metrics,
             heartbeat_interval_secs: settings.seats.heartbeat_interval_secs,
             client_ip: settings.http.client_ip,
+            ops_token: settings.ops.token.as_ref().map(http::OperatorToken::new),
         });
+        if settings.ops.token.is_none() {
+            tracing::info!("ops.token is not set: the operator API refuses every call");
+        }
         Ok(Self {
             listener,
             metrics_listener,

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     pub extra: Map<String, Value>,
     pub retry_after_secs: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401, e.g. `Bearer`.
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl Reject for ApiError {}
@@ -31,6 +33,7 @@ impl ApiError {
             message: message.into(),
             extra: Map::new(),
             retry_after_secs: None,
+            www_authenticate: None,
         }
     }
 
@@ -62,6 +65,12 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(challenge),
+            );
         }
         response
     }

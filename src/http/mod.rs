@@ -44,6 +44,7 @@ use crate::config::{ClientIpSource, HttpSettings};
 use crate::signing::TokenSigner;
 
 pub use error::ApiError;
+pub use ops::{Operator, OperatorToken};
 
 /// Request bodies are small JSON documents; anything larger is refused
 /// before it is read in full.
@@ -77,6 +78,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub heartbeat_interval_secs: u64,
     pub client_ip: ClientIpSource,
+    /// `ops.token`, as a digest; `None` refuses every operator call.
+    pub ops_token: Option<OperatorToken>,
 }
 
 /// The peer address of the connection a request came in on.
@@ -195,7 +198,11 @@ fn api(
         .unify()
         .or(ops::live())
         .unify()
-        .or(ops::ready(ctx))
+        .or(ops::ready(ctx.clone()))
+        .unify()
+        .or(ops::subsystems(ctx.clone()))
+        .unify()
+        .or(ops::restart_subsystem(ctx))
         .unify()
 }
 
