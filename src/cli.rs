@@ -334,14 +334,12 @@ impl OpsFailure {
 /// prints. `token` is SEATWARDEN_OPS_TOKEN; it goes into the
 /// `Authorization` header and nowhere else, so no message can show it.
 pub async fn run_ops(command: OpsCommand, token: Option<String>) -> Result<Value, OpsFailure> {
-    let token = token
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| {
-            OpsFailure::new(
-                "missing_token",
-                format!("set {OPS_TOKEN_ENV} to the server's ops.token"),
-            )
-        })?;
+    let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+        OpsFailure::new(
+            "missing_token",
+            format!("set {OPS_TOKEN_ENV} to the server's ops.token"),
+        )
+    })?;
     let (base, method, segments): (&str, reqwest::Method, Vec<&str>) = match &command {
         OpsCommand::Subsystems { url } => (url, reqwest::Method::GET, vec![]),
         OpsCommand::Restart { name, url } => (url, reqwest::Method::POST, vec![name, "restart"]),
@@ -349,7 +347,9 @@ pub async fn run_ops(command: OpsCommand, token: Option<String>) -> Result<Value
     let mut url = url::Url::parse(base)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or_else(|| OpsFailure::new("invalid_url", format!("--url {base} is not an http(s) URL")))?;
+        .ok_or_else(|| {
+            OpsFailure::new("invalid_url", format!("--url {base} is not an http(s) URL"))
+        })?;
     {
         let mut path = url
             .path_segments_mut()
@@ -378,7 +378,10 @@ pub async fn run_ops(command: OpsCommand, token: Option<String>) -> Result<Value
     let body: Option<Value> = response.json().await.ok();
     if status.is_success() {
         return body.ok_or_else(|| {
-            OpsFailure::new("bad_response", format!("{url} answered {status} without JSON"))
+            OpsFailure::new(
+                "bad_response",
+                format!("{url} answered {status} without JSON"),
+            )
         });
     }
     let field = |k: &str| {

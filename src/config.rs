@@ -373,7 +373,13 @@ mod tests {
         let f = Figment::from(Toml::string(DEFAULTS)).merge(("ops.token", "hunter2"));
         let err = Settings::from_figment(f).unwrap_err();
         assert!(
-            matches!(err, ConfigError::Invalid { key: "ops.token", .. }),
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "ops.token",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(!err.to_string().contains("hunter2"), "{err}");
@@ -384,7 +390,10 @@ mod tests {
         let f = Figment::from(Toml::string(DEFAULTS))
             .merge(("supervision.max_restarts", 2))
             .merge(("supervision.window_secs", 7));
-        let policy = Settings::from_figment(f).unwrap().coordinator().restart_policy;
+        let policy = Settings::from_figment(f)
+            .unwrap()
+            .coordinator()
+            .restart_policy;
         assert_eq!(policy.max_restarts, 2);
         assert_eq!(policy.window, Duration::from_secs(7));
     }

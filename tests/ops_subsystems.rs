@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use seatwarden_actors::Subsystem;
-use support::services::{fresh_postgres_db, free_port, redis_url};
+use support::services::{free_port, fresh_postgres_db, redis_url};
 use support::{AppOptions, Backend, TestApp, eventually, spawn_app_with};
 
 const TOKEN: &str = "ops-token-for-tests-0123456789";
@@ -109,10 +109,7 @@ async fn restarting_an_unknown_subsystem_is_a_404_that_names_the_known_ones() {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "subsystem_not_found");
-    assert!(
-        body["message"].as_str().unwrap().contains("orgs"),
-        "{body}"
-    );
+    assert!(body["message"].as_str().unwrap().contains("orgs"), "{body}");
 }
 
 #[tokio::test]
@@ -159,7 +156,10 @@ async fn without_an_ops_token_configured_every_operator_call_is_refused() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "unauthorized");
     }
-    assert_eq!(app.coordinator.subsystem(Subsystem::Orgs).unwrap().restarts, 0);
+    assert_eq!(
+        app.coordinator.subsystem(Subsystem::Orgs).unwrap().restarts,
+        0
+    );
 }
 
 #[tokio::test]
@@ -192,7 +192,10 @@ async fn a_subsystem_that_keeps_panicking_goes_down_and_an_operator_restart_brin
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["error"], "not_ready");
-    assert!(ready["message"].as_str().unwrap().contains("orgs"), "{ready}");
+    assert!(
+        ready["message"].as_str().unwrap().contains("orgs"),
+        "{ready}"
+    );
     assert_eq!(ready["down"], json!(["orgs"]));
     assert_eq!(ready["subsystems"]["orgs"], "down");
     assert_eq!(ready["ledger"], "ok");
@@ -425,8 +428,7 @@ async fn restarting_orgs_under_acquire_and_heartbeat_load_loses_no_live_session(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarting_orgs_on_one_of_two_redis_and_postgres_nodes_under_load_loses_no_live_session()
-{
+async fn restarting_orgs_on_one_of_two_redis_and_postgres_nodes_under_load_loses_no_live_session() {
     let backend = Backend::Shared {
         database_url: fresh_postgres_db().await,
         redis_url: redis_url(),
@@ -448,7 +450,10 @@ async fn restarting_orgs_on_one_of_two_redis_and_postgres_nodes_under_load_loses
 /// Runs `seatwarden ops ...` with the token in the environment (or none).
 async fn ops_cli(args: &[&str], token: Option<&str>) -> std::process::Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"));
-    command.arg("ops").args(args).env_remove("SEATWARDEN_OPS_TOKEN");
+    command
+        .arg("ops")
+        .args(args)
+        .env_remove("SEATWARDEN_OPS_TOKEN");
     if let Some(token) = token {
         command.env("SEATWARDEN_OPS_TOKEN", token);
     }
@@ -469,13 +474,21 @@ async fn the_ops_commands_list_and_restart_subsystems_of_a_running_server() {
     let url = app.url("");
 
     let out = ops_cli(&["subsystems", "--url", &url], Some(TOKEN)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["subsystems"].as_array().unwrap().len(), 3);
     assert_eq!(listed["subsystems"][0]["status"], "running");
 
     let out = ops_cli(&["restart", "sweeper", "--url", &url], Some(TOKEN)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let restarted: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(restarted["name"], "sweeper");
     assert_eq!(restarted["restarts"], 1);

@@ -51,5 +51,5 @@ pub use coordinator::{Coordinator, Ports, token_expiry};
 pub use error::CoordinatorError;
 pub use messages::{Acquired, Beat, Released, SessionRef};
 pub use root::Subsystem;
-pub use supervision::{RestartPolicy, SubsystemInfo, SubsystemStatus};
 pub use settings::CoordinatorSettings;
+pub use supervision::{RestartPolicy, SubsystemInfo, SubsystemStatus};

@@ -15,8 +15,8 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 
 use crate::messages::{OrgSupervisorMessage, RootMessage, SweeperMessage, WatcherMessage};
 use crate::metrics as m;
-use crate::supervision::{RestartHistory, RestartPolicy, SubsystemBoard, SubsystemStatus};
 use crate::org_supervisor::{OrgSupervisor, OrgSupervisorArguments};
+use crate::supervision::{RestartHistory, RestartPolicy, SubsystemBoard, SubsystemStatus};
 use crate::sweeper::{SweeperActor, SweeperArguments};
 use crate::watcher::{LicenseWatcherActor, WatcherArguments};
 
@@ -268,7 +268,10 @@ impl RootState {
             stop_subtree(&old, "operator restart").await;
         }
         self.slots[i].history.clear();
-        tracing::info!(subsystem = which.name(), "restarting subsystem on operator request");
+        tracing::info!(
+            subsystem = which.name(),
+            "restarting subsystem on operator request"
+        );
         self.restart(myself, i).await
     }
 }
@@ -350,11 +353,11 @@ impl Actor for RootSupervisor {
         };
         // Events from an incarnation we already replaced or stopped are
         // history.
-        let Some(i) = state.slots.iter().position(|s| {
-            s.cell
-                .as_ref()
-                .is_some_and(|c| c.get_id() == cell.get_id())
-        }) else {
+        let Some(i) = state
+            .slots
+            .iter()
+            .position(|s| s.cell.as_ref().is_some_and(|c| c.get_id() == cell.get_id()))
+        else {
             return Ok(());
         };
         let which = state.slots[i].which;

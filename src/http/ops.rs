@@ -143,13 +143,11 @@ pub fn restart_subsystem(
         .and(warp::post())
         .and(operator(ctx.clone()))
         .and(with_ctx(ctx))
-        .and_then(
-            |name: String, who: Operator, ctx: AppContext| async move {
-                restart(&ctx, &name, who)
-                    .await
-                    .map_err(warp::reject::custom)
-            },
-        )
+        .and_then(|name: String, who: Operator, ctx: AppContext| async move {
+            restart(&ctx, &name, who)
+                .await
+                .map_err(warp::reject::custom)
+        })
 }
 
 async fn restart(ctx: &AppContext, name: &str, who: Operator) -> Result<Response, ApiError> {
@@ -302,9 +300,7 @@ fn route_of(path: &str) -> &'static str {
         ["api", "v1", "licenses", "sessions", _] => "/api/v1/licenses/sessions/{id}",
         [".well-known", "jwks.json"] => "/.well-known/jwks.json",
         ["api", "v1", "ops", "subsystems"] => "/api/v1/ops/subsystems",
-        ["api", "v1", "ops", "subsystems", _, "restart"] => {
-            "/api/v1/ops/subsystems/{name}/restart"
-        }
+        ["api", "v1", "ops", "subsystems", _, "restart"] => "/api/v1/ops/subsystems/{name}/restart",
         ["health", "live"] => "/health/live",
         ["health", "ready"] => "/health/ready",
         ["metrics"] => "/metrics",
