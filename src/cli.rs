@@ -1,7 +1,9 @@
-//! The command line: `serve` (the default) and the bootstrap commands,
-//! which work on the configured database and print one JSON object.
+//! The command line: `serve` (the default); the bootstrap commands, which
+//! work on the configured database and print one JSON object; and `ops`,
+//! which calls a running server's operator API.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -38,6 +40,55 @@ pub enum Command {
     /// Manage licenses.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// Operate a running server through its operator API. The token comes
+    /// from the environment variable SEATWARDEN_OPS_TOKEN (the server's
+    /// ops.token), never from the command line, where `ps` would show it.
+    #[command(subcommand)]
+    Ops(OpsCommand),
+    /// Manage platform administrators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a platform administrator (verified, in no organization) and
+    /// print it as JSON. The password is read from standard input, never
+    /// from the command line, where `ps` and shell history would keep it.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Shown in the admin's account; defaults to the address.
+        #[arg(long)]
+        full_name: Option<String>,
+        /// Read the password from standard input (required).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// Where `ops` commands find the server when no `--url` is given.
+pub const DEFAULT_OPS_URL: &str = "http://127.0.0.1:8080";
+/// The environment variable `ops` commands read the token from.
+pub const OPS_TOKEN_ENV: &str = "SEATWARDEN_OPS_TOKEN";
+
+#[derive(Debug, Subcommand)]
+pub enum OpsCommand {
+    /// List the server's subsystems: name, status, started_at, restarts.
+    Subsystems {
+        /// The server's base URL.
+        #[arg(long, default_value = DEFAULT_OPS_URL)]
+        url: String,
+    },
+    /// Stop a subsystem's subtree and start it afresh (a down one too);
+    /// prints its line once it runs again.
+    Restart {
+        /// orgs, sweeper, watcher, ...
+        name: String,
+        /// The server's base URL.
+        #[arg(long, default_value = DEFAULT_OPS_URL)]
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +217,37 @@ fn session_json(s: &SessionRecord) -> Value {
 }
 
 /// Runs a bootstrap command and returns what it prints.
+/// Creates a platform administrator with a password that meets the policy.
+pub async fn create_platform_admin(
+    store: &dyn Store,
+    email: &str,
+    full_name: Option<&str>,
+    password: String,
+) -> anyhow::Result<Value> {
+    if crate::http::validate_email(email).is_err() {
+        bail!("--email must be a valid address of at most 254 characters");
+    }
+    if let Some(why) = crate::auth::passwords::policy_violation(&password) {
+        bail!("{why}");
+    }
+    let full_name = full_name.unwrap_or(email).trim();
+    if full_name.is_empty() || full_name.chars().count() > 200 {
+        bail!("--full-name must be 1 to 200 characters");
+    }
+    let hash = crate::auth::passwords::hash(secrecy::SecretString::from(password)).await?;
+    let user = match store.create_platform_admin(email, full_name, &hash).await {
+        Err(StoreError::Conflict(_)) => bail!("an account with that address exists"),
+        other => other?,
+    };
+    Ok(json!({
+        "id": user.id,
+        "email": user.email,
+        "full_name": user.full_name,
+        "platform_admin": user.platform_admin,
+        "created_at": user.created_at,
+    }))
+}
+
 pub async fn run_admin(
     store: &dyn Store,
     key_prefix: &str,
@@ -173,6 +255,22 @@ pub async fn run_admin(
 ) -> anyhow::Result<Value> {
     match command {
         Command::Serve => bail!("serve is not an admin command"),
+        Command::Ops(_) => bail!("ops commands call a running server: see run_ops"),
+        Command::Admin(AdminCommand::Create {
+            email,
+            full_name,
+            password_stdin,
+        }) => {
+            if !password_stdin {
+                bail!("--password-stdin is required: a password never goes on the command line");
+            }
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            create_platform_admin(store, &email, full_name.as_deref(), password).await
+        }
         Command::Org(OrgCommand::Create { name }) => {
             let name = name.trim();
             if name.is_empty() || name.len() > 200 {
@@ -275,4 +373,107 @@ pub async fn run_admin(
             )
         }
     }
+}
+
+/// Why an `ops` command failed: printed as one JSON line on stderr. For an
+/// answer from the server, its own error code and message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OpsFailure {
+    pub code: String,
+    pub message: String,
+}
+
+impl OpsFailure {
+    fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"error": self.code, "message": self.message})
+    }
+}
+
+/// Runs an `ops` command against a running server and returns what it
+/// prints. `token` is SEATWARDEN_OPS_TOKEN; it goes into the
+/// `Authorization` header and nowhere else, so no message can show it.
+pub async fn run_ops(command: OpsCommand, token: Option<String>) -> Result<Value, OpsFailure> {
+    let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+        OpsFailure::new(
+            "missing_token",
+            format!("set {OPS_TOKEN_ENV} to the server's ops.token"),
+        )
+    })?;
+    let (base, method, segments): (&str, reqwest::Method, Vec<&str>) = match &command {
+        OpsCommand::Subsystems { url } => (url, reqwest::Method::GET, vec![]),
+        OpsCommand::Restart { name, url } => (url, reqwest::Method::POST, vec![name, "restart"]),
+    };
+    let mut url = url::Url::parse(base)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| {
+            OpsFailure::new("invalid_url", format!("--url {base} is not an http(s) URL"))
+        })?;
+    {
+        let mut path = url
+            .path_segments_mut()
+            .map_err(|()| OpsFailure::new("invalid_url", format!("--url {base} has no path")))?;
+        path.pop_if_empty()
+            .extend(["api", "v1", "ops", "subsystems"])
+            .extend(segments);
+    }
+    // A restart waits for the old subtree to stop and the new one to start.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| OpsFailure::new("client_error", e.to_string()))?;
+    let response = client
+        .request(method, url.clone())
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| {
+            OpsFailure::new(
+                "connection_failed",
+                format!("could not reach {url}: {}", error_chain(&e)),
+            )
+        })?;
+    let status = response.status();
+    let body: Option<Value> = response.json().await.ok();
+    if status.is_success() {
+        return body.ok_or_else(|| {
+            OpsFailure::new(
+                "bad_response",
+                format!("{url} answered {status} without JSON"),
+            )
+        });
+    }
+    let field = |k: &str| {
+        body.as_ref()
+            .and_then(|b| b.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Err(OpsFailure {
+        code: field("error").unwrap_or_else(|| format!("http_{}", status.as_u16())),
+        message: format!(
+            "{} ({status})",
+            field("message").unwrap_or_else(|| "the server refused the request".into())
+        ),
+    })
+}
+
+/// An error and its causes on one line: reqwest's own message says only
+/// that sending failed; the cause says why (connection refused, ...).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

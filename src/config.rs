@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use seatwarden_actors::CoordinatorSettings;
+use seatwarden_actors::{CoordinatorSettings, RestartPolicy};
 
 /// The defaults, compiled in so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -26,6 +26,9 @@ pub struct Settings {
     pub licenses: LicenseSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
+    pub supervision: SupervisionSettings,
+    #[serde(default)]
+    pub ops: OpsSettings,
     #[serde(default)]
     pub testing: TestingSettings,
 }
@@ -143,6 +146,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// The root's restart policy, the same for every subsystem.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SupervisionSettings {
+    /// Restarts allowed within `window_secs`; one more failure and the
+    /// subsystem stays down. 0: down at the first failure.
+    pub max_restarts: u32,
+    pub window_secs: u64,
+}
+
+/// The operator API.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct OpsSettings {
+    /// Static bearer token for `/api/v1/ops/...`. Secret: redacted in
+    /// Debug. `None`: every operator call is refused.
+    pub token: Option<SecretString>,
+}
+
+/// Shortest `ops.token` accepted: a guessable operator token would hand
+/// out restarts of the whole node.
+pub const MIN_OPS_TOKEN_LEN: usize = 16;
+
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct TestingSettings {
     #[serde(default)]
@@ -207,6 +231,14 @@ impl Settings {
             .is_some_and(|u| u.expose_secret().trim().is_empty())
         {
             settings.auth.access_token_secret = None;
+        }
+        if settings
+            .ops
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().is_empty())
+        {
+            settings.ops.token = None;
         }
         settings.validate()?;
         Ok(settings)
@@ -302,6 +334,17 @@ impl Settings {
                 "must be at least 32 characters",
             ));
         }
+        if self.supervision.window_secs == 0 {
+            return Err(invalid("supervision.window_secs", "must be at least 1"));
+        }
+        if let Some(token) = &self.ops.token
+            && token.expose_secret().chars().count() < MIN_OPS_TOKEN_LEN
+        {
+            return Err(invalid(
+                "ops.token",
+                format!("must be at least {MIN_OPS_TOKEN_LEN} characters"),
+            ));
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
@@ -346,6 +389,10 @@ impl Settings {
             failure_audits_per_minute: s.failure_audits_per_minute,
             call_timeout: Duration::from_secs(10),
             fault_hooks: self.testing.fault_hooks,
+            restart_policy: RestartPolicy {
+                max_restarts: self.supervision.max_restarts,
+                window: Duration::from_secs(self.supervision.window_secs),
+            },
         }
     }
 }
@@ -371,6 +418,49 @@ mod tests {
         assert_eq!(s.http.keep_alive_idle_secs, 75);
         assert_eq!(s.http.max_connections, 10_000);
         assert!(s.http.metrics_listen.is_none());
+        assert_eq!(s.supervision.max_restarts, 5);
+        assert_eq!(s.supervision.window_secs, 60);
+        assert!(s.ops.token.is_none());
+    }
+
+    #[test]
+    fn the_ops_token_is_redacted_in_debug_output_and_an_empty_one_is_unset() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("ops.token", "correct-horse-battery-staple"));
+        let s = Settings::from_figment(f).unwrap();
+        assert!(!format!("{s:?}").contains("correct-horse"), "{s:?}");
+        let f = Figment::from(Toml::string(DEFAULTS)).merge(("ops.token", " "));
+        assert!(Settings::from_figment(f).unwrap().ops.token.is_none());
+    }
+
+    #[test]
+    fn a_short_ops_token_is_refused_without_showing_it() {
+        let f = Figment::from(Toml::string(DEFAULTS)).merge(("ops.token", "hunter2"));
+        let err = Settings::from_figment(f).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "ops.token",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_restart_policy_reaches_the_coordinator() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("supervision.max_restarts", 2))
+            .merge(("supervision.window_secs", 7));
+        let policy = Settings::from_figment(f)
+            .unwrap()
+            .coordinator()
+            .restart_policy;
+        assert_eq!(policy.max_restarts, 2);
+        assert_eq!(policy.window, Duration::from_secs(7));
     }
 
     #[test]

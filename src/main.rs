@@ -11,6 +11,20 @@ use seatwarden::telemetry;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Operator commands talk to a running server; they need no settings.
+    if let Some(Command::Ops(command)) = cli.command {
+        let token = std::env::var(seatwarden::cli::OPS_TOKEN_ENV).ok();
+        return match seatwarden::cli::run_ops(command, token).await {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(failure) => {
+                eprintln!("{}", failure.to_json());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

@@ -242,7 +242,11 @@ impl Application {
             client_ip: settings.http.client_ip,
             access,
             auth: settings.auth.clone(),
+            ops_token: settings.ops.token.as_ref().map(http::OperatorToken::new),
         });
+        if settings.ops.token.is_none() {
+            tracing::info!("ops.token is not set: the operator API refuses every call");
+        }
         Ok(Self {
             listener,
             metrics_listener,

@@ -27,8 +27,9 @@ use crate::messages::{
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{LeaseGrant, LeaseRequest, LicenseStore, SeatLedger, SessionStore};
-use crate::root::{RootArguments, RootSupervisor};
+use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
 use crate::settings::CoordinatorSettings;
+use crate::supervision::{SubsystemBoard, SubsystemInfo};
 use crate::sweeper::{self, SweepReport, SweeperArguments};
 use crate::watcher::WatcherArguments;
 
@@ -71,6 +72,8 @@ struct Inner {
     ports: Ports,
     settings: Arc<CoordinatorSettings>,
     root: ActorRef<RootMessage>,
+    /// The root's status board of its subsystems, read without asking it.
+    subsystems: SubsystemBoard,
     keys: Mutex<KeyCache>,
     /// Running organization actors, so that the hot paths find theirs
     /// without formatting a registry name. Entries of stopped actors are
@@ -87,7 +90,13 @@ impl Coordinator {
         crate::metrics::describe();
         let names = Names::new();
         let settings = Arc::new(settings);
+        let subsystems = SubsystemBoard::default();
         let args = RootArguments {
+            supervision: SupervisionArguments {
+                policy: settings.restart_policy,
+                board: subsystems.clone(),
+                fault_hooks: settings.fault_hooks,
+            },
             orgs: OrgSupervisorArguments {
                 names: names.clone(),
                 licenses: ports.licenses.clone(),
@@ -114,6 +123,7 @@ impl Coordinator {
             ports,
             settings,
             root,
+            subsystems,
             keys: Mutex::new(KeyCache::default()),
             actors: Mutex::new(HashMap::new()),
         };
@@ -438,13 +448,28 @@ impl Coordinator {
         self.org_actor_id(org).is_some()
     }
 
-    /// Operator action: restarts the organization supervisor and all
-    /// organization actors.
-    pub async fn restart_orgs(&self) -> Result<(), CoordinatorError> {
+    /// Every subsystem of this node: name, status, start and restarts.
+    /// Read from the root's board, never through its mailbox, so it
+    /// answers at once even while the root restarts something.
+    pub fn subsystems(&self) -> Vec<SubsystemInfo> {
+        self.inner.subsystems.snapshot()
+    }
+
+    /// One subsystem's line of the board.
+    pub fn subsystem(&self, which: Subsystem) -> Option<SubsystemInfo> {
+        self.inner.subsystems.get(which.name())
+    }
+
+    /// Operator action: stops the subsystem's subtree and starts it afresh
+    /// (a `down` one too, with a fresh restart budget); returns once it
+    /// runs again. Live sessions survive: the ledger holds them.
+    pub async fn restart_subsystem(&self, which: Subsystem) -> Result<(), CoordinatorError> {
+        // The old subtree gets 10 s to stop and each actor up to 10 s more.
+        let timeout = Duration::from_secs(60);
         match self
             .inner
             .root
-            .call(RootMessage::RestartOrgs, Some(Duration::from_secs(30)))
+            .call(|reply| RootMessage::Restart(which, reply), Some(timeout))
             .await
         {
             Ok(CallResult::Success(r)) => r.map_err(CoordinatorError::Busy),
@@ -452,6 +477,23 @@ impl Coordinator {
                 "root supervisor did not answer".into(),
             )),
         }
+    }
+
+    /// Test-only fault hook: while `failing`, the subsystem panics whenever
+    /// it starts, so the root's restarts run into the policy's limit.
+    /// Returns whether the hook is enabled (`fault_hooks`); when it is not,
+    /// nothing happens.
+    pub async fn set_subsystem_fault(&self, which: Subsystem, failing: bool) -> bool {
+        matches!(
+            self.inner
+                .root
+                .call(
+                    |reply| RootMessage::InjectFault(which, failing, reply),
+                    Some(Duration::from_secs(60)),
+                )
+                .await,
+            Ok(CallResult::Success(true))
+        )
     }
 
     /// Test-only fault hook: makes the organization's actor panic, as a bug

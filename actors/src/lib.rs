@@ -8,7 +8,9 @@
 //! # Supervision tree
 //!
 //! ```text
-//! RootSupervisor                       restarts each subsystem when it exits
+//! RootSupervisor                       restarts each subsystem when it exits, at
+//! │                                    most supervision.max_restarts times in
+//! │                                    supervision.window_secs; then it is down
 //! ├── OrgSupervisor        "orgs"      one per node; spawns on first use,
 //! │   │                                restarts failed children, forgets idle ones
 //! │   ├── OrgActor  org/<org_id>       one organization's cached licenses,
@@ -41,10 +43,13 @@ pub mod org_supervisor;
 pub mod ports;
 pub mod root;
 pub mod settings;
+pub mod supervision;
 pub mod sweeper;
 pub mod watcher;
 
 pub use coordinator::{Coordinator, Ports, token_expiry};
 pub use error::CoordinatorError;
 pub use messages::{Acquired, Beat, Released, SessionRef};
+pub use root::Subsystem;
 pub use settings::CoordinatorSettings;
+pub use supervision::{RestartPolicy, SubsystemInfo, SubsystemStatus};

@@ -9,6 +9,7 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use crate::domain::{AuditEntry, EndReason, License, LicenseId, OrgId, SessionId};
 use crate::error::CoordinatorError;
+use crate::root::Subsystem;
 
 /// A granted, renewed or reclaimed seat.
 #[derive(Clone, Debug)]
@@ -94,9 +95,17 @@ pub enum WatcherMessage {
 }
 
 /// Messages of the root supervisor.
+///
+/// They name subsystems by [`Subsystem`], which lives beside its spawn arms
+/// in the root's module, so that adding a subsystem touches one file.
 pub enum RootMessage {
-    /// Operator action: stop the organization supervisor and every
-    /// organization actor, then start them afresh. Live sessions survive:
-    /// they are held by the ledger and the store, not by the actors.
-    RestartOrgs(RpcReplyPort<Result<(), String>>),
+    /// Operator action: stop the subsystem's subtree, then start it afresh
+    /// with a fresh restart budget (also when it is down). Answers once it
+    /// runs again, or why it could not be brought back. Live sessions
+    /// survive: they are held by the ledger and the store, not by actors.
+    Restart(Subsystem, RpcReplyPort<Result<(), String>>),
+    /// Test-only fault hook: while set, the subsystem panics whenever it
+    /// starts. Answers `false`, doing nothing, unless
+    /// `CoordinatorSettings::fault_hooks` is set.
+    InjectFault(Subsystem, bool, RpcReplyPort<bool>),
 }

@@ -17,8 +17,12 @@ pub const AUDIT_SUPPRESSED: &str = "seatwarden_audit_suppressed_total";
 pub const LICENSES_REVOKED: &str = "seatwarden_license_revocations_total";
 /// Gauge: organization actors running on this node.
 pub const ORG_ACTORS: &str = "seatwarden_org_actors";
-/// Counter, by `actor`: restarts after a failure.
+/// Counter, by `actor`: restarts after a failure, and of subsystems (by
+/// subsystem name) also by operators.
 pub const ACTOR_RESTARTS: &str = "seatwarden_actor_restarts_total";
+/// Gauge, by `name`: 1 while the subsystem runs, 0 while it restarts or is
+/// down. Set from the root's board when `/metrics` is scraped.
+pub const SUBSYSTEM_UP: &str = "seatwarden_subsystem_up";
 /// Counter: sessions closed because their lease lapsed.
 pub const SESSIONS_EXPIRED: &str = "seatwarden_sessions_expired_total";
 
@@ -46,6 +50,10 @@ pub fn describe() {
         ACTOR_RESTARTS,
         "Supervised actors restarted after a failure"
     );
+    metrics::describe_gauge!(
+        SUBSYSTEM_UP,
+        "1 while the subsystem runs, 0 while it restarts or is down"
+    );
     metrics::describe_counter!(
         SESSIONS_EXPIRED,
         "Sessions closed because heartbeats stopped"
@@ -65,4 +73,15 @@ pub fn seat_gauges(
         .set(f64::from(live));
     metrics::gauge!(GRACED_SESSIONS, "org_id" => org, "license_id" => license)
         .set(f64::from(graced));
+}
+
+/// Sets `seatwarden_subsystem_up` from the root's board. Called right
+/// before each scrape: the board is the truth, and a process-wide gauge
+/// set on every transition would mix the views of several coordinators in
+/// one process (as in tests).
+pub fn subsystem_gauges(subsystems: &[crate::supervision::SubsystemInfo]) {
+    for s in subsystems {
+        let up = s.status == crate::supervision::SubsystemStatus::Running;
+        metrics::gauge!(SUBSYSTEM_UP, "name" => s.name).set(if up { 1.0 } else { 0.0 });
+    }
 }

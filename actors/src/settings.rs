@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::supervision::RestartPolicy;
+
 /// Tunables of the coordinator.
 #[derive(Clone, Debug)]
 pub struct CoordinatorSettings {
@@ -37,8 +39,11 @@ pub struct CoordinatorSettings {
     pub failure_audits_per_minute: u32,
     /// How long a request waits for its organization's actor.
     pub call_timeout: Duration,
-    /// Enables the test-only fault hook `Coordinator::inject_panic`.
+    /// Enables the test-only fault hooks `Coordinator::inject_panic` and
+    /// `Coordinator::set_subsystem_fault`.
     pub fault_hooks: bool,
+    /// How often the root restarts a failing subsystem before it gives up.
+    pub restart_policy: RestartPolicy,
 }
 
 impl Default for CoordinatorSettings {
@@ -57,6 +62,7 @@ impl Default for CoordinatorSettings {
             failure_audits_per_minute: 60,
             call_timeout: Duration::from_secs(10),
             fault_hooks: false,
+            restart_policy: RestartPolicy::default(),
         }
     }
 }

@@ -20,8 +20,8 @@ pub struct ApiError {
     pub message: String,
     pub extra: Map<String, Value>,
     pub retry_after_secs: Option<u64>,
-    /// Adds `WWW-Authenticate: Bearer` (RFC 6750) to a 401.
-    pub bearer_challenge: bool,
+    /// The `WWW-Authenticate` challenge of a 401, e.g. `Bearer`.
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl Reject for ApiError {}
@@ -34,7 +34,7 @@ impl ApiError {
             message: message.into(),
             extra: Map::new(),
             retry_after_secs: None,
-            bearer_challenge: false,
+            www_authenticate: None,
         }
     }
 
@@ -67,10 +67,10 @@ impl ApiError {
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
-        if self.bearer_challenge {
+        if let Some(challenge) = self.www_authenticate {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
+                http::HeaderValue::from_static(challenge),
             );
         }
         response

@@ -12,6 +12,7 @@
 //! enforced where bodies are read, in [`json_body`].
 
 mod auth;
+pub use auth::validate_email;
 mod error;
 mod licenses;
 mod ops;
@@ -46,6 +47,7 @@ use crate::config::{ClientIpSource, HttpSettings};
 use crate::signing::TokenSigner;
 
 pub use error::ApiError;
+pub use ops::{Operator, OperatorToken};
 
 /// Request bodies are small JSON documents; anything larger is refused
 /// before it is read in full.
@@ -82,6 +84,8 @@ pub struct AppState {
     /// Issues and checks access tokens (never seat tokens).
     pub access: crate::auth::AccessTokens,
     pub auth: crate::config::AuthSettings,
+    /// `ops.token`, as a digest; `None` refuses every operator call.
+    pub ops_token: Option<OperatorToken>,
 }
 
 /// The peer address of the connection a request came in on.
@@ -202,7 +206,11 @@ fn api(
         .unify()
         .or(ops::live())
         .unify()
-        .or(ops::ready(ctx))
+        .or(ops::ready(ctx.clone()))
+        .unify()
+        .or(ops::subsystems(ctx.clone()))
+        .unify()
+        .or(ops::restart_subsystem(ctx))
         .unify()
 }
 

@@ -1,12 +1,203 @@
-//! Operational endpoints: health checks and Prometheus metrics.
+//! Operational endpoints: health checks, Prometheus metrics, and the
+//! operator API over the root's subsystems.
+
+use std::fmt;
 
 use http::StatusCode;
 use metrics::SharedString;
-use serde_json::json;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
-use super::AppContext;
+use seatwarden_actors::{Subsystem, SubsystemInfo, SubsystemStatus};
+
+use super::{ApiError, AppContext};
+
+/// Who is calling the operator API, once [`operator`] let them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operator {
+    /// Presented this node's static `ops.token`.
+    StaticToken,
+    /// A platform administrator's access token.
+    PlatformAdmin(seatwarden_actors::domain::UserId),
+}
+
+impl Operator {
+    /// For logs: who did it, never with what.
+    fn label(self) -> String {
+        match self {
+            Self::StaticToken => "ops.token".to_owned(),
+            Self::PlatformAdmin(user) => format!("admin:{user}"),
+        }
+    }
+}
+
+/// The configured `ops.token`, held only as its SHA-256 digest: the server
+/// never keeps the token itself past start-up, and comparing two digests
+/// of equal length in constant time leaks nothing about the token, not
+/// even its length.
+#[derive(Clone)]
+pub struct OperatorToken([u8; 32]);
+
+impl OperatorToken {
+    pub fn new(token: &SecretString) -> Self {
+        Self(Sha256::digest(token.expose_secret().as_bytes()).into())
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Every byte is compared whatever the first difference: no early exit.
+        let diff = self
+            .0
+            .iter()
+            .zip(presented.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+}
+
+impl fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OperatorToken(***)")
+    }
+}
+
+/// A 401 that tells the client which scheme to use.
+fn denied(message: &str) -> ApiError {
+    let mut e = ApiError::unauthorized(message);
+    e.www_authenticate = Some("Bearer");
+    e
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Decides who the caller is. Every refusal is the same 401, whether the
+/// header is missing, malformed or wrong, or no `ops.token` is configured:
+/// a caller learns nothing about the node's configuration.
+async fn authenticate(ctx: &AppContext, header: Option<&str>) -> Result<Operator, ApiError> {
+    let Some(token) = header.and_then(bearer) else {
+        return Err(denied(
+            "operator credentials required: Authorization: Bearer <token>",
+        ));
+    };
+    if let Some(expected) = &ctx.ops_token
+        && expected.matches(token)
+    {
+        return Ok(Operator::StaticToken);
+    }
+    // An access token: a platform administrator's is an operator's; anyone
+    // else's is known but not allowed. The flag is re-read from the store,
+    // so a revoked administrator loses access at once.
+    if let Some(claims) = ctx.access.verify(token) {
+        let admin = ctx
+            .store
+            .user(claims.sub)
+            .await
+            .map_err(ApiError::from)?
+            .is_some_and(|u| u.platform_admin);
+        return if admin {
+            Ok(Operator::PlatformAdmin(claims.sub))
+        } else {
+            Err(super::principal::forbidden())
+        };
+    }
+    Err(denied("invalid operator credentials"))
+}
+
+/// Operator credentials, checked before anything else of an operator
+/// endpoint is looked at: the one filter every operator route takes.
+pub fn operator(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Operator,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let ctx = ctx.clone();
+        async move {
+            authenticate(&ctx, header.as_deref())
+                .await
+                .map_err(warp::reject::custom)
+        }
+    })
+}
+
+fn with_ctx(
+    ctx: AppContext,
+) -> impl Filter<Extract = (AppContext,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+/// GET /api/v1/ops/subsystems
+///
+/// `{"subsystems": [{name, status, started_at, restarts}, ...]}`, from the
+/// root's board: it answers at once even while a restart is under way.
+pub fn subsystems(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "ops" / "subsystems")
+        .and(warp::get())
+        .and(operator(ctx.clone()))
+        .map(move |_: Operator| {
+            let list = ctx.coordinator.subsystems();
+            warp::reply::json(&json!({ "subsystems": list })).into_response()
+        })
+}
+
+/// POST /api/v1/ops/subsystems/{name}/restart
+///
+/// Stops the subsystem's subtree and starts it afresh (a `down` one too);
+/// answers 200 with its line once it runs again, 404 `subsystem_not_found`
+/// for an unknown name, 503 `subsystem_down` when it failed to come back.
+pub fn restart_subsystem(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "ops" / "subsystems" / String / "restart")
+        .and(warp::post())
+        .and(operator(ctx.clone()))
+        .and(with_ctx(ctx))
+        .and_then(|name: String, who: Operator, ctx: AppContext| async move {
+            restart(&ctx, &name, who)
+                .await
+                .map_err(warp::reject::custom)
+        })
+}
+
+async fn restart(ctx: &AppContext, name: &str, who: Operator) -> Result<Response, ApiError> {
+    let Some(which) = Subsystem::from_name(name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "subsystem_not_found",
+            format!(
+                "no subsystem is called that; known: {}",
+                Subsystem::ALL.map(Subsystem::name).join(", ")
+            ),
+        ));
+    };
+    tracing::info!(
+        subsystem = which.name(),
+        operator = who.label(),
+        "operator restart"
+    );
+    let result = ctx.coordinator.restart_subsystem(which).await;
+    let line = ctx.coordinator.subsystem(which);
+    match result {
+        Ok(()) => Ok(warp::reply::json(&line).into_response()),
+        Err(e) => {
+            tracing::error!(subsystem = which.name(), error = %e, "operator restart failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "subsystem_down",
+                format!("{} did not come back; see the server log", which.name()),
+            )
+            .with("subsystem", json!(line)))
+        }
+    }
+}
 
 /// GET /health/live
 pub fn live() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -17,11 +208,14 @@ pub fn live() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + C
 
 /// GET /health/ready
 ///
-/// Ready means the seat ledger answers: heartbeats, which keep every running
-/// app alive, need nothing else. A database outage makes the node
-/// `degraded` (still 200; acquire and release answer 503 meanwhile) rather
-/// than unready, so that a load balancer doesn't take every node out of
-/// rotation at once and turn a partial outage into a total one.
+/// Ready means the seat ledger answers and no subsystem is down:
+/// heartbeats, which keep every running app alive, need nothing else. A
+/// database outage makes the node `degraded` (still 200; acquire and
+/// release answer 503 meanwhile) rather than unready, so that a load
+/// balancer doesn't take every node out of rotation at once and turn a
+/// partial outage into a total one. A subsystem that is down stays down
+/// until an operator restarts it, so the node leaves rotation meanwhile; one
+/// that is restarting is back within moments and does not count.
 pub fn ready(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -39,28 +233,60 @@ pub fn ready(
                 if let Err(e) = &ledger {
                     tracing::warn!(error = %e, "readiness: ledger unavailable");
                 }
-                let (code, body) = match (ledger_ok, db_ok) {
-                    (true, true) => (
+                let subsystems = ctx.coordinator.subsystems();
+                let down: Vec<&str> = subsystems
+                    .iter()
+                    .filter(|s| s.status == SubsystemStatus::Down)
+                    .map(|s| s.name)
+                    .collect();
+                let states = subsystem_states(&subsystems);
+                let (code, body) = match (ledger_ok, down.is_empty(), db_ok) {
+                    (true, true, true) => (
                         StatusCode::OK,
-                        json!({"status": "ready", "database": "ok", "ledger": "ok"}),
+                        json!({"status": "ready", "database": "ok", "ledger": "ok",
+                               "subsystems": states}),
                     ),
-                    (true, false) => (
+                    (true, true, false) => (
                         StatusCode::OK,
-                        json!({"status": "degraded", "database": "unavailable", "ledger": "ok"}),
+                        json!({"status": "degraded", "database": "unavailable", "ledger": "ok",
+                               "subsystems": states}),
                     ),
-                    (false, _) => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        json!({
-                            "error": "not_ready",
-                            "message": "the seat ledger is unavailable",
-                            "database": status(db_ok),
-                            "ledger": "unavailable",
-                        }),
-                    ),
+                    (_, _, _) => {
+                        let mut reasons = Vec::new();
+                        if !ledger_ok {
+                            reasons.push("the seat ledger is unavailable".to_owned());
+                        }
+                        if !down.is_empty() {
+                            reasons.push(format!(
+                                "subsystem {} down (an operator restart brings it back)",
+                                down.join(", ")
+                            ));
+                        }
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            json!({
+                                "error": "not_ready",
+                                "message": reasons.join("; "),
+                                "database": status(db_ok),
+                                "ledger": status(ledger_ok),
+                                "subsystems": states,
+                                "down": down,
+                            }),
+                        )
+                    }
                 };
                 warp::reply::with_status(warp::reply::json(&body), code).into_response()
             }
         })
+}
+
+/// `{"orgs": "running", ...}`: each subsystem's status, for readiness.
+fn subsystem_states(subsystems: &[SubsystemInfo]) -> Value {
+    subsystems
+        .iter()
+        .map(|s| (s.name.to_owned(), json!(s.status.as_str())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// GET /metrics
@@ -68,6 +294,7 @@ pub fn metrics(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("metrics").and(warp::get()).map(move || {
+        seatwarden_actors::metrics::subsystem_gauges(&ctx.coordinator.subsystems());
         let mut response = ctx.metrics.render().into_response();
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -89,6 +316,8 @@ fn route_of(path: &str) -> &'static str {
         }
         ["api", "v1", "licenses", "sessions", _] => "/api/v1/licenses/sessions/{id}",
         [".well-known", "jwks.json"] => "/.well-known/jwks.json",
+        ["api", "v1", "ops", "subsystems"] => "/api/v1/ops/subsystems",
+        ["api", "v1", "ops", "subsystems", _, "restart"] => "/api/v1/ops/subsystems/{name}/restart",
         ["health", "live"] => "/health/live",
         ["health", "ready"] => "/health/ready",
         ["metrics"] => "/metrics",
@@ -185,5 +414,24 @@ mod tests {
             "/api/v1/licenses/sessions/{id}"
         );
         assert_eq!(route_of("/nope"), "other");
+        assert_eq!(
+            route_of("/api/v1/ops/subsystems/whatever/restart"),
+            "/api/v1/ops/subsystems/{name}/restart"
+        );
+    }
+
+    #[test]
+    fn only_the_configured_token_matches_and_debug_output_hides_it() {
+        use super::{OperatorToken, bearer};
+        let token = OperatorToken::new(&"0123456789abcdef-ops".to_owned().into());
+        assert!(token.matches("0123456789abcdef-ops"));
+        assert!(!token.matches("0123456789abcdef-op"));
+        assert!(!token.matches(""));
+        assert_eq!(format!("{token:?}"), "OperatorToken(***)");
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 }

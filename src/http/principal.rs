@@ -51,7 +51,7 @@ pub fn unauthenticated() -> ApiError {
         "unauthorized",
         "a valid bearer credential is required",
     );
-    e.bearer_challenge = true;
+    e.www_authenticate = Some("Bearer");
     e
 }
 

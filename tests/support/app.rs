@@ -61,6 +61,11 @@ pub struct AppOptions {
     pub max_connections: usize,
     /// `Some("127.0.0.1:0")` serves `/metrics` on a port of its own.
     pub metrics_listen: Option<&'static str>,
+    /// `ops.token`; `None` leaves it unset (every operator call refused).
+    pub ops_token: Option<&'static str>,
+    /// `supervision.max_restarts` and `supervision.window_secs`.
+    pub max_restarts: u32,
+    pub restart_window_secs: u64,
 }
 
 impl Default for AppOptions {
@@ -80,6 +85,9 @@ impl Default for AppOptions {
             keep_alive_idle_secs: 75,
             max_connections: 10_000,
             metrics_listen: None,
+            ops_token: None,
+            max_restarts: 5,
+            restart_window_secs: 60,
         }
     }
 }
@@ -135,7 +143,12 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         .merge(("http.header_timeout_secs", opts.header_timeout_secs))
         .merge(("http.body_timeout_secs", opts.body_timeout_secs))
         .merge(("http.keep_alive_idle_secs", opts.keep_alive_idle_secs))
-        .merge(("http.max_connections", opts.max_connections));
+        .merge(("http.max_connections", opts.max_connections))
+        .merge(("supervision.max_restarts", opts.max_restarts))
+        .merge(("supervision.window_secs", opts.restart_window_secs));
+    if let Some(token) = opts.ops_token {
+        figment = figment.merge(("ops.token", token));
+    }
     if let Some(addr) = opts.metrics_listen {
         figment = figment.merge(("http.metrics_listen", addr));
     }
