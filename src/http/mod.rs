@@ -10,6 +10,10 @@
 //! The loop also enforces [`ServeLimits`]: a deadline for request heads, a
 //! cap on open connections, and an idle timeout; the body deadline is
 //! enforced where bodies are read, in [`json_body`].
+//!
+//! Every response, errors and 404s included, leaves through [`finish`],
+//! which adds the security headers; rate limits are applied per route
+//! with [`AppState::rate_limit`] or [`rate_limit_by_ip`].
 
 mod error;
 mod licenses;
@@ -41,6 +45,7 @@ use seatwarden_actors::domain::ClientInfo;
 use seatwarden_actors::ports::{SeatLedger, Store};
 
 use crate::config::{ClientIpSource, HttpSettings};
+use crate::ratelimit::{Decision, Limit, RateKey, RateLimiter};
 use crate::signing::TokenSigner;
 
 pub use error::ApiError;
@@ -77,6 +82,45 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub heartbeat_interval_secs: u64,
     pub client_ip: ClientIpSource,
+    pub rate_limiter: Arc<dyn RateLimiter>,
+    /// `http.hsts`: send `Strict-Transport-Security`.
+    pub hsts: bool,
+}
+
+impl AppState {
+    /// Counts one request of `key` under `limit`: `Ok` when it may go on,
+    /// else the 429 `rate_limited` error with its `Retry-After`. Applying a
+    /// limit to a route is this one line in its handler:
+    ///
+    /// ```ignore
+    /// ctx.rate_limit(Limit::LoginPerAccount, &RateKey::of(email)).await?;
+    /// ```
+    pub async fn rate_limit(&self, limit: Limit, key: &RateKey) -> Result<(), ApiError> {
+        match self.rate_limiter.check(limit, key).await {
+            Decision::Allowed => Ok(()),
+            Decision::Limited { retry_after } => Err(error::rate_limited(retry_after)),
+        }
+    }
+}
+
+/// A filter that counts each request under `limit` by its client IP (as
+/// `http.client_ip` says) and rejects it with 429 when over: the one line
+/// for per-IP limits, `.and(rate_limit_by_ip(ctx.clone(), Limit::RegisterPerIp))`.
+pub fn rate_limit_by_ip(
+    ctx: AppContext,
+    limit: Limit,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    client(ctx.client_ip)
+        .and_then(move |client: ClientInfo| {
+            let ctx = ctx.clone();
+            async move {
+                let ip = client.ip.unwrap_or_default();
+                ctx.rate_limit(limit, &RateKey::of(ip))
+                    .await
+                    .map_err(warp::reject::custom)
+            }
+        })
+        .untuple_one()
 }
 
 /// The peer address of the connection a request came in on.
@@ -139,7 +183,8 @@ pub fn routes(
     ctx: AppContext,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    finish(api(ctx.clone()).or(ops::metrics(ctx)).unify())
+    let hsts = ctx.hsts;
+    finish(api(ctx.clone()).or(ops::metrics(ctx)).unify(), hsts)
 }
 
 /// The routes for the public port when `/metrics` is served elsewhere
@@ -148,7 +193,8 @@ pub fn public_routes(
     ctx: AppContext,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    finish(api(ctx))
+    let hsts = ctx.hsts;
+    finish(api(ctx), hsts)
 }
 
 /// `/metrics` alone, for the internal metrics port.
@@ -156,12 +202,15 @@ pub fn metrics_routes(
     ctx: AppContext,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    finish(ops::metrics(ctx))
+    let hsts = ctx.hsts;
+    finish(ops::metrics(ctx), hsts)
 }
 
-/// Errors recovered into JSON, and every request's latency recorded.
+/// Errors recovered into JSON, the security headers on every response,
+/// and every request's latency recorded.
 fn finish<F>(
     filter: F,
+    hsts: bool,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 where
     F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
@@ -173,7 +222,36 @@ where
     filter
         .recover(error::recover)
         .unify()
+        .map(move |mut response: warp::reply::Response| {
+            security_headers(response.headers_mut(), hsts);
+            response
+        })
         .with(warp::log::custom(ops::record_request))
+}
+
+/// The headers every response carries. The API serves JSON, PEM and
+/// metrics text, never a page: nothing may be sniffed into HTML, framed,
+/// leak a referrer, or load anything (`default-src 'none'`). HSTS only
+/// when `http.hsts` is on, since it binds browsers to HTTPS for two years.
+fn security_headers(headers: &mut http::HeaderMap, hsts: bool) {
+    use http::HeaderValue;
+    use http::header::{
+        CONTENT_SECURITY_POLICY, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY,
+        X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    };
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    if hsts {
+        headers.insert(
+            STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
 }
 
 /// Every endpoint but `/metrics`.
