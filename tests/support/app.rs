@@ -61,6 +61,10 @@ pub struct AppOptions {
     pub max_connections: usize,
     /// `Some("127.0.0.1:0")` serves `/metrics` on a port of its own.
     pub metrics_listen: Option<&'static str>,
+    /// Further settings, merged last: `("rate_limits.heartbeat_per_session",
+    /// "3/min".into())`. Rate limits are otherwise so high (a million a
+    /// second) that tests never meet them, though every check still runs.
+    pub overrides: Vec<(&'static str, figment::value::Value)>,
 }
 
 impl Default for AppOptions {
@@ -80,6 +84,7 @@ impl Default for AppOptions {
             keep_alive_idle_secs: 75,
             max_connections: 10_000,
             metrics_listen: None,
+            overrides: Vec::new(),
         }
     }
 }
@@ -147,6 +152,12 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         figment = figment
             .merge(("database.url", database_url.clone()))
             .merge(("redis.url", redis_url.clone()));
+    }
+    for limit in seatwarden::ratelimit::Limit::ALL {
+        figment = figment.merge((format!("rate_limits.{}", limit.name()), "1000000/sec"));
+    }
+    for (key, value) in &opts.overrides {
+        figment = figment.merge((*key, value.clone()));
     }
     Settings::from_figment(figment).expect("test settings are valid")
 }
