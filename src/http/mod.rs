@@ -105,19 +105,30 @@ impl AppState {
 
 /// A filter that counts each request under `limit` by its client IP (as
 /// `http.client_ip` says) and rejects it with 429 when over: the one line
-/// for per-IP limits, `.and(rate_limit_by_ip(ctx.clone(), Limit::RegisterPerIp))`.
+/// for per-IP limits, `.and(rate_limit_by_ip(&ctx, Limit::RegisterPerIp))`.
 pub fn rate_limit_by_ip(
-    ctx: AppContext,
+    ctx: &AppContext,
+    limit: Limit,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone + use<> {
+    limit_by_ip(ctx.rate_limiter.clone(), ctx.client_ip, limit)
+}
+
+fn limit_by_ip(
+    limiter: Arc<dyn RateLimiter>,
+    source: ClientIpSource,
     limit: Limit,
 ) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    client(ctx.client_ip)
+    client(source)
         .and_then(move |client: ClientInfo| {
-            let ctx = ctx.clone();
+            let limiter = limiter.clone();
             async move {
-                let ip = client.ip.unwrap_or_default();
-                ctx.rate_limit(limit, &RateKey::of(ip))
-                    .await
-                    .map_err(warp::reject::custom)
+                let key = RateKey::of(client.ip.unwrap_or_default());
+                match limiter.check(limit, &key).await {
+                    Decision::Allowed => Ok(()),
+                    Decision::Limited { retry_after } => {
+                        Err(warp::reject::custom(error::rate_limited(retry_after)))
+                    }
+                }
             }
         })
         .untuple_one()
@@ -531,4 +542,36 @@ where
         buf.put(chunk);
     }
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ratelimit::local::LocalRateLimiter;
+    use crate::ratelimit::{ManualClock, Rate, Rates};
+
+    #[tokio::test]
+    async fn the_per_ip_filter_counts_each_client_address_on_its_own() {
+        let rates = Rates::off().with(Limit::LoginPerIp, Rate::per(2, Duration::from_secs(60)));
+        let limiter = Arc::new(LocalRateLimiter::new(rates, Arc::new(ManualClock::new())));
+        let filter =
+            limit_by_ip(limiter, ClientIpSource::XForwardedFor, Limit::LoginPerIp).map(|| "ok");
+        let from = |ip: &str| {
+            warp::test::request()
+                .header("x-forwarded-for", format!("10.0.0.1, {ip}"))
+                .filter(&filter)
+        };
+
+        assert!(from("192.0.2.1").await.is_ok());
+        assert!(from("192.0.2.1").await.is_ok());
+        let refused = from("192.0.2.1").await.unwrap_err();
+        assert!(from("192.0.2.2").await.is_ok());
+
+        let error = refused.find::<ApiError>().expect("an ApiError");
+        assert_eq!(error.status, http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(error.code, "rate_limited");
+        assert_eq!(error.retry_after_secs, Some(30));
+    }
 }

@@ -45,7 +45,6 @@ type Keyed = governor::RateLimiter<
 
 /// A [`RateLimiter`] within one process.
 pub struct LocalRateLimiter {
-    rates: Rates,
     /// By [`Limit::index`]; `None` for limits that are off.
     limiters: [Option<Keyed>; 8],
     clock: Arc<dyn Clock>,
@@ -63,11 +62,7 @@ impl LocalRateLimiter {
                 GovernorClock(clock.clone()),
             ))
         });
-        Self {
-            rates,
-            limiters,
-            clock,
-        }
+        Self { limiters, clock }
     }
 
     /// Counts a request; the shared logic of [`RateLimiter::check`] and of
@@ -129,9 +124,5 @@ impl LocalRateLimiter {
 impl RateLimiter for LocalRateLimiter {
     async fn check(&self, limit: Limit, key: &RateKey) -> Decision {
         self.decide(limit, key)
-    }
-
-    fn rates(&self) -> &Rates {
-        &self.rates
     }
 }

@@ -29,7 +29,8 @@
 //! Applying a limit to a route is one line in its handler:
 //! `ctx.rate_limit(Limit::AcquirePerMachine, &key).await?` (see
 //! [`crate::http::AppState::rate_limit`]), or the filter
-//! [`crate::http::rate_limit_by_ip`] for per-IP limits.
+//! `.and(rate_limit_by_ip(&ctx, Limit::RegisterPerIp))` for per-IP limits
+//! ([`crate::http::rate_limit_by_ip`]).
 
 pub mod local;
 pub mod redis;
@@ -378,9 +379,6 @@ pub enum Decision {
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request of `key` under `limit`.
     async fn check(&self, limit: Limit, key: &RateKey) -> Decision;
-
-    /// The quota of every limit.
-    fn rates(&self) -> &Rates;
 }
 
 /// The time rate limits are counted in: milliseconds since the Unix epoch.

@@ -123,8 +123,4 @@ impl RateLimiter for RedisRateLimiter {
             }
         }
     }
-
-    fn rates(&self) -> &Rates {
-        &self.rates
-    }
 }
