@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use seatwarden_actors::{CoordinatorSettings, RestartPolicy};
 
+pub use crate::ratelimit::RateLimitSettings;
+
 /// The defaults, compiled in so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -29,6 +31,7 @@ pub struct Settings {
     pub supervision: SupervisionSettings,
     #[serde(default)]
     pub ops: OpsSettings,
+    pub rate_limits: RateLimitSettings,
     #[serde(default)]
     pub testing: TestingSettings,
 }
@@ -48,6 +51,10 @@ pub struct HttpSettings {
     /// When set, `/metrics` is served only here and not on `listen`.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Send `Strict-Transport-Security` on every response (only behind
+    /// TLS: the header is meaningless, and ignored, over plain HTTP).
+    #[serde(default)]
+    pub hsts: bool,
 }
 
 /// Where the client IP recorded with sessions comes from.
@@ -421,6 +428,49 @@ mod tests {
         assert_eq!(s.supervision.max_restarts, 5);
         assert_eq!(s.supervision.window_secs, 60);
         assert!(s.ops.token.is_none());
+        assert!(!s.http.hsts);
+    }
+
+    #[test]
+    fn the_default_rate_limits_are_the_issue_s_quotas() {
+        use crate::ratelimit::{Limit, Rate};
+        let s = Settings::from_figment(Figment::from(Toml::string(DEFAULTS))).unwrap();
+        let rates = s.rate_limits.rates();
+        let per = |n, secs| Rate::per(n, Duration::from_secs(secs));
+        for (limit, rate) in [
+            (Limit::LoginPerIp, per(5, 60)),
+            (Limit::LoginPerAccount, per(10, 60)),
+            (Limit::RegisterPerIp, per(3, 60)),
+            (Limit::ForgotPasswordPerAccount, per(3, 3600)),
+            (Limit::ValidatePerKey, per(60, 60)),
+            (Limit::ActivatePerKey, per(10, 3600)),
+            (Limit::AcquirePerMachine, per(10, 60)),
+            (Limit::HeartbeatPerSession, per(20, 60)),
+        ] {
+            assert_eq!(rates.get(limit), rate, "{limit}");
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_can_be_switched_off_alone_or_all_at_once() {
+        use crate::ratelimit::{Limit, Rate};
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("rate_limits.heartbeat_per_session", "off"));
+        let rates = Settings::from_figment(f).unwrap().rate_limits.rates();
+        assert_eq!(rates.get(Limit::HeartbeatPerSession), Rate::Off);
+        assert_ne!(rates.get(Limit::AcquirePerMachine), Rate::Off);
+
+        let f = Figment::from(Toml::string(DEFAULTS)).merge(("rate_limits.enabled", false));
+        let rates = Settings::from_figment(f).unwrap().rate_limits.rates();
+        assert!(Limit::ALL.iter().all(|l| rates.get(*l) == Rate::Off));
+    }
+
+    #[test]
+    fn a_rate_that_does_not_parse_is_refused_with_its_key() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("rate_limits.login_per_ip", "5 per minute"));
+        let error = Settings::from_figment(f).unwrap_err().to_string();
+        assert!(error.contains("login_per_ip"), "{error}");
     }
 
     #[test]

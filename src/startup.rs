@@ -21,6 +21,9 @@ use crate::config::Settings;
 use crate::http::{self, AppContext, AppState};
 use crate::ledger::memory::{MemoryLedger, RestoredLease};
 use crate::ledger::redis::RedisLedger;
+use crate::ratelimit::local::{HOUSEKEEPING_INTERVAL, LocalRateLimiter};
+use crate::ratelimit::redis::RedisRateLimiter;
+use crate::ratelimit::{RateLimiter, SystemClock};
 use crate::redact::redact_url;
 use crate::signing::{SigningConfig, TokenSigner};
 use crate::store::postgres::PostgresStore;
@@ -92,6 +95,32 @@ pub async fn open_ledger(
             let restored = ledger.restore(open);
             tracing::info!(restored, "in-process seat ledger (single node)");
             Ok(Arc::new(ledger))
+        }
+    }
+}
+
+/// Opens the rate limiter: in Redis when `redis.url` is set, so that limits
+/// hold across all nodes together, else in this process. Starts the
+/// housekeeping that keeps the in-process maps small (the Redis limiter's
+/// own for outages included).
+pub async fn open_rate_limiter(settings: &Settings) -> anyhow::Result<Arc<dyn RateLimiter>> {
+    let rates = settings.rate_limits.rates();
+    let clock = Arc::new(SystemClock);
+    match &settings.redis.url {
+        Some(url) => {
+            let url = url.expose_secret();
+            let timeout = Duration::from_millis(settings.redis.timeout_ms);
+            let limiter = RedisRateLimiter::connect(url, timeout, rates, clock)
+                .await
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("connecting to {} for rate limits", redact_url(url)))?;
+            limiter.fallback().spawn_housekeeping(HOUSEKEEPING_INTERVAL);
+            Ok(Arc::new(limiter))
+        }
+        None => {
+            let limiter = Arc::new(LocalRateLimiter::new(rates, clock));
+            limiter.spawn_housekeeping(HOUSEKEEPING_INTERVAL);
+            Ok(limiter)
         }
     }
 }
@@ -224,6 +253,7 @@ impl Application {
             ),
             None => None,
         };
+        let rate_limiter = open_rate_limiter(&settings).await?;
         let limits = http::ServeLimits::from_settings(&settings.http);
         let access = AccessTokens::load(
             settings.auth.access_token_secret.as_ref(),
@@ -243,6 +273,8 @@ impl Application {
             access,
             auth: settings.auth.clone(),
             ops_token: settings.ops.token.as_ref().map(http::OperatorToken::new),
+            rate_limiter,
+            hsts: settings.http.hsts,
         });
         if settings.ops.token.is_none() {
             tracing::info!("ops.token is not set: the operator API refuses every call");

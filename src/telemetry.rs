@@ -28,6 +28,11 @@ pub const ACQUIRES: &str = "seatwarden_acquire_total";
 pub const HEARTBEATS: &str = "seatwarden_heartbeat_total";
 /// Counter, by `result` (`ok` or an error code).
 pub const RELEASES: &str = "seatwarden_release_total";
+/// Counter, by `limit`: requests refused by a rate limit.
+pub const RATE_LIMITED: &str = "seatwarden_rate_limited_total";
+/// Counter, by `limit`: rate-limit checks that Redis failed, answered by
+/// the limit's outage policy instead.
+pub const RATE_LIMIT_ERRORS: &str = "seatwarden_rate_limit_errors_total";
 /// Histogram, by `route`, `method` and `status`.
 pub const REQUEST_DURATION: &str = "seatwarden_http_request_duration_seconds";
 
@@ -67,6 +72,11 @@ pub fn metrics_handle() -> PrometheusHandle {
             metrics::describe_counter!(ACQUIRES, "Acquire requests by result");
             metrics::describe_counter!(HEARTBEATS, "Heartbeat requests by result");
             metrics::describe_counter!(RELEASES, "Release requests by result");
+            metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by limit");
+            metrics::describe_counter!(
+                RATE_LIMIT_ERRORS,
+                "Rate-limit checks Redis failed (the limit's outage policy answered), by limit"
+            );
             metrics::describe_histogram!(
                 REQUEST_DURATION,
                 metrics::Unit::Seconds,

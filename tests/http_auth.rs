@@ -490,3 +490,36 @@ async fn an_access_token_of_another_deployment_is_refused() {
     let response = me(&other, tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn logins_past_the_per_ip_limit_get_429_with_retry_after() {
+    let app = spawn_app_with(AppOptions {
+        overrides: vec![("rate_limits.login_per_ip", "2/min".into())],
+        ..AppOptions::default()
+    })
+    .await;
+    for _ in 0..2 {
+        let response = login(&app, &unique_email("x"), PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = login(&app, &unique_email("x"), PASSWORD).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(error_code(limited).await, "rate_limited");
+}
+
+#[tokio::test]
+async fn forgot_password_past_the_per_account_limit_gets_429() {
+    let app = spawn_app_with(AppOptions {
+        overrides: vec![("rate_limits.forgot_password_per_account", "1/hour".into())],
+        ..AppOptions::default()
+    })
+    .await;
+    let email = unique_email("forgot");
+    let body = json!({"email": email});
+    let first = app.post_json("/api/v1/auth/forgot-password", &body).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let body = json!({"email": email.to_uppercase()});
+    let second = app.post_json("/api/v1/auth/forgot-password", &body).await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -1,6 +1,7 @@
 //! The public port under hostile or sloppy clients: slow headers, stalled
-//! bodies, idle keep-alive connections, too many connections, and metrics
-//! kept off the public port.
+//! bodies, idle keep-alive connections, too many connections, metrics
+//! kept off the public port, security headers on every response, and
+//! strict request bodies.
 
 mod support;
 
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use serde_json::Value;
-use support::{AppOptions, eventually, spawn_app_with};
+use serde_json::{Value, json};
+use support::{AppOptions, eventually, spawn_app, spawn_app_with};
 
 /// Slack on top of a configured timeout: the test machine is shared and slow.
 const MARGIN: Duration = Duration::from_secs(4);
@@ -298,4 +299,181 @@ async fn an_unknown_method_is_labelled_other_in_metrics() {
         "{text}"
     );
     assert!(!text.contains(r#"method="FOO""#), "{text}");
+}
+
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+];
+
+const HSTS: &str = "max-age=63072000; includeSubDomains";
+
+/// Asserts the security headers on `response` (HSTS as `hsts` says), and
+/// returns its status.
+fn assert_security_headers(response: &reqwest::Response, hsts: bool, what: &str) -> u16 {
+    let headers = response.headers();
+    for (name, value) in SECURITY_HEADERS {
+        assert_eq!(
+            headers.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{name} on {what} ({})",
+            response.status()
+        );
+    }
+    let sts = headers
+        .get("strict-transport-security")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(sts, hsts.then_some(HSTS), "HSTS on {what}");
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn every_kind_of_response_carries_the_security_headers_and_no_hsts_by_default() {
+    let app = spawn_app().await;
+    let lic = app.create_license(1).await;
+    let acquired = app.acquire(&lic.key, "m1").await;
+    assert_eq!(assert_security_headers(&acquired, false, "acquire"), 201);
+    let acquired: Value = acquired.json().await.unwrap();
+    let heartbeat = app.heartbeat_of(&acquired).await;
+    assert_eq!(assert_security_headers(&heartbeat, false, "heartbeat"), 200);
+
+    let session = acquired["session_id"].as_str().unwrap();
+    let url = app.url("/api/v1/licenses/acquire");
+    let cases = [
+        ("/health/live", app.get("/health/live").await, 200),
+        ("/health/ready", app.get("/health/ready").await, 200),
+        ("/metrics", app.get("/metrics").await, 200),
+        (
+            "public key",
+            app.get("/api/v1/licenses/public-key").await,
+            200,
+        ),
+        ("jwks", app.get("/.well-known/jwks.json").await, 200),
+        ("unknown path", app.get("/nope").await, 404),
+        (
+            "wrong method",
+            app.client.get(&url).send().await.unwrap(),
+            405,
+        ),
+        (
+            "bad body",
+            app.client.post(&url).body("{").send().await.unwrap(),
+            400,
+        ),
+        ("bad token", app.heartbeat(session, "forged").await, 401),
+        (
+            "too large",
+            app.client
+                .post(&url)
+                .body(vec![b' '; 17 * 1024])
+                .send()
+                .await
+                .unwrap(),
+            413,
+        ),
+    ];
+    for (what, response, status) in cases {
+        assert_eq!(
+            assert_security_headers(&response, false, what),
+            status,
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_hsts_on_every_response_carries_it_on_both_ports() {
+    let app = spawn_app_with(AppOptions {
+        metrics_listen: Some("127.0.0.1:0"),
+        overrides: vec![("http.hsts", true.into())],
+        ..AppOptions::default()
+    })
+    .await;
+    let metrics_url = format!("http://{}/metrics", app.metrics_addr.unwrap());
+
+    let live = app.get("/health/live").await;
+    let missing = app.get("/metrics").await;
+    let metrics = app.client.get(metrics_url).send().await.unwrap();
+
+    assert_eq!(assert_security_headers(&live, true, "live"), 200);
+    assert_eq!(
+        assert_security_headers(&missing, true, "public /metrics"),
+        404
+    );
+    assert_eq!(assert_security_headers(&metrics, true, "metrics port"), 200);
+}
+
+async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    assert_eq!(body["error"], code, "{body}");
+    body["message"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn an_acquire_body_with_a_field_we_do_not_know_is_refused_with_400() {
+    let app = spawn_app().await;
+    let lic = app.create_license(1).await;
+
+    let misspelled = app
+        .post_json(
+            "/api/v1/licenses/acquire",
+            &json!({"license_key": lic.key, "hardware_id": "m1", "hostnmae": "box"}),
+        )
+        .await;
+    let message = assert_error(misspelled, 400, "invalid_body").await;
+    assert!(message.contains("hostnmae"), "{message}");
+
+    // Every field we do know is still accepted, and nothing was taken.
+    let full = app
+        .post_json(
+            "/api/v1/licenses/acquire",
+            &json!({
+                "license_key": lic.key, "hardware_id": "m1", "metadata": {"seat": "a"},
+                "client_version": "4.2", "os": "linux", "hostname": "box",
+            }),
+        )
+        .await;
+    assert_eq!(full.status(), 201);
+}
+
+#[tokio::test]
+async fn client_facts_beyond_their_length_limits_are_refused_with_their_own_codes() {
+    let app = spawn_app().await;
+    let lic = app.create_license(1).await;
+    let acquire = |field: &str, value: String| {
+        let mut body = json!({"license_key": lic.key, "hardware_id": "m1"});
+        body[field] = Value::String(value);
+        body
+    };
+    for (field, max, code) in [
+        ("client_version", 64, "invalid_client_version"),
+        ("os", 128, "invalid_os"),
+        ("hostname", 253, "invalid_hostname"),
+    ] {
+        let long = app
+            .post_json(
+                "/api/v1/licenses/acquire",
+                &acquire(field, "v".repeat(max + 1)),
+            )
+            .await;
+        let message = assert_error(long, 400, code).await;
+        assert!(message.contains(&max.to_string()), "{message}");
+        let control = app
+            .post_json("/api/v1/licenses/acquire", &acquire(field, "a\nb".into()))
+            .await;
+        assert_error(control, 400, code).await;
+    }
+
+    let mut at_limits = json!({"license_key": lic.key, "hardware_id": "m1"});
+    at_limits["client_version"] = "v".repeat(64).into();
+    at_limits["os"] = "o".repeat(128).into();
+    at_limits["hostname"] = "h".repeat(253).into();
+    let ok = app.post_json("/api/v1/licenses/acquire", &at_limits).await;
+    assert_eq!(ok.status(), 201);
 }

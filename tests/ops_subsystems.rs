@@ -556,7 +556,10 @@ async fn a_platform_administrator_is_an_operator_and_any_other_user_gets_403() {
     let admin = access_token(&app, "root@example.com", password).await;
     let admin = format!("Bearer {admin}");
     assert_eq!(list_with(&app, Some(&admin)).await.status(), 200);
-    assert_eq!(restart_with(&app, "sweeper", Some(&admin)).await.status(), 200);
+    assert_eq!(
+        restart_with(&app, "sweeper", Some(&admin)).await.status(),
+        200
+    );
 
     let registered = app
         .post_json(
@@ -572,5 +575,8 @@ async fn a_platform_administrator_is_an_operator_and_any_other_user_gets_403() {
     assert_eq!(refused.status(), 403);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "forbidden");
-    assert_eq!(restart_with(&app, "sweeper", Some(&user)).await.status(), 403);
+    assert_eq!(
+        restart_with(&app, "sweeper", Some(&user)).await.status(),
+        403
+    );
 }

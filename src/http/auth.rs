@@ -26,6 +26,7 @@ use seatwarden_actors::ports::{MailKind, NewMail, RefreshOutcome};
 use super::principal::{self, unauthenticated};
 use super::{ApiError, AppContext, client, json_body};
 use crate::auth::{AccessClaims, passwords, tokens};
+use crate::ratelimit::{Limit, RateKey};
 
 const MAX_EMAIL: usize = 254;
 const MAX_NAME: usize = 200;
@@ -166,6 +167,12 @@ fn password_bytes(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The rate-limit key of an account: its address, as the store compares
+/// them (case-insensitively).
+fn account_key(email: &str) -> RateKey {
+    RateKey::of(email.to_lowercase())
+}
+
 fn invalid_credentials() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -213,8 +220,9 @@ fn mail_enqueued(ctx: &AppContext) {
 pub fn register(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("register"))
+    path("register")
+        .and(warp::post())
+        .and(super::rate_limit_by_ip(&ctx, Limit::RegisterPerIp))
         .and(with_ctx(ctx.clone()))
         .and(client(ctx.client_ip))
         .and(json_body::<RegisterRequest>())
@@ -285,8 +293,8 @@ async fn handle_register(
 pub fn verify_email(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::get()
-        .and(path("verify-email"))
+    path("verify-email")
+        .and(warp::get())
         .and(with_ctx(ctx))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and_then(|ctx: AppContext, query: String| async move {
@@ -343,8 +351,9 @@ async fn handle_verify(ctx: AppContext, query: String) -> Result<Response, ApiEr
 pub fn login(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("login"))
+    path("login")
+        .and(warp::post())
+        .and(super::rate_limit_by_ip(&ctx, Limit::LoginPerIp))
         .and(with_ctx(ctx.clone()))
         .and(client(ctx.client_ip))
         .and(json_body::<LoginRequest>())
@@ -365,6 +374,10 @@ async fn handle_login(
     if req.email.chars().count() > MAX_EMAIL || req.password.len() > MAX_PASSWORD_BYTES {
         return Err(invalid_credentials());
     }
+    // Per account, whatever the IP: a botnet guessing one account's
+    // password from many addresses meets this limit, then the lockout.
+    ctx.rate_limit(Limit::LoginPerAccount, &account_key(&req.email))
+        .await?;
     let password = SecretString::from(req.password);
     let Some(creds) = ctx.store.credentials(&req.email).await? else {
         passwords::verify_nothing(password).await;
@@ -450,8 +463,8 @@ fn token_response(ctx: &AppContext, access_token: String, refresh_token: String)
 pub fn refresh(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("refresh"))
+    path("refresh")
+        .and(warp::post())
         .and(with_ctx(ctx))
         .and(json_body::<RefreshRequest>())
         .and_then(|ctx: AppContext, req: RefreshRequest| async move {
@@ -501,8 +514,8 @@ async fn handle_refresh(ctx: AppContext, req: RefreshRequest) -> Result<Response
 pub fn logout(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("logout"))
+    path("logout")
+        .and(warp::post())
         .and(with_ctx(ctx))
         .and(json_body::<RefreshRequest>())
         .and_then(|ctx: AppContext, req: RefreshRequest| async move {
@@ -522,8 +535,8 @@ pub fn logout(
 
 /// `GET /api/v1/auth/me`
 pub fn me(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::get()
-        .and(path("me"))
+    path("me")
+        .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and(principal::user(ctx))
         .and_then(|ctx: AppContext, claims: AccessClaims| async move {
@@ -562,8 +575,8 @@ async fn handle_me(ctx: AppContext, claims: AccessClaims) -> Result<Response, Ap
 pub fn forgot_password(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("forgot-password"))
+    path("forgot-password")
+        .and(warp::post())
         .and(with_ctx(ctx.clone()))
         .and(client(ctx.client_ip))
         .and(json_body::<ForgotRequest>())
@@ -582,6 +595,8 @@ async fn handle_forgot(
     req: ForgotRequest,
 ) -> Result<Response, ApiError> {
     validate_email(&req.email)?;
+    ctx.rate_limit(Limit::ForgotPasswordPerAccount, &account_key(&req.email))
+        .await?;
     if let Some(creds) = ctx.store.credentials(&req.email).await? {
         let (token, token_hash) = tokens::generate(tokens::EMAIL_PREFIX);
         let reset = NewUserToken {
@@ -618,8 +633,8 @@ async fn handle_forgot(
 pub fn reset_password(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("reset-password"))
+    path("reset-password")
+        .and(warp::post())
         .and(with_ctx(ctx))
         .and(json_body::<ResetRequest>())
         .and_then(|ctx: AppContext, req: ResetRequest| async move {

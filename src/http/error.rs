@@ -217,3 +217,35 @@ pub fn request_timeout() -> ApiError {
         "the request body did not arrive in time",
     )
 }
+
+/// Over a rate limit: 429 with `Retry-After` in whole seconds, rounded up
+/// and at least 1, so that a client that waits that long is let in.
+pub fn rate_limited(retry_after: std::time::Duration) -> ApiError {
+    let secs = retry_after.as_millis().div_ceil(1000).max(1);
+    let secs = u64::try_from(secs).unwrap_or(u64::MAX);
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests; retry in {secs} s"),
+    );
+    error.retry_after_secs = Some(secs);
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::rate_limited;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
+        let secs = |ms| rate_limited(Duration::from_millis(ms)).retry_after_secs;
+        assert_eq!(secs(1), Some(1));
+        assert_eq!(secs(999), Some(1));
+        assert_eq!(secs(1000), Some(1));
+        assert_eq!(secs(1001), Some(2));
+        assert_eq!(secs(12_000), Some(12));
+        assert_eq!(secs(0), Some(1));
+    }
+}

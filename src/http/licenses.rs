@@ -11,16 +11,22 @@ use warp::reply::{Reply, Response};
 use std::sync::Arc;
 use std::time::Duration;
 
-use seatwarden_actors::domain::{ClientInfo, LicenseId, OrgId, SessionId};
+use seatwarden_actors::domain::{ClientInfo, LicenseId, LicenseKey, OrgId, SessionId};
 use seatwarden_actors::{Acquired, CoordinatorError, SessionRef, token_expiry};
 
 use super::{ApiError, AppContext, client, json_body};
+use crate::ratelimit::{Limit, RateKey};
 use crate::signing::SeatClaims;
 use crate::telemetry::{ACQUIRES, HEARTBEATS, RELEASES};
 
 const MAX_KEY_LEN: usize = 128;
 const MAX_HARDWARE_ID_CHARS: usize = 256;
 const MAX_METADATA_BYTES: usize = 4096;
+/// Limits of the optional client facts, in characters.
+const MAX_CLIENT_VERSION_CHARS: usize = 64;
+const MAX_OS_CHARS: usize = 128;
+/// A DNS name is at most 253 characters.
+const MAX_HOSTNAME_CHARS: usize = 253;
 
 fn with_ctx(
     ctx: AppContext,
@@ -28,8 +34,11 @@ fn with_ctx(
     warp::any().map(move || ctx.clone())
 }
 
-/// The body of an acquire request.
+/// The body of an acquire request. A field we don't know is a 400
+/// `invalid_body`: a misspelled optional field (`hostnmae`) would
+/// otherwise be dropped without a word.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
     license_key: String,
     hardware_id: String,
@@ -89,12 +98,45 @@ fn validate_license_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An optional client fact (`client_version`, `os`, `hostname`): at most
+/// `max` characters, none of them control characters.
+fn validate_fact(
+    value: Option<&str>,
+    max: usize,
+    code: &'static str,
+    name: &str,
+) -> Result<(), ApiError> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    if value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            code,
+            format!("{name} must be at most {max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
 impl AcquireRequest {
     /// Validates the fields and gathers the optional client facts into one
     /// JSON object.
     fn validate(self) -> Result<(String, String, Option<Value>), ApiError> {
         validate_license_key(&self.license_key)?;
         validate_hardware_id(&self.hardware_id)?;
+        validate_fact(
+            self.client_version.as_deref(),
+            MAX_CLIENT_VERSION_CHARS,
+            "invalid_client_version",
+            "client_version",
+        )?;
+        validate_fact(self.os.as_deref(), MAX_OS_CHARS, "invalid_os", "os")?;
+        validate_fact(
+            self.hostname.as_deref(),
+            MAX_HOSTNAME_CHARS,
+            "invalid_hostname",
+            "hostname",
+        )?;
         let mut metadata = self.metadata.unwrap_or_default();
         for (name, value) in [
             ("client_version", self.client_version),
@@ -156,6 +198,8 @@ async fn acquire_seat(
     ctx: &AppContext,
 ) -> Result<(Response, &'static str), ApiError> {
     let (key, hardware_id, metadata) = body.validate()?;
+    ctx.rate_limit(Limit::AcquirePerMachine, &machine_key(&key, &hardware_id))
+        .await?;
     let acquired = ctx
         .coordinator
         .acquire(&key, hardware_id, client, metadata)
@@ -206,6 +250,15 @@ async fn acquire_seat(
     };
     let response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
     Ok((response, outcome))
+}
+
+/// What acquires are counted by: the license key (normalized, so that
+/// spelling it differently is the same key) and the hardware id.
+fn machine_key(license_key: &str, hardware_id: &str) -> RateKey {
+    RateKey::builder()
+        .part(LicenseKey::normalize(license_key))
+        .part(hardware_id)
+        .finish()
 }
 
 /// Signs `claims` for a lease ending at `lease_expires_at`: the token lets
@@ -312,6 +365,10 @@ async fn heartbeat_session(
     auth: Option<&str>,
 ) -> Result<(Response, &'static str), ApiError> {
     let (session, claims) = authorize(ctx, id, auth).await?;
+    // Counted once the token proved the caller holds the session, so that
+    // nobody else can use up its heartbeats.
+    let key = RateKey::of(session.session.0.as_bytes());
+    ctx.rate_limit(Limit::HeartbeatPerSession, &key).await?;
     let beat = ctx.coordinator.heartbeat(&session).await?;
     let settings = ctx.coordinator.settings();
     // Re-sign only when the token's lease part would run out before the
@@ -446,5 +503,17 @@ mod tests {
         assert!(validate_hardware_id("   ").is_err());
         assert!(validate_hardware_id("a\nb").is_err());
         assert!(validate_hardware_id("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn a_license_key_spelled_differently_is_one_rate_key() {
+        assert_eq!(
+            machine_key("coditect-abcd-ooil", "m1"),
+            machine_key(" CODITECT-ABCD-0011 ", "m1")
+        );
+        assert_ne!(
+            machine_key("CODITECT-ABCD", "m1"),
+            machine_key("CODITECT-ABCD", "m2")
+        );
     }
 }

@@ -10,6 +10,10 @@
 //! The loop also enforces [`ServeLimits`]: a deadline for request heads, a
 //! cap on open connections, and an idle timeout; the body deadline is
 //! enforced where bodies are read, in [`json_body`].
+//!
+//! Every response, errors and 404s included, leaves through [`finish`],
+//! which adds the security headers; rate limits are applied per route
+//! with [`AppState::rate_limit`] or [`rate_limit_by_ip`].
 
 mod auth;
 pub use auth::validate_email;
@@ -44,6 +48,7 @@ use seatwarden_actors::domain::ClientInfo;
 use seatwarden_actors::ports::{SeatLedger, Store};
 
 use crate::config::{ClientIpSource, HttpSettings};
+use crate::ratelimit::{Decision, Limit, RateKey, RateLimiter};
 use crate::signing::TokenSigner;
 
 pub use error::ApiError;
@@ -86,6 +91,56 @@ pub struct AppState {
     pub auth: crate::config::AuthSettings,
     /// `ops.token`, as a digest; `None` refuses every operator call.
     pub ops_token: Option<OperatorToken>,
+    pub rate_limiter: Arc<dyn RateLimiter>,
+    /// `http.hsts`: send `Strict-Transport-Security`.
+    pub hsts: bool,
+}
+
+impl AppState {
+    /// Counts one request of `key` under `limit`: `Ok` when it may go on,
+    /// else the 429 `rate_limited` error with its `Retry-After`. Applying a
+    /// limit to a route is this one line in its handler:
+    ///
+    /// ```ignore
+    /// ctx.rate_limit(Limit::LoginPerAccount, &RateKey::of(email)).await?;
+    /// ```
+    pub async fn rate_limit(&self, limit: Limit, key: &RateKey) -> Result<(), ApiError> {
+        match self.rate_limiter.check(limit, key).await {
+            Decision::Allowed => Ok(()),
+            Decision::Limited { retry_after } => Err(error::rate_limited(retry_after)),
+        }
+    }
+}
+
+/// A filter that counts each request under `limit` by its client IP (as
+/// `http.client_ip` says) and rejects it with 429 when over: the one line
+/// for per-IP limits, `.and(rate_limit_by_ip(&ctx, Limit::RegisterPerIp))`.
+pub fn rate_limit_by_ip(
+    ctx: &AppContext,
+    limit: Limit,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone + use<> {
+    limit_by_ip(ctx.rate_limiter.clone(), ctx.client_ip, limit)
+}
+
+fn limit_by_ip(
+    limiter: Arc<dyn RateLimiter>,
+    source: ClientIpSource,
+    limit: Limit,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    client(source)
+        .and_then(move |client: ClientInfo| {
+            let limiter = limiter.clone();
+            async move {
+                let key = RateKey::of(client.ip.unwrap_or_default());
+                match limiter.check(limit, &key).await {
+                    Decision::Allowed => Ok(()),
+                    Decision::Limited { retry_after } => {
+                        Err(warp::reject::custom(error::rate_limited(retry_after)))
+                    }
+                }
+            }
+        })
+        .untuple_one()
 }
 
 /// The peer address of the connection a request came in on.
@@ -148,7 +203,8 @@ pub fn routes(
     ctx: AppContext,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    finish(api(ctx.clone()).or(ops::metrics(ctx)).unify())
+    let hsts = ctx.hsts;
+    finish(api(ctx.clone()).or(ops::metrics(ctx)).unify(), hsts)
 }
 
 /// The routes for the public port when `/metrics` is served elsewhere
@@ -157,7 +213,8 @@ pub fn public_routes(
     ctx: AppContext,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    finish(api(ctx))
+    let hsts = ctx.hsts;
+    finish(api(ctx), hsts)
 }
 
 /// `/metrics` alone, for the internal metrics port.
@@ -165,12 +222,15 @@ pub fn metrics_routes(
     ctx: AppContext,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    finish(ops::metrics(ctx))
+    let hsts = ctx.hsts;
+    finish(ops::metrics(ctx), hsts)
 }
 
-/// Errors recovered into JSON, and every request's latency recorded.
+/// Errors recovered into JSON, the security headers on every response,
+/// and every request's latency recorded.
 fn finish<F>(
     filter: F,
+    hsts: bool,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 where
     F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
@@ -182,7 +242,36 @@ where
     filter
         .recover(error::recover)
         .unify()
+        .map(move |mut response: warp::reply::Response| {
+            security_headers(response.headers_mut(), hsts);
+            response
+        })
         .with(warp::log::custom(ops::record_request))
+}
+
+/// The headers every response carries. The API serves JSON, PEM and
+/// metrics text, never a page: nothing may be sniffed into HTML, framed,
+/// leak a referrer, or load anything (`default-src 'none'`). HSTS only
+/// when `http.hsts` is on, since it binds browsers to HTTPS for two years.
+fn security_headers(headers: &mut http::HeaderMap, hsts: bool) {
+    use http::HeaderValue;
+    use http::header::{
+        CONTENT_SECURITY_POLICY, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY,
+        X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    };
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    if hsts {
+        headers.insert(
+            STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
 }
 
 /// Every endpoint but `/metrics`.
@@ -494,4 +583,36 @@ where
         buf.put(chunk);
     }
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ratelimit::local::LocalRateLimiter;
+    use crate::ratelimit::{ManualClock, Rate, Rates};
+
+    #[tokio::test]
+    async fn the_per_ip_filter_counts_each_client_address_on_its_own() {
+        let rates = Rates::off().with(Limit::LoginPerIp, Rate::per(2, Duration::from_secs(60)));
+        let limiter = Arc::new(LocalRateLimiter::new(rates, Arc::new(ManualClock::new())));
+        let filter =
+            limit_by_ip(limiter, ClientIpSource::XForwardedFor, Limit::LoginPerIp).map(|| "ok");
+        let from = |ip: &str| {
+            warp::test::request()
+                .header("x-forwarded-for", format!("10.0.0.1, {ip}"))
+                .filter(&filter)
+        };
+
+        assert!(from("192.0.2.1").await.is_ok());
+        assert!(from("192.0.2.1").await.is_ok());
+        let refused = from("192.0.2.1").await.unwrap_err();
+        assert!(from("192.0.2.2").await.is_ok());
+
+        let error = refused.find::<ApiError>().expect("an ApiError");
+        assert_eq!(error.status, http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(error.code, "rate_limited");
+        assert_eq!(error.retry_after_secs, Some(30));
+    }
 }

@@ -357,6 +357,7 @@ fn status_label(status: StatusCode) -> SharedString {
         410 => "410",
         413 => "413",
         415 => "415",
+        429 => "429",
         500 => "500",
         503 => "503",
         _ => return SharedString::from(status.as_str().to_owned()),

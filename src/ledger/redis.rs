@@ -103,32 +103,9 @@ impl RedisLedger {
     /// fails with [`LedgerError::Unavailable`] after `timeout` instead of
     /// hanging. Error messages never contain the URL's password.
     pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, LedgerError> {
-        let secrets = url_password_forms(url);
-        let fail = |what: &str, detail: String| {
-            LedgerError::Unavailable(scrub(&format!("{what}: {detail}"), &secrets))
-        };
-        let client =
-            redis::Client::open(url).map_err(|e| fail("invalid Redis URL", e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_max_delay(Duration::from_secs(2));
-        // One plain attempt first: the connection manager retries with
-        // backoff, which would turn "connection refused" or a failed AUTH into
-        // a bare timeout.
-        let connecting = async {
-            client.get_multiplexed_async_connection().await?;
-            ConnectionManager::new_with_config(client, config).await
-        };
-        let con = tokio::time::timeout(timeout, connecting)
+        let (con, secrets) = connect_manager(url, timeout)
             .await
-            .map_err(|_| {
-                fail(
-                    "cannot connect to Redis",
-                    format!("timed out after {timeout:?}"),
-                )
-            })?
-            .map_err(|e| fail("cannot connect to Redis", e.to_string()))?;
+            .map_err(LedgerError::Unavailable)?;
         Ok(Self {
             con,
             timeout,
@@ -204,6 +181,40 @@ impl RedisLedger {
             ))),
         }
     }
+}
+
+/// Connects a [`ConnectionManager`] to `url`, failing after `timeout`
+/// instead of hanging, with per-call timeouts of `timeout` too. Returns
+/// it with the forms of the URL's password to scrub from error messages;
+/// an error message has them scrubbed already.
+pub(crate) async fn connect_manager(
+    url: &str,
+    timeout: Duration,
+) -> Result<(ConnectionManager, Vec<String>), String> {
+    let secrets = url_password_forms(url);
+    let fail = |what: &str, detail: String| scrub(&format!("{what}: {detail}"), &secrets);
+    let client = redis::Client::open(url).map_err(|e| fail("invalid Redis URL", e.to_string()))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_max_delay(Duration::from_secs(2));
+    // One plain attempt first: the connection manager retries with
+    // backoff, which would turn "connection refused" or a failed AUTH into
+    // a bare timeout.
+    let connecting = async {
+        client.get_multiplexed_async_connection().await?;
+        ConnectionManager::new_with_config(client, config).await
+    };
+    let con = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| {
+            fail(
+                "cannot connect to Redis",
+                format!("timed out after {timeout:?}"),
+            )
+        })?
+        .map_err(|e| fail("cannot connect to Redis", e.to_string()))?;
+    Ok((con, secrets))
 }
 
 /// `sw:{<org>}:lic:<license>`: the hash tag keeps an organization's keys in

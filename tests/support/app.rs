@@ -66,6 +66,10 @@ pub struct AppOptions {
     /// `supervision.max_restarts` and `supervision.window_secs`.
     pub max_restarts: u32,
     pub restart_window_secs: u64,
+    /// Further settings, merged last: `("rate_limits.heartbeat_per_session",
+    /// "3/min".into())`. Rate limits are otherwise so high (a million a
+    /// second) that tests never meet them, though every check still runs.
+    pub overrides: Vec<(&'static str, figment::value::Value)>,
 }
 
 impl Default for AppOptions {
@@ -88,6 +92,7 @@ impl Default for AppOptions {
             ops_token: None,
             max_restarts: 5,
             restart_window_secs: 60,
+            overrides: Vec::new(),
         }
     }
 }
@@ -160,6 +165,12 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         figment = figment
             .merge(("database.url", database_url.clone()))
             .merge(("redis.url", redis_url.clone()));
+    }
+    for limit in seatwarden::ratelimit::Limit::ALL {
+        figment = figment.merge((format!("rate_limits.{}", limit.name()), "1000000/sec"));
+    }
+    for (key, value) in &opts.overrides {
+        figment = figment.merge((*key, value.clone()));
     }
     Settings::from_figment(figment).expect("test settings are valid")
 }
