@@ -16,6 +16,8 @@ use seatwarden_actors::ports::{
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
+mod outbox;
+
 use super::{
     AUDIT_OF_LICENSE, AuditRow, DbTime, DbUuid, LICENSE_BY_ID, LICENSE_BY_KEY_HASH,
     LICENSE_CHANGES, LICENSE_REVISION, LicenseChangeRow, LicenseRow, ORG_BY_ID,
