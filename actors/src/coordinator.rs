@@ -21,12 +21,16 @@ use crate::domain::{
     SessionId, SessionRecord,
 };
 use crate::error::CoordinatorError;
+use crate::mailer::MailerArguments;
 use crate::messages::{
-    Acquired, Beat, OrgMessage, OrgSupervisorMessage, Released, RootMessage, SessionRef,
+    Acquired, Beat, MailerMessage, OrgMessage, OrgSupervisorMessage, Released, RootMessage,
+    SessionRef,
 };
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
-use crate::ports::{LeaseGrant, LeaseRequest, LicenseStore, SeatLedger, SessionStore};
+use crate::ports::{
+    LeaseGrant, LeaseRequest, LicenseStore, MailSender, Outbox, SeatLedger, SessionStore,
+};
 use crate::root::{RootArguments, RootSupervisor};
 use crate::settings::CoordinatorSettings;
 use crate::sweeper::{self, SweepReport, SweeperArguments};
@@ -58,6 +62,10 @@ pub struct Ports {
     pub licenses: Arc<dyn LicenseStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub ledger: Arc<dyn SeatLedger>,
+    /// Email waiting to be sent, and its delivery record.
+    pub outbox: Arc<dyn Outbox>,
+    /// The mail transport.
+    pub mail: Arc<dyn MailSender>,
 }
 
 /// Handle to a running coordinator.
@@ -104,6 +112,11 @@ impl Coordinator {
                 licenses: ports.licenses.clone(),
                 ledger: ports.ledger.clone(),
                 settings: settings.clone(),
+            },
+            mailer: MailerArguments {
+                outbox: ports.outbox.clone(),
+                sender: ports.mail.clone(),
+                settings: Arc::new(settings.mailer.clone()),
             },
         };
         let (root, handle) = Actor::spawn(Some(names.root()), RootSupervisor, args)
@@ -445,6 +458,40 @@ impl Coordinator {
             .inner
             .root
             .call(RootMessage::RestartOrgs, Some(Duration::from_secs(30)))
+            .await
+        {
+            Ok(CallResult::Success(r)) => r.map_err(CoordinatorError::Busy),
+            _ => Err(CoordinatorError::Busy(
+                "root supervisor did not answer".into(),
+            )),
+        }
+    }
+
+    /// Tells this node's mailer that mail was just enqueued, so it goes out
+    /// now rather than at the next poll. Call it after the transaction that
+    /// wrote the mail committed. Never waits and never fails: when the
+    /// mailer is not running (restarting), its next start or poll finds
+    /// the mail anyway.
+    pub fn kick_mailer(&self) {
+        if let Some(mailer) = ActorRef::<MailerMessage>::where_is(self.inner.names.mailer()) {
+            let _ = mailer.cast(MailerMessage::Kick);
+        }
+    }
+
+    /// The id of this node's running mailer, if any. A restarted mailer has
+    /// a new id.
+    pub fn mailer_id(&self) -> Option<ractor::ActorId> {
+        ActorRef::<MailerMessage>::where_is(self.inner.names.mailer()).map(|a| a.get_id())
+    }
+
+    /// Operator action: stops the mailer gracefully (the message in flight
+    /// is finished and recorded, the rest of its claim handed back) and
+    /// starts it afresh.
+    pub async fn restart_mailer(&self) -> Result<(), CoordinatorError> {
+        match self
+            .inner
+            .root
+            .call(RootMessage::RestartMailer, Some(Duration::from_secs(30)))
             .await
         {
             Ok(CallResult::Success(r)) => r.map_err(CoordinatorError::Busy),

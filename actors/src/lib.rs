@@ -16,8 +16,10 @@
 //! │   └── ...
 //! ├── SweeperActor         "sweeper"   claims lapsed sessions cluster-wide and
 //! │                                    closes their records
-//! └── LicenseWatcherActor  "watcher"   hears license changes; revokes leases of
-//!                                      suspended licenses
+//! ├── LicenseWatcherActor  "watcher"   hears license changes; revokes leases of
+//! │                                    suspended licenses
+//! └── MailerActor          "mailer"    claims due outbox mail cluster-wide and
+//!                                      sends it, with backoff
 //! ```
 //!
 //! Live seats are held by the ledger (Redis or in-process) and history by the
@@ -33,6 +35,7 @@
 pub mod coordinator;
 pub mod domain;
 pub mod error;
+pub mod mailer;
 pub mod messages;
 pub mod metrics;
 mod names;
@@ -47,4 +50,4 @@ pub mod watcher;
 pub use coordinator::{Coordinator, Ports, token_expiry};
 pub use error::CoordinatorError;
 pub use messages::{Acquired, Beat, Released, SessionRef};
-pub use settings::CoordinatorSettings;
+pub use settings::{CoordinatorSettings, MailerSettings};

@@ -93,10 +93,26 @@ pub enum WatcherMessage {
     Poll,
 }
 
+/// Messages of the mailer.
+pub enum MailerMessage {
+    /// The periodic look at the outbox; schedules the next one.
+    Poll,
+    /// Mail was just enqueued: look at the outbox now rather than at the
+    /// next poll. Cheap and idempotent; kicks while busy add nothing.
+    Kick,
+    /// Send the next message of the claimed batch. One message per
+    /// message, so that a stop waits for the send in flight only.
+    SendNext,
+}
+
 /// Messages of the root supervisor.
 pub enum RootMessage {
     /// Operator action: stop the organization supervisor and every
     /// organization actor, then start them afresh. Live sessions survive:
     /// they are held by the ledger and the store, not by the actors.
     RestartOrgs(RpcReplyPort<Result<(), String>>),
+    /// Stop the mailer gracefully (it finishes the message in flight and
+    /// hands back the rest of its claim), then start it afresh. Pending
+    /// mail survives in the outbox.
+    RestartMailer(RpcReplyPort<Result<(), String>>),
 }

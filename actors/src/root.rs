@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::messages::{OrgSupervisorMessage, RootMessage, SweeperMessage, WatcherMessage};
+use crate::mailer::{MailerActor, MailerArguments};
+use crate::messages::{
+    MailerMessage, OrgSupervisorMessage, RootMessage, SweeperMessage, WatcherMessage,
+};
 use crate::metrics as m;
 use crate::org_supervisor::{OrgSupervisor, OrgSupervisorArguments};
 use crate::sweeper::{SweeperActor, SweeperArguments};
@@ -17,6 +20,7 @@ pub struct RootArguments {
     pub orgs: OrgSupervisorArguments,
     pub sweeper: SweeperArguments,
     pub watcher: WatcherArguments,
+    pub mailer: MailerArguments,
 }
 
 /// The root's subsystems. Adding one is a variant, a name and a spawn arm.
@@ -28,16 +32,19 @@ pub enum Subsystem {
     Sweeper,
     /// The license watcher.
     Watcher,
+    /// Delivers the outbox.
+    Mailer,
 }
 
 impl Subsystem {
-    pub const ALL: [Subsystem; 3] = [Self::Orgs, Self::Sweeper, Self::Watcher];
+    pub const ALL: [Subsystem; 4] = [Self::Orgs, Self::Sweeper, Self::Watcher, Self::Mailer];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Orgs => "orgs",
             Self::Sweeper => "sweeper",
             Self::Watcher => "watcher",
+            Self::Mailer => "mailer",
         }
     }
 }
@@ -85,6 +92,16 @@ async fn spawn(
             )
             .await?;
             ActorRef::<WatcherMessage>::get_cell(&a)
+        }
+        Subsystem::Mailer => {
+            let (a, _) = Actor::spawn_linked(
+                Some(args.orgs.names.mailer()),
+                MailerActor,
+                args.mailer.clone(),
+                sup,
+            )
+            .await?;
+            ActorRef::<MailerMessage>::get_cell(&a)
         }
     })
 }
@@ -160,6 +177,17 @@ impl Actor for RootSupervisor {
                 }
                 let result = state
                     .restart(&myself, Subsystem::Orgs)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+            RootMessage::RestartMailer(reply) => {
+                if let Some(i) = state.position(Subsystem::Mailer) {
+                    let old = state.children[i].1.clone();
+                    stop_subtree(&old, "operator restart").await;
+                }
+                let result = state
+                    .restart(&myself, Subsystem::Mailer)
                     .await
                     .map_err(|e| e.to_string());
                 let _ = reply.send(result);
