@@ -13,13 +13,14 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use seatwarden_actors::domain::License;
-use seatwarden_actors::ports::{SeatLedger, Store};
+use seatwarden_actors::ports::{MailSender, Outbox, SeatLedger, Store};
 use seatwarden_actors::{Coordinator, Ports};
 
 use crate::config::Settings;
 use crate::http::{self, AppContext, AppState};
 use crate::ledger::memory::{MemoryLedger, RestoredLease};
 use crate::ledger::redis::RedisLedger;
+use crate::mail::LettreMailer;
 use crate::redact::redact_url;
 use crate::signing::{SigningConfig, TokenSigner};
 use crate::store::postgres::PostgresStore;
@@ -195,6 +196,11 @@ impl Application {
     /// picks a free port, as tests do).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = telemetry::metrics_handle();
+        // Templates and the mail transport first: a missing template
+        // directory stops the server now, not the first email later.
+        let mail: Arc<dyn MailSender> = Arc::new(
+            LettreMailer::new(&settings.mail_config()).context("setting up mail")?,
+        );
         let signer = load_signer(&settings).await?;
         // The in-process ledger is only correct with one process per data
         // directory: a second one would grant the same seats again.
@@ -208,6 +214,8 @@ impl Application {
             licenses: store.clone(),
             sessions: store.clone(),
             ledger: ledger.clone(),
+            outbox: store.clone(),
+            mail,
         };
         let (coordinator, _) = Coordinator::start(ports, settings.coordinator())
             .await
@@ -260,6 +268,10 @@ impl Application {
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
+        self.context.store.clone()
+    }
+
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
         self.context.store.clone()
     }
 
