@@ -196,6 +196,11 @@ impl Settings {
         {
             settings.mail.smtp_url = None;
         }
+        // Normalized (percent-encoded) as the url crate writes it: the
+        // templates treat it as trusted, unescaped HTML.
+        if let Ok(url) = url::Url::parse(&settings.http.public_url) {
+            settings.http.public_url = url.as_str().to_owned();
+        }
         settings.http.public_url = settings.http.public_url.trim_end_matches('/').to_owned();
         settings.validate()?;
         Ok(settings)
@@ -269,11 +274,15 @@ impl Settings {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
         match url::Url::parse(&h.public_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none() => {}
             _ => {
                 return Err(invalid(
                     "http.public_url",
-                    "must be an http:// or https:// URL",
+                    "must be an http:// or https:// URL without query or fragment",
                 ));
             }
         }
@@ -464,7 +473,10 @@ mod tests {
         let f = Figment::from(Toml::string(DEFAULTS))
             .merge(("database.url", "postgres://sw:hunter2@db/sw"))
             .merge(("redis.url", "redis://:s3cret@cache:6379"))
-            .merge(("mail.smtp_url", "smtp://mailer:m41lpass@smtp.example.com:587"));
+            .merge((
+                "mail.smtp_url",
+                "smtp://mailer:m41lpass@smtp.example.com:587",
+            ));
         let s = Settings::from_figment(f).unwrap();
         let shown = format!("{s:?} {:?}", s.mail_config());
         assert!(

@@ -198,9 +198,8 @@ impl Application {
         let metrics = telemetry::metrics_handle();
         // Templates and the mail transport first: a missing template
         // directory stops the server now, not the first email later.
-        let mail: Arc<dyn MailSender> = Arc::new(
-            LettreMailer::new(&settings.mail_config()).context("setting up mail")?,
-        );
+        let mail: Arc<dyn MailSender> =
+            Arc::new(LettreMailer::new(&settings.mail_config()).context("setting up mail")?);
         let signer = load_signer(&settings).await?;
         // The in-process ledger is only correct with one process per data
         // directory: a second one would grant the same seats again.

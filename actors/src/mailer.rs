@@ -162,24 +162,25 @@ impl MailerState {
             self.release_batch().await;
             return self.fill(myself).await;
         }
-        let outcome = match tokio::time::timeout(settings.send_timeout, self.args.sender.send(&mail))
-            .await
-            .unwrap_or_else(|_| Err(SendError::Transient("the send timed out".into())))
-        {
-            Ok(()) => Outcome::Sent { at: Utc::now() },
-            Err(SendError::Transient(error)) if mail.attempt < settings.max_attempts => {
-                let at = Utc::now() + delta(settings.retry_delay(mail.attempt));
-                Outcome::Retry { error, at }
-            }
-            Err(SendError::Transient(error)) => Outcome::Failed {
-                error: format!("{error} (after {} attempts)", mail.attempt),
-                at: Utc::now(),
-            },
-            Err(SendError::Permanent(error)) => Outcome::Failed {
-                error,
-                at: Utc::now(),
-            },
-        };
+        let outcome =
+            match tokio::time::timeout(settings.send_timeout, self.args.sender.send(&mail))
+                .await
+                .unwrap_or_else(|_| Err(SendError::Transient("the send timed out".into())))
+            {
+                Ok(()) => Outcome::Sent { at: Utc::now() },
+                Err(SendError::Transient(error)) if mail.attempt < settings.max_attempts => {
+                    let at = Utc::now() + delta(settings.retry_delay(mail.attempt));
+                    Outcome::Retry { error, at }
+                }
+                Err(SendError::Transient(error)) => Outcome::Failed {
+                    error: format!("{error} (after {} attempts)", mail.attempt),
+                    at: Utc::now(),
+                },
+                Err(SendError::Permanent(error)) => Outcome::Failed {
+                    error,
+                    at: Utc::now(),
+                },
+            };
         count(&mail, &outcome);
         if let Err(e) = record(self.args.outbox.as_ref(), &mail, &outcome).await {
             tracing::error!(mail_id = %mail.id, error = %e,
@@ -241,7 +242,11 @@ fn count(mail: &QueuedMail, outcome: &Outcome) {
 }
 
 /// Writes an outcome to the outbox, fenced by the claim.
-async fn record(outbox: &dyn Outbox, mail: &QueuedMail, outcome: &Outcome) -> Result<(), StoreError> {
+async fn record(
+    outbox: &dyn Outbox,
+    mail: &QueuedMail,
+    outcome: &Outcome,
+) -> Result<(), StoreError> {
     let held = match outcome {
         Outcome::Sent { at } => outbox.mark_sent(mail.id, mail.claim, *at).await?,
         Outcome::Retry { error, at } => {
@@ -250,9 +255,7 @@ async fn record(outbox: &dyn Outbox, mail: &QueuedMail, outcome: &Outcome) -> Re
                 .await?
         }
         Outcome::Failed { error, at } => {
-            outbox
-                .mark_failed(mail.id, mail.claim, error, *at)
-                .await?
+            outbox.mark_failed(mail.id, mail.claim, error, *at).await?
         }
     };
     if !held {

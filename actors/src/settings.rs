@@ -84,7 +84,9 @@ impl MailerSettings {
     /// How long to wait after failed attempt number `attempt` (1-based):
     /// `retry_base * 2^(attempt - 1)`, at most `max_retry_delay`.
     pub fn retry_delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.retry_base
             .checked_mul(factor)
             .unwrap_or(Duration::MAX)

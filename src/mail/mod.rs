@@ -16,8 +16,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use secrecy::{ExposeSecret, SecretString};
 use seatwarden_actors::ports::{MailSender, QueuedMail, SendError};
+use secrecy::{ExposeSecret, SecretString};
 
 pub use render::{Rendered, Templates};
 
@@ -88,9 +88,10 @@ impl LettreMailer {
 
     /// The message for a queued mail, as it would be sent.
     pub fn message(&self, mail: &QueuedMail) -> Result<Message, SendError> {
-        let to: Mailbox = mail.to.parse().map_err(|_| {
-            SendError::Permanent(format!("{:?} is not a mail address", mail.to))
-        })?;
+        let to: Mailbox = mail
+            .to
+            .parse()
+            .map_err(|_| SendError::Permanent(format!("{:?} is not a mail address", mail.to)))?;
         let rendered = self
             .templates
             .render(mail.kind, &mail.data)

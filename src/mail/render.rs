@@ -129,7 +129,11 @@ impl Templates {
 
     /// Renders a message of `kind` from its data (a JSON object; see
     /// [`MailKind`] for each kind's fields).
-    pub fn render(&self, kind: MailKind, data: &serde_json::Value) -> Result<Rendered, RenderError> {
+    pub fn render(
+        &self,
+        kind: MailKind,
+        data: &serde_json::Value,
+    ) -> Result<Rendered, RenderError> {
         let fail = |reason: String| RenderError {
             kind: kind.as_str(),
             reason,
@@ -137,15 +141,41 @@ impl Templates {
         let serde_json::Value::Object(fields) = data else {
             return Err(fail("its data is not a JSON object".into()));
         };
-        let mut context = fields.clone();
-        context.insert("public_url".into(), self.public_url.clone().into());
-        let context = Value::from(Serde(&context));
+        // The operator's own, validated URL: trusted, so HTML keeps its
+        // slashes instead of escaping them.
+        let public_url = Value::from_safe_string(self.public_url.clone());
+        let context = Value::from_pairs(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(Serde(v))))
+                .chain([("public_url".to_owned(), public_url)]),
+        );
         let render = |ext: &str| {
             let name = format!("{}.{ext}", kind.as_str());
-            self.env
+            let template = self
+                .env
                 .get_template(&name)
-                .and_then(|t| t.render(&context))
-                .map_err(|e| fail(e.to_string()))
+                .map_err(|e| fail(e.to_string()))?;
+            // Strict undefined does not reach values only passed through
+            // filters (`{{ token|urlencode }}` renders an absent token as
+            // ""), so every variable a template reads must be in the data.
+            let mut missing: Vec<String> = template
+                .undeclared_variables(false)
+                .into_iter()
+                .filter(|v| {
+                    v != "public_url"
+                        && !fields.contains_key(v)
+                        && !self.env.globals().any(|(g, _)| g == v)
+                })
+                .collect();
+            if !missing.is_empty() {
+                missing.sort();
+                return Err(fail(format!(
+                    "{name} needs {} in its data",
+                    missing.join(", ")
+                )));
+            }
+            template.render(&context).map_err(|e| fail(e.to_string()))
         };
         let text = render("txt")?;
         let html = render("html")?;
@@ -168,7 +198,10 @@ impl Templates {
 /// add headers.
 fn split_subject(text: &str) -> Option<(String, String)> {
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
-    let subject = first.trim_end_matches('\r').strip_prefix("Subject:")?.trim();
+    let subject = first
+        .trim_end_matches('\r')
+        .strip_prefix("Subject:")?
+        .trim();
     if subject.is_empty() {
         return None;
     }
@@ -176,7 +209,10 @@ fn split_subject(text: &str) -> Option<(String, String)> {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let body = rest.strip_prefix("\r\n").or_else(|| rest.strip_prefix('\n')).unwrap_or(rest);
+    let body = rest
+        .strip_prefix("\r\n")
+        .or_else(|| rest.strip_prefix('\n'))
+        .unwrap_or(rest);
     Some((subject, body.to_owned()))
 }
 

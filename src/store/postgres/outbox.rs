@@ -14,17 +14,14 @@ use uuid::Uuid;
 
 use super::PostgresStore;
 use crate::store::{
-    Arg, DbTime, DbUuid, QueuedRow, claim_outbox_sql, claimed, db_error, email_log,
-    insert_outbox, mail_page, mark_failed, mark_sent, queued_mail_columns, release_mail,
-    schedule_retry,
+    Arg, DbTime, DbUuid, QueuedRow, claim_outbox_sql, claimed, db_error, email_log, insert_outbox,
+    mail_page, mark_failed, mark_sent, queued_mail_columns, release_mail, schedule_retry,
 };
 
 const CLAIM: &str = claim_outbox_sql!(" FOR UPDATE SKIP LOCKED");
 
 /// Whether a fenced update found its row.
-fn changed(
-    result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
-) -> Result<bool, StoreError> {
+fn changed(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> Result<bool, StoreError> {
     Ok(result.map_err(db_error)?.rows_affected() > 0)
 }
 
@@ -61,7 +58,11 @@ impl Outbox for PostgresStore {
         claim: Uuid,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        changed(mark_sent::<Postgres>(id, claim, at).execute(&self.pool).await)
+        changed(
+            mark_sent::<Postgres>(id, claim, at)
+                .execute(&self.pool)
+                .await,
+        )
     }
 
     async fn schedule_retry(
@@ -93,7 +94,11 @@ impl Outbox for PostgresStore {
     }
 
     async fn release(&self, id: Uuid, claim: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        changed(release_mail::<Postgres>(id, claim, now).execute(&self.pool).await)
+        changed(
+            release_mail::<Postgres>(id, claim, now)
+                .execute(&self.pool)
+                .await,
+        )
     }
 
     async fn email_log(&self, filter: &MailFilter) -> Result<MailPage, StoreError> {

@@ -13,16 +13,17 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use crate::store::{
-    Arg, DbTime, DbUuid, QueuedRow, claim_outbox_sql, claimed, db_error, email_log,
-    insert_outbox, mail_page, mark_failed, mark_sent, queued_mail_columns, release_mail,
-    schedule_retry,
+    Arg, DbTime, DbUuid, QueuedRow, claim_outbox_sql, claimed, db_error, email_log, insert_outbox,
+    mail_page, mark_failed, mark_sent, queued_mail_columns, release_mail, schedule_retry,
 };
 
 /// The single writer needs no row locks.
 const CLAIM: &str = claim_outbox_sql!("");
 
 /// Whether a fenced update found its row.
-fn changed(result: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>) -> Result<bool, StoreError> {
+fn changed(
+    result: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
+) -> Result<bool, StoreError> {
     Ok(result.map_err(db_error)?.rows_affected() > 0)
 }
 
@@ -59,7 +60,11 @@ impl Outbox for SqliteStore {
         claim: Uuid,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        changed(mark_sent::<Sqlite>(id, claim, at).execute(&self.writer).await)
+        changed(
+            mark_sent::<Sqlite>(id, claim, at)
+                .execute(&self.writer)
+                .await,
+        )
     }
 
     async fn schedule_retry(
@@ -91,7 +96,11 @@ impl Outbox for SqliteStore {
     }
 
     async fn release(&self, id: Uuid, claim: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        changed(release_mail::<Sqlite>(id, claim, now).execute(&self.writer).await)
+        changed(
+            release_mail::<Sqlite>(id, claim, now)
+                .execute(&self.writer)
+                .await,
+        )
     }
 
     async fn email_log(&self, filter: &MailFilter) -> Result<MailPage, StoreError> {
