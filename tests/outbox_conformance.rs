@@ -201,7 +201,11 @@ async fn check_claim(s: &Subject) {
     let entry = log_entry(s, m.id).await;
     assert_eq!(entry.status, MailStatus::Pending);
     assert_eq!(entry.attempts, 1);
-    assert_eq!(entry.next_attempt_at, at(61), "due again when the claim ends");
+    assert_eq!(
+        entry.next_attempt_at,
+        at(61),
+        "due again when the claim ends"
+    );
 }
 
 async fn check_duplicate(s: &Subject) {
@@ -389,9 +393,15 @@ async fn check_fencing(s: &Subject) {
 async fn check_email_log(s: &Subject) {
     // Five messages, one a second; two to bob, one of them an invitation.
     let mut ms = Vec::new();
-    for (i, to) in ["ann@x.test", "bob@x.test", "cy@x.test", "bob@x.test", "di@x.test"]
-        .into_iter()
-        .enumerate()
+    for (i, to) in [
+        "ann@x.test",
+        "bob@x.test",
+        "cy@x.test",
+        "bob@x.test",
+        "di@x.test",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut m = mail(to, i as i64);
         if i == 3 {

@@ -15,7 +15,7 @@ use seatwarden::signing::TokenSigner;
 use seatwarden::startup::Application;
 use seatwarden_actors::Coordinator;
 use seatwarden_actors::domain::{LicenseId, OrgId};
-use seatwarden_actors::ports::Store;
+use seatwarden_actors::ports::{Outbox, Store};
 
 /// One 2048-bit key per test binary: generating keys is slow, and tests
 /// only need a valid one.
@@ -61,6 +61,18 @@ pub struct AppOptions {
     pub max_connections: usize,
     /// `Some("127.0.0.1:0")` serves `/metrics` on a port of its own.
     pub metrics_listen: Option<&'static str>,
+    /// `mail.smtp_url`; `None` writes `.eml` files into the data dir.
+    pub smtp_url: Option<String>,
+    pub mail_poll_ms: u64,
+    pub mail_retry_base_secs: u64,
+    pub mail_max_attempts: u32,
+    /// `mail.claim_secs` and `mail.send_timeout_secs`.
+    pub mail_claim_secs: u64,
+    pub mail_send_timeout_secs: u64,
+    /// `http.public_url`, the base of links in mail.
+    pub public_url: Option<String>,
+    /// `mail.template_dir`; the repository's templates when `None`.
+    pub template_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -80,6 +92,14 @@ impl Default for AppOptions {
             keep_alive_idle_secs: 75,
             max_connections: 10_000,
             metrics_listen: None,
+            smtp_url: None,
+            mail_poll_ms: 1000,
+            mail_retry_base_secs: 30,
+            mail_max_attempts: 8,
+            mail_claim_secs: 60,
+            mail_send_timeout_secs: 15,
+            public_url: None,
+            template_dir: None,
         }
     }
 }
@@ -91,6 +111,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub coordinator: Coordinator,
     pub store: std::sync::Arc<dyn Store>,
+    pub outbox: std::sync::Arc<dyn Outbox>,
     pub signer: TokenSigner,
     pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
@@ -106,6 +127,12 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = test_settings(&opts, dir.path());
     start(settings, dir).await
+}
+
+/// The settings `spawn_app_with` would start a server with, in `dir`: for
+/// tests that build the application themselves.
+pub fn settings_for(opts: &AppOptions, dir: &std::path::Path) -> Settings {
+    test_settings(opts, dir)
 }
 
 fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
@@ -135,7 +162,21 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         .merge(("http.header_timeout_secs", opts.header_timeout_secs))
         .merge(("http.body_timeout_secs", opts.body_timeout_secs))
         .merge(("http.keep_alive_idle_secs", opts.keep_alive_idle_secs))
-        .merge(("http.max_connections", opts.max_connections));
+        .merge(("http.max_connections", opts.max_connections))
+        .merge(("mail.poll_interval_ms", opts.mail_poll_ms))
+        .merge(("mail.retry_base_secs", opts.mail_retry_base_secs))
+        .merge(("mail.max_attempts", opts.mail_max_attempts))
+        .merge(("mail.claim_secs", opts.mail_claim_secs))
+        .merge(("mail.send_timeout_secs", opts.mail_send_timeout_secs));
+    if let Some(url) = &opts.smtp_url {
+        figment = figment.merge(("mail.smtp_url", url.clone()));
+    }
+    if let Some(url) = &opts.public_url {
+        figment = figment.merge(("http.public_url", url.clone()));
+    }
+    if let Some(dir) = &opts.template_dir {
+        figment = figment.merge(("mail.template_dir", dir.display().to_string()));
+    }
     if let Some(addr) = opts.metrics_listen {
         figment = figment.merge(("http.metrics_listen", addr));
     }
@@ -159,6 +200,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
     let metrics_addr = app.metrics_addr();
     let coordinator = app.coordinator().clone();
     let store = app.store();
+    let outbox = app.outbox();
     let signer = app.signer().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async {
@@ -170,6 +212,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
         client: reqwest::Client::new(),
         coordinator,
         store,
+        outbox,
         signer,
         settings,
         shutdown: Some(tx),
