@@ -34,8 +34,8 @@ pub struct Rendered {
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "cannot read the email template directory {dir} ({source}); run the server from the \
-         repository root or set mail.template_dir (SEATWARDEN__MAIL__TEMPLATE_DIR)"
+        "cannot read the email template directory {dir}; run the server from the repository \
+         root or set mail.template_dir (SEATWARDEN__MAIL__TEMPLATE_DIR)"
     )]
     Directory {
         dir: PathBuf,
