@@ -4,6 +4,9 @@
 #
 #   SEATWARDEN_TEST_REDIS_URL  redis://127.0.0.1:PORT
 #   SEATWARDEN_TEST_PG_URL     postgres://postgres@127.0.0.1:PORT/postgres
+#   SEATWARDEN_TEST_SMTP_URL   smtp://127.0.0.1:PORT (aiosmtpd, no TLS, no auth)
+#   SEATWARDEN_TEST_SMTP_DIR   the Maildir it stores every message in (DIR/new/),
+#                              one file each, with X-RcptTo naming the recipients
 #
 # Source it (`. scripts/services.sh`); it installs what is missing, and the
 # servers and their data are removed when the sourcing shell exits.
@@ -17,6 +20,16 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   sw_need_install+=(postgresql)
 fi
 command -v python3 >/dev/null 2>&1 || sw_need_install+=(python3)
+# The SMTP sink: aiosmtpd for Debian's own python3 (an unrelated python3
+# earlier on PATH, such as a pyenv shim, doesn't see Debian's modules).
+sw_smtp_python=""
+for sw_py in python3 /usr/bin/python3; do
+  if command -v "$sw_py" >/dev/null 2>&1 && "$sw_py" -c 'import aiosmtpd' 2>/dev/null; then
+    sw_smtp_python=$sw_py
+    break
+  fi
+done
+[ -n "$sw_smtp_python" ] || sw_need_install+=(python3-aiosmtpd)
 if ((${#sw_need_install[@]})); then
   echo "services: installing ${sw_need_install[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -51,12 +64,41 @@ if [ "$(id -u)" = 0 ]; then sw_as_pg=(runuser -u postgres --); else sw_as_pg=();
   -o "-c listen_addresses=127.0.0.1 -p $sw_pg_port -k $sw_pg_data -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" >/dev/null
 export SEATWARDEN_TEST_PG_URL="postgres://postgres@127.0.0.1:$sw_pg_port/postgres"
 
+# --- SMTP sink -----------------------------------------------------------------
+if [ -z "$sw_smtp_python" ]; then
+  if /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null; then
+    sw_smtp_python=/usr/bin/python3
+  else
+    # Not a Debian machine with the package: PyPI, into a private venv.
+    python3 -m venv "$SW_SERVICES_DIR/venv" >/dev/null
+    "$SW_SERVICES_DIR/venv/bin/pip" install -q aiosmtpd >/dev/null
+    sw_smtp_python="$SW_SERVICES_DIR/venv/bin/python"
+  fi
+fi
+sw_smtp_port=$(sw_free_port)
+export SEATWARDEN_TEST_SMTP_DIR="$SW_SERVICES_DIR/mail"
+mkdir -p "$SEATWARDEN_TEST_SMTP_DIR"/{tmp,new,cur}
+# Mailbox stores each message as its own file in the Maildir's new/ before it
+# answers 250, so a message a sender saw accepted is already on disk.
+"$sw_smtp_python" -m aiosmtpd -n -l "127.0.0.1:$sw_smtp_port" \
+  -c aiosmtpd.handlers.Mailbox "$SEATWARDEN_TEST_SMTP_DIR" \
+  >"$SW_SERVICES_DIR/smtp.log" 2>&1 &
+sw_smtp_pid=$!
+for _ in $(seq 1 100); do
+  if "$sw_smtp_python" -c "import socket; socket.create_connection(('127.0.0.1', $sw_smtp_port), 0.2).close()" 2>/dev/null; then
+    break
+  fi
+  sleep 0.1
+done
+export SEATWARDEN_TEST_SMTP_URL="smtp://127.0.0.1:$sw_smtp_port"
+
 sw_stop_services() {
+  kill "$sw_smtp_pid" 2>/dev/null || true
   "${sw_as_pg[@]}" "$sw_pg_bin/pg_ctl" -D "$sw_pg_data" -m immediate stop >/dev/null 2>&1 || true
   [ -f "$SW_SERVICES_DIR/redis.pid" ] && kill "$(cat "$SW_SERVICES_DIR/redis.pid")" 2>/dev/null || true
   rm -rf "$SW_SERVICES_DIR"
 }
 trap sw_stop_services EXIT
 
-echo "services: redis at $SEATWARDEN_TEST_REDIS_URL, postgres at $SEATWARDEN_TEST_PG_URL" >&2
+echo "services: redis at $SEATWARDEN_TEST_REDIS_URL, postgres at $SEATWARDEN_TEST_PG_URL, smtp at $SEATWARDEN_TEST_SMTP_URL" >&2
 set +euo pipefail

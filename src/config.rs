@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use seatwarden_actors::{CoordinatorSettings, RestartPolicy};
+use seatwarden_actors::{CoordinatorSettings, MailerSettings, RestartPolicy};
 
 pub use crate::ratelimit::RateLimitSettings;
 
@@ -32,6 +32,7 @@ pub struct Settings {
     #[serde(default)]
     pub ops: OpsSettings,
     pub rate_limits: RateLimitSettings,
+    pub mail: MailSettings,
     #[serde(default)]
     pub testing: TestingSettings,
 }
@@ -55,6 +56,9 @@ pub struct HttpSettings {
     /// TLS: the header is meaningless, and ignored, over plain HTTP).
     #[serde(default)]
     pub hsts: bool,
+    /// The server's address as its users reach it: the base of links in
+    /// email. No trailing slash (one is removed).
+    pub public_url: String,
 }
 
 /// Where the client IP recorded with sessions comes from.
@@ -81,6 +85,21 @@ pub struct RedisSettings {
     /// Secret: may carry a password. `None` means the in-process ledger.
     pub url: Option<SecretString>,
     pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MailSettings {
+    /// Secret: may carry a password. `None` means `.eml` files in
+    /// `<data_dir>/outbox/`.
+    pub smtp_url: Option<SecretString>,
+    pub from: String,
+    pub template_dir: PathBuf,
+    pub poll_interval_ms: u64,
+    pub retry_base_secs: u64,
+    pub max_attempts: u32,
+    pub batch_size: u32,
+    pub claim_secs: u64,
+    pub send_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -247,6 +266,20 @@ impl Settings {
         {
             settings.ops.token = None;
         }
+        if settings
+            .mail
+            .smtp_url
+            .as_ref()
+            .is_some_and(|u| u.expose_secret().trim().is_empty())
+        {
+            settings.mail.smtp_url = None;
+        }
+        // Normalized (percent-encoded) as the url crate writes it: the
+        // templates treat it as trusted, unescaped HTML.
+        if let Ok(url) = url::Url::parse(&settings.http.public_url) {
+            settings.http.public_url = url.as_str().to_owned();
+        }
+        settings.http.public_url = settings.http.public_url.trim_end_matches('/').to_owned();
         settings.validate()?;
         Ok(settings)
     }
@@ -355,6 +388,58 @@ impl Settings {
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
+        match url::Url::parse(&h.public_url) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none() => {}
+            _ => {
+                return Err(invalid(
+                    "http.public_url",
+                    "must be an http:// or https:// URL without query or fragment",
+                ));
+            }
+        }
+        self.validate_mail()
+    }
+
+    fn validate_mail(&self) -> Result<(), ConfigError> {
+        let m = &self.mail;
+        if let Some(url) = &m.smtp_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(invalid(
+                    "mail.smtp_url",
+                    "must start with smtp:// or smtps://",
+                ));
+            }
+        }
+        if m.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "mail.from",
+                "must be a mail address, e.g. \"seatwarden <noreply@example.com>\"",
+            ));
+        }
+        if m.poll_interval_ms < 10 {
+            return Err(invalid("mail.poll_interval_ms", "must be at least 10"));
+        }
+        if m.max_attempts == 0 {
+            return Err(invalid("mail.max_attempts", "must be at least 1"));
+        }
+        if m.batch_size == 0 {
+            return Err(invalid("mail.batch_size", "must be at least 1"));
+        }
+        if m.send_timeout_secs == 0 {
+            return Err(invalid("mail.send_timeout_secs", "must be at least 1"));
+        }
+        // A send is only started while the claim has send_timeout left.
+        if m.claim_secs <= m.send_timeout_secs {
+            return Err(invalid(
+                "mail.claim_secs",
+                "must be longer than mail.send_timeout_secs",
+            ));
+        }
         Ok(())
     }
 
@@ -374,6 +459,36 @@ impl Settings {
             .key_path
             .clone()
             .unwrap_or_else(|| self.data_dir.join("signing-key.pem"))
+    }
+
+    /// Where mail goes as `.eml` files when `mail.smtp_url` is unset.
+    pub fn mail_file_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+
+    /// What the mail transport needs.
+    pub fn mail_config(&self) -> crate::mail::MailConfig {
+        crate::mail::MailConfig {
+            smtp_url: self.mail.smtp_url.clone(),
+            from: self.mail.from.clone(),
+            template_dir: self.mail.template_dir.clone(),
+            public_url: self.http.public_url.clone(),
+            file_dir: self.mail_file_dir(),
+            send_timeout: Duration::from_secs(self.mail.send_timeout_secs),
+        }
+    }
+
+    pub fn mailer(&self) -> MailerSettings {
+        let m = &self.mail;
+        MailerSettings {
+            poll_interval: Duration::from_millis(m.poll_interval_ms),
+            retry_base: Duration::from_secs(m.retry_base_secs),
+            max_attempts: m.max_attempts,
+            batch_size: m.batch_size,
+            claim_lease: Duration::from_secs(m.claim_secs),
+            send_timeout: Duration::from_secs(m.send_timeout_secs),
+            ..MailerSettings::default()
+        }
     }
 
     pub fn lease_ttl(&self) -> Duration {
@@ -400,6 +515,7 @@ impl Settings {
                 max_restarts: self.supervision.max_restarts,
                 window: Duration::from_secs(self.supervision.window_secs),
             },
+            mailer: self.mailer(),
         }
     }
 }
@@ -561,12 +677,47 @@ mod tests {
     fn debug_output_redacts_database_and_redis_urls() {
         let f = Figment::from(Toml::string(DEFAULTS))
             .merge(("database.url", "postgres://sw:hunter2@db/sw"))
-            .merge(("redis.url", "redis://:s3cret@cache:6379"));
+            .merge(("redis.url", "redis://:s3cret@cache:6379"))
+            .merge((
+                "mail.smtp_url",
+                "smtp://mailer:m41lpass@smtp.example.com:587",
+            ));
         let s = Settings::from_figment(f).unwrap();
-        let shown = format!("{s:?}");
+        let shown = format!("{s:?} {:?}", s.mail_config());
         assert!(
-            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            !shown.contains("hunter2") && !shown.contains("s3cret") && !shown.contains("m41lpass"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn mail_defaults_write_files_and_link_to_the_local_server() {
+        let s = Settings::from_figment(Figment::from(Toml::string(DEFAULTS))).unwrap();
+        assert!(s.mail.smtp_url.is_none());
+        assert_eq!(s.mail_file_dir(), PathBuf::from("./data/outbox"));
+        assert_eq!(s.mail.template_dir, PathBuf::from("config/templates/email"));
+        assert_eq!(s.http.public_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_public_url_loses_its_trailing_slash() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("http.public_url", "https://licenses.example.com/"));
+        let s = Settings::from_figment(f).unwrap();
+        assert_eq!(s.http.public_url, "https://licenses.example.com");
+    }
+
+    #[test]
+    fn a_claim_no_longer_than_a_send_is_refused() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("mail.claim_secs", 15))
+            .merge(("mail.send_timeout_secs", 15));
+        assert!(matches!(
+            Settings::from_figment(f),
+            Err(ConfigError::Invalid {
+                key: "mail.claim_secs",
+                ..
+            })
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! seatwarden: a floating-license seat coordinator.
 //!
-//! This crate holds the adapters (HTTP, storage, seat ledger, token signing)
+//! This crate holds the adapters (HTTP, storage, seat ledger, token signing,
+//! mail)
 //! that plug into the coordinator in `seatwarden-actors`, and the wiring
 //! that puts them together in [`startup`].
 
@@ -9,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ledger;
+pub mod mail;
 pub mod ratelimit;
 pub mod redact;
 pub mod signing;

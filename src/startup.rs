@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use seatwarden_actors::domain::License;
-use seatwarden_actors::ports::{SeatLedger, Store};
+use seatwarden_actors::ports::{MailSender, Outbox, SeatLedger, Store};
 use seatwarden_actors::{Coordinator, Ports};
 
 use crate::auth::AccessTokens;
@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::http::{self, AppContext, AppState};
 use crate::ledger::memory::{MemoryLedger, RestoredLease};
 use crate::ledger::redis::RedisLedger;
+use crate::mail::LettreMailer;
 use crate::ratelimit::local::{HOUSEKEEPING_INTERVAL, LocalRateLimiter};
 use crate::ratelimit::redis::RedisRateLimiter;
 use crate::ratelimit::{RateLimiter, SystemClock};
@@ -225,6 +226,10 @@ impl Application {
     /// picks a free port, as tests do).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = telemetry::metrics_handle();
+        // Templates and the mail transport first: a missing template
+        // directory stops the server now, not the first email later.
+        let mail: Arc<dyn MailSender> =
+            Arc::new(LettreMailer::new(&settings.mail_config()).context("setting up mail")?);
         let signer = load_signer(&settings).await?;
         // The in-process ledger is only correct with one process per data
         // directory: a second one would grant the same seats again.
@@ -238,6 +243,8 @@ impl Application {
             licenses: store.clone(),
             sessions: store.clone(),
             ledger: ledger.clone(),
+            outbox: store.clone(),
+            mail,
         };
         let (coordinator, _) = Coordinator::start(ports, settings.coordinator())
             .await
@@ -306,6 +313,10 @@ impl Application {
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
+        self.context.store.clone()
+    }
+
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
         self.context.store.clone()
     }
 

@@ -71,6 +71,12 @@ impl Shared {
             ("SEATWARDEN__SEATS__SWEEP_INTERVAL_SECS", "1".into()),
             ("SEATWARDEN__SEATS__LICENSE_WATCH_MS", "100".into()),
             ("SEATWARDEN__LOG__LEVEL", "info".into()),
+            // Nodes run in their data dirs, away from the repository's
+            // relative default.
+            (
+                "SEATWARDEN__MAIL__TEMPLATE_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config/templates/email").into(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod support;
+
 const PASSWORD: &str = "Secret1Password";
 const WRONG_PASSWORD: &str = "Wrong2Password";
 const NEW_PASSWORD: &str = "Fresh3Password";
@@ -67,28 +69,20 @@ fn serve(dir: &Path) -> (Child, String) {
     }
 }
 
-/// The newest outbox message's token of `kind` to `to`.
-async fn mail_token(dir: &Path, to: &str, kind: &str) -> String {
-    let url = format!("sqlite://{}/seatwarden.db", dir.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// The token of the link to `path` in the mail to `to`, from the `.eml`
+/// files the embedded default writes.
+async fn mail_token(dir: &Path, to: &str, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT data FROM outbox WHERE recipient = $1 AND kind = $2 \
-             ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(to)
-        .bind(kind)
-        .fetch_optional(&pool)
-        .await
-        .unwrap();
-        if let Some((data,)) = row {
-            let data: Value = serde_json::from_str(&data).unwrap();
-            if let Some(token) = data["token"].as_str() {
-                return token.to_owned();
-            }
+        let found = support::mail::messages_in(&dir.join("outbox"))
+            .into_iter()
+            .filter(|m| m.to.contains(to))
+            .find_map(|m| m.link(&format!("http://127.0.0.1:8080{path}")))
+            .and_then(|link| support::mail::query_param(&link, "token"));
+        if let Some(token) = found {
+            return token;
         }
-        assert!(Instant::now() < deadline, "no {kind} mail to {to}");
+        assert!(Instant::now() < deadline, "no mail to {to} linking {path}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -140,7 +134,7 @@ async fn no_password_token_key_or_secret_appears_in_the_servers_logs() {
     .await
     .unwrap();
     assert_eq!(r.status(), 202);
-    let verify = mail_token(dir.path(), email, "verify").await;
+    let verify = mail_token(dir.path(), email, "/api/v1/auth/verify-email").await;
     secrets.push(verify.clone());
     let r = http
         .get(format!("{base}/api/v1/auth/verify-email?token={verify}"))
@@ -184,7 +178,7 @@ async fn no_password_token_key_or_secret_appears_in_the_servers_logs() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let reset = mail_token(dir.path(), email, "password_reset").await;
+    let reset = mail_token(dir.path(), email, "/api/v1/auth/reset-password").await;
     secrets.push(reset.clone());
     let r = post(
         "/api/v1/auth/reset-password",

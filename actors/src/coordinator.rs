@@ -21,12 +21,16 @@ use crate::domain::{
     SessionId, SessionRecord,
 };
 use crate::error::CoordinatorError;
+use crate::mailer::MailerArguments;
 use crate::messages::{
-    Acquired, Beat, OrgMessage, OrgSupervisorMessage, Released, RootMessage, SessionRef,
+    Acquired, Beat, MailerMessage, OrgMessage, OrgSupervisorMessage, Released, RootMessage,
+    SessionRef,
 };
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
-use crate::ports::{LeaseGrant, LeaseRequest, LicenseStore, SeatLedger, SessionStore};
+use crate::ports::{
+    LeaseGrant, LeaseRequest, LicenseStore, MailSender, Outbox, SeatLedger, SessionStore,
+};
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
 use crate::settings::CoordinatorSettings;
 use crate::supervision::{SubsystemBoard, SubsystemInfo};
@@ -59,6 +63,10 @@ pub struct Ports {
     pub licenses: Arc<dyn LicenseStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub ledger: Arc<dyn SeatLedger>,
+    /// Email waiting to be sent, and its delivery record.
+    pub outbox: Arc<dyn Outbox>,
+    /// The mail transport.
+    pub mail: Arc<dyn MailSender>,
 }
 
 /// Handle to a running coordinator.
@@ -113,6 +121,11 @@ impl Coordinator {
                 licenses: ports.licenses.clone(),
                 ledger: ports.ledger.clone(),
                 settings: settings.clone(),
+            },
+            mailer: MailerArguments {
+                outbox: ports.outbox.clone(),
+                sender: ports.mail.clone(),
+                settings: Arc::new(settings.mailer.clone()),
             },
         };
         let (root, handle) = Actor::spawn(Some(names.root()), RootSupervisor, args)
@@ -496,6 +509,23 @@ impl Coordinator {
         )
     }
 
+    /// Tells this node's mailer that mail was just enqueued, so it goes out
+    /// now rather than at the next poll. Call it after the transaction that
+    /// wrote the mail committed. Never waits and never fails: when the
+    /// mailer is not running (restarting), its next start or poll finds
+    /// the mail anyway.
+    pub fn kick_mailer(&self) {
+        if let Some(mailer) = ActorRef::<MailerMessage>::where_is(self.inner.names.mailer()) {
+            let _ = mailer.cast(MailerMessage::Kick);
+        }
+    }
+
+    /// The id of this node's running mailer, if any. A restarted mailer has
+    /// a new id.
+    pub fn mailer_id(&self) -> Option<ractor::ActorId> {
+        ActorRef::<MailerMessage>::where_is(self.inner.names.mailer()).map(|a| a.get_id())
+    }
+
     /// Test-only fault hook: makes the organization's actor panic, as a bug
     /// would. Does nothing unless `fault_hooks` is enabled.
     pub async fn inject_panic(&self, org: OrgId) -> Result<(), CoordinatorError> {
@@ -506,10 +536,6 @@ impl Coordinator {
     }
 
     /// Stops the supervision tree, flushing what the actors have batched.
-    /// Tells the mailer that mail is waiting in the outbox, so it goes out
-    /// now rather than at the next poll. A no-op until the mailer runs.
-    pub fn kick_mailer(&self) {}
-
     pub async fn shutdown(&self) {
         let _ = self
             .inner

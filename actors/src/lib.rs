@@ -18,8 +18,10 @@
 //! │   └── ...
 //! ├── SweeperActor         "sweeper"   claims lapsed sessions cluster-wide and
 //! │                                    closes their records
-//! └── LicenseWatcherActor  "watcher"   hears license changes; revokes leases of
-//!                                      suspended licenses
+//! ├── LicenseWatcherActor  "watcher"   hears license changes; revokes leases of
+//! │                                    suspended licenses
+//! └── MailerActor          "mailer"    claims due outbox mail cluster-wide and
+//!                                      sends it, with backoff
 //! ```
 //!
 //! Live seats are held by the ledger (Redis or in-process) and history by the
@@ -35,6 +37,7 @@
 pub mod coordinator;
 pub mod domain;
 pub mod error;
+pub mod mailer;
 pub mod messages;
 pub mod metrics;
 mod names;
@@ -51,5 +54,5 @@ pub use coordinator::{Coordinator, Ports, token_expiry};
 pub use error::CoordinatorError;
 pub use messages::{Acquired, Beat, Released, SessionRef};
 pub use root::Subsystem;
-pub use settings::CoordinatorSettings;
+pub use settings::{CoordinatorSettings, MailerSettings};
 pub use supervision::{RestartPolicy, SubsystemInfo, SubsystemStatus};

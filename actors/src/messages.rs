@@ -94,6 +94,18 @@ pub enum WatcherMessage {
     Poll,
 }
 
+/// Messages of the mailer.
+pub enum MailerMessage {
+    /// The periodic look at the outbox; schedules the next one.
+    Poll,
+    /// Mail was just enqueued: look at the outbox now rather than at the
+    /// next poll. Cheap and idempotent; kicks while busy add nothing.
+    Kick,
+    /// Send the next message of the claimed batch. One message per
+    /// message, so that a stop waits for the send in flight only.
+    SendNext,
+}
+
 /// Messages of the root supervisor.
 ///
 /// They name subsystems by [`Subsystem`], which lives beside its spawn arms

@@ -26,6 +26,14 @@ pub const SUBSYSTEM_UP: &str = "seatwarden_subsystem_up";
 /// Counter: sessions closed because their lease lapsed.
 pub const SESSIONS_EXPIRED: &str = "seatwarden_sessions_expired_total";
 
+/// Counter, by `kind`: messages the mail transport accepted.
+pub const MAIL_SENT: &str = "seatwarden_mail_sent_total";
+/// Counter, by `kind`: messages given up (refused for good or out of
+/// attempts).
+pub const MAIL_FAILED: &str = "seatwarden_mail_failed_total";
+/// Counter, by `kind`: failed attempts scheduled for another try.
+pub const MAIL_RETRIED: &str = "seatwarden_mail_retried_total";
+
 /// Describes the metrics above so the exporter prints `# HELP` lines.
 pub fn describe() {
     metrics::describe_gauge!(
@@ -57,6 +65,15 @@ pub fn describe() {
     metrics::describe_counter!(
         SESSIONS_EXPIRED,
         "Sessions closed because heartbeats stopped"
+    );
+    metrics::describe_counter!(MAIL_SENT, "Emails accepted by the mail transport");
+    metrics::describe_counter!(
+        MAIL_FAILED,
+        "Emails given up: refused for good or out of attempts"
+    );
+    metrics::describe_counter!(
+        MAIL_RETRIED,
+        "Failed email attempts scheduled for another try"
     );
 }
 

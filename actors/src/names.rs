@@ -36,6 +36,10 @@ impl Names {
         format!("{}/watcher", self.prefix)
     }
 
+    pub fn mailer(&self) -> String {
+        format!("{}/mailer", self.prefix)
+    }
+
     pub fn org(&self, org: OrgId) -> String {
         format!("{}/org/{org}", self.prefix)
     }

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::messages::{OrgSupervisorMessage, RootMessage, SweeperMessage, WatcherMessage};
+use crate::mailer::{MailerActor, MailerArguments};
+use crate::messages::{
+    MailerMessage, OrgSupervisorMessage, RootMessage, SweeperMessage, WatcherMessage,
+};
 use crate::metrics as m;
 use crate::org_supervisor::{OrgSupervisor, OrgSupervisorArguments};
 use crate::supervision::{RestartHistory, RestartPolicy, SubsystemBoard, SubsystemStatus};
@@ -28,6 +31,7 @@ pub struct RootArguments {
     pub orgs: OrgSupervisorArguments,
     pub sweeper: SweeperArguments,
     pub watcher: WatcherArguments,
+    pub mailer: MailerArguments,
 }
 
 /// The root's subsystems. Adding one is a variant, a name and a spawn arm.
@@ -39,16 +43,19 @@ pub enum Subsystem {
     Sweeper,
     /// The license watcher.
     Watcher,
+    /// Delivers the outbox.
+    Mailer,
 }
 
 impl Subsystem {
-    pub const ALL: [Subsystem; 3] = [Self::Orgs, Self::Sweeper, Self::Watcher];
+    pub const ALL: [Subsystem; 4] = [Self::Orgs, Self::Sweeper, Self::Watcher, Self::Mailer];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Orgs => "orgs",
             Self::Sweeper => "sweeper",
             Self::Watcher => "watcher",
+            Self::Mailer => "mailer",
         }
     }
 }
@@ -122,6 +129,16 @@ async fn spawn(
             )
             .await?;
             ActorRef::<WatcherMessage>::get_cell(&a)
+        }
+        Subsystem::Mailer => {
+            let (a, _) = Actor::spawn_linked(
+                Some(args.orgs.names.mailer()),
+                MailerActor,
+                args.mailer.clone(),
+                sup,
+            )
+            .await?;
+            ActorRef::<MailerMessage>::get_cell(&a)
         }
     })
 }

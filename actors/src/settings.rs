@@ -44,6 +44,59 @@ pub struct CoordinatorSettings {
     pub fault_hooks: bool,
     /// How often the root restarts a failing subsystem before it gives up.
     pub restart_policy: RestartPolicy,
+    /// The mailer subsystem's tunables.
+    pub mailer: MailerSettings,
+}
+
+/// Tunables of the mailer subsystem.
+#[derive(Clone, Debug)]
+pub struct MailerSettings {
+    /// How often the outbox is polled for due mail when nothing kicks the
+    /// mailer (retries come due, other nodes enqueue).
+    pub poll_interval: Duration,
+    /// The delay before the second attempt; each further one doubles it,
+    /// up to [`MailerSettings::max_retry_delay`].
+    pub retry_base: Duration,
+    /// The longest delay between two attempts.
+    pub max_retry_delay: Duration,
+    /// A message is given up (`failed`) after this many attempts.
+    pub max_attempts: u32,
+    /// How many messages one claim takes.
+    pub batch_size: u32,
+    /// How long a claim holds its messages. A node that dies leaves them
+    /// to other nodes after this.
+    pub claim_lease: Duration,
+    /// The longest one send may take; a send is only started while the
+    /// claim has at least this long left, so that it never outlives it.
+    pub send_timeout: Duration,
+}
+
+impl Default for MailerSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_secs(30),
+            max_retry_delay: Duration::from_secs(6 * 3600),
+            max_attempts: 8,
+            batch_size: 10,
+            claim_lease: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl MailerSettings {
+    /// How long to wait after failed attempt number `attempt` (1-based):
+    /// `retry_base * 2^(attempt - 1)`, at most `max_retry_delay`.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.retry_base
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.max_retry_delay)
+    }
 }
 
 impl Default for CoordinatorSettings {
@@ -63,6 +116,24 @@ impl Default for CoordinatorSettings {
             call_timeout: Duration::from_secs(10),
             fault_hooks: false,
             restart_policy: RestartPolicy::default(),
+            mailer: MailerSettings::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_from_the_base_up_to_the_cap() {
+        let s = MailerSettings {
+            retry_base: Duration::from_secs(30),
+            max_retry_delay: Duration::from_secs(600),
+            ..MailerSettings::default()
+        };
+        let delays: Vec<u64> = (1..=7).map(|a| s.retry_delay(a).as_secs()).collect();
+        assert_eq!(delays, [30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(s.retry_delay(200), Duration::from_secs(600), "no overflow");
     }
 }

@@ -23,7 +23,10 @@ use seatwarden_actors::domain::{
     AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus,
     LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord, UserId,
 };
-use seatwarden_actors::ports::{EndOutcome, LicenseChange, NewMail, StoreError, SweepCandidate};
+use seatwarden_actors::ports::{
+    EndOutcome, LicenseChange, MailCursor, MailFilter, MailPage, MailRecord, NewMail, QueuedMail,
+    StoreError, SweepCandidate,
+};
 use sqlx::encode::IsNull;
 use sqlx::error::{BoxDynError, ErrorKind};
 use sqlx::postgres::{PgTypeInfo, PgValueRef, Postgres};
@@ -380,6 +383,7 @@ pub(crate) trait Backend:
     + BindTo<i32>
     + BindTo<bool>
     + BindTo<Option<i32>>
+    + BindTo<i64>
     + BindTo<Json<Vec<String>>>
     + BindTo<Option<Json<serde_json::Value>>>
 {
@@ -588,6 +592,149 @@ pub(crate) fn insert_outbox<DB: Backend>(mail: &NewMail) -> Query<DB> {
         .arg(DbTime(mail.created_at))
 }
 
+// ---------------------------------------------------------------------------
+// The outbox: statements shared by both backends (the claim differs; each
+// backend has its own). Every settling statement is fenced by the claim's
+// token and only touches pending rows.
+
+/// What a claim returns of each message.
+macro_rules! queued_mail_columns {
+    () => {
+        "id, kind, recipient, data, attempts, claim_token, created_at"
+    };
+}
+pub(crate) use queued_mail_columns;
+
+/// The claim's `SET` clause: one more attempt, the lease as both the
+/// claim's end and the next due time (so the due index alone finds what
+/// is claimable again), and the claim's token. Bind now, lease end, limit,
+/// token.
+macro_rules! claim_outbox_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE outbox SET attempts = attempts + 1, claimed_until = $2, \
+             next_attempt_at = $2, claim_token = $4 \
+             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' \
+             AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $3",
+            $lock,
+            ") RETURNING ",
+            queued_mail_columns!()
+        )
+    };
+}
+pub(crate) use claim_outbox_sql;
+
+const MARK_SENT: &str = "UPDATE outbox SET status = 'sent', sent_at = $3, next_attempt_at = $3, \
+     data = '{}', claimed_until = NULL, claim_token = NULL \
+     WHERE id = $1 AND claim_token = $2 AND status = 'pending'";
+const SCHEDULE_RETRY: &str = "UPDATE outbox SET last_error = $3, next_attempt_at = $4, \
+     claimed_until = NULL, claim_token = NULL \
+     WHERE id = $1 AND claim_token = $2 AND status = 'pending'";
+const MARK_FAILED: &str = "UPDATE outbox SET status = 'failed', last_error = $3, \
+     next_attempt_at = $4, data = '{}', claimed_until = NULL, claim_token = NULL \
+     WHERE id = $1 AND claim_token = $2 AND status = 'pending'";
+/// The untried attempt is given back, so a release costs no attempt.
+const RELEASE_MAIL: &str = "UPDATE outbox SET attempts = attempts - 1, next_attempt_at = $3, \
+     claimed_until = NULL, claim_token = NULL \
+     WHERE id = $1 AND claim_token = $2 AND status = 'pending'";
+/// A page of the email log; each filter applies only when bound.
+const EMAIL_LOG: &str = "SELECT id, kind, recipient, status, attempts, last_error, created_at, \
+     next_attempt_at, sent_at FROM email_log \
+     WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR kind = $2) \
+     AND ($3 IS NULL OR recipient = $3) \
+     AND ($4 IS NULL OR (created_at, id) < ($4, $5)) \
+     ORDER BY created_at DESC, id DESC LIMIT $6";
+
+/// The most entries one page of the email log lists.
+const EMAIL_LOG_MAX_PAGE: u32 = 1000;
+
+/// [`MARK_SENT`] with its values bound.
+pub(crate) fn mark_sent<DB: Backend>(id: Uuid, claim: Uuid, at: DateTime<Utc>) -> Query<DB> {
+    sqlx::query(MARK_SENT)
+        .arg(DbUuid(id))
+        .arg(DbUuid(claim))
+        .arg(DbTime(at))
+}
+
+/// [`SCHEDULE_RETRY`] with its values bound.
+pub(crate) fn schedule_retry<DB: Backend>(
+    id: Uuid,
+    claim: Uuid,
+    error: &str,
+    at: DateTime<Utc>,
+) -> Query<DB> {
+    sqlx::query(SCHEDULE_RETRY)
+        .arg(DbUuid(id))
+        .arg(DbUuid(claim))
+        .arg(error.to_owned())
+        .arg(DbTime(at))
+}
+
+/// [`MARK_FAILED`] with its values bound.
+pub(crate) fn mark_failed<DB: Backend>(
+    id: Uuid,
+    claim: Uuid,
+    error: &str,
+    at: DateTime<Utc>,
+) -> Query<DB> {
+    sqlx::query(MARK_FAILED)
+        .arg(DbUuid(id))
+        .arg(DbUuid(claim))
+        .arg(error.to_owned())
+        .arg(DbTime(at))
+}
+
+/// [`RELEASE_MAIL`] with its values bound.
+pub(crate) fn release_mail<DB: Backend>(id: Uuid, claim: Uuid, now: DateTime<Utc>) -> Query<DB> {
+    sqlx::query(RELEASE_MAIL)
+        .arg(DbUuid(id))
+        .arg(DbUuid(claim))
+        .arg(DbTime(now))
+}
+
+/// [`EMAIL_LOG`] with the filter bound; it reads one entry more than the
+/// page, which tells [`mail_page`] whether another page follows.
+pub(crate) fn email_log<DB: Backend>(filter: &MailFilter) -> QueryAs<DB, MailLogRow>
+where
+    MailLogRow: for<'r> FromRow<'r, DB::Row>,
+{
+    let limit = filter.limit.clamp(1, EMAIL_LOG_MAX_PAGE);
+    sqlx::query_as::<DB, MailLogRow>(EMAIL_LOG)
+        .arg(filter.status.map(|s| s.as_str().to_owned()))
+        .arg(filter.kind.map(|k| k.as_str().to_owned()))
+        .arg(filter.recipient.clone())
+        .arg(filter.after.map(|c| DbTime(c.created_at)))
+        .arg(filter.after.map(|c| DbUuid(c.id)))
+        .arg(i64::from(limit) + 1)
+}
+
+/// The page of the email log that [`email_log`] read.
+pub(crate) fn mail_page(
+    fetched: Result<Vec<MailLogRow>, sqlx::Error>,
+    filter: &MailFilter,
+) -> Result<MailPage, StoreError> {
+    let limit = filter.limit.clamp(1, EMAIL_LOG_MAX_PAGE) as usize;
+    let mut entries: Vec<MailRecord> = all(fetched)?;
+    let next = (entries.len() > limit).then(|| {
+        entries.truncate(limit);
+        let last = &entries[limit - 1];
+        MailCursor {
+            created_at: last.created_at,
+            id: last.id,
+        }
+    });
+    Ok(MailPage { entries, next })
+}
+
+/// Claimed rows as messages, oldest first (`RETURNING` has no order).
+pub(crate) fn claimed(
+    fetched: Result<Vec<QueuedRow>, sqlx::Error>,
+) -> Result<Vec<QueuedMail>, StoreError> {
+    let mut mail: Vec<QueuedMail> = all(fetched)?;
+    mail.sort_by_key(|m| (m.created_at, m.id));
+    Ok(mail)
+}
+
 /// The org a `create_org` call inserts.
 pub(crate) fn new_org(name: &str) -> Org {
     Org {
@@ -792,6 +939,30 @@ pub(crate) struct AuditRow {
     detail: Option<String>,
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct QueuedRow {
+    id: DbUuid,
+    kind: String,
+    recipient: String,
+    data: Json<serde_json::Value>,
+    attempts: i32,
+    claim_token: Option<DbUuid>,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MailLogRow {
+    id: DbUuid,
+    kind: String,
+    recipient: String,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    next_attempt_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+}
+
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("unreadable {what} row: {detail}"))
 }
@@ -815,6 +986,41 @@ impl TryFrom<SweepRow> for SweepCandidate {
             license_id: LicenseId(r.license_id.0),
             hardware_id: r.hardware_id,
             lease_expires_at: r.lease_expires_at,
+        })
+    }
+}
+
+impl TryFrom<QueuedRow> for QueuedMail {
+    type Error = StoreError;
+    fn try_from(r: QueuedRow) -> Result<Self, StoreError> {
+        Ok(QueuedMail {
+            id: r.id.0,
+            kind: r.kind.parse().map_err(|e| corrupt("outbox", e))?,
+            to: r.recipient,
+            data: r.data.0,
+            attempt: u32::try_from(r.attempts).map_err(|e| corrupt("outbox", e))?,
+            claim: r
+                .claim_token
+                .ok_or_else(|| corrupt("outbox", "a claimed message has no claim token"))?
+                .0,
+            created_at: r.created_at,
+        })
+    }
+}
+
+impl TryFrom<MailLogRow> for MailRecord {
+    type Error = StoreError;
+    fn try_from(r: MailLogRow) -> Result<Self, StoreError> {
+        Ok(MailRecord {
+            id: r.id.0,
+            kind: r.kind.parse().map_err(|e| corrupt("outbox", e))?,
+            recipient: r.recipient,
+            status: r.status.parse().map_err(|e| corrupt("outbox", e))?,
+            attempts: u32::try_from(r.attempts).map_err(|e| corrupt("outbox", e))?,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            next_attempt_at: r.next_attempt_at,
+            sent_at: r.sent_at,
         })
     }
 }

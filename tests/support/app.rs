@@ -15,7 +15,7 @@ use seatwarden::signing::TokenSigner;
 use seatwarden::startup::Application;
 use seatwarden_actors::Coordinator;
 use seatwarden_actors::domain::{LicenseId, OrgId};
-use seatwarden_actors::ports::Store;
+use seatwarden_actors::ports::{Outbox, Store};
 
 /// One 2048-bit key per test binary: generating keys is slow, and tests
 /// only need a valid one.
@@ -70,6 +70,18 @@ pub struct AppOptions {
     /// "3/min".into())`. Rate limits are otherwise so high (a million a
     /// second) that tests never meet them, though every check still runs.
     pub overrides: Vec<(&'static str, figment::value::Value)>,
+    /// `mail.smtp_url`; `None` writes `.eml` files into the data dir.
+    pub smtp_url: Option<String>,
+    pub mail_poll_ms: u64,
+    pub mail_retry_base_secs: u64,
+    pub mail_max_attempts: u32,
+    /// `mail.claim_secs` and `mail.send_timeout_secs`.
+    pub mail_claim_secs: u64,
+    pub mail_send_timeout_secs: u64,
+    /// `http.public_url`, the base of links in mail.
+    pub public_url: Option<String>,
+    /// `mail.template_dir`; the repository's templates when `None`.
+    pub template_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -93,6 +105,14 @@ impl Default for AppOptions {
             max_restarts: 5,
             restart_window_secs: 60,
             overrides: Vec::new(),
+            smtp_url: None,
+            mail_poll_ms: 1000,
+            mail_retry_base_secs: 30,
+            mail_max_attempts: 8,
+            mail_claim_secs: 60,
+            mail_send_timeout_secs: 15,
+            public_url: None,
+            template_dir: None,
         }
     }
 }
@@ -104,6 +124,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub coordinator: Coordinator,
     pub store: std::sync::Arc<dyn Store>,
+    pub outbox: std::sync::Arc<dyn Outbox>,
     pub signer: TokenSigner,
     pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
@@ -119,6 +140,12 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let settings = test_settings(&opts, dir.path());
     start(settings, dir).await
+}
+
+/// The settings `spawn_app_with` would start a server with, in `dir`: for
+/// tests that build the application themselves.
+pub fn settings_for(opts: &AppOptions, dir: &std::path::Path) -> Settings {
+    test_settings(opts, dir)
 }
 
 fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
@@ -150,9 +177,23 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         .merge(("http.keep_alive_idle_secs", opts.keep_alive_idle_secs))
         .merge(("http.max_connections", opts.max_connections))
         .merge(("supervision.max_restarts", opts.max_restarts))
-        .merge(("supervision.window_secs", opts.restart_window_secs));
+        .merge(("supervision.window_secs", opts.restart_window_secs))
+        .merge(("mail.poll_interval_ms", opts.mail_poll_ms))
+        .merge(("mail.retry_base_secs", opts.mail_retry_base_secs))
+        .merge(("mail.max_attempts", opts.mail_max_attempts))
+        .merge(("mail.claim_secs", opts.mail_claim_secs))
+        .merge(("mail.send_timeout_secs", opts.mail_send_timeout_secs));
     if let Some(token) = opts.ops_token {
         figment = figment.merge(("ops.token", token));
+    }
+    if let Some(url) = &opts.smtp_url {
+        figment = figment.merge(("mail.smtp_url", url.clone()));
+    }
+    if let Some(url) = &opts.public_url {
+        figment = figment.merge(("http.public_url", url.clone()));
+    }
+    if let Some(dir) = &opts.template_dir {
+        figment = figment.merge(("mail.template_dir", dir.display().to_string()));
     }
     if let Some(addr) = opts.metrics_listen {
         figment = figment.merge(("http.metrics_listen", addr));
@@ -183,6 +224,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
     let metrics_addr = app.metrics_addr();
     let coordinator = app.coordinator().clone();
     let store = app.store();
+    let outbox = app.outbox();
     let signer = app.signer().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async {
@@ -194,6 +236,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> TestApp {
         client: reqwest::Client::new(),
         coordinator,
         store,
+        outbox,
         signer,
         settings,
         shutdown: Some(tx),

@@ -2,11 +2,13 @@
 //!
 //! Tests of the Redis and PostgreSQL paths need real servers: run the suite
 //! through `scripts/test.sh`, which starts throwaway ones and exports
-//! `SEATWARDEN_TEST_REDIS_URL` and `SEATWARDEN_TEST_PG_URL`.
+//! `SEATWARDEN_TEST_REDIS_URL` and `SEATWARDEN_TEST_PG_URL`, and an SMTP
+//! sink, `SEATWARDEN_TEST_SMTP_URL` and `SEATWARDEN_TEST_SMTP_DIR`.
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
 pub mod backends;
+pub mod mail;
 pub mod proxy;
 pub mod services;
 

@@ -10,6 +10,8 @@
 //! - [`SessionStore`]: session records and the audit log (durable history).
 //! - [`SeatLedger`]: the live leases (the single source of truth for who
 //!   holds a seat right now).
+//! - [`Outbox`]: email waiting to be sent and its delivery record;
+//!   [`MailSender`]: the transport that sends one message.
 
 mod accounts;
 mod ledger;
@@ -20,7 +22,10 @@ mod sessions;
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
 pub use ledger::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 pub use licenses::{LicenseChange, LicenseStore};
-pub use outbox::{MailKind, NewMail};
+pub use outbox::{
+    MailCursor, MailFilter, MailKind, MailPage, MailRecord, MailSender, MailStatus, NewMail,
+    Outbox, QueuedMail, SendError,
+};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 
 /// A failure of the durable store.
@@ -43,7 +48,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Every store role, for callers (the composition root, the CLI, tests) that use
-/// one backend for both roles.
-pub trait Store: LicenseStore + SessionStore + AccountStore {}
-impl<T: LicenseStore + SessionStore + AccountStore + ?Sized> Store for T {}
+/// Every durable role, for callers (the composition root, the CLI, tests)
+/// that use one backend for all of them.
+pub trait Store: LicenseStore + SessionStore + AccountStore + Outbox {}
+impl<T: LicenseStore + SessionStore + AccountStore + Outbox + ?Sized> Store for T {}

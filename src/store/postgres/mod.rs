@@ -15,6 +15,8 @@ use seatwarden_actors::ports::{
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use uuid::Uuid;
 
+mod outbox;
+
 use super::{
     AUDIT_OF_LICENSE, Arg, AuditRow, DbTime, DbUuid, END_SESSION_ONE_STATEMENT, LICENSE_BY_ID,
     LICENSE_BY_KEY_HASH, LICENSE_CHANGES, LICENSE_REVISION, LICENSE_STATUS, LicenseChangeRow,

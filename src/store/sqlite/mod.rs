@@ -17,6 +17,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
+mod outbox;
+
 use super::{
     AUDIT_OF_LICENSE, AuditRow, DbTime, DbUuid, LICENSE_BY_ID, LICENSE_BY_KEY_HASH,
     LICENSE_CHANGES, LICENSE_REVISION, LicenseChangeRow, LicenseRow, ORG_BY_ID,
