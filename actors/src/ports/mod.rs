@@ -8,18 +8,24 @@
 //!
 //! - [`LicenseStore`]: organizations and licenses (durable, rarely written).
 //! - [`SessionStore`]: session records and the audit log (durable history).
+//! - [`AccountStore`]: users, credentials and memberships.
+//! - [`OrgStore`]: what an organization's people manage (members,
+//!   invitations, API keys) and paged reads of its licenses, sessions and
+//!   audit log.
 //! - [`SeatLedger`]: the live leases (the single source of truth for who
 //!   holds a seat right now).
 
 mod accounts;
 mod ledger;
 mod licenses;
+mod orgs;
 mod outbox;
 mod sessions;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
 pub use ledger::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 pub use licenses::{LicenseChange, LicenseStore};
+pub use orgs::OrgStore;
 pub use outbox::{MailKind, NewMail};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 
@@ -45,5 +51,5 @@ pub enum StoreError {
 
 /// Every store role, for callers (the composition root, the CLI, tests) that use
 /// one backend for both roles.
-pub trait Store: LicenseStore + SessionStore + AccountStore {}
-impl<T: LicenseStore + SessionStore + AccountStore + ?Sized> Store for T {}
+pub trait Store: LicenseStore + SessionStore + AccountStore + OrgStore {}
+impl<T: LicenseStore + SessionStore + AccountStore + OrgStore + ?Sized> Store for T {}
