@@ -219,8 +219,8 @@ fn mail_enqueued(ctx: &AppContext) {
 pub fn register(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("register"))
+    path("register")
+        .and(warp::post())
         .and(with_ctx(ctx.clone()))
         .and(client(ctx.client_ip))
         .and(json_body::<RegisterRequest>())
@@ -291,8 +291,8 @@ async fn handle_register(
 pub fn verify_email(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::get()
-        .and(path("verify-email"))
+    path("verify-email")
+        .and(warp::get())
         .and(with_ctx(ctx))
         .and(warp::query::<VerifyQuery>())
         .and_then(|ctx: AppContext, q: VerifyQuery| async move {
@@ -328,8 +328,8 @@ async fn handle_verify(ctx: AppContext, q: VerifyQuery) -> Result<Response, ApiE
 pub fn login(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("login"))
+    path("login")
+        .and(warp::post())
         .and(with_ctx(ctx.clone()))
         .and(client(ctx.client_ip))
         .and(json_body::<LoginRequest>())
@@ -435,8 +435,8 @@ fn token_response(ctx: &AppContext, access_token: String, refresh_token: String)
 pub fn refresh(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("refresh"))
+    path("refresh")
+        .and(warp::post())
         .and(with_ctx(ctx))
         .and(json_body::<RefreshRequest>())
         .and_then(|ctx: AppContext, req: RefreshRequest| async move {
@@ -486,8 +486,8 @@ async fn handle_refresh(ctx: AppContext, req: RefreshRequest) -> Result<Response
 pub fn logout(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("logout"))
+    path("logout")
+        .and(warp::post())
         .and(with_ctx(ctx))
         .and(json_body::<RefreshRequest>())
         .and_then(|ctx: AppContext, req: RefreshRequest| async move {
@@ -507,8 +507,8 @@ pub fn logout(
 
 /// `GET /api/v1/auth/me`
 pub fn me(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::get()
-        .and(path("me"))
+    path("me")
+        .and(warp::get())
         .and(with_ctx(ctx.clone()))
         .and(principal::user(ctx))
         .and_then(|ctx: AppContext, claims: AccessClaims| async move {
@@ -547,8 +547,8 @@ async fn handle_me(ctx: AppContext, claims: AccessClaims) -> Result<Response, Ap
 pub fn forgot_password(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("forgot-password"))
+    path("forgot-password")
+        .and(warp::post())
         .and(with_ctx(ctx.clone()))
         .and(client(ctx.client_ip))
         .and(json_body::<ForgotRequest>())
@@ -603,8 +603,8 @@ async fn handle_forgot(
 pub fn reset_password(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::post()
-        .and(path("reset-password"))
+    path("reset-password")
+        .and(warp::post())
         .and(with_ctx(ctx))
         .and(json_body::<ResetRequest>())
         .and_then(|ctx: AppContext, req: ResetRequest| async move {
