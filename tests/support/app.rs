@@ -61,6 +61,9 @@ pub struct AppOptions {
     pub max_connections: usize,
     /// `Some("127.0.0.1:0")` serves `/metrics` on a port of its own.
     pub metrics_listen: Option<&'static str>,
+    /// `auth.access_token_secret`: give several nodes the same one so that
+    /// they accept each other's access tokens.
+    pub access_token_secret: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -80,6 +83,7 @@ impl Default for AppOptions {
             keep_alive_idle_secs: 75,
             max_connections: 10_000,
             metrics_listen: None,
+            access_token_secret: None,
         }
     }
 }
@@ -136,6 +140,9 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
         .merge(("http.body_timeout_secs", opts.body_timeout_secs))
         .merge(("http.keep_alive_idle_secs", opts.keep_alive_idle_secs))
         .merge(("http.max_connections", opts.max_connections));
+    if let Some(secret) = &opts.access_token_secret {
+        figment = figment.merge(("auth.access_token_secret", secret.clone()));
+    }
     if let Some(addr) = opts.metrics_listen {
         figment = figment.merge(("http.metrics_listen", addr));
     }
@@ -229,13 +236,42 @@ impl TestApp {
         .await
         .expect("create org");
         let org: OrgId = org["id"].as_str().unwrap().parse().unwrap();
+        self.create_license_in(
+            org,
+            seats,
+            "pro",
+            expires_at,
+            offline_grace_secs,
+            offline_overdraft,
+        )
+        .await
+    }
+
+    /// A license of an existing organization (for example one a test
+    /// person registered), through the CLI's `license create --org` path.
+    pub async fn create_license_for(&self, org: OrgId, seats: u32) -> TestLicense {
+        self.create_license_in(org, seats, "pro", None, None, 0)
+            .await
+    }
+
+    /// A license of `org` with its tier and expiry, through the CLI path.
+    pub async fn create_license_in(
+        &self,
+        org: OrgId,
+        seats: u32,
+        tier: &str,
+        expires_at: Option<&str>,
+        offline_grace_secs: Option<u32>,
+        offline_overdraft: u32,
+    ) -> TestLicense {
+        let prefix = &self.settings.licenses.key_prefix;
         let license = run_admin(
             self.store.as_ref(),
             prefix,
             Command::License(LicenseCommand::Create {
                 org,
                 seats,
-                tier: "pro".into(),
+                tier: tier.into(),
                 features: vec!["export".into(), "sso".into()],
                 expires_at: expires_at.map(|s| s.parse().unwrap()),
                 offline_grace_secs,

@@ -5,6 +5,7 @@
 //! `SEATWARDEN_TEST_REDIS_URL` and `SEATWARDEN_TEST_PG_URL`.
 #![allow(dead_code, unused_imports)]
 
+pub mod accounts;
 pub mod app;
 pub mod backends;
 pub mod proxy;
