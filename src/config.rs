@@ -135,6 +135,9 @@ pub struct AuthSettings {
     pub refresh_token_ttl_days: u64,
     pub verify_token_ttl_hours: u64,
     pub reset_token_ttl_mins: u64,
+    /// How long an emailed invitation into an organization stays usable.
+    #[serde(default = "seven")]
+    pub invitation_ttl_days: u64,
     pub lockout_max_failures: u32,
     pub lockout_window_secs: u64,
     pub lockout_secs: u64,
@@ -148,6 +151,10 @@ impl AuthSettings {
             lock_for: secs(self.lockout_secs),
         }
     }
+}
+
+fn seven() -> u64 {
+    7
 }
 
 fn secs(n: u64) -> chrono::Duration {

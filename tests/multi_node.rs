@@ -63,6 +63,12 @@ impl Shared {
             ),
             ("SEATWARDEN__SIGNING__RSA_BITS", "2048".into()),
             ("SEATWARDEN__SIGNING__GENERATE_IF_MISSING", "false".into()),
+            // Like the signing key, one access-token key for every node:
+            // nothing is generated when generate_if_missing is false.
+            (
+                "SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET",
+                "multi-node-test-access-token-secret-0123456789".into(),
+            ),
             ("SEATWARDEN__SEATS__LEASE_TTL_SECS", ttl.to_string()),
             (
                 "SEATWARDEN__SEATS__HEARTBEAT_INTERVAL_SECS",

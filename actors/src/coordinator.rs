@@ -17,8 +17,8 @@ use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 use crate::domain::{
-    AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseKey, OrgId,
-    SessionId, SessionRecord,
+    ActionAudit, AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseKey,
+    OrgId, SessionId, SessionRecord,
 };
 use crate::error::CoordinatorError;
 use crate::mailer::MailerArguments;
@@ -29,7 +29,8 @@ use crate::messages::{
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{
-    LeaseGrant, LeaseRequest, LicenseStore, MailSender, Outbox, SeatLedger, SessionStore,
+    EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, MailSender, Outbox, SeatLedger,
+    SessionStore,
 };
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
 use crate::settings::CoordinatorSettings;
@@ -359,12 +360,14 @@ impl Coordinator {
             // Open: lapsed (the sweep closes it) or being released elsewhere.
             None | Some(EndReason::Expired) => CoordinatorError::SessionExpired,
             Some(EndReason::Released) => CoordinatorError::SessionEnded(EndReason::Released),
+            // Revoked with the license's seats (a suspension) or alone (an
+            // administrator's force-release): the license says which.
             Some(EndReason::Revoked) => match self.fresh_license(session.license).await {
                 Ok(Some(license)) => match license.refusal(Utc::now()) {
                     Some(refusal) => refusal.into(),
-                    None => CoordinatorError::SessionEnded(EndReason::Revoked),
+                    None => CoordinatorError::SessionRevoked,
                 },
-                Ok(None) => CoordinatorError::SessionEnded(EndReason::Revoked),
+                Ok(None) => CoordinatorError::SessionRevoked,
                 Err(e) => e,
             },
         }
@@ -415,6 +418,44 @@ impl Coordinator {
             ended_at,
             reason,
         })
+    }
+
+    /// Takes a seat back on an administrator's behalf (force-release):
+    /// ends the session's record as `revoked` with `audit` (its
+    /// `SESSION_REVOKED` entry, naming the actor), then frees the seat in
+    /// the ledger, which every node shares (Redis) or which is this single
+    /// node's (in-process). The holder's next heartbeat gets
+    /// [`CoordinatorError::SessionRevoked`].
+    ///
+    /// The same order as [`Coordinator::release`], for the same reasons:
+    /// with the store down nothing changes; with the ledger down the record
+    /// is ended and a retry (which finds it ended, and writes nothing)
+    /// frees the seat. Idempotent: a session that had already ended is
+    /// answered with its original end, and its seat freed all the same.
+    pub async fn revoke_session(
+        &self,
+        id: SessionId,
+        audit: ActionAudit,
+    ) -> Result<SessionRecord, CoordinatorError> {
+        let outcome = self
+            .inner
+            .ports
+            .sessions
+            .revoke_session(id, audit.at, &audit)
+            .await?
+            .ok_or(CoordinatorError::SessionNotFound)?;
+        let record = outcome.record().clone();
+        let freed = self
+            .inner
+            .ports
+            .ledger
+            .release(record.org_id, record.license_id, record.id)
+            .await?;
+        if matches!(outcome, EndOutcome::Ended(_)) {
+            tracing::info!(session_id = %record.id, license_id = %record.license_id,
+                actor = ?audit.actor_id, freed, "session revoked by an administrator");
+        }
+        Ok(record)
     }
 
     /// The durable record of a session, if it exists.

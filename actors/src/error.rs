@@ -25,6 +25,10 @@ pub enum CoordinatorError {
     SessionExpired,
     #[error("the session has ended ({})", .0.as_str())]
     SessionEnded(EndReason),
+    /// An owner or admin took the seat back (force-release). Its own code,
+    /// so that the holder can tell it from a release or an expiry.
+    #[error("the session was revoked by an administrator")]
+    SessionRevoked,
     #[error("the seat ledger is unavailable: {0}")]
     LedgerUnavailable(String),
     #[error("the store is unavailable: {0}")]
@@ -52,6 +56,7 @@ impl CoordinatorError {
             Self::SessionNotFound => "session_not_found",
             Self::SessionExpired => "session_expired",
             Self::SessionEnded(_) => "session_ended",
+            Self::SessionRevoked => "session_revoked",
             Self::LedgerUnavailable(_) => "ledger_unavailable",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Busy(_) => "busy",

@@ -12,6 +12,22 @@ use sha2::{Digest, Sha256};
 pub const REFRESH_PREFIX: &str = "swr_";
 /// Prefix of emailed single-use tokens (verification, reset, invitation).
 pub const EMAIL_PREFIX: &str = "swe_";
+/// Prefix of organizations' API keys, presented as `Authorization: Bearer`.
+pub const API_KEY_PREFIX: &str = "swk_";
+
+/// What people see of a secret in listings: its prefix and last four
+/// characters (`swk_…a1B2`), which tell keys apart and reveal nothing.
+pub fn hint(token: &str, prefix: &str) -> String {
+    let tail: String = token
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{prefix}…{tail}")
+}
 
 /// A fresh secret with `prefix`, and its hash for the store.
 pub fn generate(prefix: &str) -> (String, String) {

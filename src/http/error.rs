@@ -9,6 +9,7 @@ use warp::reply::{Reply, Response};
 use warp::{Rejection, reject::Reject};
 
 use seatwarden_actors::CoordinatorError;
+use seatwarden_actors::domain::EndReason;
 use seatwarden_actors::ports::StoreError;
 
 /// An API error: a status, a stable machine-readable code, a message for
@@ -50,6 +51,15 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_owned(), value.into());
         self
@@ -89,7 +99,9 @@ impl From<CoordinatorError> for ApiError {
                 (StatusCode::FORBIDDEN, None, None)
             }
             E::NoSeatsAvailable { .. } => (StatusCode::CONFLICT, None, None),
-            E::SessionExpired | E::SessionEnded(_) => (StatusCode::GONE, None, None),
+            E::SessionExpired | E::SessionEnded(_) | E::SessionRevoked => {
+                (StatusCode::GONE, None, None)
+            }
             E::LedgerUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some(2),
@@ -127,6 +139,7 @@ impl From<CoordinatorError> for ApiError {
                 .with("seats_used", seats_used)
                 .with("max_seats", max_seats),
             E::SessionEnded(reason) => error.with("end_reason", reason.as_str()),
+            E::SessionRevoked => error.with("end_reason", EndReason::Revoked.as_str()),
             _ => error,
         }
     }

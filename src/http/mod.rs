@@ -20,6 +20,9 @@ pub use auth::validate_email;
 mod error;
 mod licenses;
 mod ops;
+mod org_licenses;
+mod orgs;
+mod paging;
 pub mod principal;
 
 use std::convert::Infallible;
@@ -293,6 +296,10 @@ fn api(
         .unify()
         .or(auth_routes(ctx.clone()))
         .unify()
+        .or(org_routes(ctx.clone()))
+        .unify()
+        .or(org_license_routes(ctx.clone()))
+        .unify()
         .or(ops::live())
         .unify()
         .or(ops::ready(ctx.clone()))
@@ -325,6 +332,62 @@ fn auth_routes(
         .or(auth::forgot_password(ctx.clone()))
         .unify()
         .or(auth::reset_password(ctx))
+        .unify()
+        .boxed()
+}
+
+/// `/api/v1/orgs/*` and `/api/v1/invitations/accept`.
+fn org_routes(
+    ctx: AppContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    orgs::list_orgs(ctx.clone())
+        .or(orgs::get_org(ctx.clone()))
+        .unify()
+        .or(orgs::rename_org(ctx.clone()))
+        .unify()
+        .or(orgs::list_members(ctx.clone()))
+        .unify()
+        .or(orgs::set_member_role(ctx.clone()))
+        .unify()
+        .or(orgs::remove_member(ctx.clone()))
+        .unify()
+        .or(orgs::create_invitation(ctx.clone()))
+        .unify()
+        .or(orgs::list_invitations(ctx.clone()))
+        .unify()
+        .or(orgs::revoke_invitation(ctx.clone()))
+        .unify()
+        .or(orgs::accept_invitation(ctx.clone()))
+        .unify()
+        .or(orgs::list_api_keys(ctx.clone()))
+        .unify()
+        .or(orgs::create_api_key(ctx.clone()))
+        .unify()
+        .or(orgs::revoke_api_key(ctx.clone()))
+        .unify()
+        .or(orgs::audit_logs(ctx))
+        .unify()
+        .boxed()
+}
+
+/// Licenses and sessions seen from their organization.
+fn org_license_routes(
+    ctx: AppContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    org_licenses::list_licenses(ctx.clone())
+        .or(org_licenses::get_license(ctx.clone()))
+        .unify()
+        .or(org_licenses::list_sessions(ctx.clone()))
+        .unify()
+        .or(org_licenses::force_release(ctx))
         .unify()
         .boxed()
 }

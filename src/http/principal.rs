@@ -8,23 +8,32 @@
 use http::StatusCode;
 use warp::Filter;
 
-use seatwarden_actors::domain::{OrgId, Role, UserId};
+use seatwarden_actors::domain::{ApiKeyId, OrgId, Role, UserId};
 
 use super::{ApiError, AppContext};
-use crate::auth::AccessClaims;
+use crate::auth::{AccessClaims, tokens};
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub enum Principal {
     /// A person, through an access token.
     User(AccessClaims),
+    /// A machine, through one of its organization's API keys. Read from
+    /// the store on every request (one indexed lookup, no cache), so a
+    /// revoked key stops working on every node at once.
+    ApiKey {
+        id: ApiKeyId,
+        org_id: OrgId,
+        role: Role,
+    },
 }
 
 impl Principal {
-    /// The user behind the credential.
+    /// The user behind the credential; `None` for an API key.
     pub fn user_id(&self) -> Option<UserId> {
         match self {
             Self::User(c) => Some(c.sub),
+            Self::ApiKey { .. } => None,
         }
     }
 
@@ -32,14 +41,24 @@ impl Principal {
     pub fn is_platform_admin(&self) -> bool {
         match self {
             Self::User(c) => c.adm,
+            Self::ApiKey { .. } => false,
         }
     }
 
-    /// The role the token was issued with in `org`, if any. Decisions that
-    /// change data re-read the role from the store instead.
+    /// The role the credential was issued with in `org`, if any. Decisions
+    /// re-read a person's role from the store instead (see [`org_access`]).
     pub fn token_role(&self, org: OrgId) -> Option<Role> {
         match self {
             Self::User(c) => c.orgs.iter().find(|o| o.org == org).map(|o| o.role),
+            Self::ApiKey { org_id, role, .. } => (*org_id == org).then_some(*role),
+        }
+    }
+
+    /// Who to name as the actor of an audit entry: a user, or a key's id.
+    pub fn actor_id(&self) -> uuid::Uuid {
+        match self {
+            Self::User(c) => c.sub.0,
+            Self::ApiKey { id, .. } => id.0,
         }
     }
 }
@@ -82,7 +101,7 @@ pub fn bearer() -> impl Filter<Extract = (Option<String>,), Error = warp::Reject
     )
 }
 
-/// Any authenticated caller; 401 otherwise.
+/// Any authenticated caller, a person or an API key; 401 otherwise.
 pub fn principal(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Principal,), Error = warp::Rejection> + Clone {
@@ -90,21 +109,146 @@ pub fn principal(
         let ctx = ctx.clone();
         async move {
             let token = token.ok_or_else(|| warp::reject::custom(unauthenticated()))?;
-            match ctx.access.verify(&token) {
-                Some(claims) => Ok(Principal::User(claims)),
-                None => Err(warp::reject::custom(unauthenticated())),
-            }
+            authenticate(&ctx, &token)
+                .await
+                .map_err(warp::reject::custom)
         }
     })
 }
 
-/// A person (an access token); 401 for anything else.
+async fn authenticate(ctx: &AppContext, token: &str) -> Result<Principal, ApiError> {
+    if token.starts_with(tokens::API_KEY_PREFIX) {
+        if !tokens::well_formed(token, tokens::API_KEY_PREFIX) {
+            return Err(unauthenticated());
+        }
+        return match ctx.store.api_key_by_hash(&tokens::digest(token)).await? {
+            Some(key) => Ok(Principal::ApiKey {
+                id: key.id,
+                org_id: key.org_id,
+                role: key.role,
+            }),
+            None => Err(unauthenticated()),
+        };
+    }
+    ctx.access
+        .verify(token)
+        .map(Principal::User)
+        .ok_or_else(unauthenticated)
+}
+
+/// A person (an access token); 401 without a credential, 403 for an API
+/// key, which never stands in for a person.
 pub fn user(
     ctx: AppContext,
 ) -> impl Filter<Extract = (AccessClaims,), Error = warp::Rejection> + Clone {
     principal(ctx).and_then(|p: Principal| async move {
         match p {
             Principal::User(claims) => Ok::<_, warp::Rejection>(claims),
+            Principal::ApiKey { .. } => Err(warp::reject::custom(
+                forbidden().with_message("an API key cannot do this; log in as a person"),
+            )),
         }
     })
+}
+
+/// What an organization-scoped request needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The organization itself: any member, and the org's API keys.
+    View,
+    /// Licenses and their sessions: members and above, and member keys.
+    Licenses,
+    /// The member list: people who are members and above.
+    Members,
+    /// The audit log: owners and admins.
+    Audit,
+    /// Changes to members, invitations, keys, the org and sessions: owners
+    /// and admins, never a key.
+    Manage,
+}
+
+/// Who is acting in an organization, as the store says now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A member, with their current role.
+    Member { user: UserId, role: Role },
+    /// One of the organization's API keys.
+    Key { id: ApiKeyId, role: Role },
+    /// A platform administrator who is not a member: reads only.
+    PlatformAdmin { user: UserId },
+}
+
+impl Caller {
+    /// The caller's role in the organization (none for a platform admin
+    /// who is not a member).
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Self::Member { role, .. } | Self::Key { role, .. } => Some(*role),
+            Self::PlatformAdmin { .. } => None,
+        }
+    }
+
+    /// The acting person, if the caller is one.
+    pub fn user(&self) -> Option<UserId> {
+        match self {
+            Self::Member { user, .. } | Self::PlatformAdmin { user } => Some(*user),
+            Self::Key { .. } => None,
+        }
+    }
+
+    fn allows(&self, need: Need) -> bool {
+        match self {
+            Self::Member { role, .. } => match need {
+                Need::View => true,
+                Need::Licenses | Need::Members => role.sees_licenses(),
+                Need::Audit | Need::Manage => role.manages(),
+            },
+            Self::Key { role, .. } => match need {
+                Need::View => true,
+                Need::Licenses => role.sees_licenses(),
+                Need::Members | Need::Audit | Need::Manage => false,
+            },
+            Self::PlatformAdmin { .. } => need != Need::Manage,
+        }
+    }
+}
+
+/// Decides whether `principal` may do what `need` says in `org`, from the
+/// caller's role as the store has it now (never from the access token's
+/// claims, so a removal or demotion takes effect on the next request).
+///
+/// Anyone outside the organization gets `not_found`, exactly as for an
+/// organization that does not exist, so that no caller learns what other
+/// organizations hold; a member whose role is too low gets a 403.
+pub async fn org_access(
+    ctx: &AppContext,
+    principal: &Principal,
+    org: OrgId,
+    need: Need,
+    not_found: fn() -> ApiError,
+) -> Result<Caller, ApiError> {
+    let caller = match principal {
+        Principal::ApiKey { id, org_id, role } if *org_id == org => Caller::Key {
+            id: *id,
+            role: *role,
+        },
+        Principal::ApiKey { .. } => return Err(not_found()),
+        Principal::User(claims) => match ctx.store.org_role(org, claims.sub).await? {
+            Some(role) => Caller::Member {
+                user: claims.sub,
+                role,
+            },
+            // Platform administrators may read any organization that
+            // exists; they never change one they are not a member of.
+            None if claims.adm && ctx.store.org(org).await?.is_some() => {
+                Caller::PlatformAdmin { user: claims.sub }
+            }
+            None => return Err(not_found()),
+        },
+    };
+    if caller.allows(need) {
+        Ok(caller)
+    } else {
+        Err(forbidden())
+    }
 }

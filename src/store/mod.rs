@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use seatwarden_actors::domain::{
-    AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus,
-    LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord, UserId,
+    ApiKeyId, AuditEntry, AuditEvent, ClientInfo, EndReason, InvitationId, License, LicenseId,
+    LicenseStatus, LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord, UserId,
 };
 use seatwarden_actors::ports::{
     EndOutcome, LicenseChange, MailCursor, MailFilter, MailPage, MailRecord, NewMail, QueuedMail,
@@ -61,6 +61,7 @@ macro_rules! audit_columns {
 }
 
 pub(crate) mod accounts;
+pub(crate) mod orgs;
 pub mod postgres;
 pub mod sqlite;
 
@@ -244,7 +245,7 @@ macro_rules! db_uuid_from {
         }
     )*};
 }
-db_uuid_from!(OrgId, LicenseId, SessionId, UserId);
+db_uuid_from!(OrgId, LicenseId, SessionId, UserId, InvitationId, ApiKeyId);
 
 impl Type<Sqlite> for DbUuid {
     fn type_info() -> SqliteTypeInfo {
@@ -381,6 +382,8 @@ pub(crate) trait Backend:
     + BindTo<String>
     + BindTo<Option<String>>
     + BindTo<i32>
+    + BindTo<i64>
+    + BindTo<Option<i64>>
     + BindTo<bool>
     + BindTo<Option<i32>>
     + BindTo<i64>

@@ -82,6 +82,9 @@ pub struct AppOptions {
     pub public_url: Option<String>,
     /// `mail.template_dir`; the repository's templates when `None`.
     pub template_dir: Option<std::path::PathBuf>,
+    /// `auth.access_token_secret`: give several nodes the same one so that
+    /// they accept each other's access tokens.
+    pub access_token_secret: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -113,6 +116,7 @@ impl Default for AppOptions {
             mail_send_timeout_secs: 15,
             public_url: None,
             template_dir: None,
+            access_token_secret: None,
         }
     }
 }
@@ -194,6 +198,9 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
     }
     if let Some(dir) = &opts.template_dir {
         figment = figment.merge(("mail.template_dir", dir.display().to_string()));
+    }
+    if let Some(secret) = &opts.access_token_secret {
+        figment = figment.merge(("auth.access_token_secret", secret.clone()));
     }
     if let Some(addr) = opts.metrics_listen {
         figment = figment.merge(("http.metrics_listen", addr));
@@ -296,13 +303,42 @@ impl TestApp {
         .await
         .expect("create org");
         let org: OrgId = org["id"].as_str().unwrap().parse().unwrap();
+        self.create_license_in(
+            org,
+            seats,
+            "pro",
+            expires_at,
+            offline_grace_secs,
+            offline_overdraft,
+        )
+        .await
+    }
+
+    /// A license of an existing organization (for example one a test
+    /// person registered), through the CLI's `license create --org` path.
+    pub async fn create_license_for(&self, org: OrgId, seats: u32) -> TestLicense {
+        self.create_license_in(org, seats, "pro", None, None, 0)
+            .await
+    }
+
+    /// A license of `org` with its tier and expiry, through the CLI path.
+    pub async fn create_license_in(
+        &self,
+        org: OrgId,
+        seats: u32,
+        tier: &str,
+        expires_at: Option<&str>,
+        offline_grace_secs: Option<u32>,
+        offline_overdraft: u32,
+    ) -> TestLicense {
+        let prefix = &self.settings.licenses.key_prefix;
         let license = run_admin(
             self.store.as_ref(),
             prefix,
             Command::License(LicenseCommand::Create {
                 org,
                 seats,
-                tier: "pro".into(),
+                tier: tier.into(),
                 features: vec!["export".into(), "sso".into()],
                 expires_at: expires_at.map(|s| s.parse().unwrap()),
                 offline_grace_secs,

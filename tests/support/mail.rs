@@ -173,7 +173,7 @@ pub fn delivered_to(app: &super::TestApp, to: &str) -> Vec<Received> {
             (at, m)
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|m| std::cmp::Reverse(m.0));
     found.into_iter().map(|(_, m)| m).collect()
 }
 

@@ -6,6 +6,7 @@
 //! sink, `SEATWARDEN_TEST_SMTP_URL` and `SEATWARDEN_TEST_SMTP_DIR`.
 #![allow(dead_code, unused_imports)]
 
+pub mod accounts;
 pub mod app;
 pub mod backends;
 pub mod mail;

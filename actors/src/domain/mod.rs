@@ -74,6 +74,13 @@ pub use account::{
     Role, TokenPurpose, User, UserId,
 };
 
+mod org;
+pub use org::{
+    AcceptOutcome, ApiKey, ApiKeyId, AuditFilter, AuditRecord, Invitation, InvitationId,
+    InvitationRevoke, InvitationStatus, InviteOutcome, KeyCursor, LicenseFilter, Member,
+    MemberChange, NewApiKey, NewInvitation, Page, PageRequest, SessionFilter, may_assign,
+};
+
 /// An organization as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Org {
@@ -302,6 +309,22 @@ pub enum AuditEvent {
     PasswordReset,
     #[serde(rename = "REFRESH_TOKEN_REUSED")]
     RefreshTokenReused,
+    #[serde(rename = "ORG_RENAMED")]
+    OrgRenamed,
+    #[serde(rename = "MEMBER_ROLE_CHANGED")]
+    MemberRoleChanged,
+    #[serde(rename = "MEMBER_REMOVED")]
+    MemberRemoved,
+    #[serde(rename = "INVITATION_CREATED")]
+    InvitationCreated,
+    #[serde(rename = "INVITATION_REVOKED")]
+    InvitationRevoked,
+    #[serde(rename = "INVITATION_ACCEPTED")]
+    InvitationAccepted,
+    #[serde(rename = "API_KEY_CREATED")]
+    ApiKeyCreated,
+    #[serde(rename = "API_KEY_REVOKED")]
+    ApiKeyRevoked,
 }
 
 impl AuditEvent {
@@ -320,11 +343,19 @@ impl AuditEvent {
             Self::PasswordResetRequested => "PASSWORD_RESET_REQUESTED",
             Self::PasswordReset => "PASSWORD_RESET",
             Self::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            Self::OrgRenamed => "ORG_RENAMED",
+            Self::MemberRoleChanged => "MEMBER_ROLE_CHANGED",
+            Self::MemberRemoved => "MEMBER_REMOVED",
+            Self::InvitationCreated => "INVITATION_CREATED",
+            Self::InvitationRevoked => "INVITATION_REVOKED",
+            Self::InvitationAccepted => "INVITATION_ACCEPTED",
+            Self::ApiKeyCreated => "API_KEY_CREATED",
+            Self::ApiKeyRevoked => "API_KEY_REVOKED",
         }
     }
 
     /// Every event, so that names parse back without a second list.
-    pub const ALL: [AuditEvent; 13] = [
+    pub const ALL: [AuditEvent; 21] = [
         Self::LicenseAcquired,
         Self::LicenseAcquisitionFailed,
         Self::LicenseReleased,
@@ -338,6 +369,14 @@ impl AuditEvent {
         Self::PasswordResetRequested,
         Self::PasswordReset,
         Self::RefreshTokenReused,
+        Self::OrgRenamed,
+        Self::MemberRoleChanged,
+        Self::MemberRemoved,
+        Self::InvitationCreated,
+        Self::InvitationRevoked,
+        Self::InvitationAccepted,
+        Self::ApiKeyCreated,
+        Self::ApiKeyRevoked,
     ];
 }
 

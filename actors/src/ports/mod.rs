@@ -8,6 +8,10 @@
 //!
 //! - [`LicenseStore`]: organizations and licenses (durable, rarely written).
 //! - [`SessionStore`]: session records and the audit log (durable history).
+//! - [`AccountStore`]: users, credentials and memberships.
+//! - [`OrgStore`]: what an organization's people manage (members,
+//!   invitations, API keys) and paged reads of its licenses, sessions and
+//!   audit log.
 //! - [`SeatLedger`]: the live leases (the single source of truth for who
 //!   holds a seat right now).
 //! - [`Outbox`]: email waiting to be sent and its delivery record;
@@ -16,12 +20,14 @@
 mod accounts;
 mod ledger;
 mod licenses;
+mod orgs;
 mod outbox;
 mod sessions;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
 pub use ledger::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 pub use licenses::{LicenseChange, LicenseStore};
+pub use orgs::OrgStore;
 pub use outbox::{
     MailCursor, MailFilter, MailKind, MailPage, MailRecord, MailSender, MailStatus, NewMail,
     Outbox, QueuedMail, SendError,
@@ -50,5 +56,5 @@ pub enum StoreError {
 
 /// Every durable role, for callers (the composition root, the CLI, tests)
 /// that use one backend for all of them.
-pub trait Store: LicenseStore + SessionStore + AccountStore + Outbox {}
-impl<T: LicenseStore + SessionStore + AccountStore + Outbox + ?Sized> Store for T {}
+pub trait Store: LicenseStore + SessionStore + AccountStore + OrgStore + Outbox {}
+impl<T: LicenseStore + SessionStore + AccountStore + OrgStore + Outbox + ?Sized> Store for T {}

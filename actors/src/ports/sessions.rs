@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::domain::{AuditEntry, EndReason, LicenseId, OrgId, SessionId, SessionRecord};
+use crate::domain::{
+    ActionAudit, AuditEntry, EndReason, LicenseId, OrgId, SessionId, SessionRecord,
+};
 
 /// What [`SessionStore::end_session`] did.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +81,20 @@ pub trait SessionStore: Send + Sync + 'static {
         ended_at: DateTime<Utc>,
         reason: EndReason,
         audit: &AuditEntry,
+    ) -> Result<Option<EndOutcome>, StoreError>;
+
+    /// Ends an open session as `revoked` on a person's behalf (an owner
+    /// or admin taking the seat back) and appends `audit`, completed with
+    /// the session's organization, license, id and hardware id, atomically.
+    ///
+    /// Same rules as [`SessionStore::end_session`]: the first caller gets
+    /// `Ended`, later ones `AlreadyEnded` with the original end and nothing
+    /// written; `Ok(None)` when the session is unknown.
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        ended_at: DateTime<Utc>,
+        audit: &ActionAudit,
     ) -> Result<Option<EndOutcome>, StoreError>;
 
     /// Claims up to `limit` open sessions whose sweep is due (`sweep_at`,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{
-    AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId, SessionId,
-    SessionRecord,
+    ActionAudit, AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId,
+    SessionId, SessionRecord,
 };
 use seatwarden_actors::ports::{
     EndOutcome, LicenseChange, LicenseStore, SessionStore, StoreError, SweepCandidate,
@@ -70,6 +70,7 @@ impl PostgresStore {
 }
 
 super::accounts::account_store_impl!(PostgresStore, Postgres);
+super::orgs::org_store_impl!(PostgresStore, Postgres);
 
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",
@@ -277,6 +278,19 @@ impl SessionStore for PostgresStore {
             return Ok(Some(EndOutcome::Ended(record)));
         }
         Ok(self.session(id).await?.map(EndOutcome::AlreadyEnded))
+    }
+
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        ended_at: DateTime<Utc>,
+        audit: &ActionAudit,
+    ) -> Result<Option<EndOutcome>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let outcome =
+            super::orgs::Orgs::<Postgres>::revoke_session(&mut tx, id, ended_at, audit).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(outcome)
     }
 
     async fn claim_sweep(

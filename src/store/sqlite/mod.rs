@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{
-    AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId, SessionId,
-    SessionRecord,
+    ActionAudit, AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId,
+    SessionId, SessionRecord,
 };
 use seatwarden_actors::ports::{
     EndOutcome, LicenseChange, LicenseStore, SessionStore, StoreError, SweepCandidate,
@@ -133,6 +133,7 @@ impl SqliteStore {
 }
 
 super::accounts::account_store_impl!(SqliteStore, Sqlite);
+super::orgs::org_store_impl!(SqliteStore, Sqlite);
 
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",
@@ -304,6 +305,19 @@ impl SessionStore for SqliteStore {
     ) -> Result<Option<EndOutcome>, StoreError> {
         let mut tx = self.write_tx().await?;
         let outcome = end_session_in::<Sqlite>(&mut tx, id, ended_at, reason, audit).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(outcome)
+    }
+
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        ended_at: DateTime<Utc>,
+        audit: &ActionAudit,
+    ) -> Result<Option<EndOutcome>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let outcome =
+            super::orgs::Orgs::<Sqlite>::revoke_session(&mut tx, id, ended_at, audit).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(outcome)
     }

@@ -1,0 +1,325 @@
+//! Licenses seen from their organization: the license list with seats in
+//! use, one license, its sessions, and force-release of a session.
+//!
+//! Seats in use come from the seat ledger, which is the truth for live
+//! seats (the store's open sessions may include lapsed ones the sweep has
+//! not closed yet). A license of another organization answers exactly as
+//! one that does not exist.
+
+use chrono::{DateTime, Utc};
+use futures::future::try_join_all;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use warp::Filter;
+use warp::reply::{Reply, Response};
+
+use seatwarden_actors::CoordinatorError;
+use seatwarden_actors::domain::{
+    AuditEvent, ClientInfo, EndReason, KeyCursor, License, LicenseFilter, LicenseId, LicenseStatus,
+    OrgId, SessionFilter, SessionId, SessionRecord,
+};
+
+use super::orgs::{action, org_not_found, with_ctx};
+use super::paging::{self, query};
+use super::principal::{self, Need, Principal, org_access};
+use super::{ApiError, AppContext, client};
+
+const MAX_FILTER_CHARS: usize = 256;
+
+fn license_not_found() -> ApiError {
+    ApiError::not_found("license_not_found", "no such license")
+}
+
+fn session_not_found() -> ApiError {
+    ApiError::not_found("session_not_found", "no such session on this license")
+}
+
+fn reject(e: ApiError) -> warp::Rejection {
+    warp::reject::custom(e)
+}
+
+fn bounded(field: &'static str, value: &Option<String>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.is_empty() || v.chars().count() > MAX_FILTER_CHARS => {
+            Err(ApiError::bad_request(
+                "invalid_query",
+                format!("{field} must be 1 to {MAX_FILTER_CHARS} characters"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+    status: Option<LicenseStatus>,
+    tier: Option<String>,
+    expires_before: Option<DateTime<Utc>>,
+    expires_after: Option<DateTime<Utc>>,
+}
+
+/// `live` or `ended`.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    Live,
+    Ended,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+    status: Option<SessionState>,
+    hardware_id: Option<String>,
+    end_reason: Option<EndReason>,
+    started_after: Option<DateTime<Utc>>,
+    started_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct LicenseView {
+    id: LicenseId,
+    org_id: OrgId,
+    key_hint: String,
+    seats: u32,
+    seats_used: u32,
+    seats_remaining: u32,
+    tier: String,
+    features: Vec<String>,
+    status: LicenseStatus,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    offline_grace_secs: Option<u32>,
+    offline_overdraft: u32,
+}
+
+impl LicenseView {
+    fn new(l: License, seats_used: u32) -> Self {
+        Self {
+            seats_remaining: l.seats.saturating_sub(seats_used),
+            seats_used,
+            id: l.id,
+            org_id: l.org_id,
+            key_hint: l.key_hint,
+            seats: l.seats,
+            tier: l.tier,
+            features: l.features,
+            status: l.status,
+            expires_at: l.expires_at,
+            created_at: l.created_at,
+            offline_grace_secs: l.offline_grace_secs,
+            offline_overdraft: l.offline_overdraft,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    id: SessionId,
+    license_id: LicenseId,
+    hardware_id: String,
+    /// `live` while the record is open, `ended` after.
+    status: &'static str,
+    started_at: DateTime<Utc>,
+    last_heartbeat_at: DateTime<Utc>,
+    lease_expires_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    end_reason: Option<EndReason>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    metadata: Option<serde_json::Value>,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(s: SessionRecord) -> Self {
+        Self {
+            status: if s.is_open() { "live" } else { "ended" },
+            id: s.id,
+            license_id: s.license_id,
+            hardware_id: s.hardware_id,
+            started_at: s.started_at,
+            last_heartbeat_at: s.last_heartbeat_at,
+            lease_expires_at: s.lease_expires_at,
+            ended_at: s.ended_at,
+            end_reason: s.end_reason,
+            ip: s.client.ip,
+            user_agent: s.client.user_agent,
+            metadata: s.metadata,
+        }
+    }
+}
+
+/// Live leases of a license, from the ledger.
+async fn seats_used(ctx: &AppContext, license: &License) -> Result<u32, ApiError> {
+    let live = ctx
+        .ledger
+        .live_leases(license.org_id, license.id)
+        .await
+        .map_err(CoordinatorError::from)?;
+    Ok(u32::try_from(live.len()).unwrap_or(u32::MAX))
+}
+
+async fn license_view(ctx: &AppContext, license: License) -> Result<LicenseView, ApiError> {
+    let used = seats_used(ctx, &license).await?;
+    Ok(LicenseView::new(license, used))
+}
+
+/// The license, if the caller may do what `need` says in its
+/// organization; otherwise the same 404 as for no license at all.
+async fn visible_license(
+    ctx: &AppContext,
+    p: &Principal,
+    id: LicenseId,
+    need: Need,
+) -> Result<(License, principal::Caller), ApiError> {
+    let license = ctx.store.license(id).await?.ok_or_else(license_not_found)?;
+    let caller = org_access(ctx, p, license.org_id, need, license_not_found).await?;
+    Ok((license, caller))
+}
+
+/// `GET /api/v1/orgs/{id}/licenses`, oldest first, filtered by `status`,
+/// `tier` and `expires_before`/`expires_after` (RFC 3339), with the seats
+/// used and remaining of each.
+pub fn list_licenses(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "licenses")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and(query::<LicenseQuery>())
+        .and_then(
+            |id: Uuid, ctx: AppContext, p: Principal, q: LicenseQuery| async move {
+                handle_list(ctx, p, OrgId(id), q).await.map_err(reject)
+            },
+        )
+}
+
+async fn handle_list(
+    ctx: AppContext,
+    p: Principal,
+    org: OrgId,
+    q: LicenseQuery,
+) -> Result<Response, ApiError> {
+    org_access(&ctx, &p, org, Need::Licenses, org_not_found).await?;
+    bounded("tier", &q.tier)?;
+    let req = paging::request::<KeyCursor>(q.cursor.as_deref(), q.limit)?;
+    let filter = LicenseFilter {
+        status: q.status,
+        tier: q.tier,
+        expires_before: q.expires_before,
+        expires_after: q.expires_after,
+    };
+    let page = ctx.store.org_licenses(org, &filter, req).await?;
+    let next_cursor = page.next.as_ref().map(paging::Cursor::encode);
+    let items = try_join_all(page.items.into_iter().map(|l| license_view(&ctx, l))).await?;
+    Ok(paging::PageBody { items, next_cursor }.into_response())
+}
+
+/// `GET /api/v1/licenses/{id}`
+pub fn get_license(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / Uuid)
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and_then(|id: Uuid, ctx: AppContext, p: Principal| async move {
+            async {
+                let (license, _) = visible_license(&ctx, &p, LicenseId(id), Need::Licenses).await?;
+                let view = license_view(&ctx, license).await?;
+                Ok::<_, ApiError>(warp::reply::json(&view).into_response())
+            }
+            .await
+            .map_err(reject)
+        })
+}
+
+/// `GET /api/v1/licenses/{id}/sessions`, newest first, filtered by
+/// `status` (`live`/`ended`), `hardware_id`, `end_reason` and
+/// `started_after`/`started_before` (RFC 3339).
+pub fn list_sessions(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / Uuid / "sessions")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and(query::<SessionQuery>())
+        .and_then(
+            |id: Uuid, ctx: AppContext, p: Principal, q: SessionQuery| async move {
+                async {
+                    let (license, _) =
+                        visible_license(&ctx, &p, LicenseId(id), Need::Licenses).await?;
+                    bounded("hardware_id", &q.hardware_id)?;
+                    let req = paging::request::<KeyCursor>(q.cursor.as_deref(), q.limit)?;
+                    let filter = SessionFilter {
+                        live: q.status.map(|s| matches!(s, SessionState::Live)),
+                        hardware_id: q.hardware_id,
+                        end_reason: q.end_reason,
+                        started_after: q.started_after,
+                        started_before: q.started_before,
+                    };
+                    let page = ctx.store.license_sessions(license.id, &filter, req).await?;
+                    Ok::<_, ApiError>(paging::body(page, SessionView::from).into_response())
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
+
+/// `DELETE /api/v1/licenses/{id}/sessions/{session_id}`: an owner or
+/// admin ends a live session as `revoked` and frees its seat on every
+/// node; the holder's next heartbeat gets 410 `session_revoked`. Answers
+/// the session as it now is (a session that had already ended, as it
+/// ended: nothing more happens to it).
+pub fn force_release(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / Uuid / "sessions" / Uuid)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and_then(
+            |license: Uuid, session: Uuid, ctx: AppContext, p: Principal, client: ClientInfo| async move {
+                handle_force_release(ctx, p, client, LicenseId(license), SessionId(session))
+                    .await
+                    .map_err(reject)
+            },
+        )
+}
+
+async fn handle_force_release(
+    ctx: AppContext,
+    p: Principal,
+    client: ClientInfo,
+    license: LicenseId,
+    session: SessionId,
+) -> Result<Response, ApiError> {
+    let (license, caller) = visible_license(&ctx, &p, license, Need::Manage).await?;
+    match ctx.store.session(session).await? {
+        Some(s) if s.license_id == license.id => {}
+        _ => return Err(session_not_found()),
+    }
+    let mut audit = action(&caller, &p, &client);
+    audit.event = AuditEvent::SessionRevoked;
+    audit.org_id = Some(license.org_id);
+    audit.license_id = Some(license.id);
+    audit.detail = Some("force_release".to_owned());
+    let record = ctx
+        .coordinator
+        .revoke_session(session, audit)
+        .await
+        .map_err(|e| match e {
+            CoordinatorError::SessionNotFound => session_not_found(),
+            other => other.into(),
+        })?;
+    Ok(warp::reply::json(&SessionView::from(record)).into_response())
+}

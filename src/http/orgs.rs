@@ -1,0 +1,910 @@
+//! Organizations from the inside: the organization, its members, the
+//! invitations that bring people in, its API keys and its audit log.
+//!
+//! Every organization-scoped route asks [`org_access`] first, which reads
+//! the caller's role from the store: outsiders get the same 404 as for an
+//! organization that does not exist, members whose role is too low a 403.
+//! Ids of another organization's invitations, keys or members are unknown
+//! inside this one (404), because every store call is scoped by the
+//! organization in the path.
+//!
+//! Every change is audited with the acting person's id, in the change's
+//! own transaction.
+
+use std::convert::Infallible;
+
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+use warp::Filter;
+use warp::reply::{Reply, Response};
+
+use seatwarden_actors::domain::{
+    AcceptOutcome, ActionAudit, ApiKey, ApiKeyId, AuditEvent, AuditFilter, AuditRecord, ClientInfo,
+    Invitation, InvitationId, InvitationRevoke, InvitationStatus, InviteOutcome, KeyCursor,
+    LicenseId, Member, MemberChange, NewApiKey, NewInvitation, OrgId, Role, UserId,
+};
+use seatwarden_actors::ports::{MailKind, NewMail};
+
+use super::auth::{validate_email, validate_name};
+use super::paging::{self, PageBody, query};
+use super::principal::{self, Caller, Need, Principal, forbidden, org_access};
+use super::{ApiError, AppContext, client, json_body};
+use crate::auth::{AccessClaims, tokens};
+
+pub(super) fn with_ctx(
+    ctx: AppContext,
+) -> impl Filter<Extract = (AppContext,), Error = Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
+/// The 404 of an organization that does not exist or is not the caller's.
+pub(super) fn org_not_found() -> ApiError {
+    ApiError::not_found("org_not_found", "no such organization")
+}
+
+fn member_not_found() -> ApiError {
+    ApiError::not_found("member_not_found", "no such member in this organization")
+}
+
+fn invitation_not_found() -> ApiError {
+    ApiError::not_found(
+        "invitation_not_found",
+        "no such invitation in this organization",
+    )
+}
+
+fn api_key_not_found() -> ApiError {
+    ApiError::not_found("api_key_not_found", "no such API key in this organization")
+}
+
+fn conflict(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, code, message)
+}
+
+/// An audit entry for what `caller` does now; the store fills in the
+/// event, the organization and the detail of the change it makes.
+pub(super) fn action(caller: &Caller, principal: &Principal, client: &ClientInfo) -> ActionAudit {
+    ActionAudit {
+        at: crate::store::now(),
+        event: AuditEvent::OrgRenamed,
+        actor_id: Some(caller.user().map_or_else(|| principal.actor_id(), |u| u.0)),
+        org_id: None,
+        license_id: None,
+        client: client.clone(),
+        detail: None,
+    }
+}
+
+/// Creating invitations and API keys hands out access: only people whose
+/// address is verified (now, not when their token was issued) may.
+async fn require_verified(ctx: &AppContext, caller: &Caller) -> Result<(), ApiError> {
+    let Some(user) = caller.user() else {
+        return Err(forbidden());
+    };
+    match ctx.store.user(user).await? {
+        Some(u) if u.email_verified() => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "email_not_verified",
+            "verify your email address first",
+        )),
+    }
+}
+
+/// The managing person's role; keys and platform admins never manage
+/// (see [`Need::Manage`]), so this always has one.
+fn managing_role(caller: &Caller) -> Result<Role, ApiError> {
+    match caller {
+        Caller::Member { role, .. } => Ok(*role),
+        _ => Err(forbidden()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests and views
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameRequest {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRequest {
+    role: Role,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    email: String,
+    role: Role,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptRequest {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRequest {
+    name: String,
+    role: Role,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+    action: Option<AuditEvent>,
+    user_id: Option<Uuid>,
+    license_id: Option<LicenseId>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct OrgView {
+    id: OrgId,
+    name: String,
+    /// The caller's role; `null` for a platform administrator who is not
+    /// a member.
+    role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    user_id: UserId,
+    email: String,
+    full_name: String,
+    email_verified: bool,
+    role: Role,
+    joined_at: DateTime<Utc>,
+}
+
+impl From<Member> for MemberView {
+    fn from(m: Member) -> Self {
+        Self {
+            user_id: m.user_id,
+            email: m.email,
+            full_name: m.full_name,
+            email_verified: m.email_verified,
+            role: m.role,
+            joined_at: m.joined_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct InvitationView {
+    id: InvitationId,
+    org_id: OrgId,
+    email: String,
+    role: Role,
+    status: InvitationStatus,
+    invited_by: UserId,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    accepted_at: Option<DateTime<Utc>>,
+    accepted_by: Option<UserId>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<Invitation> for InvitationView {
+    fn from(i: Invitation) -> Self {
+        Self {
+            status: i.status(Utc::now()),
+            id: i.id,
+            org_id: i.org_id,
+            email: i.email,
+            role: i.role,
+            invited_by: i.invited_by,
+            created_at: i.created_at,
+            expires_at: i.expires_at,
+            accepted_at: i.accepted_at,
+            accepted_by: i.accepted_by,
+            revoked_at: i.revoked_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ApiKeyView {
+    id: ApiKeyId,
+    org_id: OrgId,
+    name: String,
+    role: Role,
+    key_hint: String,
+    status: &'static str,
+    created_by: UserId,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    /// The key itself: in the answer to its creation only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            status: if k.revoked_at.is_some() {
+                "revoked"
+            } else {
+                "active"
+            },
+            id: k.id,
+            org_id: k.org_id,
+            name: k.name,
+            role: k.role,
+            key_hint: k.key_hint,
+            created_by: k.created_by,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+            key: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AuditView {
+    id: i64,
+    at: DateTime<Utc>,
+    action: AuditEvent,
+    actor_id: Option<Uuid>,
+    license_id: Option<LicenseId>,
+    session_id: Option<seatwarden_actors::domain::SessionId>,
+    hardware_id: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    detail: Option<String>,
+}
+
+impl From<AuditRecord> for AuditView {
+    fn from(a: AuditRecord) -> Self {
+        Self {
+            id: a.id,
+            at: a.at,
+            action: a.event,
+            actor_id: a.actor_id,
+            license_id: a.license_id,
+            session_id: a.session_id,
+            hardware_id: a.hardware_id,
+            ip: a.ip,
+            user_agent: a.user_agent,
+            detail: a.detail,
+        }
+    }
+}
+
+fn json_status(body: &impl Serialize, status: StatusCode) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// A body that carries a secret shown once: never cached on the way.
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn reject(e: ApiError) -> warp::Rejection {
+    warp::reject::custom(e)
+}
+
+// ---------------------------------------------------------------------------
+// The organization
+
+/// `GET /api/v1/orgs`: the caller's organizations (an API key's: its own).
+/// A person belongs to few, so this list is always one page.
+pub fn list_orgs(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and_then(|ctx: AppContext, p: Principal| async move {
+            handle_list_orgs(ctx, p).await.map_err(reject)
+        })
+}
+
+async fn handle_list_orgs(ctx: AppContext, p: Principal) -> Result<Response, ApiError> {
+    let items: Vec<OrgView> = match &p {
+        Principal::User(claims) => ctx
+            .store
+            .memberships(claims.sub)
+            .await?
+            .into_iter()
+            .map(|m| OrgView {
+                id: m.org_id,
+                name: m.org_name,
+                role: Some(m.role),
+                created_at: None,
+            })
+            .collect(),
+        Principal::ApiKey { org_id, role, .. } => ctx
+            .store
+            .org(*org_id)
+            .await?
+            .into_iter()
+            .map(|o| OrgView {
+                id: o.id,
+                name: o.name,
+                role: Some(*role),
+                created_at: Some(o.created_at),
+            })
+            .collect(),
+    };
+    Ok(PageBody {
+        items,
+        next_cursor: None,
+    }
+    .into_response())
+}
+
+/// `GET /api/v1/orgs/{id}`
+pub fn get_org(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid)
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and_then(|id: Uuid, ctx: AppContext, p: Principal| async move {
+            handle_get_org(ctx, p, OrgId(id)).await.map_err(reject)
+        })
+}
+
+async fn handle_get_org(ctx: AppContext, p: Principal, org: OrgId) -> Result<Response, ApiError> {
+    let caller = org_access(&ctx, &p, org, Need::View, org_not_found).await?;
+    let found = ctx.store.org(org).await?.ok_or_else(org_not_found)?;
+    Ok(warp::reply::json(&OrgView {
+        id: found.id,
+        name: found.name,
+        role: caller.role(),
+        created_at: Some(found.created_at),
+    })
+    .into_response())
+}
+
+/// `PATCH /api/v1/orgs/{id}` `{name}`
+pub fn rename_org(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid)
+        .and(warp::patch())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and(json_body::<RenameRequest>())
+        .and_then(
+            |id: Uuid, ctx: AppContext, p: Principal, client: ClientInfo, req: RenameRequest| async move {
+                handle_rename(ctx, p, client, OrgId(id), req)
+                    .await
+                    .map_err(reject)
+            },
+        )
+}
+
+async fn handle_rename(
+    ctx: AppContext,
+    p: Principal,
+    client: ClientInfo,
+    org: OrgId,
+    req: RenameRequest,
+) -> Result<Response, ApiError> {
+    let caller = org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+    validate_name("name", &req.name)?;
+    let renamed = ctx
+        .store
+        .rename_org(org, &req.name, action(&caller, &p, &client))
+        .await?
+        .ok_or_else(org_not_found)?;
+    Ok(warp::reply::json(&OrgView {
+        id: renamed.id,
+        name: renamed.name,
+        role: caller.role(),
+        created_at: Some(renamed.created_at),
+    })
+    .into_response())
+}
+
+// ---------------------------------------------------------------------------
+// Members
+
+/// `GET /api/v1/orgs/{id}/members`
+pub fn list_members(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "members")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and(query::<ListQuery>())
+        .and_then(
+            |id: Uuid, ctx: AppContext, p: Principal, q: ListQuery| async move {
+                let org = OrgId(id);
+                async {
+                    org_access(&ctx, &p, org, Need::Members, org_not_found).await?;
+                    let req = paging::request::<KeyCursor>(q.cursor.as_deref(), q.limit)?;
+                    let page = ctx.store.members(org, req).await?;
+                    Ok::<_, ApiError>(paging::body(page, MemberView::from).into_response())
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
+
+/// `PATCH /api/v1/orgs/{id}/members/{user_id}` `{role}`
+pub fn set_member_role(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "members" / Uuid)
+        .and(warp::patch())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and(json_body::<RoleRequest>())
+        .and_then(
+            |org: Uuid,
+             user: Uuid,
+             ctx: AppContext,
+             p: Principal,
+             client: ClientInfo,
+             req: RoleRequest| async move {
+                let org = OrgId(org);
+                async {
+                    let caller = org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+                    let outcome = ctx
+                        .store
+                        .set_member_role(
+                            org,
+                            UserId(user),
+                            req.role,
+                            managing_role(&caller)?,
+                            action(&caller, &p, &client),
+                        )
+                        .await?;
+                    match member_change(outcome)? {
+                        Some(m) => Ok(warp::reply::json(&MemberView::from(m)).into_response()),
+                        None => Err(member_not_found()),
+                    }
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
+
+/// `DELETE /api/v1/orgs/{id}/members/{user_id}`
+pub fn remove_member(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "members" / Uuid)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and_then(
+            |org: Uuid, user: Uuid, ctx: AppContext, p: Principal, client: ClientInfo| async move {
+                let org = OrgId(org);
+                async {
+                    let caller = org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+                    let outcome = ctx
+                        .store
+                        .remove_member(
+                            org,
+                            UserId(user),
+                            managing_role(&caller)?,
+                            action(&caller, &p, &client),
+                        )
+                        .await?;
+                    match member_change(outcome)? {
+                        Some(_) => Ok(warp::reply::with_status(
+                            warp::reply(),
+                            StatusCode::NO_CONTENT,
+                        )
+                        .into_response()),
+                        None => Err(member_not_found()),
+                    }
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
+
+/// The answer to a member change: the member, `None` for an unknown one,
+/// or why it was refused.
+fn member_change(outcome: MemberChange) -> Result<Option<Member>, ApiError> {
+    match outcome {
+        MemberChange::Changed(m) => Ok(Some(m)),
+        MemberChange::NotMember => Ok(None),
+        MemberChange::Forbidden => {
+            Err(forbidden().with_message("only an owner may make, change or remove an owner"))
+        }
+        MemberChange::LastOwner => Err(conflict(
+            "last_owner",
+            "an organization keeps at least one owner; make someone else owner first",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Invitations
+
+/// `POST /api/v1/orgs/{id}/invitations` `{email, role}`: emails a
+/// single-use token, valid for `auth.invitation_ttl_days` (7).
+pub fn create_invitation(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "invitations")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and(json_body::<InviteRequest>())
+        .and_then(
+            |org: Uuid, ctx: AppContext, p: Principal, client: ClientInfo, req: InviteRequest| async move {
+                handle_invite(ctx, p, client, OrgId(org), req)
+                    .await
+                    .map_err(reject)
+            },
+        )
+}
+
+async fn handle_invite(
+    ctx: AppContext,
+    p: Principal,
+    client: ClientInfo,
+    org: OrgId,
+    req: InviteRequest,
+) -> Result<Response, ApiError> {
+    let caller = org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+    validate_email(&req.email)?;
+    require_verified(&ctx, &caller).await?;
+    let inviter = caller.user().ok_or_else(forbidden)?;
+    let org_name = ctx.store.org(org).await?.ok_or_else(org_not_found)?.name;
+    let inviter_name = ctx
+        .store
+        .user(inviter)
+        .await?
+        .map(|u| u.full_name)
+        .unwrap_or_default();
+    let (token, token_hash) = tokens::generate(tokens::EMAIL_PREFIX);
+    let ttl = chrono::Duration::days(i64::try_from(ctx.auth.invitation_ttl_days).unwrap_or(7));
+    let new = NewInvitation {
+        org_id: org,
+        email: req.email.clone(),
+        role: req.role,
+        invited_by: inviter,
+        token_hash,
+        expires_at: crate::store::now() + ttl,
+    };
+    let mail = NewMail::new(
+        MailKind::Invitation,
+        req.email,
+        json!({
+            "org_name": org_name,
+            "inviter_name": inviter_name,
+            "role": req.role,
+            "token": token,
+        }),
+    );
+    let outcome = ctx
+        .store
+        .create_invitation(
+            new,
+            managing_role(&caller)?,
+            mail,
+            action(&caller, &p, &client),
+        )
+        .await?;
+    match outcome {
+        InviteOutcome::Invited(invitation) => {
+            ctx.coordinator.kick_mailer();
+            Ok(json_status(
+                &InvitationView::from(invitation),
+                StatusCode::CREATED,
+            ))
+        }
+        InviteOutcome::AlreadyMember => Err(conflict(
+            "already_member",
+            "that address already belongs to a member",
+        )),
+        InviteOutcome::Forbidden => {
+            Err(forbidden().with_message("only an owner may invite an owner"))
+        }
+    }
+}
+
+/// `GET /api/v1/orgs/{id}/invitations`
+pub fn list_invitations(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "invitations")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and(query::<ListQuery>())
+        .and_then(
+            |id: Uuid, ctx: AppContext, p: Principal, q: ListQuery| async move {
+                let org = OrgId(id);
+                async {
+                    org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+                    let req = paging::request::<KeyCursor>(q.cursor.as_deref(), q.limit)?;
+                    let page = ctx.store.invitations(org, req).await?;
+                    Ok::<_, ApiError>(paging::body(page, InvitationView::from).into_response())
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
+
+/// `DELETE /api/v1/orgs/{id}/invitations/{invitation_id}`
+pub fn revoke_invitation(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "invitations" / Uuid)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and_then(
+            |org: Uuid, id: Uuid, ctx: AppContext, p: Principal, client: ClientInfo| async move {
+                let org = OrgId(org);
+                async {
+                    let caller = org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+                    let outcome = ctx
+                        .store
+                        .revoke_invitation(org, InvitationId(id), action(&caller, &p, &client))
+                        .await?;
+                    match outcome {
+                        Some(InvitationRevoke::Revoked(i)) => {
+                            Ok(warp::reply::json(&InvitationView::from(i)).into_response())
+                        }
+                        Some(InvitationRevoke::AlreadyAccepted(_)) => Err(conflict(
+                            "invitation_accepted",
+                            "the invitation was accepted; remove the member instead",
+                        )),
+                        None => Err(invitation_not_found()),
+                    }
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
+
+/// `POST /api/v1/invitations/accept` `{token}`: the logged-in person joins
+/// the organization, if the invitation was sent to their address.
+pub fn accept_invitation(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "invitations" / "accept")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::user(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and(json_body::<AcceptRequest>())
+        .and_then(
+            |ctx: AppContext, claims: AccessClaims, client: ClientInfo, req: AcceptRequest| async move {
+                handle_accept(ctx, claims, client, req)
+                    .await
+                    .map_err(reject)
+            },
+        )
+}
+
+async fn handle_accept(
+    ctx: AppContext,
+    claims: AccessClaims,
+    client: ClientInfo,
+    req: AcceptRequest,
+) -> Result<Response, ApiError> {
+    let invalid =
+        || ApiError::bad_request("invalid_token", "the token is invalid, used or expired");
+    if !tokens::well_formed(&req.token, tokens::EMAIL_PREFIX) {
+        return Err(invalid());
+    }
+    let audit = ActionAudit {
+        at: crate::store::now(),
+        event: AuditEvent::InvitationAccepted,
+        actor_id: Some(claims.sub.0),
+        org_id: None,
+        license_id: None,
+        client,
+        detail: None,
+    };
+    let outcome = ctx
+        .store
+        .accept_invitation(&tokens::digest(&req.token), claims.sub, Utc::now(), audit)
+        .await?;
+    match outcome {
+        AcceptOutcome::Joined {
+            invitation,
+            org_name,
+        } => Ok(warp::reply::json(&OrgView {
+            id: invitation.org_id,
+            name: org_name,
+            role: Some(invitation.role),
+            created_at: None,
+        })
+        .into_response()),
+        AcceptOutcome::Invalid => Err(invalid()),
+        AcceptOutcome::WrongAccount => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invitation_for_another_address",
+            "this invitation was sent to another address; log in with that one",
+        )),
+        AcceptOutcome::AlreadyMember => Err(conflict(
+            "already_member",
+            "you already are a member of this organization",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// API keys
+
+/// `GET /api/v1/orgs/{id}/api-keys`
+pub fn list_api_keys(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "api-keys")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and(query::<ListQuery>())
+        .and_then(
+            |id: Uuid, ctx: AppContext, p: Principal, q: ListQuery| async move {
+                let org = OrgId(id);
+                async {
+                    org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+                    let req = paging::request::<KeyCursor>(q.cursor.as_deref(), q.limit)?;
+                    let page = ctx.store.api_keys(org, req).await?;
+                    Ok::<_, ApiError>(paging::body(page, ApiKeyView::from).into_response())
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
+
+/// `POST /api/v1/orgs/{id}/api-keys` `{name, role}`: the key is in this
+/// answer only; the store keeps its hash.
+pub fn create_api_key(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "api-keys")
+        .and(warp::post())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and(json_body::<ApiKeyRequest>())
+        .and_then(
+            |org: Uuid, ctx: AppContext, p: Principal, client: ClientInfo, req: ApiKeyRequest| async move {
+                handle_create_key(ctx, p, client, OrgId(org), req)
+                    .await
+                    .map_err(reject)
+            },
+        )
+}
+
+async fn handle_create_key(
+    ctx: AppContext,
+    p: Principal,
+    client: ClientInfo,
+    org: OrgId,
+    req: ApiKeyRequest,
+) -> Result<Response, ApiError> {
+    let caller = org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+    validate_name("name", &req.name)?;
+    if !ApiKey::allowed_role(req.role) {
+        return Err(ApiError::bad_request(
+            "invalid_role",
+            "an API key's role is member or guest",
+        ));
+    }
+    require_verified(&ctx, &caller).await?;
+    let created_by = caller.user().ok_or_else(forbidden)?;
+    let (key, key_hash) = tokens::generate(tokens::API_KEY_PREFIX);
+    let new = NewApiKey {
+        org_id: org,
+        name: req.name,
+        role: req.role,
+        key_hash,
+        key_hint: tokens::hint(&key, tokens::API_KEY_PREFIX),
+        created_by,
+    };
+    let created = ctx
+        .store
+        .create_api_key(new, action(&caller, &p, &client))
+        .await?;
+    let mut view = ApiKeyView::from(created);
+    view.key = Some(key);
+    Ok(no_store(json_status(&view, StatusCode::CREATED)))
+}
+
+/// `DELETE /api/v1/orgs/{id}/api-keys/{key_id}`: the key stops working on
+/// every node with the next request (keys are looked up, never cached).
+pub fn revoke_api_key(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "api-keys" / Uuid)
+        .and(warp::delete())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and_then(
+            |org: Uuid, id: Uuid, ctx: AppContext, p: Principal, client: ClientInfo| async move {
+                let org = OrgId(org);
+                async {
+                    let caller = org_access(&ctx, &p, org, Need::Manage, org_not_found).await?;
+                    let key = ctx
+                        .store
+                        .revoke_api_key(org, ApiKeyId(id), action(&caller, &p, &client))
+                        .await?
+                        .ok_or_else(api_key_not_found)?;
+                    Ok(warp::reply::json(&ApiKeyView::from(key)).into_response())
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
+
+// ---------------------------------------------------------------------------
+// The audit log
+
+/// `GET /api/v1/orgs/{id}/audit-logs`, newest first, filtered by `action`,
+/// `user_id` (who acted), `license_id` and `from`/`to` (RFC 3339).
+pub fn audit_logs(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "orgs" / Uuid / "audit-logs")
+        .and(warp::get())
+        .and(with_ctx(ctx.clone()))
+        .and(principal::principal(ctx))
+        .and(query::<AuditQuery>())
+        .and_then(
+            |id: Uuid, ctx: AppContext, p: Principal, q: AuditQuery| async move {
+                let org = OrgId(id);
+                async {
+                    org_access(&ctx, &p, org, Need::Audit, org_not_found).await?;
+                    let req = paging::request::<i64>(q.cursor.as_deref(), q.limit)?;
+                    let filter = AuditFilter {
+                        event: q.action,
+                        actor_id: q.user_id,
+                        license_id: q.license_id,
+                        from: q.from,
+                        to: q.to,
+                    };
+                    let page = ctx.store.org_audit(org, &filter, req).await?;
+                    Ok::<_, ApiError>(paging::body(page, AuditView::from).into_response())
+                }
+                .await
+                .map_err(reject)
+            },
+        )
+}
