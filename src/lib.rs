@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ledger;
+pub mod licensing;
 pub mod ratelimit;
 pub mod redact;
 pub mod signing;

@@ -238,6 +238,7 @@ impl Application {
             licenses: store.clone(),
             sessions: store.clone(),
             ledger: ledger.clone(),
+            machines: store.clone(),
         };
         let (coordinator, _) = Coordinator::start(ports, settings.coordinator())
             .await
@@ -272,6 +273,7 @@ impl Application {
             client_ip: settings.http.client_ip,
             access,
             auth: settings.auth.clone(),
+            licenses: settings.licenses.clone(),
             ops_token: settings.ops.token.as_ref().map(http::OperatorToken::new),
             rate_limiter,
             hsts: settings.http.hsts,

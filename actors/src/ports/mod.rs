@@ -10,16 +10,23 @@
 //! - [`SessionStore`]: session records and the audit log (durable history).
 //! - [`SeatLedger`]: the live leases (the single source of truth for who
 //!   holds a seat right now).
+//! - [`MachineStore`]: machines activated on licenses.
+//! - [`AdminStore`]: the platform's directory (users, organizations and
+//!   licenses across tenants) and its numbers, for platform administrators.
 
 mod accounts;
+mod admin;
 mod ledger;
 mod licenses;
+mod machines;
 mod outbox;
 mod sessions;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
+pub use admin::{AdminStore, Analytics, LicenseFilter, Page, PageRequest};
 pub use ledger::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 pub use licenses::{LicenseChange, LicenseStore};
+pub use machines::{Activation, Deactivation, MachineStore};
 pub use outbox::{MailKind, NewMail};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 
@@ -45,5 +52,8 @@ pub enum StoreError {
 
 /// Every store role, for callers (the composition root, the CLI, tests) that use
 /// one backend for both roles.
-pub trait Store: LicenseStore + SessionStore + AccountStore {}
-impl<T: LicenseStore + SessionStore + AccountStore + ?Sized> Store for T {}
+pub trait Store: LicenseStore + SessionStore + AccountStore + MachineStore + AdminStore {}
+impl<T: LicenseStore + SessionStore + AccountStore + MachineStore + AdminStore + ?Sized> Store
+    for T
+{
+}
