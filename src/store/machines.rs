@@ -13,8 +13,8 @@
 
 use std::marker::PhantomData;
 
-use chrono::{DateTime, TimeDelta, Utc};
-use seatwarden_actors::domain::{ActionAudit, LicenseId, Machine, MachineId, NewMachine};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use seatwarden_actors::domain::{ActionAudit, LicenseId, Machine, MachineId, NewMachine, OrgId};
 use seatwarden_actors::ports::{Activation, Deactivation, StoreError};
 use sqlx::{Executor, FromRow, IntoArguments};
 
@@ -28,9 +28,10 @@ macro_rules! machine_columns {
 }
 
 /// Locks the license row (SQLite: the write lock is already held).
-pub(crate) const LOCK_LICENSE_SQLITE: &str = "SELECT max_machines FROM licenses WHERE id = $1";
+pub(crate) const LOCK_LICENSE_SQLITE: &str =
+    "SELECT org_id, max_machines FROM licenses WHERE id = $1";
 pub(crate) const LOCK_LICENSE_POSTGRES: &str =
-    "SELECT max_machines FROM licenses WHERE id = $1 FOR NO KEY UPDATE";
+    "SELECT org_id, max_machines FROM licenses WHERE id = $1 FOR NO KEY UPDATE";
 
 const MACHINE_BY_HARDWARE: &str = concat!(
     "SELECT ",
@@ -92,6 +93,7 @@ impl TryFrom<MachineRow> for Machine {
 
 #[derive(FromRow)]
 pub(crate) struct MaxMachinesRow {
+    org_id: DbUuid,
     max_machines: Option<i32>,
 }
 
@@ -121,18 +123,24 @@ where
     }
 
     /// Takes the license's lock; `None` for an unknown license, else its
-    /// machine limit.
+    /// machine limit. Fills in the audit entry's license and organization,
+    /// so that every entry about a license names both.
     async fn lock_license(
         conn: &mut DB::Connection,
         lock_sql: &'static str,
         license: LicenseId,
+        audit: &mut ActionAudit,
     ) -> Result<Option<Option<i32>>, StoreError> {
         let row: Option<MaxMachinesRow> = sqlx::query_as::<DB, MaxMachinesRow>(lock_sql)
             .arg(DbUuid::from(license))
             .fetch_optional(&mut *conn)
             .await
             .map_err(db_error)?;
-        Ok(row.map(|r| r.max_machines))
+        Ok(row.map(|r| {
+            audit.license_id = Some(license);
+            audit.org_id = Some(OrgId(r.org_id.0));
+            r.max_machines
+        }))
     }
 
     pub(crate) async fn activate_machine(
@@ -142,7 +150,9 @@ where
         machine: NewMachine,
         mut audit: ActionAudit,
     ) -> Result<Activation, StoreError> {
-        let Some(max) = Self::lock_license(conn, lock_sql, license).await? else {
+        // The precision both backends keep, so what is returned is what is read.
+        audit.at = audit.at.trunc_subsecs(6);
+        let Some(max) = Self::lock_license(conn, lock_sql, license, &mut audit).await? else {
             return Ok(Activation::LicenseNotFound);
         };
         let existing: Option<MachineRow> = sqlx::query_as::<DB, MachineRow>(MACHINE_BY_HARDWARE)
@@ -180,7 +190,6 @@ where
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
-        audit.license_id = Some(license);
         audit
             .detail
             .get_or_insert_with(|| format!("machine={}", activated.id));
@@ -220,7 +229,11 @@ where
         max_per_day: Option<u32>,
         mut audit: ActionAudit,
     ) -> Result<Deactivation, StoreError> {
-        if Self::lock_license(conn, lock_sql, license).await?.is_none() {
+        audit.at = audit.at.trunc_subsecs(6);
+        if Self::lock_license(conn, lock_sql, license, &mut audit)
+            .await?
+            .is_none()
+        {
             return Ok(Deactivation::NotFound);
         }
         let found: Option<MachineRow> = sqlx::query_as::<DB, MachineRow>(MACHINE_BY_ID)
@@ -263,7 +276,6 @@ where
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
-        audit.license_id = Some(license);
         insert_action::<DB>(&audit)
             .execute(&mut *conn)
             .await

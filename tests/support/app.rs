@@ -221,7 +221,19 @@ impl TestApp {
     }
 
     pub async fn create_license_with(&self, seats: u32, expires_at: Option<&str>) -> TestLicense {
-        self.create_license_full(seats, expires_at, None, 0).await
+        self.create_license_full(seats, expires_at, None, 0, None, false)
+            .await
+    }
+
+    /// A license with a machine limit and/or an identity requirement.
+    pub async fn create_license_policy(
+        &self,
+        seats: u32,
+        max_machines: Option<u32>,
+        requires_user: bool,
+    ) -> TestLicense {
+        self.create_license_full(seats, None, None, 0, max_machines, requires_user)
+            .await
     }
 
     /// A license with its own offline policy.
@@ -231,7 +243,7 @@ impl TestApp {
         grace_secs: u32,
         overdraft: u32,
     ) -> TestLicense {
-        self.create_license_full(seats, None, Some(grace_secs), overdraft)
+        self.create_license_full(seats, None, Some(grace_secs), overdraft, None, false)
             .await
     }
 
@@ -241,6 +253,8 @@ impl TestApp {
         expires_at: Option<&str>,
         offline_grace_secs: Option<u32>,
         offline_overdraft: u32,
+        max_machines: Option<u32>,
+        requires_user: bool,
     ) -> TestLicense {
         let prefix = &self.settings.licenses.key_prefix;
         let org = run_admin(
@@ -264,6 +278,8 @@ impl TestApp {
                 expires_at: expires_at.map(|s| s.parse().unwrap()),
                 offline_grace_secs,
                 offline_overdraft,
+                max_machines,
+                requires_user,
             }),
         )
         .await
@@ -287,6 +303,8 @@ impl TestApp {
                 expires_at: None,
                 offline_grace_secs: None,
                 offline_overdraft: None,
+                max_machines: None,
+                requires_user: None,
             }),
         )
         .await
