@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod backends;
+pub mod people;
 pub mod proxy;
 pub mod services;
 
