@@ -102,7 +102,9 @@ impl LicenseSpec {
         for f in &features {
             check_name(f, "invalid_features", "each feature")?;
         }
-        if self.offline_grace_secs.is_some_and(|g| g > MAX_COUNT) || self.offline_overdraft > MAX_COUNT {
+        if self.offline_grace_secs.is_some_and(|g| g > MAX_COUNT)
+            || self.offline_overdraft > MAX_COUNT
+        {
             return Err(invalid(
                 "invalid_offline_policy",
                 format!("offline_grace_secs and offline_overdraft must be at most {MAX_COUNT}"),

@@ -186,7 +186,10 @@ async fn an_admin_issues_a_license_whose_key_is_shown_once_and_works() {
     assert_eq!(listed["items"][0]["id"], id);
 
     let entries = audit_actors(&app, id).await;
-    assert_eq!(entries[0], ("LICENSE_ISSUED".to_owned(), Some(root.id.clone())));
+    assert_eq!(
+        entries[0],
+        ("LICENSE_ISSUED".to_owned(), Some(root.id.clone()))
+    );
 
     for (body, status, code) in [
         (json!({"org_id": ada.org, "seats": 0}), 400, "invalid_seats"),
@@ -195,7 +198,11 @@ async fn an_admin_issues_a_license_whose_key_is_shown_once_and_works() {
             400,
             "invalid_max_machines",
         ),
-        (json!({"org_id": ada.org, "seats": 1, "tier": ""}), 400, "invalid_tier"),
+        (
+            json!({"org_id": ada.org, "seats": 1, "tier": ""}),
+            400,
+            "invalid_tier",
+        ),
         (
             json!({"org_id": ada.org, "seats": 1, "colour": "red"}),
             400,
@@ -267,7 +274,11 @@ async fn an_admin_changes_a_license_and_a_suspension_ends_its_sessions() {
         .filter(|(e, _)| e == "LICENSE_UPDATED")
         .collect();
     assert_eq!(events.len(), 3);
-    assert!(events.iter().all(|(_, a)| a.as_deref() == Some(root.id.as_str())));
+    assert!(
+        events
+            .iter()
+            .all(|(_, a)| a.as_deref() == Some(root.id.as_str()))
+    );
 
     for (body, code) in [
         (json!({}), "empty_update"),
@@ -288,7 +299,13 @@ async fn an_admin_changes_a_license_and_a_suspension_ends_its_sessions() {
     )
     .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-    let malformed = patch(&app, "/api/v1/admin/licenses/nope", &root, json!({"seats": 1})).await;
+    let malformed = patch(
+        &app,
+        "/api/v1/admin/licenses/nope",
+        &root,
+        json!({"seats": 1}),
+    )
+    .await;
     assert_eq!(malformed.status(), StatusCode::NOT_FOUND);
 }
 
@@ -318,7 +335,12 @@ async fn licenses_are_filtered_by_org_status_and_tier() {
     assert_eq!(ids, vec![a.id.to_string()]);
 
     let suspended = ok_json(
-        get(&app, "/api/v1/admin/licenses?status=suspended&tier=pro", Some(&root)).await,
+        get(
+            &app,
+            "/api/v1/admin/licenses?status=suspended&tier=pro",
+            Some(&root),
+        )
+        .await,
     )
     .await;
     assert_eq!(suspended["items"].as_array().unwrap().len(), 1);
@@ -329,7 +351,12 @@ async fn licenses_are_filtered_by_org_status_and_tier() {
         ("status=paused", "invalid_status"),
         ("q=acme", "invalid_query"),
     ] {
-        let r = get(&app, &format!("/api/v1/admin/licenses?{query}"), Some(&root)).await;
+        let r = get(
+            &app,
+            &format!("/api/v1/admin/licenses?{query}"),
+            Some(&root),
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(error_code(r).await, code, "{query}");
     }
@@ -343,7 +370,8 @@ async fn analytics_count_orgs_users_signups_licenses_and_seats() {
     let lic = app.create_license(4).await;
     app.acquire_ok(&lic.key, "m1").await;
     let suspended = app.create_license(10).await;
-    app.update_license(suspended.id, None, Some("suspended")).await;
+    app.update_license(suspended.id, None, Some("suspended"))
+        .await;
 
     let numbers = ok_json(get(&app, "/api/v1/admin/analytics", Some(&root)).await).await;
     assert_eq!(

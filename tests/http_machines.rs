@@ -25,10 +25,9 @@ async fn deactivate(
     machine: &str,
     bearer: Option<&str>,
 ) -> reqwest::Response {
-    let mut request = app.client.delete(app.url(&format!(
-        "/api/v1/licenses/{}/machines/{machine}",
-        lic.id
-    )));
+    let mut request = app
+        .client
+        .delete(app.url(&format!("/api/v1/licenses/{}/machines/{machine}", lic.id)));
     if let Some(b) = bearer {
         request = request.bearer_auth(b);
     }
@@ -40,7 +39,9 @@ async fn validate(app: &TestApp, body: Value) -> reqwest::Response {
 }
 
 async fn file(app: &TestApp, id: &str, bearer: Option<&str>) -> reqwest::Response {
-    let mut request = app.client.get(app.url(&format!("/api/v1/licenses/{id}/file")));
+    let mut request = app
+        .client
+        .get(app.url(&format!("/api/v1/licenses/{id}/file")));
     if let Some(b) = bearer {
         request = request.bearer_auth(b);
     }
@@ -130,14 +131,22 @@ async fn owners_admins_and_the_key_free_a_slot_and_others_cannot() {
 
     assert_eq!(deactivate(&app, &lic, a_id, None).await.status(), 401);
     assert_eq!(
-        deactivate(&app, &lic, a_id, Some("not-a-credential")).await.status(),
+        deactivate(&app, &lic, a_id, Some("not-a-credential"))
+            .await
+            .status(),
         401
     );
     let other_org = deactivate(&app, &lic, a_id, Some(&eve.token)).await;
-    assert_eq!(other_org.status(), StatusCode::NOT_FOUND, "tenant isolation");
+    assert_eq!(
+        other_org.status(),
+        StatusCode::NOT_FOUND,
+        "tenant isolation"
+    );
     let other_key = app.create_license(1).await;
     assert_eq!(
-        deactivate(&app, &lic, a_id, Some(&other_key.key)).await.status(),
+        deactivate(&app, &lic, a_id, Some(&other_key.key))
+            .await
+            .status(),
         404
     );
 
@@ -205,11 +214,21 @@ async fn deactivations_past_the_daily_limit_get_429_except_for_platform_admins()
         .unwrap()
         .parse()
         .unwrap();
-    assert!(retry_after > 23 * 3600 && retry_after <= 24 * 3600, "{retry_after}");
+    assert!(
+        retry_after > 23 * 3600 && retry_after <= 24 * 3600,
+        "{retry_after}"
+    );
     assert_eq!(error_code(refused).await, "deactivation_limit_reached");
-    assert_eq!(app.acquire(&lic.key, "c").await.status(), 201, "still active");
+    assert_eq!(
+        app.acquire(&lic.key, "c").await.status(),
+        201,
+        "still active"
+    );
 
-    assert_eq!(deactivate(&app, &lic, id, Some(&root.token)).await.status(), 200);
+    assert_eq!(
+        deactivate(&app, &lic, id, Some(&root.token)).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -295,7 +314,9 @@ async fn validate_is_rate_limited_per_key() {
     let other = app.create_license(1).await;
     for _ in 0..2 {
         assert_eq!(
-            validate(&app, json!({"license_key": lic.key})).await.status(),
+            validate(&app, json!({"license_key": lic.key}))
+                .await
+                .status(),
             200
         );
     }
@@ -303,7 +324,9 @@ async fn validate_is_rate_limited_per_key() {
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(
-        validate(&app, json!({"license_key": other.key})).await.status(),
+        validate(&app, json!({"license_key": other.key}))
+            .await
+            .status(),
         200
     );
 }

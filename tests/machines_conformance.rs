@@ -329,10 +329,24 @@ async fn check_deactivation_limit(store: Arc<dyn Store>) {
         Deactivation::Deactivated(_)
     ));
     assert!(matches!(
-        deactivate(&*store, &lic, machines[1].id, Some(2), t0 + Duration::hours(1)).await,
+        deactivate(
+            &*store,
+            &lic,
+            machines[1].id,
+            Some(2),
+            t0 + Duration::hours(1)
+        )
+        .await,
         Deactivation::Deactivated(_)
     ));
-    let refused = deactivate(&*store, &lic, machines[2].id, Some(2), t0 + Duration::hours(2)).await;
+    let refused = deactivate(
+        &*store,
+        &lic,
+        machines[2].id,
+        Some(2),
+        t0 + Duration::hours(2),
+    )
+    .await;
     match refused {
         Deactivation::LimitReached { retry_at } => {
             let expected = first + Duration::hours(24);
@@ -393,7 +407,11 @@ async fn check_listings(store: Arc<dyn Store>) {
     // Newest first, two by two, to the end.
     let first = store.list_orgs(&page(2)).await.unwrap();
     assert_eq!(
-        first.items.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        first
+            .items
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>(),
         vec!["alphabet", "Gamma"]
     );
     let second = store
@@ -404,7 +422,11 @@ async fn check_listings(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        second.items.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        second
+            .items
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect::<Vec<_>>(),
         vec!["Beta", "Alpha 50% Co"]
     );
     assert_eq!(second.next, None, "the last page has no cursor");
@@ -536,7 +558,10 @@ async fn check_audited_changes(store: Arc<dyn Store>) {
         .issue_license(new_license(org.id, Some(2)), entry.clone())
         .await
         .unwrap();
-    assert_eq!(store.license(issued.id).await.unwrap(), Some(issued.clone()));
+    assert_eq!(
+        store.license(issued.id).await.unwrap(),
+        Some(issued.clone())
+    );
 
     let mut change = audit(AuditEvent::LicenseUpdated);
     change.actor_id = Some(actor);
@@ -592,7 +617,10 @@ async fn check_analytics(store: Arc<dyn Store>) {
         .create_platform_admin("a@example.com", "A", "hash")
         .await
         .unwrap();
-    let live = store.create_license(new_license(org.id, None)).await.unwrap();
+    let live = store
+        .create_license(new_license(org.id, None))
+        .await
+        .unwrap();
     let expired = store
         .create_license(NewLicense {
             expires_at: Some(now - Duration::days(1)),
@@ -600,7 +628,10 @@ async fn check_analytics(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    let suspended = store.create_license(new_license(org.id, None)).await.unwrap();
+    let suspended = store
+        .create_license(new_license(org.id, None))
+        .await
+        .unwrap();
     store
         .update_license(
             suspended.id,
@@ -614,11 +645,11 @@ async fn check_analytics(store: Arc<dyn Store>) {
     let month_start = now - Duration::days(1);
     let a = store.analytics(now, month_start).await.unwrap();
     assert_eq!((a.orgs, a.users, a.signups_this_month), (2, 1, 1));
-    assert_eq!((a.active_licenses, a.seats_total, a.seats_in_use), (1, 5, 0));
-    let later = store
-        .analytics(now, now + Duration::days(1))
-        .await
-        .unwrap();
+    assert_eq!(
+        (a.active_licenses, a.seats_total, a.seats_in_use),
+        (1, 5, 0)
+    );
+    let later = store.analytics(now, now + Duration::days(1)).await.unwrap();
     assert_eq!(later.signups_this_month, 0);
     let _ = (live, expired);
 }

@@ -242,16 +242,18 @@ pub fn list_users(
         .and(platform_admin(ctx.clone()))
         .and(list_query())
         .and(with_ctx(ctx))
-        .and_then(|_: PlatformAdmin, q: ListQuery, ctx: AppContext| async move {
-            q.only_paging().map_err(rejected)?;
-            let page = q.page().map_err(rejected)?;
-            let users = ctx
-                .store
-                .list_users(&page)
-                .await
-                .map_err(|e| rejected(e.into()))?;
-            Ok::<_, warp::Rejection>(reply(StatusCode::OK, &page_json(users, user_json)))
-        })
+        .and_then(
+            |_: PlatformAdmin, q: ListQuery, ctx: AppContext| async move {
+                q.only_paging().map_err(rejected)?;
+                let page = q.page().map_err(rejected)?;
+                let users = ctx
+                    .store
+                    .list_users(&page)
+                    .await
+                    .map_err(|e| rejected(e.into()))?;
+                Ok::<_, warp::Rejection>(reply(StatusCode::OK, &page_json(users, user_json)))
+            },
+        )
 }
 
 /// GET /api/v1/admin/orgs?q=&limit=&cursor=
@@ -263,16 +265,18 @@ pub fn list_orgs(
         .and(platform_admin(ctx.clone()))
         .and(list_query())
         .and(with_ctx(ctx))
-        .and_then(|_: PlatformAdmin, q: ListQuery, ctx: AppContext| async move {
-            q.only_paging().map_err(rejected)?;
-            let page = q.page().map_err(rejected)?;
-            let orgs = ctx
-                .store
-                .list_orgs(&page)
-                .await
-                .map_err(|e| rejected(e.into()))?;
-            Ok::<_, warp::Rejection>(reply(StatusCode::OK, &page_json(orgs, |o| o)))
-        })
+        .and_then(
+            |_: PlatformAdmin, q: ListQuery, ctx: AppContext| async move {
+                q.only_paging().map_err(rejected)?;
+                let page = q.page().map_err(rejected)?;
+                let orgs = ctx
+                    .store
+                    .list_orgs(&page)
+                    .await
+                    .map_err(|e| rejected(e.into()))?;
+                Ok::<_, warp::Rejection>(reply(StatusCode::OK, &page_json(orgs, |o| o)))
+            },
+        )
 }
 
 /// GET /api/v1/admin/licenses?org_id=&status=&tier=&limit=&cursor=
@@ -284,19 +288,21 @@ pub fn list_licenses(
         .and(platform_admin(ctx.clone()))
         .and(list_query())
         .and(with_ctx(ctx))
-        .and_then(|_: PlatformAdmin, q: ListQuery, ctx: AppContext| async move {
-            let filter = q.license_filter().map_err(rejected)?;
-            let page = q.page().map_err(rejected)?;
-            let licenses = ctx
-                .store
-                .list_licenses(&filter, &page)
-                .await
-                .map_err(|e| rejected(e.into()))?;
-            Ok::<_, warp::Rejection>(reply(
-                StatusCode::OK,
-                &page_json(licenses, |l| license_json(&l)),
-            ))
-        })
+        .and_then(
+            |_: PlatformAdmin, q: ListQuery, ctx: AppContext| async move {
+                let filter = q.license_filter().map_err(rejected)?;
+                let page = q.page().map_err(rejected)?;
+                let licenses = ctx
+                    .store
+                    .list_licenses(&filter, &page)
+                    .await
+                    .map_err(|e| rejected(e.into()))?;
+                Ok::<_, warp::Rejection>(reply(
+                    StatusCode::OK,
+                    &page_json(licenses, |l| license_json(&l)),
+                ))
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------
@@ -378,9 +384,7 @@ async fn issue(
         max_machines: body.max_machines,
         requires_user: body.requires_user,
     };
-    let (new, key) = spec
-        .issue(&ctx.licenses.key_prefix)
-        .map_err(invalid_spec)?;
+    let (new, key) = spec.issue(&ctx.licenses.key_prefix).map_err(invalid_spec)?;
     let mut audit = admin_audit(AuditEvent::LicenseIssued, admin, client);
     audit.detail = Some(format!("seats={}", new.seats));
     let license = match ctx.store.issue_license(new, audit).await {

@@ -259,11 +259,7 @@ async fn activate_machine(
         client,
     );
     audit.detail = None;
-    match ctx
-        .store
-        .activate_machine(license.id, new, audit)
-        .await?
-    {
+    match ctx.store.activate_machine(license.id, new, audit).await? {
         Activation::Activated(m) => Ok(warp::reply::with_status(
             warp::reply::json(&MachineBody::from(m)),
             StatusCode::CREATED,
@@ -450,7 +446,9 @@ async fn validate_license(ctx: &AppContext, body: ValidateRequest) -> Result<Res
     let refusal = license.refusal(Utc::now());
     let status = match refusal {
         None => "active",
-        Some(r) => CoordinatorError::from(r).code().trim_start_matches("license_"),
+        Some(r) => CoordinatorError::from(r)
+            .code()
+            .trim_start_matches("license_"),
     };
     let machine_activated = match &body.hardware_id {
         Some(hw) => Some(ctx.store.machine_activated(license.id, hw).await?),
@@ -483,11 +481,7 @@ pub fn license_file(
         )
 }
 
-async fn signed_file(
-    ctx: &AppContext,
-    id: &str,
-    auth: Option<&str>,
-) -> Result<Response, ApiError> {
+async fn signed_file(ctx: &AppContext, id: &str, auth: Option<&str>) -> Result<Response, ApiError> {
     let (license, _) = license_access(ctx, id, auth).await?;
     // A file promises offline use: none for a license that grants no seats.
     if let Some(refusal) = license.refusal(Utc::now()) {

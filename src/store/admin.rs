@@ -184,7 +184,9 @@ where
             .into_iter()
             .map(License::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(page(licenses, p.limit, |l: &License| (l.created_at, l.id.0)))
+        Ok(page(licenses, p.limit, |l: &License| {
+            (l.created_at, l.id.0)
+        }))
     }
 
     pub(crate) async fn issue_license(
@@ -225,7 +227,10 @@ where
         Ok(Some(license))
     }
 
-    async fn count(conn: &mut DB::Connection, q: super::QueryAs<DB, (i64,)>) -> Result<u64, StoreError> {
+    async fn count(
+        conn: &mut DB::Connection,
+        q: super::QueryAs<DB, (i64,)>,
+    ) -> Result<u64, StoreError> {
         let (n,) = q.fetch_one(&mut *conn).await.map_err(db_error)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -355,7 +360,10 @@ mod tests {
     #[test]
     fn search_patterns_escape_like_wildcards_and_ignore_case() {
         assert_eq!(like_pattern(Some("Acme")).as_deref(), Some("%acme%"));
-        assert_eq!(like_pattern(Some("50%_\\")).as_deref(), Some("%50\\%\\_\\\\%"));
+        assert_eq!(
+            like_pattern(Some("50%_\\")).as_deref(),
+            Some("%50\\%\\_\\\\%")
+        );
         assert_eq!(like_pattern(Some("  ")), None);
         assert_eq!(like_pattern(None), None);
     }

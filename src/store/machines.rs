@@ -117,7 +117,10 @@ where
     AtRow: for<'r> FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
 {
-    async fn count(conn: &mut DB::Connection, q: super::QueryAs<DB, (i64,)>) -> Result<i64, StoreError> {
+    async fn count(
+        conn: &mut DB::Connection,
+        q: super::QueryAs<DB, (i64,)>,
+    ) -> Result<i64, StoreError> {
         let (n,) = q.fetch_one(&mut *conn).await.map_err(db_error)?;
         Ok(n)
     }

@@ -267,10 +267,7 @@ pub enum Caller {
     Invalid,
     /// A valid credential: who (a user or an API key) and the
     /// organizations it may act for, as the store says now.
-    Authenticated {
-        actor_id: Uuid,
-        orgs: Vec<OrgId>,
-    },
+    Authenticated { actor_id: Uuid, orgs: Vec<OrgId> },
 }
 
 /// Where a request came from, recorded with sessions and audit entries.
