@@ -11,9 +11,11 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use seatwarden_actors::domain::{
-    License, LicenseId, LicenseKey, LicenseStatus, LicenseUpdate, NewLicense, OrgId, SessionRecord,
+    License, LicenseId, LicenseStatus, LicenseUpdate, OrgId, SessionRecord,
 };
 use seatwarden_actors::ports::{Store, StoreError};
+
+use crate::licensing::LicenseSpec;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -124,6 +126,14 @@ pub enum LicenseCommand {
         /// once (lapsed within their grace).
         #[arg(long, default_value_t = 0)]
         offline_overdraft: u32,
+        /// Only machines activated on the license may acquire seats, at
+        /// most this many at once. Default: no limit, no activation needed.
+        #[arg(long)]
+        max_machines: Option<u32>,
+        /// Acquire also needs an access token or API key of the license's
+        /// organization.
+        #[arg(long)]
+        requires_user: bool,
     },
     /// Change a license's seats, status or expiry. Lowering seats never
     /// evicts live sessions; it only refuses new ones until usage is below.
@@ -143,6 +153,12 @@ pub enum LicenseCommand {
         offline_grace_secs: Option<Grace>,
         #[arg(long)]
         offline_overdraft: Option<u32>,
+        /// A number, or "none" to lift the machine limit.
+        #[arg(long)]
+        max_machines: Option<MachineLimit>,
+        /// true or false.
+        #[arg(long)]
+        requires_user: Option<bool>,
     },
     /// List an organization's licenses.
     List {
@@ -172,6 +188,25 @@ impl std::str::FromStr for Expiry {
         s.parse()
             .map(Self::At)
             .map_err(|e| format!("expected RFC 3339 or \"never\": {e}"))
+    }
+}
+
+/// A machine limit given on the command line: a number, or `none`.
+#[derive(Clone, Copy, Debug)]
+pub enum MachineLimit {
+    At(u32),
+    None,
+}
+
+impl std::str::FromStr for MachineLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(Self::None);
+        }
+        s.parse()
+            .map(Self::At)
+            .map_err(|e| format!("expected a number or \"none\": {e}"))
     }
 }
 
@@ -287,27 +322,23 @@ pub async fn run_admin(
             expires_at,
             offline_grace_secs,
             offline_overdraft,
+            max_machines,
+            requires_user,
         }) => {
-            if seats == 0 {
-                bail!("--seats must be at least 1");
-            }
-            let features: Vec<String> = features
-                .into_iter()
-                .map(|f| f.trim().to_owned())
-                .filter(|f| !f.is_empty())
-                .collect();
-            let key = LicenseKey::generate(key_prefix);
-            let new = NewLicense {
+            let spec = LicenseSpec {
                 org_id: org,
-                key_hash: LicenseKey::hash(&key),
-                key_hint: LicenseKey::hint(&key),
                 seats,
                 tier,
                 features,
                 expires_at,
                 offline_grace_secs,
                 offline_overdraft,
+                max_machines,
+                requires_user,
             };
+            let (new, key) = spec
+                .issue(key_prefix)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let license = match store.create_license(new).await {
                 Err(StoreError::NotFound(_)) => bail!("organization {org} does not exist"),
                 other => other?,
@@ -323,6 +354,8 @@ pub async fn run_admin(
             expires_at,
             offline_grace_secs,
             offline_overdraft,
+            max_machines,
+            requires_user,
         }) => {
             let update = LicenseUpdate {
                 seats,
@@ -336,12 +369,21 @@ pub async fn run_admin(
                     Grace::Default => None,
                 }),
                 offline_overdraft,
+                max_machines: max_machines.map(|m| match m {
+                    MachineLimit::At(n) => Some(n),
+                    MachineLimit::None => None,
+                }),
+                requires_user,
             };
             if update.is_empty() {
                 bail!(
                     "nothing to change: give --seats, --status, --expires-at, \
-                     --offline-grace-secs or --offline-overdraft"
+                     --offline-grace-secs, --offline-overdraft, --max-machines \
+                     or --requires-user"
                 );
+            }
+            if let Some(Some(0)) = update.max_machines {
+                bail!("--max-machines must be at least 1, or \"none\"");
             }
             if seats == Some(0) {
                 bail!("--seats must be at least 1");

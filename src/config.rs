@@ -164,6 +164,10 @@ fn secs(n: u64) -> chrono::Duration {
 #[derive(Clone, Debug, Deserialize)]
 pub struct LicenseSettings {
     pub key_prefix: String,
+    /// How long a signed license file stays valid, in days.
+    pub file_ttl_days: u32,
+    /// Machine deactivations allowed per license within any 24 hours.
+    pub deactivations_per_day: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -319,6 +323,9 @@ impl Settings {
         }
         if ![2048, 3072, 4096].contains(&self.signing.rsa_bits) {
             return Err(invalid("signing.rsa_bits", "must be 2048, 3072 or 4096"));
+        }
+        if !(1..=3650).contains(&self.licenses.file_ttl_days) {
+            return Err(invalid("licenses.file_ttl_days", "must be 1 to 3650"));
         }
         let prefix = &self.licenses.key_prefix;
         if prefix.is_empty()

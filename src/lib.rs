@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ledger;
+pub mod licensing;
 pub mod mail;
 pub mod ratelimit;
 pub mod redact;

@@ -147,6 +147,9 @@ pub enum SigningError {
     /// The signature does not match the header and claims.
     #[error("token signature is invalid")]
     BadSignature,
+    /// The header's `typ` is not a seat token's (e.g. a license file).
+    #[error("token is not a seat token")]
+    WrongType,
 }
 
 impl SigningError {
@@ -159,6 +162,7 @@ impl SigningError {
                 | Self::AlgorithmRejected(_)
                 | Self::UnknownKey
                 | Self::BadSignature
+                | Self::WrongType
         )
     }
 }
@@ -191,6 +195,31 @@ pub struct SeatClaims {
     pub lease_exp: i64,
 }
 
+/// The header `typ` of a license file.
+pub const LICENSE_FILE_TYP: &str = "license+jwt";
+
+/// The claims of a signed license file: what a client needs to check its
+/// license offline. Times are Unix seconds; `exp` is when the file itself
+/// stops being valid (`iat` plus `licenses.file_ttl_days`), and
+/// `license_expires_at` is the license's own expiry, if it has one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LicenseFileClaims {
+    pub iss: String,
+    /// The license id.
+    pub sub: String,
+    pub license_id: String,
+    pub org_id: String,
+    pub tier: String,
+    pub features: Vec<String>,
+    pub seats: u32,
+    pub max_machines: Option<u32>,
+    pub requires_user: bool,
+    pub status: String,
+    pub license_expires_at: Option<i64>,
+    pub iat: i64,
+    pub exp: i64,
+}
+
 /// Signs and verifies seat tokens with one RSA key. Cheap to clone; clones
 /// share the key and the verified-token cache.
 #[derive(Clone)]
@@ -212,6 +241,9 @@ struct Inner {
     /// base64url of `{"alg":"RS256","kid":..,"typ":"JWT"}`, the same for
     /// every token.
     header_b64: String,
+    /// base64url of `{"alg":"RS256","kid":..,"typ":"license+jwt"}`, the
+    /// header of every license file.
+    license_header_b64: String,
     decoding_key: DecodingKey,
     validation: Validation,
     kid: String,
@@ -338,6 +370,9 @@ impl TokenSigner {
 
         let header = serde_json::json!({ "alg": "RS256", "kid": kid, "typ": "JWT" });
         let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        let license_header =
+            serde_json::json!({ "alg": "RS256", "kid": kid, "typ": LICENSE_FILE_TYP });
+        let license_header_b64 = URL_SAFE_NO_PAD.encode(license_header.to_string());
 
         // Signature and algorithm only: `exp` is deliberately not checked
         // (see `verify`), and seat tokens carry no `aud`/`nbf`.
@@ -352,6 +387,7 @@ impl TokenSigner {
                 key_pair,
                 signature_len,
                 header_b64,
+                license_header_b64,
                 decoding_key,
                 validation,
                 kid,
@@ -500,10 +536,42 @@ impl TokenSigner {
         self.sign_jws(claims)
     }
 
+    /// Signs a license file: a compact JWS under the same key and `kid` as
+    /// seat tokens, with header `typ` `license+jwt` (see [`LicenseFileClaims`]).
+    /// Seat-token verification refuses that `typ`, so a license file can
+    /// never stand in for a seat token. Runs on the blocking pool under the
+    /// same bound as [`TokenSigner::sign`].
+    pub async fn sign_license_file(
+        &self,
+        claims: &LicenseFileClaims,
+    ) -> Result<String, SigningError> {
+        let permit = sign_semaphore()
+            .acquire()
+            .await
+            .map_err(|e| SigningError::Task(e.to_string()))?;
+        let this = self.clone();
+        let claims = claims.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.sign_with_header(&this.inner.license_header_b64, &claims)
+        })
+        .await
+        .map_err(|e| SigningError::Task(e.to_string()))?
+    }
+
     /// Builds the compact JWS `header.claims.signature` with the held key:
     /// the claims JSON (one buffer), one output `String` sized up front, the
     /// signature on the stack.
     fn sign_jws<T: Serialize + ?Sized>(&self, claims: &T) -> Result<String, SigningError> {
+        self.sign_with_header(&self.inner.header_b64, claims)
+    }
+
+    /// [`TokenSigner::sign_jws`] under a given encoded header.
+    fn sign_with_header<T: Serialize + ?Sized>(
+        &self,
+        header_b64: &str,
+        claims: &T,
+    ) -> Result<String, SigningError> {
         let inner = &*self.inner;
         let mut json = Vec::with_capacity(512);
         serde_json::to_writer(&mut json, claims)
@@ -511,9 +579,9 @@ impl TokenSigner {
 
         let b64_len = |n: usize| base64::encoded_len(n, false).unwrap_or(0);
         let mut token = String::with_capacity(
-            inner.header_b64.len() + 1 + b64_len(json.len()) + 1 + b64_len(inner.signature_len),
+            header_b64.len() + 1 + b64_len(json.len()) + 1 + b64_len(inner.signature_len),
         );
-        token.push_str(&inner.header_b64);
+        token.push_str(header_b64);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&json, &mut token);
 
@@ -705,6 +773,13 @@ fn check_header(token: &str, kid: &str) -> Result<(), SigningError> {
         Some("RS256") => {}
         Some(other) => return Err(SigningError::AlgorithmRejected(truncate(other))),
         None => return Err(SigningError::AlgorithmRejected("<missing>".into())),
+    }
+    // A license file is signed with the same key but is no seat token: its
+    // `typ` says so, and only `JWT` (or none) is a seat token.
+    match header.get("typ") {
+        None => {}
+        Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("JWT") => {}
+        Some(_) => return Err(SigningError::WrongType),
     }
     // `crit` extensions are not understood, so must not be accepted
     // (RFC 7515 §4.1.11).

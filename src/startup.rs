@@ -245,6 +245,7 @@ impl Application {
             ledger: ledger.clone(),
             outbox: store.clone(),
             mail,
+            machines: store.clone(),
         };
         let (coordinator, _) = Coordinator::start(ports, settings.coordinator())
             .await
@@ -279,6 +280,7 @@ impl Application {
             client_ip: settings.http.client_ip,
             access,
             auth: settings.auth.clone(),
+            licenses: settings.licenses.clone(),
             ops_token: settings.ops.token.as_ref().map(http::OperatorToken::new),
             rate_limiter,
             hsts: settings.http.hsts,

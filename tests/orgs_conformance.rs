@@ -169,6 +169,8 @@ fn new_license(org: OrgId, tier: &str, expires_at: Option<DateTime<Utc>>) -> New
         expires_at,
         offline_grace_secs: None,
         offline_overdraft: 0,
+        max_machines: None,
+        requires_user: false,
     }
 }
 

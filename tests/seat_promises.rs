@@ -414,6 +414,8 @@ async fn an_unknown_key_is_remembered_briefly_so_a_flood_of_bad_keys_spares_the_
             expires_at: None,
             offline_grace_secs: None,
             offline_overdraft: 0,
+            max_machines: None,
+            requires_user: false,
         })
         .await
         .unwrap();

@@ -39,9 +39,11 @@ fn command(dir: &Path) -> Command {
 
 /// Starts `serve`, logging to `dir/server.log`, and returns it with its
 /// base URL once it listens.
+// The child is handed to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
 fn serve(dir: &Path) -> (Child, String) {
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let child = command(dir)
+    let mut child = command(dir)
         .arg("serve")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -50,21 +52,19 @@ fn serve(dir: &Path) -> (Child, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-        let listening = text
+        let addr = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["fields"]["message"] == "seatwarden listening");
-        if let Some(line) = listening {
-            let addr = line["fields"]["addr"]
-                .as_str()
-                .expect("the listening line names its address")
-                .to_owned();
+            .find(|l| l["fields"]["message"] == "seatwarden listening")
+            .and_then(|l| l["fields"]["addr"].as_str().map(str::to_owned));
+        if let Some(addr) = addr {
             return (child, format!("http://{addr}"));
         }
-        assert!(
-            Instant::now() < deadline,
-            "the server never listened:\n{text}"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server never listened:\n{text}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -101,6 +101,8 @@ fn new_license(org: OrgId, seats: u32) -> NewLicense {
         expires_at: Some(at(86_400)),
         offline_grace_secs: None,
         offline_overdraft: 0,
+        max_machines: None,
+        requires_user: false,
     }
 }
 

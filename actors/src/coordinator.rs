@@ -17,8 +17,8 @@ use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 use crate::domain::{
-    ActionAudit, AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseKey,
-    OrgId, SessionId, SessionRecord,
+    ActionAudit, AuditEntry, AuditEvent, Caller, ClientInfo, EndReason, License, LicenseId,
+    LicenseKey, OrgId, SessionId, SessionRecord,
 };
 use crate::error::CoordinatorError;
 use crate::mailer::MailerArguments;
@@ -29,8 +29,8 @@ use crate::messages::{
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{
-    EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, MailSender, Outbox, SeatLedger,
-    SessionStore,
+    EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, MachineStore, MailSender, Outbox,
+    SeatLedger, SessionStore,
 };
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
 use crate::settings::CoordinatorSettings;
@@ -68,6 +68,8 @@ pub struct Ports {
     pub outbox: Arc<dyn Outbox>,
     /// The mail transport.
     pub mail: Arc<dyn MailSender>,
+    /// Read on acquire only for licenses with `max_machines`.
+    pub machines: Arc<dyn MachineStore>,
 }
 
 /// Handle to a running coordinator.
@@ -165,11 +167,39 @@ impl Coordinator {
         client: ClientInfo,
         metadata: Option<serde_json::Value>,
     ) -> Result<Acquired, CoordinatorError> {
+        self.acquire_as(
+            license_key,
+            hardware_id,
+            client,
+            metadata,
+            &Caller::Anonymous,
+        )
+        .await
+    }
+
+    /// [`Coordinator::acquire`] on behalf of `caller`, which licenses with
+    /// `requires_user` check (see [`Caller`]).
+    ///
+    /// Licenses without `max_machines` or `requires_user` pay nothing for
+    /// either: both are fields of the cached license. A license with
+    /// `max_machines` costs one index probe of the machines table.
+    pub async fn acquire_as(
+        &self,
+        license_key: &str,
+        hardware_id: String,
+        client: ClientInfo,
+        metadata: Option<serde_json::Value>,
+        caller: &Caller,
+    ) -> Result<Acquired, CoordinatorError> {
         let target = self.resolve_key(license_key).await?;
         let license = self.license(target.org, target.license).await?;
-        let result = self
-            .acquire_seat(&license, hardware_id.clone(), &client, metadata)
-            .await;
+        let result = match self.admit(&license, &hardware_id, caller).await {
+            Ok(()) => {
+                self.acquire_seat(&license, hardware_id.clone(), &client, metadata)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = &result
             && !e.is_outage()
             && !matches!(e, CoordinatorError::Internal(_))
@@ -188,6 +218,53 @@ impl Coordinator {
                 .await;
         }
         result
+    }
+
+    /// The checks a license adds before a seat: its identity requirement
+    /// and its machine activations. A refused license (suspended, expired)
+    /// is reported as such by `acquire_seat`, so these run only on licenses
+    /// that would grant seats.
+    async fn admit(
+        &self,
+        license: &License,
+        hardware_id: &str,
+        caller: &Caller,
+    ) -> Result<(), CoordinatorError> {
+        if license.refusal(Utc::now()).is_some() {
+            return Ok(());
+        }
+        if license.requires_user {
+            match caller {
+                Caller::Anonymous => return Err(CoordinatorError::IdentityRequired),
+                Caller::Invalid => return Err(CoordinatorError::IdentityInvalid),
+                Caller::Authenticated { orgs, .. } if !orgs.contains(&license.org_id) => {
+                    return Err(CoordinatorError::IdentityForbidden);
+                }
+                Caller::Authenticated { .. } => {}
+            }
+        }
+        if license.max_machines.is_some()
+            && !self
+                .inner
+                .ports
+                .machines
+                .machine_activated(license.id, hardware_id)
+                .await?
+        {
+            return Err(CoordinatorError::MachineNotActivated);
+        }
+        Ok(())
+    }
+
+    /// The license a key names, through the caches acquire uses: a known
+    /// key costs no database read, an unknown one is remembered as unknown
+    /// for a while.
+    pub async fn license_for_key(
+        &self,
+        license_key: &str,
+    ) -> Result<Arc<License>, CoordinatorError> {
+        let target = self.resolve_key(license_key).await?;
+        self.license(target.org, target.license).await
     }
 
     async fn acquire_seat(

@@ -19,6 +19,19 @@ pub enum CoordinatorError {
     LicenseInactive,
     #[error("all {max_seats} seats are in use")]
     NoSeatsAvailable { seats_used: u32, max_seats: u32 },
+    /// The license has `max_machines` and this machine is not activated.
+    #[error("this machine is not activated on the license")]
+    MachineNotActivated,
+    /// The license requires identity and no credential came with the request.
+    #[error("this license requires an access token or API key of its organization")]
+    IdentityRequired,
+    /// The license requires identity and the credential is not valid.
+    #[error("a valid bearer credential is required")]
+    IdentityInvalid,
+    /// The license requires identity and the credential is of someone
+    /// outside the license's organization.
+    #[error("your credentials do not allow this")]
+    IdentityForbidden,
     #[error("no such session")]
     SessionNotFound,
     #[error("the session's lease has lapsed")]
@@ -53,6 +66,10 @@ impl CoordinatorError {
             Self::LicenseExpired => "license_expired",
             Self::LicenseInactive => "license_inactive",
             Self::NoSeatsAvailable { .. } => "no_seats_available",
+            Self::MachineNotActivated => "machine_not_activated",
+            Self::IdentityRequired => "identity_required",
+            Self::IdentityInvalid => "unauthorized",
+            Self::IdentityForbidden => "forbidden",
             Self::SessionNotFound => "session_not_found",
             Self::SessionExpired => "session_expired",
             Self::SessionEnded(_) => "session_ended",

@@ -95,9 +95,12 @@ impl From<CoordinatorError> for ApiError {
         use CoordinatorError as E;
         let (status, retry_after, public_message) = match &e {
             E::LicenseNotFound | E::SessionNotFound => (StatusCode::NOT_FOUND, None, None),
-            E::LicenseSuspended | E::LicenseExpired | E::LicenseInactive => {
-                (StatusCode::FORBIDDEN, None, None)
-            }
+            E::LicenseSuspended
+            | E::LicenseExpired
+            | E::LicenseInactive
+            | E::MachineNotActivated
+            | E::IdentityForbidden => (StatusCode::FORBIDDEN, None, None),
+            E::IdentityRequired | E::IdentityInvalid => (StatusCode::UNAUTHORIZED, None, None),
             E::NoSeatsAvailable { .. } => (StatusCode::CONFLICT, None, None),
             E::SessionExpired | E::SessionEnded(_) | E::SessionRevoked => {
                 (StatusCode::GONE, None, None)
@@ -131,6 +134,9 @@ impl From<CoordinatorError> for ApiError {
         let message = public_message.map_or_else(|| e.to_string(), str::to_owned);
         let mut error = Self::new(status, e.code(), message);
         error.retry_after_secs = retry_after;
+        if status == StatusCode::UNAUTHORIZED {
+            error.www_authenticate = Some("Bearer");
+        }
         match e {
             E::NoSeatsAvailable {
                 seats_used,

@@ -28,7 +28,7 @@ const MAX_OS_CHARS: usize = 128;
 /// A DNS name is at most 253 characters.
 const MAX_HOSTNAME_CHARS: usize = 253;
 
-fn with_ctx(
+pub(super) fn with_ctx(
     ctx: AppContext,
 ) -> impl Filter<Extract = (AppContext,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || ctx.clone())
@@ -70,7 +70,7 @@ struct AcquireResponse {
 }
 
 /// A hardware id is 1 to 256 printable characters.
-fn validate_hardware_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn validate_hardware_id(id: &str) -> Result<(), ApiError> {
     let count = id.chars().count();
     if count == 0 || count > MAX_HARDWARE_ID_CHARS {
         return Err(ApiError::bad_request(
@@ -87,7 +87,7 @@ fn validate_hardware_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_license_key(key: &str) -> Result<(), ApiError> {
+pub(super) fn validate_license_key(key: &str) -> Result<(), ApiError> {
     let key = key.trim();
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.chars().all(|c| c.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
@@ -100,7 +100,7 @@ fn validate_license_key(key: &str) -> Result<(), ApiError> {
 
 /// An optional client fact (`client_version`, `os`, `hostname`): at most
 /// `max` characters, none of them control characters.
-fn validate_fact(
+pub(super) fn validate_fact(
     value: Option<&str>,
     max: usize,
     code: &'static str,
@@ -168,10 +168,17 @@ pub fn acquire(
         .and(warp::post())
         .and(json_body::<AcquireRequest>())
         .and(client(ctx.client_ip))
+        .and(warp::header::optional::<String>("authorization"))
         .and(with_ctx(ctx))
         .and_then(
-            |body: AcquireRequest, client: ClientInfo, ctx: AppContext| async move {
-                counted(ACQUIRES, acquire_seat(body, client, &ctx).await)
+            |body: AcquireRequest,
+             client: ClientInfo,
+             auth: Option<String>,
+             ctx: AppContext| async move {
+                counted(
+                    ACQUIRES,
+                    acquire_seat(body, client, auth.as_deref(), &ctx).await,
+                )
             },
         )
 }
@@ -195,14 +202,16 @@ fn counted(
 async fn acquire_seat(
     body: AcquireRequest,
     client: ClientInfo,
+    auth: Option<&str>,
     ctx: &AppContext,
 ) -> Result<(Response, &'static str), ApiError> {
     let (key, hardware_id, metadata) = body.validate()?;
     ctx.rate_limit(Limit::AcquirePerMachine, &machine_key(&key, &hardware_id))
         .await?;
+    let caller = super::machines::caller(ctx, auth).await?;
     let acquired = ctx
         .coordinator
-        .acquire(&key, hardware_id, client, metadata)
+        .acquire_as(&key, hardware_id, client, metadata, &caller)
         .await?;
     let settings = ctx.coordinator.settings();
     let grace = acquired.license.offline_grace(settings.offline_grace);

@@ -15,10 +15,12 @@
 //! which adds the security headers; rate limits are applied per route
 //! with [`AppState::rate_limit`] or [`rate_limit_by_ip`].
 
+mod admin;
 mod auth;
 pub use auth::validate_email;
 mod error;
 mod licenses;
+mod machines;
 mod ops;
 mod org_licenses;
 mod orgs;
@@ -92,6 +94,8 @@ pub struct AppState {
     /// Issues and checks access tokens (never seat tokens).
     pub access: crate::auth::AccessTokens,
     pub auth: crate::config::AuthSettings,
+    /// `[licenses]`: license files and machine deactivations.
+    pub licenses: crate::config::LicenseSettings,
     /// `ops.token`, as a digest; `None` refuses every operator call.
     pub ops_token: Option<OperatorToken>,
     pub rate_limiter: Arc<dyn RateLimiter>,
@@ -294,6 +298,10 @@ fn api(
         .unify()
         .or(licenses::jwks(ctx.clone()))
         .unify()
+        .or(machine_routes(ctx.clone()))
+        .unify()
+        .or(admin::routes(ctx.clone()))
+        .unify()
         .or(auth_routes(ctx.clone()))
         .unify()
         .or(org_routes(ctx.clone()))
@@ -308,6 +316,26 @@ fn api(
         .unify()
         .or(ops::restart_subsystem(ctx))
         .unify()
+}
+
+/// Machines, validation and license files under `/api/v1/licenses`.
+fn machine_routes(
+    ctx: AppContext,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    machines::activate(ctx.clone())
+        .or(machines::validate(ctx.clone()))
+        .unify()
+        .or(machines::list_machines(ctx.clone()))
+        .unify()
+        .or(machines::deactivate(ctx.clone()))
+        .unify()
+        .or(machines::license_file(ctx))
+        .unify()
+        .boxed()
 }
 
 /// `/api/v1/auth/*`.

@@ -116,7 +116,9 @@ pub fn principal(
     })
 }
 
-async fn authenticate(ctx: &AppContext, token: &str) -> Result<Principal, ApiError> {
+/// The principal of a bearer token: an org API key (looked up on every
+/// call, so a revocation holds at once) or an access token.
+pub async fn authenticate(ctx: &AppContext, token: &str) -> Result<Principal, ApiError> {
     if token.starts_with(tokens::API_KEY_PREFIX) {
         if !tokens::well_formed(token, tokens::API_KEY_PREFIX) {
             return Err(unauthenticated());

@@ -167,7 +167,7 @@ pub(crate) struct UserIdRow {
 }
 
 /// [`INSERT_ACTION`] with its values bound.
-fn insert_action<DB: Backend>(a: &ActionAudit) -> super::Query<DB> {
+pub(crate) fn insert_action<DB: Backend>(a: &ActionAudit) -> super::Query<DB> {
     sqlx::query(INSERT_ACTION)
         .arg(DbTime(a.at))
         .arg(a.event.as_str().to_owned())

@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SubsecRound, Utc};
 use seatwarden_actors::domain::{
     ApiKeyId, AuditEntry, AuditEvent, ClientInfo, EndReason, InvitationId, License, LicenseId,
-    LicenseStatus, LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord, UserId,
+    LicenseStatus, LicenseUpdate, MachineId, NewLicense, Org, OrgId, SessionId, SessionRecord,
+    UserId,
 };
 use seatwarden_actors::ports::{
     EndOutcome, LicenseChange, MailCursor, MailFilter, MailPage, MailRecord, NewMail, QueuedMail,
@@ -45,7 +46,7 @@ macro_rules! org_columns {
 macro_rules! license_columns {
     () => {
         "id, org_id, key_hint, seats, tier, features, status, expires_at, created_at, \
-         offline_grace_secs, offline_overdraft"
+         offline_grace_secs, offline_overdraft, max_machines, requires_user"
     };
 }
 macro_rules! session_columns {
@@ -61,6 +62,8 @@ macro_rules! audit_columns {
 }
 
 pub(crate) mod accounts;
+pub(crate) mod admin;
+pub(crate) mod machines;
 pub(crate) mod orgs;
 pub mod postgres;
 pub mod sqlite;
@@ -75,7 +78,7 @@ const INSERT_ORG: &str = concat!(
 const INSERT_LICENSE: &str = concat!(
     "INSERT INTO licenses (",
     license_columns!(),
-    ", key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ", key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 );
 /// Inserts a session; see [`bind_session`]. The sweep first looks at it
 /// when its lease runs out (`sweep_at`, bound last).
@@ -155,6 +158,8 @@ macro_rules! update_license_sql {
              expires_at = CASE WHEN $4 = 1 THEN $5 ELSE expires_at END, \
              offline_grace_secs = CASE WHEN $6 = 1 THEN $7 ELSE offline_grace_secs END, \
              offline_overdraft = COALESCE($8, offline_overdraft), \
+             max_machines = CASE WHEN $9 = 1 THEN $10 ELSE max_machines END, \
+             requires_user = COALESCE($11, requires_user), \
              revision = ",
             $revision,
             " WHERE id = $1 RETURNING ",
@@ -245,7 +250,15 @@ macro_rules! db_uuid_from {
         }
     )*};
 }
-db_uuid_from!(OrgId, LicenseId, SessionId, UserId, InvitationId, ApiKeyId);
+db_uuid_from!(
+    OrgId,
+    LicenseId,
+    SessionId,
+    UserId,
+    InvitationId,
+    ApiKeyId,
+    MachineId
+);
 
 impl Type<Sqlite> for DbUuid {
     fn type_info() -> SqliteTypeInfo {
@@ -385,6 +398,8 @@ pub(crate) trait Backend:
     + BindTo<i64>
     + BindTo<Option<i64>>
     + BindTo<bool>
+    + BindTo<Option<bool>>
+    + BindTo<i64>
     + BindTo<Option<i32>>
     + BindTo<i64>
     + BindTo<Json<Vec<String>>>
@@ -473,6 +488,11 @@ where
         .offline_overdraft
         .map(|o| count(o, "offline_overdraft"))
         .transpose()?;
+    let machines = update
+        .max_machines
+        .flatten()
+        .map(|m| count(m, "max_machines"))
+        .transpose()?;
     let license: Option<License> = one(sqlx::query_as::<DB, LicenseRow>(sql)
         .arg(DbUuid::from(id))
         .arg(seats)
@@ -482,6 +502,9 @@ where
         .arg(i32::from(update.offline_grace_secs.is_some()))
         .arg(grace)
         .arg(overdraft)
+        .arg(i32::from(update.max_machines.is_some()))
+        .arg(machines)
+        .arg(update.requires_user)
         .fetch_optional(&mut *conn)
         .await)?;
     let Some(license) = license else {
@@ -526,6 +549,10 @@ pub(crate) fn insert_license<DB: Backend>(
         .map(|g| count(g, "offline_grace_secs"))
         .transpose()?;
     let overdraft = count(license.offline_overdraft, "offline_overdraft")?;
+    let machines = license
+        .max_machines
+        .map(|m| count(m, "max_machines"))
+        .transpose()?;
     Ok(sqlx::query(INSERT_LICENSE)
         .arg(DbUuid::from(license.id))
         .arg(DbUuid::from(license.org_id))
@@ -538,6 +565,8 @@ pub(crate) fn insert_license<DB: Backend>(
         .arg(DbTime(license.created_at))
         .arg(grace)
         .arg(overdraft)
+        .arg(machines)
+        .arg(license.requires_user)
         .arg(key_hash.to_owned()))
 }
 
@@ -761,6 +790,8 @@ pub(crate) fn new_license(new: NewLicense) -> (License, String) {
         created_at: now(),
         offline_grace_secs: new.offline_grace_secs,
         offline_overdraft: new.offline_overdraft,
+        max_machines: new.max_machines,
+        requires_user: new.requires_user,
     };
     (license, new.key_hash)
 }
@@ -888,6 +919,8 @@ pub(crate) struct LicenseRow {
     created_at: DateTime<Utc>,
     offline_grace_secs: Option<i32>,
     offline_overdraft: i32,
+    max_machines: Option<i32>,
+    requires_user: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1062,6 +1095,12 @@ impl TryFrom<LicenseRow> for License {
                 .map_err(|e| corrupt("license", e))?,
             offline_overdraft: u32::try_from(r.offline_overdraft)
                 .map_err(|e| corrupt("license", e))?,
+            max_machines: r
+                .max_machines
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|e| corrupt("license", e))?,
+            requires_user: r.requires_user,
         })
     }
 }

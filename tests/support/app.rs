@@ -271,7 +271,19 @@ impl TestApp {
     }
 
     pub async fn create_license_with(&self, seats: u32, expires_at: Option<&str>) -> TestLicense {
-        self.create_license_full(seats, expires_at, None, 0).await
+        self.create_license_full(seats, expires_at, None, 0, None, false)
+            .await
+    }
+
+    /// A license with a machine limit and/or an identity requirement.
+    pub async fn create_license_policy(
+        &self,
+        seats: u32,
+        max_machines: Option<u32>,
+        requires_user: bool,
+    ) -> TestLicense {
+        self.create_license_full(seats, None, None, 0, max_machines, requires_user)
+            .await
     }
 
     /// A license with its own offline policy.
@@ -281,7 +293,7 @@ impl TestApp {
         grace_secs: u32,
         overdraft: u32,
     ) -> TestLicense {
-        self.create_license_full(seats, None, Some(grace_secs), overdraft)
+        self.create_license_full(seats, None, Some(grace_secs), overdraft, None, false)
             .await
     }
 
@@ -291,6 +303,8 @@ impl TestApp {
         expires_at: Option<&str>,
         offline_grace_secs: Option<u32>,
         offline_overdraft: u32,
+        max_machines: Option<u32>,
+        requires_user: bool,
     ) -> TestLicense {
         let prefix = &self.settings.licenses.key_prefix;
         let org = run_admin(
@@ -303,13 +317,13 @@ impl TestApp {
         .await
         .expect("create org");
         let org: OrgId = org["id"].as_str().unwrap().parse().unwrap();
-        self.create_license_in(
+        self.create_license_with_policy(
             org,
             seats,
             "pro",
             expires_at,
-            offline_grace_secs,
-            offline_overdraft,
+            (offline_grace_secs, offline_overdraft),
+            (max_machines, requires_user),
         )
         .await
     }
@@ -331,6 +345,30 @@ impl TestApp {
         offline_grace_secs: Option<u32>,
         offline_overdraft: u32,
     ) -> TestLicense {
+        self.create_license_with_policy(
+            org,
+            seats,
+            tier,
+            expires_at,
+            (offline_grace_secs, offline_overdraft),
+            (None, false),
+        )
+        .await
+    }
+
+    /// A license with every policy knob: `offline` is (grace, overdraft),
+    /// `machines` is (max_machines, requires_user).
+    async fn create_license_with_policy(
+        &self,
+        org: OrgId,
+        seats: u32,
+        tier: &str,
+        expires_at: Option<&str>,
+        offline: (Option<u32>, u32),
+        machines: (Option<u32>, bool),
+    ) -> TestLicense {
+        let (offline_grace_secs, offline_overdraft) = offline;
+        let (max_machines, requires_user) = machines;
         let prefix = &self.settings.licenses.key_prefix;
         let license = run_admin(
             self.store.as_ref(),
@@ -343,6 +381,8 @@ impl TestApp {
                 expires_at: expires_at.map(|s| s.parse().unwrap()),
                 offline_grace_secs,
                 offline_overdraft,
+                max_machines,
+                requires_user,
             }),
         )
         .await
@@ -366,6 +406,8 @@ impl TestApp {
                 expires_at: None,
                 offline_grace_secs: None,
                 offline_overdraft: None,
+                max_machines: None,
+                requires_user: None,
             }),
         )
         .await

@@ -68,6 +68,9 @@ id_type!(
     SessionId
 );
 
+mod machine;
+pub use machine::{Machine, MachineId, NewMachine};
+
 mod account;
 pub use account::{
     ActionAudit, Credentials, LockoutPolicy, Membership, NewAccount, NewRefreshToken, NewUserToken,
@@ -142,6 +145,15 @@ pub struct License {
     /// How many sessions beyond `seats` may hold a still-valid token at once
     /// (lapsed within their grace). Live leases never exceed `seats`.
     pub offline_overdraft: u32,
+    /// When set, only machines activated on the license may acquire seats,
+    /// and at most this many may be activated at once. `None`: any machine
+    /// may acquire, and activation is optional bookkeeping.
+    #[serde(default)]
+    pub max_machines: Option<u32>,
+    /// Acquire also needs a credential of someone in the license's
+    /// organization (an access token of a member, or an org API key).
+    #[serde(default)]
+    pub requires_user: bool,
 }
 
 impl License {
@@ -185,6 +197,8 @@ pub struct NewLicense {
     pub expires_at: Option<DateTime<Utc>>,
     pub offline_grace_secs: Option<u32>,
     pub offline_overdraft: u32,
+    pub max_machines: Option<u32>,
+    pub requires_user: bool,
 }
 
 /// A change to a license; `None` leaves a field as it is.
@@ -197,6 +211,10 @@ pub struct LicenseUpdate {
     /// `Some(None)` goes back to the server's default.
     pub offline_grace_secs: Option<Option<u32>>,
     pub offline_overdraft: Option<u32>,
+    /// `Some(None)` lifts the machine limit. Lowering it below the machines
+    /// activated deactivates none: it only refuses new activations.
+    pub max_machines: Option<Option<u32>>,
+    pub requires_user: Option<bool>,
 }
 
 impl LicenseUpdate {
@@ -206,6 +224,8 @@ impl LicenseUpdate {
             && self.expires_at.is_none()
             && self.offline_grace_secs.is_none()
             && self.offline_overdraft.is_none()
+            && self.max_machines.is_none()
+            && self.requires_user.is_none()
     }
 }
 
@@ -241,6 +261,20 @@ impl FromStr for EndReason {
             other => Err(format!("unknown end reason {other:?}")),
         }
     }
+}
+
+/// Who asks for a seat, as the API layer established it. Only licenses
+/// with `requires_user` look at it, so anonymous callers cost nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Caller {
+    /// No credential came with the request.
+    #[default]
+    Anonymous,
+    /// A credential came and is not valid (malformed, unknown, expired).
+    Invalid,
+    /// A valid credential: who (a user or an API key) and the
+    /// organizations it may act for, as the store says now.
+    Authenticated { actor_id: Uuid, orgs: Vec<OrgId> },
 }
 
 /// Where a request came from, recorded with sessions and audit entries.
@@ -325,6 +359,14 @@ pub enum AuditEvent {
     ApiKeyCreated,
     #[serde(rename = "API_KEY_REVOKED")]
     ApiKeyRevoked,
+    #[serde(rename = "LICENSE_ISSUED")]
+    LicenseIssued,
+    #[serde(rename = "LICENSE_UPDATED")]
+    LicenseUpdated,
+    #[serde(rename = "MACHINE_ACTIVATED")]
+    MachineActivated,
+    #[serde(rename = "MACHINE_DEACTIVATED")]
+    MachineDeactivated,
 }
 
 impl AuditEvent {
@@ -351,11 +393,15 @@ impl AuditEvent {
             Self::InvitationAccepted => "INVITATION_ACCEPTED",
             Self::ApiKeyCreated => "API_KEY_CREATED",
             Self::ApiKeyRevoked => "API_KEY_REVOKED",
+            Self::LicenseIssued => "LICENSE_ISSUED",
+            Self::LicenseUpdated => "LICENSE_UPDATED",
+            Self::MachineActivated => "MACHINE_ACTIVATED",
+            Self::MachineDeactivated => "MACHINE_DEACTIVATED",
         }
     }
 
     /// Every event, so that names parse back without a second list.
-    pub const ALL: [AuditEvent; 21] = [
+    pub const ALL: [AuditEvent; 25] = [
         Self::LicenseAcquired,
         Self::LicenseAcquisitionFailed,
         Self::LicenseReleased,
@@ -377,6 +423,10 @@ impl AuditEvent {
         Self::InvitationAccepted,
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
+        Self::LicenseIssued,
+        Self::LicenseUpdated,
+        Self::MachineActivated,
+        Self::MachineDeactivated,
     ];
 }
 

@@ -16,17 +16,24 @@
 //!   holds a seat right now).
 //! - [`Outbox`]: email waiting to be sent and its delivery record;
 //!   [`MailSender`]: the transport that sends one message.
+//! - [`MachineStore`]: machines activated on licenses.
+//! - [`AdminStore`]: the platform's directory (users, organizations and
+//!   licenses across tenants) and its numbers, for platform administrators.
 
 mod accounts;
+mod admin;
 mod ledger;
 mod licenses;
+mod machines;
 mod orgs;
 mod outbox;
 mod sessions;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
+pub use admin::{AdminStore, Analytics, LicenseFilter, Page, PageRequest};
 pub use ledger::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
 pub use licenses::{LicenseChange, LicenseStore};
+pub use machines::{Activation, Deactivation, MachineStore};
 pub use orgs::OrgStore;
 pub use outbox::{
     MailCursor, MailFilter, MailKind, MailPage, MailRecord, MailSender, MailStatus, NewMail,
@@ -56,5 +63,18 @@ pub enum StoreError {
 
 /// Every durable role, for callers (the composition root, the CLI, tests)
 /// that use one backend for all of them.
-pub trait Store: LicenseStore + SessionStore + AccountStore + OrgStore + Outbox {}
-impl<T: LicenseStore + SessionStore + AccountStore + OrgStore + Outbox + ?Sized> Store for T {}
+pub trait Store:
+    LicenseStore + SessionStore + AccountStore + OrgStore + Outbox + MachineStore + AdminStore
+{
+}
+impl<T> Store for T where
+    T: LicenseStore
+        + SessionStore
+        + AccountStore
+        + OrgStore
+        + Outbox
+        + MachineStore
+        + AdminStore
+        + ?Sized
+{
+}

@@ -71,6 +71,12 @@ impl PostgresStore {
 
 super::accounts::account_store_impl!(PostgresStore, Postgres);
 super::orgs::org_store_impl!(PostgresStore, Postgres);
+super::machines::machine_store_impl!(
+    PostgresStore,
+    Postgres,
+    super::machines::LOCK_LICENSE_POSTGRES
+);
+super::admin::admin_store_impl!(PostgresStore, Postgres, UPDATE_LICENSE);
 
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",

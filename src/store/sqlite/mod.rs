@@ -134,6 +134,8 @@ impl SqliteStore {
 
 super::accounts::account_store_impl!(SqliteStore, Sqlite);
 super::orgs::org_store_impl!(SqliteStore, Sqlite);
+super::machines::machine_store_impl!(SqliteStore, Sqlite, super::machines::LOCK_LICENSE_SQLITE);
+super::admin::admin_store_impl!(SqliteStore, Sqlite, UPDATE_LICENSE);
 
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",
