@@ -388,3 +388,78 @@ async fn analytics_count_orgs_users_signups_licenses_and_seats() {
     );
     let _ = ada;
 }
+
+#[tokio::test]
+async fn the_email_log_lists_delivery_records_for_admins_only_without_their_data() {
+    let app = spawn_app().await;
+    let admin = platform_admin(&app).await;
+    let someone = owner(&app, "mailed").await;
+    // The owner's registration sent a verification and a welcome mail.
+    let sent = support::eventually(std::time::Duration::from_secs(15), || async {
+        let body = ok_json(
+            get(
+                &app,
+                "/api/v1/admin/emails?status=sent&kind=verify",
+                Some(&admin),
+            )
+            .await,
+        )
+        .await;
+        (!body["items"].as_array().unwrap().is_empty()).then_some(body)
+    })
+    .await
+    .expect("the verification mail is delivered and logged");
+    let entry = &sent["items"][0];
+    assert_eq!(entry["kind"], "verify");
+    assert_eq!(entry["status"], "sent");
+    assert_eq!(entry["attempts"], 1);
+    assert!(entry.get("data").is_none(), "no tokens in the log");
+    assert!(
+        !sent.to_string().contains("swe_"),
+        "no token anywhere: {sent}"
+    );
+
+    // A second mail, so that the log has two pages of one.
+    let registered = app
+        .post_json(
+            "/api/v1/auth/register",
+            &json!({"email": "second@example.com", "password": "Second2Password",
+                    "full_name": "S", "organization_name": "S"}),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::ACCEPTED);
+    let page = ok_json(get(&app, "/api/v1/admin/emails?limit=1", Some(&admin)).await).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let cursor = page["next_cursor"].as_str().expect("more than one mail");
+    let next = ok_json(
+        get(
+            &app,
+            &format!("/api/v1/admin/emails?limit=1&cursor={cursor}"),
+            Some(&admin),
+        )
+        .await,
+    )
+    .await;
+    assert_ne!(next["items"][0]["id"], page["items"][0]["id"]);
+
+    assert_eq!(
+        get(&app, "/api/v1/admin/emails", Some(&someone))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&app, "/api/v1/admin/emails", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for (query, code) in [
+        ("status=lost", "invalid_status"),
+        ("kind=spam", "invalid_kind"),
+        ("limit=0", "invalid_limit"),
+        ("cursor=nope", "invalid_cursor"),
+    ] {
+        let response = get(&app, &format!("/api/v1/admin/emails?{query}"), Some(&admin)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(error_code(response).await, code, "{query}");
+    }
+}

@@ -24,7 +24,9 @@ use seatwarden_actors::domain::{
     ActionAudit, AuditEvent, ClientInfo, License, LicenseId, LicenseStatus, LicenseUpdate, OrgId,
     User, UserId,
 };
-use seatwarden_actors::ports::{LicenseFilter, PageRequest, StoreError};
+use seatwarden_actors::ports::{
+    LicenseFilter, MailCursor, MailFilter, MailKind, MailStatus, PageRequest, StoreError,
+};
 
 use super::licenses::with_ctx;
 use super::principal::{forbidden, user};
@@ -81,7 +83,9 @@ pub fn routes(
         .unify()
         .or(update_license(ctx.clone()))
         .unify()
-        .or(analytics(ctx))
+        .or(analytics(ctx.clone()))
+        .unify()
+        .or(list_emails(ctx))
         .unify()
         .boxed()
 }
@@ -571,4 +575,113 @@ mod tests {
         assert_eq!(decode_cursor("not a cursor"), None);
         assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("x~y")), None);
     }
+}
+
+// ---------------------------------------------------------------------------
+// The email log
+
+/// The query of the email log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailQuery {
+    status: Option<String>,
+    kind: Option<String>,
+    recipient: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl EmailQuery {
+    fn filter(&self) -> Result<MailFilter, ApiError> {
+        let bad = |code: &'static str, what: &str| ApiError::bad_request(code, what.to_owned());
+        let status = self
+            .status
+            .as_deref()
+            .map(|s| s.parse::<MailStatus>())
+            .transpose()
+            .map_err(|_| bad("invalid_status", "status must be pending, sent or failed"))?;
+        let kind = self
+            .kind
+            .as_deref()
+            .map(|k| k.parse::<MailKind>())
+            .transpose()
+            .map_err(|_| bad("invalid_kind", "kind is not a kind of mail we send"))?;
+        if self
+            .recipient
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > 254)
+        {
+            return Err(bad(
+                "invalid_recipient",
+                "recipient is at most 254 characters",
+            ));
+        }
+        let limit = match &self.limit {
+            None => DEFAULT_LIMIT,
+            Some(l) => l
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| bad("invalid_limit", "limit must be 1 to 200"))?,
+        };
+        let after = self
+            .cursor
+            .as_deref()
+            .map(|c| c.parse::<MailCursor>())
+            .transpose()
+            .map_err(|_| bad("invalid_cursor", "cursor is not one this server gave out"))?;
+        Ok(MailFilter {
+            status,
+            kind,
+            recipient: self.recipient.clone(),
+            after,
+            limit,
+        })
+    }
+}
+
+/// GET /api/v1/admin/emails?status=&kind=&recipient=&limit=&cursor=
+///
+/// The delivery record of every email, newest first: kind, recipient,
+/// status, attempts and the last error; never the message's data.
+pub fn list_emails(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "admin" / "emails")
+        .and(warp::get())
+        .and(platform_admin(ctx.clone()))
+        .and(warp::query::<EmailQuery>())
+        .and(with_ctx(ctx))
+        .and_then(
+            |_: PlatformAdmin, q: EmailQuery, ctx: AppContext| async move {
+                let filter = q.filter().map_err(rejected)?;
+                let page = ctx
+                    .store
+                    .email_log(&filter)
+                    .await
+                    .map_err(|e| rejected(e.into()))?;
+                let items: Vec<Value> = page
+                    .entries
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "id": m.id,
+                            "kind": m.kind,
+                            "recipient": m.recipient,
+                            "status": m.status.as_str(),
+                            "attempts": m.attempts,
+                            "last_error": m.last_error,
+                            "created_at": m.created_at,
+                            "next_attempt_at": m.next_attempt_at,
+                            "sent_at": m.sent_at,
+                        })
+                    })
+                    .collect();
+                let next = page.next.map(|c| c.to_string());
+                Ok::<_, warp::Rejection>(reply(
+                    StatusCode::OK,
+                    &json!({"items": items, "next_cursor": next}),
+                ))
+            },
+        )
 }
