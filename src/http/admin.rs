@@ -28,8 +28,8 @@ use seatwarden_actors::ports::{
     LicenseFilter, MailCursor, MailFilter, MailKind, MailStatus, PageRequest, StoreError,
 };
 
-use super::licenses::with_ctx;
 use super::principal::{forbidden, user};
+use super::with_ctx;
 use super::{ApiError, AppContext, client, json_body};
 use crate::auth::AccessClaims;
 use crate::licensing::{InvalidSpec, LicenseSpec, check_max_machines, check_seats};

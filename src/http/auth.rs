@@ -7,8 +7,6 @@
 //! password), and why a login failed (a locked account, an unknown address
 //! and a wrong password all get the same 401).
 
-use std::convert::Infallible;
-
 use chrono::Utc;
 use http::StatusCode;
 use secrecy::SecretString;
@@ -24,7 +22,7 @@ use seatwarden_actors::domain::{
 use seatwarden_actors::ports::{MailKind, NewMail, RefreshOutcome};
 
 use super::principal::{self, unauthenticated};
-use super::{ApiError, AppContext, client, json_body};
+use super::{ApiError, AppContext, client, json_body, with_ctx};
 use crate::auth::{AccessClaims, passwords, tokens};
 use crate::ratelimit::{Limit, RateKey};
 
@@ -33,10 +31,6 @@ const MAX_NAME: usize = 200;
 /// Longer than any password the policy accepts, so that policy errors come
 /// from the policy; anything beyond is refused as a malformed body.
 const MAX_PASSWORD_BYTES: usize = 1024;
-
-fn with_ctx(ctx: AppContext) -> impl Filter<Extract = (AppContext,), Error = Infallible> + Clone {
-    warp::any().map(move || ctx.clone())
-}
 
 /// `/api/v1/auth/<name>`.
 fn path(name: &'static str) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {

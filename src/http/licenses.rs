@@ -14,7 +14,7 @@ use std::time::Duration;
 use seatwarden_actors::domain::{ClientInfo, LicenseId, LicenseKey, OrgId, SessionId};
 use seatwarden_actors::{Acquired, CoordinatorError, SessionRef, token_expiry};
 
-use super::{ApiError, AppContext, client, json_body};
+use super::{ApiError, AppContext, client, json_body, with_ctx};
 use crate::ratelimit::{Limit, RateKey};
 use crate::signing::SeatClaims;
 use crate::telemetry::{ACQUIRES, HEARTBEATS, RELEASES};
@@ -27,12 +27,6 @@ const MAX_CLIENT_VERSION_CHARS: usize = 64;
 const MAX_OS_CHARS: usize = 128;
 /// A DNS name is at most 253 characters.
 const MAX_HOSTNAME_CHARS: usize = 253;
-
-pub(super) fn with_ctx(
-    ctx: AppContext,
-) -> impl Filter<Extract = (AppContext,), Error = std::convert::Infallible> + Clone {
-    warp::any().map(move || ctx.clone())
-}
 
 /// The body of an acquire request. A field we don't know is a 400
 /// `invalid_body`: a misspelled optional field (`hostnmae`) would

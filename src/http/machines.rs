@@ -22,8 +22,9 @@ use seatwarden_actors::domain::{
 };
 use seatwarden_actors::ports::{Activation, Deactivation};
 
-use super::licenses::{validate_fact, validate_hardware_id, validate_license_key, with_ctx};
+use super::licenses::{validate_fact, validate_hardware_id, validate_license_key};
 use super::principal::{Principal, forbidden, unauthenticated};
+use super::with_ctx;
 use super::{ApiError, AppContext, client, json_body};
 use crate::ratelimit::{Limit, RateKey};
 use crate::signing::LicenseFileClaims;
@@ -40,7 +41,7 @@ pub(super) async fn caller(ctx: &AppContext, header: Option<&str>) -> Result<Cal
     let Some(header) = header else {
         return Ok(Caller::Anonymous);
     };
-    let Some(token) = bearer_token(header) else {
+    let Some(token) = super::principal::bearer_token(header) else {
         return Ok(Caller::Invalid);
     };
     let principal = match super::principal::authenticate(ctx, token).await {
@@ -69,14 +70,6 @@ pub(super) async fn caller(ctx: &AppContext, header: Option<&str>) -> Result<Cal
             orgs: vec![org_id],
         }),
     }
-}
-
-/// The token of `Bearer <token>`, if the header has that form.
-fn bearer_token(header: &str) -> Option<&str> {
-    let (scheme, token) = header.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 4096)
-        .then_some(token)
 }
 
 /// How a caller may act on one license.
@@ -111,7 +104,7 @@ async fn license_access(
     header: Option<&str>,
 ) -> Result<(License, Access), ApiError> {
     let header = header.ok_or_else(unauthenticated)?;
-    let token = bearer_token(header).ok_or_else(unauthenticated)?;
+    let token = super::principal::bearer_token(header).ok_or_else(unauthenticated)?;
     let id: LicenseId = id.parse().map_err(|_| license_not_found())?;
     if let Some(claims) = ctx.access.verify(token) {
         let user = claims.sub;
@@ -532,7 +525,7 @@ async fn signed_file(ctx: &AppContext, id: &str, auth: Option<&str>) -> Result<R
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_token;
+    use crate::http::principal::bearer_token;
 
     #[test]
     fn only_bearer_headers_with_a_token_carry_one() {

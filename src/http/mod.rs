@@ -595,6 +595,11 @@ async fn deadline_passed(activity: &Activity, limits: ServeLimits) {
     }
 }
 
+/// The shared context, handed to each handler.
+fn with_ctx(ctx: AppContext) -> impl Filter<Extract = (AppContext,), Error = Infallible> + Clone {
+    warp::any().map(move || ctx.clone())
+}
+
 /// The client's address and user agent, for session records and audit.
 fn client(
     source: ClientIpSource,

@@ -13,7 +13,7 @@ use warp::reply::{Reply, Response};
 
 use seatwarden_actors::{Subsystem, SubsystemInfo, SubsystemStatus};
 
-use super::{ApiError, AppContext};
+use super::{ApiError, AppContext, with_ctx};
 
 /// Who is calling the operator API, once [`operator`] let them in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,18 +71,11 @@ fn denied(message: &str) -> ApiError {
     e
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
 /// Decides who the caller is. Every refusal is the same 401, whether the
 /// header is missing, malformed or wrong, or no `ops.token` is configured:
 /// a caller learns nothing about the node's configuration.
 async fn authenticate(ctx: &AppContext, header: Option<&str>) -> Result<Operator, ApiError> {
-    let Some(token) = header.and_then(bearer) else {
+    let Some(token) = header.and_then(super::principal::bearer_token) else {
         return Err(denied(
             "operator credentials required: Authorization: Bearer <token>",
         ));
@@ -124,12 +117,6 @@ pub fn operator(
                 .map_err(warp::reject::custom)
         }
     })
-}
-
-fn with_ctx(
-    ctx: AppContext,
-) -> impl Filter<Extract = (AppContext,), Error = std::convert::Infallible> + Clone {
-    warp::any().map(move || ctx.clone())
 }
 
 /// GET /api/v1/ops/subsystems
@@ -437,7 +424,8 @@ mod tests {
 
     #[test]
     fn only_the_configured_token_matches_and_debug_output_hides_it() {
-        use super::{OperatorToken, bearer};
+        use super::OperatorToken;
+        use crate::http::principal::bearer_token as bearer;
         let token = OperatorToken::new(&"0123456789abcdef-ops".to_owned().into());
         assert!(token.matches("0123456789abcdef-ops"));
         assert!(!token.matches("0123456789abcdef-op"));

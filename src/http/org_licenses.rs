@@ -19,9 +19,10 @@ use seatwarden_actors::domain::{
     OrgId, SessionFilter, SessionId, SessionRecord,
 };
 
-use super::orgs::{action, org_not_found, with_ctx};
+use super::orgs::{action, org_not_found};
 use super::paging::{self, query};
 use super::principal::{self, Need, Principal, org_access};
+use super::with_ctx;
 use super::{ApiError, AppContext, client};
 
 const MAX_FILTER_CHARS: usize = 256;

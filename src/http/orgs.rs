@@ -11,8 +11,6 @@
 //! Every change is audited with the acting person's id, in the change's
 //! own transaction.
 
-use std::convert::Infallible;
-
 use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -31,14 +29,8 @@ use seatwarden_actors::ports::{MailKind, NewMail};
 use super::auth::{validate_email, validate_name};
 use super::paging::{self, PageBody, query};
 use super::principal::{self, Caller, Need, Principal, forbidden, org_access};
-use super::{ApiError, AppContext, client, json_body};
+use super::{ApiError, AppContext, client, json_body, with_ctx};
 use crate::auth::{AccessClaims, tokens};
-
-pub(super) fn with_ctx(
-    ctx: AppContext,
-) -> impl Filter<Extract = (AppContext,), Error = Infallible> + Clone {
-    warp::any().map(move || ctx.clone())
-}
 
 /// The 404 of an organization that does not exist or is not the caller's.
 pub(super) fn org_not_found() -> ApiError {

@@ -91,14 +91,22 @@ pub fn bearer() -> impl Filter<Extract = (Option<String>,), Error = warp::Reject
             let Some(header) = header else {
                 return Ok(None);
             };
-            let (scheme, token) = header.split_once(' ').unwrap_or((header.as_str(), ""));
-            let token = token.trim();
-            if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 4096 {
-                return Err(warp::reject::custom(unauthenticated()));
+            match bearer_token(&header) {
+                Some(token) => Ok(Some(token.to_owned())),
+                None => Err(warp::reject::custom(unauthenticated())),
             }
-            Ok(Some(token.to_owned()))
         },
     )
+}
+
+/// The token of an `Authorization: Bearer <token>` header value (at most
+/// 4 KiB), or `None` when the header has another form. The one parser of
+/// bearer credentials, for every route that reads them.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 4096)
+        .then_some(token)
 }
 
 /// Any authenticated caller, a person or an API key; 401 otherwise.
