@@ -19,6 +19,7 @@ mod auth;
 pub use auth::validate_email;
 mod error;
 mod licenses;
+mod openapi;
 mod ops;
 pub mod principal;
 
@@ -300,6 +301,8 @@ fn api(
         .or(ops::subsystems(ctx.clone()))
         .unify()
         .or(ops::restart_subsystem(ctx))
+        .unify()
+        .or(openapi::openapi_json())
         .unify()
 }
 
