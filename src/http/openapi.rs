@@ -107,7 +107,7 @@ pub struct StatusBody {
     pub status: String,
 }
 
-/// `GET /health/ready` when ready or degraded (the database is down but
+/// The body of a ready or degraded `/health/ready` (the database is down but
 /// heartbeats go on).
 #[derive(Serialize, ToSchema)]
 pub struct ReadyBody {
@@ -134,7 +134,7 @@ pub struct SubsystemLine {
     pub restarts: u32,
 }
 
-/// `GET /api/v1/ops/subsystems`.
+/// The body of the subsystem list.
 #[derive(Serialize, ToSchema)]
 pub struct SubsystemList {
     pub subsystems: Vec<SubsystemLine>,
