@@ -380,7 +380,8 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .on(On::Limited)
             .json(json!({"email": "limited@example.com"}))
             .repeated(),
-        Case::at("POST", RESET, 200).json(json!({"token": f.reset_token, "password": "Fresh2Horses"})),
+        Case::at("POST", RESET, 200)
+            .json(json!({"token": f.reset_token, "password": "Fresh2Horses"})),
         Case::at("POST", RESET, 400).json(json!({"token": "nope", "password": "Fresh2Horses"})),
         Case::at("POST", RESET, 413).too_large(),
         Case::at("GET", SUBSYSTEMS, 200).bearer(OPS_TOKEN),
@@ -417,7 +418,9 @@ fn cases(f: &Fixtures) -> Vec<Case> {
 async fn mail_token(app: &TestApp, to: &str, kind: &str) -> String {
     use secrecy::ExposeSecret;
     let url = app.settings.database_url();
-    let pool = sqlx::SqlitePool::connect(url.expose_secret()).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(url.expose_secret())
+        .await
+        .unwrap();
     let (data,): (String,) = sqlx::query_as(
         "SELECT data FROM outbox WHERE lower(recipient) = lower($1) AND kind = $2 \
          ORDER BY created_at DESC LIMIT 1",
@@ -505,7 +508,12 @@ async fn fixtures(
     let limited_session = limited.acquire_ok(&limited_lic.key, "hb").await;
 
     let broken_lic = broken.create_license(5).await;
-    assert!(broken.coordinator.set_subsystem_fault(Subsystem::Orgs, true).await);
+    assert!(
+        broken
+            .coordinator
+            .set_subsystem_fault(Subsystem::Orgs, true)
+            .await
+    );
     let down = eventually(Duration::from_secs(20), || async {
         let orgs = broken.coordinator.subsystem(Subsystem::Orgs)?;
         (orgs.status == SubsystemStatus::Down).then_some(())
@@ -659,7 +667,11 @@ async fn every_documented_response_code_is_produced_by_a_real_request() {
             }
         }
     }
-    assert!(failures.is_empty(), "cases failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "cases failed:\n{}",
+        failures.join("\n")
+    );
 
     let documented = documented_statuses(&doc);
     let untriggered: Vec<_> = documented.difference(&produced).collect();
