@@ -52,10 +52,11 @@ fn path(name: &'static str) -> impl Filter<Extract = (), Error = warp::Rejection
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(max_length = 254, example = "ada@example.com")]
+    #[schema(format = Email, min_length = 3, max_length = 254, example = "ada@example.com")]
     email: String,
-    /// Must pass the password policy (`weak_password` otherwise).
-    #[schema(format = Password)]
+    /// The password policy (`weak_password` otherwise): 8 to 128
+    /// characters with an upper-case letter, a lower-case letter and a digit.
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     password: String,
     #[schema(min_length = 1, max_length = 200)]
     full_name: String,
@@ -81,7 +82,7 @@ pub struct RefreshRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForgotRequest {
-    #[schema(max_length = 254)]
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     email: String,
 }
 
@@ -91,7 +92,7 @@ pub struct ResetRequest {
     /// The token of the reset email.
     token: String,
     /// The new password; must pass the password policy.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     password: String,
 }
 

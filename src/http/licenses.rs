@@ -44,7 +44,12 @@ fn with_ctx(
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
     /// The license key, as issued (case and `0`/`O` confusions are forgiven).
-    #[schema(max_length = 128, example = "SW-ABCD-EFGH-JKLM")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[!-~]+$",
+        example = "SW-ABCD-EFGH-JKLM"
+    )]
     license_key: String,
     /// Identifies the machine: 1 to 256 printable characters.
     #[schema(min_length = 1, max_length = 256)]
