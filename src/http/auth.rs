@@ -12,6 +12,7 @@ use http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
@@ -21,6 +22,9 @@ use seatwarden_actors::domain::{
 };
 use seatwarden_actors::ports::{MailKind, NewMail, RefreshOutcome};
 
+use super::openapi::{
+    AcceptedBody, BadRequest, ErrorBody, PayloadTooLarge, RateLimited, StatusBody, Unauthorized,
+};
 use super::principal::{self, unauthenticated};
 use super::{ApiError, AppContext, client, json_body, with_ctx};
 use crate::auth::{AccessClaims, passwords, tokens};
@@ -39,52 +43,69 @@ fn path(name: &'static str) -> impl Filter<Extract = (), Error = warp::Rejection
         .and(warp::path::end())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    #[schema(format = Email, min_length = 3, max_length = 254, example = "ada@example.com")]
     email: String,
+    /// The password policy (`weak_password` otherwise): 8 to 128
+    /// characters with an upper-case letter, a lower-case letter and a digit.
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     password: String,
+    #[schema(min_length = 1, max_length = 200)]
     full_name: String,
+    /// The organization created with the account, owned by it.
+    #[schema(min_length = 1, max_length = 200)]
     organization_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     email: String,
+    #[schema(format = Password)]
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForgotRequest {
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     email: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
+    /// The token of the reset email.
     token: String,
+    /// The new password; must pass the password policy.
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     password: String,
 }
 
 /// What login and refresh return.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenResponse {
+    /// A short-lived access token (JWT) for `Authorization: Bearer`.
     access_token: String,
+    /// Single use: refresh answers a new one with each access token.
     refresh_token: String,
+    #[schema(example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MeResponse {
+    #[schema(value_type = uuid::Uuid)]
     id: UserId,
     email: String,
     full_name: String,
@@ -94,10 +115,13 @@ struct MeResponse {
     organizations: Vec<MembershipView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MembershipView {
+    #[schema(value_type = uuid::Uuid)]
     org_id: OrgId,
     name: String,
+    /// `owner`, `admin`, `member` or `guest`.
+    #[schema(value_type = String, example = "owner")]
     role: Role,
 }
 
@@ -211,6 +235,21 @@ fn mail_enqueued(ctx: &AppContext) {
 }
 
 /// `POST /api/v1/auth/register`
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    operation_id = "register",
+    summary = "Register an account and its organization",
+    description = "Answers 202 whether or not the address is taken (its owner is mailed instead), so that nobody learns which addresses have accounts.",
+    request_body = RegisterRequest,
+    responses(
+        (status = 202, description = "A verification email is on its way, if the address can be registered.", body = AcceptedBody),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+    )
+)]
 pub fn register(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -284,6 +323,18 @@ async fn handle_register(
 }
 
 /// `GET /api/v1/auth/verify-email?token=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/verify-email",
+    tag = "auth",
+    operation_id = "verify_email",
+    summary = "Verify an email address with the token mailed to it",
+    params(("token" = String, Query, description = "The token of the verification email; the only parameter.")),
+    responses(
+        (status = 200, description = "`{\"status\": \"verified\"}`.", body = StatusBody),
+        (status = 400, description = "`invalid_token` (invalid, used or expired) or `invalid_query`.", body = ErrorBody),
+    )
+)]
 pub fn verify_email(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -342,6 +393,21 @@ async fn handle_verify(ctx: AppContext, query: String) -> Result<Response, ApiEr
 }
 
 /// `POST /api/v1/auth/login`
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    summary = "Log in with email and password",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "An access token and a refresh token.", body = TokenResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "`invalid_credentials`: unknown address, wrong password and locked account alike.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+    )
+)]
 pub fn login(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -454,6 +520,21 @@ fn token_response(ctx: &AppContext, access_token: String, refresh_token: String)
 }
 
 /// `POST /api/v1/auth/refresh`
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    tag = "auth",
+    operation_id = "refresh",
+    summary = "Trade a refresh token for new tokens",
+    description = "A refresh token works once; presenting a used one again revokes its whole family.",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new access token and a new refresh token.", body = TokenResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "`invalid_refresh_token`: invalid, used or expired.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 pub fn refresh(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -505,6 +586,19 @@ async fn handle_refresh(ctx: AppContext, req: RefreshRequest) -> Result<Response
 }
 
 /// `POST /api/v1/auth/logout`
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    operation_id = "logout",
+    summary = "Revoke a refresh token and its family",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The refresh token is unusable now, whether or not it was known."),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 pub fn logout(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -528,6 +622,18 @@ pub fn logout(
 }
 
 /// `GET /api/v1/auth/me`
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    operation_id = "me",
+    summary = "Who the access token belongs to",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account and its organizations.", body = MeResponse),
+        (status = 401, response = Unauthorized),
+    )
+)]
 pub fn me(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     path("me")
         .and(warp::get())
@@ -566,6 +672,21 @@ async fn handle_me(ctx: AppContext, claims: AccessClaims) -> Result<Response, Ap
 }
 
 /// `POST /api/v1/auth/forgot-password`
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/forgot-password",
+    tag = "auth",
+    operation_id = "forgot_password",
+    summary = "Mail a password-reset token",
+    description = "Answers 202 whether or not the address has an account.",
+    request_body = ForgotRequest,
+    responses(
+        (status = 202, description = "A reset email is on its way, if the address has an account.", body = AcceptedBody),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+    )
+)]
 pub fn forgot_password(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -624,6 +745,20 @@ async fn handle_forgot(
 }
 
 /// `POST /api/v1/auth/reset-password`
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/reset-password",
+    tag = "auth",
+    operation_id = "reset_password",
+    summary = "Set a new password with a reset token",
+    description = "Logs the account out everywhere: every refresh token is revoked.",
+    request_body = ResetRequest,
+    responses(
+        (status = 200, description = "`{\"status\": \"password_reset\"}`.", body = StatusBody),
+        (status = 400, description = "`invalid_token`, `weak_password` or `invalid_body`.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 pub fn reset_password(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {

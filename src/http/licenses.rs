@@ -11,9 +11,12 @@ use warp::reply::{Reply, Response};
 use std::sync::Arc;
 use std::time::Duration;
 
+use utoipa::ToSchema;
+
 use seatwarden_actors::domain::{ClientInfo, LicenseId, LicenseKey, OrgId, SessionId};
 use seatwarden_actors::{Acquired, CoordinatorError, SessionRef, token_expiry};
 
+use super::openapi::{BadRequest, ErrorBody, JwkSet, PayloadTooLarge, RateLimited, Unavailable};
 use super::{ApiError, AppContext, client, json_body, with_ctx};
 use crate::ratelimit::{Limit, RateKey};
 use crate::signing::SeatClaims;
@@ -31,34 +34,54 @@ const MAX_HOSTNAME_CHARS: usize = 253;
 /// The body of an acquire request. A field we don't know is a 400
 /// `invalid_body`: a misspelled optional field (`hostnmae`) would
 /// otherwise be dropped without a word.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
+    /// The license key, as issued (case and `0`/`O` confusions are forgiven).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[!-~]+$",
+        example = "SW-ABCD-EFGH-JKLM"
+    )]
     license_key: String,
+    /// Identifies the machine: 1 to 256 printable characters.
+    #[schema(min_length = 1, max_length = 256)]
     hardware_id: String,
-    /// Optional, free-form client facts kept with the session.
+    /// Optional, free-form client facts kept with the session (at most 4
+    /// KiB of JSON together with the three below).
     #[serde(default)]
+    #[schema(additional_properties)]
     metadata: Option<Map<String, Value>>,
     #[serde(default)]
+    #[schema(max_length = 64)]
     client_version: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 128)]
     os: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 253)]
     hostname: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AcquireResponse {
+    #[schema(value_type = uuid::Uuid)]
     session_id: SessionId,
+    #[schema(value_type = uuid::Uuid)]
     license_id: LicenseId,
+    #[schema(value_type = uuid::Uuid)]
     org_id: OrgId,
     hardware_id: String,
+    /// When the lease lapses unless heartbeated.
     expires_at: DateTime<Utc>,
     heartbeat_interval_secs: u64,
     seats_used: u32,
     max_seats: u32,
     tier: String,
     features: Vec<String>,
+    /// The seat token (RS256 JWT): present it to heartbeat and release,
+    /// and verify it offline with the JWKS.
     token: String,
     token_expires_at: DateTime<Utc>,
 }
@@ -155,6 +178,25 @@ impl AcquireRequest {
 }
 
 /// POST /api/v1/licenses/acquire
+#[utoipa::path(
+    post,
+    path = "/api/v1/licenses/acquire",
+    tag = "seats",
+    operation_id = "acquire",
+    summary = "Acquire a seat for a machine",
+    request_body = AcquireRequest,
+    responses(
+        (status = 201, description = "A new session.", body = AcquireResponse),
+        (status = 200, description = "This machine already held a live session; its lease is extended.", body = AcquireResponse),
+        (status = 400, response = BadRequest),
+        (status = 403, description = "`license_suspended`, `license_expired` or `license_inactive`.", body = ErrorBody),
+        (status = 404, description = "`license_not_found`.", body = ErrorBody),
+        (status = 409, description = "`no_seats_available`, with `seats_used` and `max_seats`.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn acquire(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -331,8 +373,9 @@ async fn authorize(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct HeartbeatResponse {
+    #[schema(value_type = uuid::Uuid)]
     session_id: SessionId,
     expires_at: DateTime<Utc>,
     heartbeat_interval_secs: u64,
@@ -344,7 +387,24 @@ struct HeartbeatResponse {
     token_expires_at: Option<DateTime<Utc>>,
 }
 
-/// POST /api/v1/licenses/sessions/{id}/heartbeat (PATCH is accepted too)
+/// POST /api/v1/licenses/sessions/{id}/heartbeat
+/// PATCH /api/v1/licenses/sessions/{id}/heartbeat (the same)
+#[utoipa::path(
+    post,
+    path = "/api/v1/licenses/sessions/{id}/heartbeat",
+    tag = "seats",
+    operation_id = "heartbeat",
+    summary = "Extend a session's lease",
+    params(("id" = String, Path, description = "The session id from acquire.")),
+    security(("seat_token" = [])),
+    responses(
+        (status = 200, description = "The lease is extended; a fresh token only when the presented one would expire before the next heartbeat.", body = HeartbeatResponse),
+        (status = 401, description = "`unauthorized`: the seat token is missing, invalid or another session's.", body = ErrorBody),
+        (status = 404, description = "`session_not_found`.", body = ErrorBody),
+        (status = 410, description = "`session_expired` once the lease lapsed, `session_ended` (with `end_reason`) after a release: acquire again.", body = ErrorBody),
+        (status = 429, response = RateLimited),
+    )
+)]
 pub fn heartbeat(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -361,6 +421,27 @@ pub fn heartbeat(
             },
         )
 }
+
+/// The PATCH spelling of [`heartbeat`], for the document only: the one
+/// filter answers both methods.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/licenses/sessions/{id}/heartbeat",
+    tag = "seats",
+    operation_id = "heartbeat_patch",
+    summary = "Extend a session's lease (PATCH spelling of the POST)",
+    params(("id" = String, Path, description = "The session id from acquire.")),
+    security(("seat_token" = [])),
+    responses(
+        (status = 200, description = "The lease is extended.", body = HeartbeatResponse),
+        (status = 401, description = "`unauthorized`: the seat token is missing, invalid or another session's.", body = ErrorBody),
+        (status = 404, description = "`session_not_found`.", body = ErrorBody),
+        (status = 410, description = "`session_expired` or `session_ended`: acquire again.", body = ErrorBody),
+        (status = 429, response = RateLimited),
+    )
+)]
+#[allow(dead_code)]
+pub(super) fn heartbeat_patch() {}
 
 async fn heartbeat_session(
     ctx: &AppContext,
@@ -413,14 +494,31 @@ fn claims_grace(claims: &SeatClaims, ctx: &AppContext) -> Duration {
     Duration::from_secs(u64::try_from(extra).unwrap_or(0))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ReleaseResponse {
+    #[schema(value_type = uuid::Uuid)]
     session_id: SessionId,
     ended_at: DateTime<Utc>,
+    /// `released`, or how the session had already ended.
     end_reason: &'static str,
 }
 
 /// DELETE /api/v1/licenses/sessions/{id}
+#[utoipa::path(
+    delete,
+    path = "/api/v1/licenses/sessions/{id}",
+    tag = "seats",
+    operation_id = "release",
+    summary = "Release a seat (idempotent)",
+    params(("id" = String, Path, description = "The session id from acquire.")),
+    security(("seat_token" = [])),
+    responses(
+        (status = 200, description = "The session has ended (now or before).", body = ReleaseResponse),
+        (status = 401, description = "`unauthorized`: the seat token is missing, invalid or another session's.", body = ErrorBody),
+        (status = 404, description = "`session_not_found`.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn release(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -456,6 +554,16 @@ async fn release_session(
 }
 
 /// GET /api/v1/licenses/public-key
+#[utoipa::path(
+    get,
+    path = "/api/v1/licenses/public-key",
+    tag = "seats",
+    operation_id = "public_key",
+    summary = "The seat-token signing key as PEM",
+    responses(
+        (status = 200, description = "The public key (SPKI PEM).", content_type = "application/x-pem-file", body = String),
+    )
+)]
 pub fn public_key(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -478,6 +586,16 @@ pub fn public_key(
 }
 
 /// GET /.well-known/jwks.json
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "seats",
+    operation_id = "jwks",
+    summary = "The seat-token signing keys as a JWK set",
+    responses(
+        (status = 200, description = "The JWK set.", body = JwkSet),
+    )
+)]
 pub fn jwks(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {

@@ -21,6 +21,7 @@ pub use auth::validate_email;
 mod error;
 mod licenses;
 mod machines;
+mod openapi;
 mod ops;
 mod org_licenses;
 mod orgs;
@@ -315,6 +316,8 @@ fn api(
         .or(ops::subsystems(ctx.clone()))
         .unify()
         .or(ops::restart_subsystem(ctx))
+        .unify()
+        .or(openapi::openapi_json())
         .unify()
 }
 

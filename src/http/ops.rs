@@ -13,6 +13,7 @@ use warp::reply::{Reply, Response};
 
 use seatwarden_actors::{Subsystem, SubsystemInfo, SubsystemStatus};
 
+use super::openapi::{ErrorBody, Forbidden, ReadyBody, SubsystemLine, SubsystemList, Unauthorized};
 use super::{ApiError, AppContext, with_ctx};
 
 /// Who is calling the operator API, once [`operator`] let them in.
@@ -123,6 +124,19 @@ pub fn operator(
 ///
 /// `{"subsystems": [{name, status, started_at, restarts}, ...]}`, from the
 /// root's board: it answers at once even while a restart is under way.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ops/subsystems",
+    tag = "ops",
+    operation_id = "list_subsystems",
+    summary = "The root's subsystems and their status",
+    security(("ops_token" = [])),
+    responses(
+        (status = 200, description = "Every subsystem's line.", body = SubsystemList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
 pub fn subsystems(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -140,6 +154,21 @@ pub fn subsystems(
 /// Stops the subsystem's subtree and starts it afresh (a `down` one too);
 /// answers 200 with its line once it runs again, 404 `subsystem_not_found`
 /// for an unknown name, 503 `subsystem_down` when it failed to come back.
+#[utoipa::path(
+    post,
+    path = "/api/v1/ops/subsystems/{name}/restart",
+    tag = "ops",
+    operation_id = "restart_subsystem",
+    summary = "Restart a subsystem, a down one too",
+    params(("name" = String, Path, description = "The subsystem, e.g. `orgs`, `sweeper`.")),
+    security(("ops_token" = [])),
+    responses(
+        (status = 200, description = "It runs again: its line.", body = SubsystemLine),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`subsystem_not_found`.", body = ErrorBody),
+    )
+)]
 pub fn restart_subsystem(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -187,6 +216,16 @@ async fn restart(ctx: &AppContext, name: &str, who: Operator) -> Result<Response
 }
 
 /// GET /health/live
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "ops",
+    operation_id = "live",
+    summary = "Liveness: the process answers",
+    responses(
+        (status = 200, description = "`{\"status\": \"ok\"}`.", body = super::openapi::StatusBody),
+    )
+)]
 pub fn live() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("health" / "live")
         .and(warp::get())
@@ -203,6 +242,17 @@ pub fn live() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + C
 /// partial outage into a total one. A subsystem that is down stays down
 /// until an operator restarts it, so the node leaves rotation meanwhile; one
 /// that is restarting is back within moments and does not count.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "ops",
+    operation_id = "ready",
+    summary = "Readiness: the ledger answers and no subsystem is down",
+    responses(
+        (status = 200, description = "`ready`, or `degraded` while only the database is down.", body = ReadyBody),
+        (status = 503, description = "`not_ready`, with `database`, `ledger`, `subsystems` and `down`.", body = ErrorBody),
+    )
+)]
 pub fn ready(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -277,6 +327,17 @@ fn subsystem_states(subsystems: &[SubsystemInfo]) -> Value {
 }
 
 /// GET /metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Served on the public port unless `http.metrics_listen` moves it to a port of its own.",
+    responses(
+        (status = 200, description = "The Prometheus text exposition.", content_type = "text/plain; version=0.0.4", body = String),
+    )
+)]
 pub fn metrics(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {

@@ -1,0 +1,336 @@
+//! The OpenAPI 3.1 document of every route, generated from the code with
+//! utoipa and served at `GET /api/v1/openapi.json`.
+//!
+//! Each endpoint's filter fn carries a `#[utoipa::path(...)]` next to its
+//! `/// METHOD /path` doc line, and is named once in [`ApiDoc`]'s
+//! `paths(...)`. Adding a route to the document is those two steps;
+//! `tests/openapi.rs` fails until both are done, and fails too when a
+//! documented response code is one no request in its table produces.
+//!
+//! Why utoipa and not a hand-written YAML file: the request and response
+//! bodies are the structs serde reads and writes, so their schemas cannot
+//! drift from what the server accepts. What the macros cannot see (which
+//! statuses a handler answers with) the conformance test checks against
+//! a running server.
+//!
+//! No documentation UI is served: the usual Swagger UI crate downloads its
+//! assets at build time. Point any OpenAPI viewer at the JSON instead.
+
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder, Type, response::Response,
+};
+use utoipa::{Modify, OpenApi, ToSchema};
+use warp::Filter;
+use warp::reply::{Reply, Response as WarpResponse};
+
+/// The document: every route's operation, the shared error responses and
+/// the three security schemes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "seatwarden",
+        description = "Floating-license seat coordinator: seats, accounts and operations.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        super::licenses::acquire,
+        super::licenses::heartbeat,
+        super::licenses::heartbeat_patch,
+        super::licenses::release,
+        super::licenses::public_key,
+        super::licenses::jwks,
+        super::auth::register,
+        super::auth::verify_email,
+        super::auth::login,
+        super::auth::refresh,
+        super::auth::logout,
+        super::auth::me,
+        super::auth::forgot_password,
+        super::auth::reset_password,
+        super::ops::subsystems,
+        super::ops::restart_subsystem,
+        super::ops::live,
+        super::ops::ready,
+        super::ops::metrics,
+        openapi_json,
+    ),
+    components(
+        schemas(ErrorBody),
+        responses(
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            PayloadTooLarge,
+            RateLimited,
+            Unavailable
+        )
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "seats", description = "Acquire, heartbeat and release seats; the keys that verify seat tokens."),
+        (name = "auth", description = "Accounts: register, verify, log in, refresh, log out, reset a password."),
+        (name = "ops", description = "Health, metrics and the operator API."),
+    )
+)]
+pub struct ApiDoc;
+
+/// The body of every error: a stable machine-readable code and a message
+/// for people. Some errors add fields (`seats_used` and `max_seats` on
+/// `no_seats_available`, `end_reason` on `session_ended`), which the
+/// schema allows by not closing the object.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": "license_not_found", "message": "license not found"}))]
+pub struct ErrorBody {
+    /// A stable code, e.g. `no_seats_available`, `rate_limited`.
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// `{"status": "accepted", "message": ...}`: register and forgot-password
+/// answer this whether or not the address has an account.
+#[derive(Serialize, ToSchema)]
+pub struct AcceptedBody {
+    #[schema(example = "accepted")]
+    pub status: String,
+    pub message: String,
+}
+
+/// `{"status": ...}` of a completed step, e.g. `verified`, `password_reset`,
+/// `ok`.
+#[derive(Serialize, ToSchema)]
+pub struct StatusBody {
+    pub status: String,
+}
+
+/// The body of a ready or degraded `/health/ready` (the database is down but
+/// heartbeats go on).
+#[derive(Serialize, ToSchema)]
+pub struct ReadyBody {
+    /// `ready` or `degraded`.
+    #[schema(example = "ready")]
+    pub status: String,
+    /// `ok` or `unavailable`.
+    pub database: String,
+    /// `ok` while ready.
+    pub ledger: String,
+    /// Each subsystem's status, e.g. `{"orgs": "running"}`.
+    pub subsystems: std::collections::BTreeMap<String, String>,
+}
+
+/// One subsystem on the root's board.
+#[derive(Serialize, ToSchema)]
+pub struct SubsystemLine {
+    pub name: String,
+    /// `running`, `restarting` or `down`.
+    pub status: String,
+    /// When the current (or, when down, the last) incarnation started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Restarts since this node started, after failures and by operators.
+    pub restarts: u32,
+}
+
+/// The body of the subsystem list.
+#[derive(Serialize, ToSchema)]
+pub struct SubsystemList {
+    pub subsystems: Vec<SubsystemLine>,
+}
+
+/// One RSA signing key as a JWK.
+#[derive(Serialize, ToSchema)]
+pub struct Jwk {
+    #[schema(example = "RSA")]
+    pub kty: String,
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    pub use_: String,
+    #[schema(example = "RS256")]
+    pub alg: String,
+    pub kid: String,
+    /// The modulus, base64url without padding.
+    pub n: String,
+    /// The exponent, base64url without padding.
+    pub e: String,
+}
+
+/// The keys seat tokens are signed with.
+#[derive(Serialize, ToSchema)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+/// A shared error response: the [`ErrorBody`] schema by reference, with
+/// the headers that status carries.
+fn error_response(description: &str, headers: &[(&str, &str)]) -> RefOr<Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .build();
+    let mut response = ResponseBuilder::new()
+        .description(description)
+        .content("application/json", content);
+    for (name, what) in headers {
+        let kind = if name.eq_ignore_ascii_case("retry-after") {
+            Type::Integer
+        } else {
+            Type::String
+        };
+        let header = HeaderBuilder::new()
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new().schema_type(kind),
+            ))
+            .description(Some(*what))
+            .build();
+        response = response.header(*name, header);
+    }
+    response.build().into()
+}
+
+/// The error responses many operations share, as `components.responses`.
+macro_rules! shared_error {
+    ($name:ident, $description:literal $(, $header:literal = $what:literal)*) => {
+        #[doc = $description]
+        pub struct $name;
+        impl<'r> utoipa::ToResponse<'r> for $name {
+            fn response() -> (&'r str, RefOr<Response>) {
+                (stringify!($name), error_response($description, &[$(($header, $what)),*]))
+            }
+        }
+    };
+}
+
+shared_error!(
+    BadRequest,
+    "The request is malformed: `invalid_body` (unknown fields too), or a field-specific code such as `invalid_email`."
+);
+shared_error!(
+    Unauthorized,
+    "A credential is missing, malformed, unknown or expired.",
+    "WWW-Authenticate" = "The scheme to use: `Bearer`."
+);
+shared_error!(
+    Forbidden,
+    "The credential is valid but does not allow this."
+);
+shared_error!(
+    PayloadTooLarge,
+    "`payload_too_large`: the body is over 16 KiB (chunked or not)."
+);
+shared_error!(
+    RateLimited,
+    "`rate_limited`: over a rate limit.",
+    "Retry-After" = "Whole seconds to wait before retrying."
+);
+shared_error!(
+    Unavailable,
+    "A dependency is down or the server is busy (`store_unavailable`, `ledger_unavailable`, `busy`); retry after `Retry-After`.",
+    "Retry-After" = "Whole seconds to wait before retrying."
+);
+
+/// The three ways a caller proves who it is. All are `Authorization:
+/// Bearer`; they differ in what the token is.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let bearer = |format: &str, what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format(format)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            bearer(
+                "JWT",
+                "An access token from login or refresh (or an organization's API key where a route accepts one).",
+            ),
+        );
+        components.add_security_scheme(
+            "seat_token",
+            bearer(
+                "JWT",
+                "The seat token acquire returned, for that session only.",
+            ),
+        );
+        components.add_security_scheme(
+            "ops_token",
+            bearer(
+                "opaque",
+                "The node's `ops.token`; a platform administrator's access token is accepted too.",
+            ),
+        );
+    }
+}
+
+/// The document as served: serialized once, on first use.
+pub fn document() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+/// GET /api/v1/openapi.json
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "ops",
+    operation_id = "openapi",
+    summary = "This document",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API.", content_type = "application/json", body = Object),
+    )
+)]
+pub fn openapi_json() -> impl Filter<Extract = (WarpResponse,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "openapi.json")
+        .and(warp::get())
+        .map(|| {
+            let mut response = document().into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("public, max-age=300"),
+            );
+            response
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use serde_json::Value;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_unique_operation_ids() {
+        let doc: Value = serde_json::from_str(super::document()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut ids = HashSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap_or_default();
+                assert!(ids.insert(id.to_owned()), "{method} {path}: {id} twice");
+            }
+        }
+        for scheme in ["bearer", "seat_token", "ops_token"] {
+            assert!(
+                doc["components"]["securitySchemes"][scheme].is_object(),
+                "{scheme}"
+            );
+        }
+    }
+}
