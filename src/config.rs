@@ -576,6 +576,7 @@ mod tests {
             (Limit::ActivatePerKey, per(10, 3600)),
             (Limit::AcquirePerMachine, per(10, 60)),
             (Limit::HeartbeatPerSession, per(20, 60)),
+            (Limit::AcceptInvitationPerIp, per(10, 3600)),
         ] {
             assert_eq!(rates.get(limit), rate, "{limit}");
         }

@@ -1,10 +1,12 @@
 //! Rate limits as clients meet them: 429 `rate_limited` with `Retry-After`
 //! on acquire and heartbeat, and a limit that holds across two nodes
-//! sharing Redis and PostgreSQL.
+//! sharing Redis and PostgreSQL, for seats and for invitation tokens.
 
 mod support;
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::accounts::{register_and_login, unique_email};
 use support::services::{fresh_postgres_db, redis_url};
 use support::{AppOptions, Backend, TestApp, ids, spawn_app_with};
 
@@ -95,8 +97,14 @@ async fn two_shared_nodes(overrides: &[(&'static str, &'static str)]) -> (TestAp
         database_url: fresh_postgres_db().await,
         redis_url: redis_url(),
     };
-    let a = spawn_app_with(limited(overrides, backend.clone())).await;
-    let b = spawn_app_with(limited(overrides, backend)).await;
+    // One deployment: the same access-token key on both nodes.
+    let secret = uuid::Uuid::new_v4().simple().to_string().repeat(2);
+    let node = |backend| AppOptions {
+        access_token_secret: Some(secret.clone()),
+        ..limited(overrides, backend)
+    };
+    let a = spawn_app_with(node(backend.clone())).await;
+    let b = spawn_app_with(node(backend)).await;
     (a, b)
 }
 
@@ -137,4 +145,38 @@ async fn a_heartbeat_limit_holds_across_two_nodes_together() {
     }
 
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429]);
+}
+
+#[tokio::test]
+async fn accepting_invitations_over_the_limit_gets_429_on_either_node_even_with_a_valid_token() {
+    let (a, b) = two_shared_nodes(&[
+        ("rate_limits.accept_invitation_per_ip", "3/hour"),
+        // A client of its own: Redis outlives this test, and other tests
+        // accept invitations from 127.0.0.1 too.
+        ("http.client_ip", "x_forwarded_for"),
+    ])
+    .await;
+    let r = rand::random::<[u16; 3]>();
+    let client_ip = format!("2001:db8::{:x}:{:x}:{:x}", r[0], r[1], r[2]);
+    let owner = register_and_login(&a, &unique_email("owner")).await;
+    let guest_email = unique_email("guest");
+    let guest = register_and_login(&b, &guest_email).await;
+    let (_, token) = a.invite(&owner, owner.org_id, &guest_email, "member").await;
+    let accept = |node: &TestApp, token: &str| {
+        node.authed(Method::POST, "/api/v1/invitations/accept", &guest.access_token)
+            .header("x-forwarded-for", &client_ip)
+            .json(&json!({ "token": token }))
+            .send()
+    };
+
+    // Three guesses, spread over both nodes, use up the quota...
+    for (i, guess) in ["swe_guess1", "swe_guess2", "swe_guess3"].iter().enumerate() {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(accept(node, guess).await.unwrap().status(), 400);
+    }
+    // ...so that even the real token is refused, on both, until it refills.
+    assert_rate_limited(accept(&a, &token).await.unwrap()).await;
+    assert_rate_limited(accept(&b, &token).await.unwrap()).await;
+    let orgs = b.get_as("/api/v1/orgs", &guest.access_token, 200).await;
+    assert_eq!(orgs["items"].as_array().unwrap().len(), 1, "{orgs}");
 }

@@ -29,8 +29,9 @@ use seatwarden_actors::ports::{MailKind, NewMail};
 use super::auth::{validate_email, validate_name};
 use super::paging::{self, PageBody, query};
 use super::principal::{self, Caller, Need, Principal, forbidden, org_access};
-use super::{ApiError, AppContext, client, json_body, with_ctx};
+use super::{ApiError, AppContext, client, json_body, rate_limit_by_ip, with_ctx};
 use crate::auth::{AccessClaims, tokens};
+use crate::ratelimit::Limit;
 
 /// The 404 of an organization that does not exist or is not the caller's.
 pub(super) fn org_not_found() -> ApiError {
@@ -695,6 +696,7 @@ pub fn accept_invitation(
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "v1" / "invitations" / "accept")
         .and(warp::post())
+        .and(rate_limit_by_ip(&ctx, Limit::AcceptInvitationPerIp))
         .and(with_ctx(ctx.clone()))
         .and(principal::user(ctx.clone()))
         .and(client(ctx.client_ip))

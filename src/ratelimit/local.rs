@@ -46,7 +46,7 @@ type Keyed = governor::RateLimiter<
 /// A [`RateLimiter`] within one process.
 pub struct LocalRateLimiter {
     /// By [`Limit::index`]; `None` for limits that are off.
-    limiters: [Option<Keyed>; 8],
+    limiters: [Option<Keyed>; Limit::ALL.len()],
     clock: Arc<dyn Clock>,
 }
 

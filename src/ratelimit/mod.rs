@@ -67,6 +67,9 @@ pub enum Limit {
     AcquirePerMachine,
     /// Heartbeats per session.
     HeartbeatPerSession,
+    /// Invitation acceptances per client IP: tokens are unguessable, but
+    /// nobody should get to try many.
+    AcceptInvitationPerIp,
 }
 
 /// What a limit does while the shared store can't be asked.
@@ -81,7 +84,7 @@ pub enum OutagePolicy {
 
 impl Limit {
     /// Every limit, in [`Limit::index`] order.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::LoginPerIp,
         Limit::LoginPerAccount,
         Limit::RegisterPerIp,
@@ -90,6 +93,7 @@ impl Limit {
         Limit::ActivatePerKey,
         Limit::AcquirePerMachine,
         Limit::HeartbeatPerSession,
+        Limit::AcceptInvitationPerIp,
     ];
 
     /// The setting's name in `[rate_limits]`, the `limit` label of metrics,
@@ -104,6 +108,7 @@ impl Limit {
             Limit::ActivatePerKey => "activate_per_key",
             Limit::AcquirePerMachine => "acquire_per_machine",
             Limit::HeartbeatPerSession => "heartbeat_per_session",
+            Limit::AcceptInvitationPerIp => "accept_invitation_per_ip",
         }
     }
 
@@ -126,7 +131,8 @@ impl Limit {
             Limit::LoginPerIp
             | Limit::LoginPerAccount
             | Limit::RegisterPerIp
-            | Limit::ForgotPasswordPerAccount => OutagePolicy::Local,
+            | Limit::ForgotPasswordPerAccount
+            | Limit::AcceptInvitationPerIp => OutagePolicy::Local,
             Limit::ValidatePerKey
             | Limit::ActivatePerKey
             | Limit::AcquirePerMachine
@@ -238,12 +244,12 @@ impl Gcra {
 
 /// The quota of every [`Limit`], from `[rate_limits]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rates([Rate; 8]);
+pub struct Rates([Rate; Limit::ALL.len()]);
 
 impl Rates {
     /// Every limit off.
     pub fn off() -> Self {
-        Self([Rate::Off; 8])
+        Self([Rate::Off; Limit::ALL.len()])
     }
 
     pub fn get(&self, limit: Limit) -> Rate {
@@ -269,6 +275,7 @@ pub struct RateLimitSettings {
     pub activate_per_key: Rate,
     pub acquire_per_machine: Rate,
     pub heartbeat_per_session: Rate,
+    pub accept_invitation_per_ip: Rate,
 }
 
 impl RateLimitSettings {
@@ -285,6 +292,7 @@ impl RateLimitSettings {
             self.activate_per_key,
             self.acquire_per_machine,
             self.heartbeat_per_session,
+            self.accept_invitation_per_ip,
         ])
     }
 }
