@@ -326,11 +326,16 @@ async fn a_body_over_16_kib_gets_413_even_when_chunked() {
 }
 
 #[tokio::test]
-async fn unknown_paths_and_wrong_methods_get_json_errors() {
+async fn unknown_paths_and_wrong_methods_get_json_errors_and_a_405_says_what_is_allowed() {
     let app = spawn_app().await;
     let missing = app.get("/api/v1/nope").await;
     assert_error(missing, 404, "not_found").await;
     let wrong = app.get("/api/v1/licenses/acquire").await;
+    assert_eq!(wrong.headers()["allow"], "POST");
+    assert_error(wrong, 405, "method_not_allowed").await;
+    let session = format!("/api/v1/licenses/sessions/{}", uuid::Uuid::new_v4());
+    let wrong = app.get(&session).await;
+    assert_eq!(wrong.headers()["allow"], "DELETE");
     assert_error(wrong, 405, "method_not_allowed").await;
 }
 

@@ -16,6 +16,7 @@
 //! with [`AppState::rate_limit`] or [`rate_limit_by_ip`].
 
 mod admin;
+mod allow;
 mod auth;
 pub use auth::validate_email;
 mod error;
@@ -234,8 +235,8 @@ pub fn metrics_routes(
     finish(ops::metrics(ctx), hsts)
 }
 
-/// Errors recovered into JSON, the security headers on every response,
-/// and every request's latency recorded.
+/// Errors recovered into JSON (a 405 with its `Allow`), the security
+/// headers on every response, and every request's latency recorded.
 fn finish<F>(
     filter: F,
     hsts: bool,
@@ -247,10 +248,16 @@ where
         + Sync
         + 'static,
 {
-    filter
-        .recover(error::recover)
-        .unify()
-        .map(move |mut response: warp::reply::Response| {
+    warp::path::full()
+        .and(filter.recover(error::recover).unify())
+        .map(move |path: warp::path::FullPath, mut response: warp::reply::Response| {
+            if response.status() == http::StatusCode::METHOD_NOT_ALLOWED {
+                let allow = allow::allowed(path.as_str())
+                    .and_then(|methods| http::HeaderValue::from_str(&methods).ok());
+                if let Some(allow) = allow {
+                    response.headers_mut().insert(http::header::ALLOW, allow);
+                }
+            }
             security_headers(response.headers_mut(), hsts);
             response
         })
