@@ -37,6 +37,12 @@ fn rates() -> Rates {
     // LoginPerIp stays off.
 }
 
+/// The Redis key `limit` stores `key` under, at the quota of [`rates`].
+fn stored_name(limit: Limit, key: &RateKey) -> String {
+    let gcra = rates().get(limit).gcra().expect("a limit that is on");
+    seatwarden::ratelimit::redis::RedisRateLimiter::redis_key(limit, gcra, key)
+}
+
 const ACQUIRE_T: Duration = Duration::from_secs(20);
 
 fn fresh_key() -> RateKey {
@@ -382,7 +388,7 @@ mod redis_only {
         let limiter = redis_nodes(1, clock).await.remove(0);
         let mut con = redis().await;
         let key = fresh_key();
-        let name = RedisRateLimiter::redis_key(Limit::AcquirePerMachine, &key);
+        let name = stored_name(Limit::AcquirePerMachine, &key);
 
         limiter.check(Limit::AcquirePerMachine, &key).await;
         let one = pttl(&mut con, &name).await;
@@ -406,7 +412,7 @@ mod redis_only {
         let limiter = redis_nodes(1, clock).await.remove(0);
         let mut con = redis().await;
         let key = fresh_key();
-        let name = RedisRateLimiter::redis_key(Limit::HeartbeatPerSession, &key);
+        let name = stored_name(Limit::HeartbeatPerSession, &key);
 
         limiter.check(Limit::HeartbeatPerSession, &key).await;
         let exists: bool = ::redis::cmd("EXISTS")
@@ -442,13 +448,16 @@ mod redis_only {
 
         let mut con = redis().await;
         let found: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("sw:rl:acquire_per_machine:{}", key.to_hex()))
+            .arg(format!("sw:rl:acquire_per_machine:*:{}", key.to_hex()))
             .query_async(&mut con)
             .await
             .unwrap();
         assert_eq!(found.len(), 1);
         let name = &found[0];
-        let hash = name.strip_prefix("sw:rl:acquire_per_machine:").unwrap();
+        // sw:rl:<limit>:<burst>x<interval ms>:<hash>
+        let rest = name.strip_prefix("sw:rl:acquire_per_machine:").unwrap();
+        let (quota, hash) = rest.split_once(':').unwrap();
+        assert_eq!(quota, "3x20000", "{name}");
         assert!(
             hash.len() == 32 && hash.chars().all(|c| c.is_ascii_hexdigit()),
             "{name}"
@@ -463,18 +472,52 @@ mod redis_only {
     }
 
     #[tokio::test]
+    async fn a_changed_quota_starts_every_key_afresh() {
+        let clock = Arc::new(ManualClock::new());
+        let strict = Rates::off().with(Limit::LoginPerIp, Rate::per(1, Duration::from_secs(3600)));
+        let relaxed = Rates::off().with(Limit::LoginPerIp, Rate::per(100, Duration::from_secs(60)));
+        let connect = |rates| {
+            let clock = clock.clone();
+            async move {
+                let limiter =
+                    RedisRateLimiter::connect(&redis_url(), Duration::from_secs(2), rates, clock)
+                        .await
+                        .unwrap();
+                Arc::new(limiter) as Limiter
+            }
+        };
+        let before = connect(strict).await;
+        let key = fresh_key();
+        assert_eq!(
+            check(&before, Limit::LoginPerIp, &key).await,
+            Decision::Allowed
+        );
+        assert!(matches!(
+            check(&before, Limit::LoginPerIp, &key).await,
+            Decision::Limited { .. }
+        ));
+
+        // The operator raises the limit: nobody waits out the old hour.
+        let after = connect(relaxed).await;
+        assert_eq!(
+            check(&after, Limit::LoginPerIp, &key).await,
+            Decision::Allowed
+        );
+    }
+
+    #[tokio::test]
     async fn a_limit_that_is_off_writes_nothing_to_redis() {
         let clock = Arc::new(ManualClock::new());
         let limiter = redis_nodes(1, clock).await.remove(0);
         let key = fresh_key();
         limiter.check(Limit::LoginPerIp, &key).await;
         let mut con = redis().await;
-        let exists: bool = ::redis::cmd("EXISTS")
-            .arg(RedisRateLimiter::redis_key(Limit::LoginPerIp, &key))
+        let names: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("sw:rl:login_per_ip:*:{}", key.to_hex()))
             .query_async(&mut con)
             .await
             .unwrap();
-        assert!(!exists);
+        assert!(names.is_empty(), "{names:?}");
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::local::LocalRateLimiter;
-use super::{Clock, Decision, Limit, OutagePolicy, RateKey, RateLimiter, Rates};
+use super::{Clock, Decision, Gcra, Limit, OutagePolicy, RateKey, RateLimiter, Rates};
 use crate::ledger::redis::connect_manager;
 use crate::redact::scrub;
 use crate::telemetry::{RATE_LIMIT_ERRORS, RATE_LIMITED};
@@ -73,9 +73,22 @@ impl RedisRateLimiter {
         &self.fallback
     }
 
-    /// The Redis key of `key` under `limit`.
-    pub fn redis_key(limit: Limit, key: &RateKey) -> String {
-        format!("sw:rl:{}:{}", limit.name(), key.to_hex())
+    /// The Redis key of `key` under `limit` at the quota `gcra`.
+    ///
+    /// The quota is part of the name: a stored arrival time only means
+    /// something under the quota that wrote it. Were it left out, raising a
+    /// limit from 3/hour to 100/min would keep a client refused for up to
+    /// the old hour (its stored `tat` is that far ahead), and two nodes
+    /// configured differently would corrupt each other's counts. A changed
+    /// quota starts every key afresh instead.
+    pub fn redis_key(limit: Limit, gcra: Gcra, key: &RateKey) -> String {
+        format!(
+            "sw:rl:{}:{}x{}:{}",
+            limit.name(),
+            gcra.burst,
+            gcra.interval_ms,
+            key.to_hex()
+        )
     }
 
     /// Counts a request in Redis, with no outage policy: an error when
@@ -85,7 +98,7 @@ impl RedisRateLimiter {
             return Ok(Decision::Allowed);
         };
         let mut con = self.con.clone();
-        let mut invocation = RATELIMIT.key(Self::redis_key(limit, key));
+        let mut invocation = RATELIMIT.key(Self::redis_key(limit, gcra, key));
         invocation
             .arg(self.clock.now_ms())
             .arg(gcra.interval_ms)
