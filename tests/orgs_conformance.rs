@@ -200,6 +200,7 @@ fn acquired(s: &SessionRecord) -> AuditEntry {
         hardware_id: Some(s.hardware_id.clone()),
         client: ClientInfo::default(),
         detail: None,
+        actor_id: None,
     }
 }
 

@@ -144,6 +144,7 @@ fn acquired(s: &SessionRecord) -> AuditEntry {
         hardware_id: Some(s.hardware_id.clone()),
         client: s.client.clone(),
         detail: None,
+        actor_id: None,
     }
 }
 
@@ -769,6 +770,7 @@ async fn check_audit_order(store: &dyn Store) {
         hardware_id: Some("hw-9".to_owned()),
         client: ClientInfo::default(),
         detail: Some("no_seats_available".to_owned()),
+        actor_id: None,
     };
     let bare = AuditEntry {
         at: at(5),

@@ -195,7 +195,7 @@ impl Coordinator {
         let license = self.license(target.org, target.license).await?;
         let result = match self.admit(&license, &hardware_id, caller).await {
             Ok(()) => {
-                self.acquire_seat(&license, hardware_id.clone(), &client, metadata)
+                self.acquire_seat(&license, hardware_id.clone(), &client, metadata, caller)
                     .await
             }
             Err(e) => Err(e),
@@ -213,6 +213,7 @@ impl Coordinator {
                 hardware_id: Some(hardware_id),
                 client,
                 detail: Some(e.code().to_owned()),
+                actor_id: caller.actor_id(),
             };
             self.cast(license.org_id, OrgMessage::AcquireFailed(entry))
                 .await;
@@ -273,6 +274,7 @@ impl Coordinator {
         hardware_id: String,
         client: &ClientInfo,
         metadata: Option<serde_json::Value>,
+        caller: &Caller,
     ) -> Result<Acquired, CoordinatorError> {
         let now = Utc::now();
         if let Some(refused) = license.refusal(now) {
@@ -319,6 +321,7 @@ impl Coordinator {
                     hardware_id: Some(record.hardware_id.clone()),
                     client: client.clone(),
                     detail: None,
+                    actor_id: caller.actor_id(),
                 };
                 let started = self
                     .inner
@@ -473,6 +476,7 @@ impl Coordinator {
             hardware_id: Some(session.hardware_id.clone()),
             client,
             detail: None,
+            actor_id: None,
         };
         let outcome = self
             .inner

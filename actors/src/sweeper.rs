@@ -180,6 +180,7 @@ async fn close_expired(
         hardware_id: Some(c.hardware_id.clone()),
         client: ClientInfo::default(),
         detail: None,
+        actor_id: None,
     };
     let outcome = args
         .sessions

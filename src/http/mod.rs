@@ -248,6 +248,9 @@ where
         + Sync
         + 'static,
 {
+    // Boxed: the routes' full type is deep enough to overflow the
+    // compiler's query depth in crates that serve it.
+    let filter = filter.boxed();
     warp::path::full()
         .and(filter.recover(error::recover).unify())
         .map(move |path: warp::path::FullPath, mut response: warp::reply::Response| {

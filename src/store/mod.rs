@@ -57,7 +57,7 @@ macro_rules! session_columns {
 }
 macro_rules! audit_columns {
     () => {
-        "at, event, org_id, license_id, session_id, hardware_id, ip, user_agent, detail"
+        "at, event, org_id, license_id, session_id, hardware_id, ip, user_agent, detail, actor_id"
     };
 }
 
@@ -96,7 +96,7 @@ const INSERT_SESSION: &str = insert_session_sql!();
 const INSERT_AUDIT: &str = concat!(
     "INSERT INTO audit_log (",
     audit_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 );
 
 /// A new session and its audit entry in one PostgreSQL statement, so that
@@ -115,7 +115,7 @@ pub(crate) const START_SESSION_ONE_STATEMENT: &str = concat!(
     ", sweep_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM l \
      RETURNING id) INSERT INTO audit_log (",
     audit_columns!(),
-    ") SELECT $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM s"
+    ") SELECT $14, $15, $16, $17, $18, $19, $20, $21, $22, $23 FROM s"
 );
 
 /// A license's status, to tell an unknown license from one that no longer
@@ -143,7 +143,7 @@ pub(crate) const END_SESSION_ONE_STATEMENT: &str = concat!(
     session_columns!(),
     "), a AS (INSERT INTO audit_log (",
     audit_columns!(),
-    ") SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM e) SELECT ",
+    ") SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM e) SELECT ",
     session_columns!(),
     " FROM e"
 );
@@ -528,6 +528,7 @@ where
                 hardware_id: Some(r.hardware_id),
                 client: ClientInfo::default(),
                 detail: Some(format!("license_{}", license.status.as_str())),
+                actor_id: None,
             };
             insert_audit::<DB>(&entry)
                 .execute(&mut *conn)
@@ -597,7 +598,7 @@ pub(crate) fn insert_audit<DB: Backend>(a: &AuditEntry) -> Query<DB> {
     bind_audit(sqlx::query(INSERT_AUDIT), a)
 }
 
-/// Binds an audit entry's 9 values, in the order of [`INSERT_AUDIT`].
+/// Binds an audit entry's 10 values, in the order of [`INSERT_AUDIT`].
 pub(crate) fn bind_audit<DB: Backend, Q: Arg<DB>>(q: Q, a: &AuditEntry) -> Q {
     let q = q
         .arg(DbTime(a.at))
@@ -606,7 +607,9 @@ pub(crate) fn bind_audit<DB: Backend, Q: Arg<DB>>(q: Q, a: &AuditEntry) -> Q {
         .arg(DbUuid::from(a.license_id))
         .arg(a.session_id.map(DbUuid::from))
         .arg(a.hardware_id.clone());
-    bind_client(q, &a.client).arg(a.detail.clone())
+    bind_client(q, &a.client)
+        .arg(a.detail.clone())
+        .arg(a.actor_id.map(DbUuid))
 }
 
 /// Enqueues a message in the outbox; run it inside the transaction of the
@@ -973,6 +976,7 @@ pub(crate) struct AuditRow {
     ip: Option<String>,
     user_agent: Option<String>,
     detail: Option<String>,
+    actor_id: Option<DbUuid>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1146,6 +1150,7 @@ impl TryFrom<AuditRow> for AuditEntry {
                 user_agent: r.user_agent,
             },
             detail: r.detail,
+            actor_id: r.actor_id.map(|id| id.0),
         })
     }
 }

@@ -277,6 +277,16 @@ pub enum Caller {
     Authenticated { actor_id: Uuid, orgs: Vec<OrgId> },
 }
 
+impl Caller {
+    /// The user or API key, for the audit log; `None` unless authenticated.
+    pub fn actor_id(&self) -> Option<Uuid> {
+        match self {
+            Caller::Authenticated { actor_id, .. } => Some(*actor_id),
+            Caller::Anonymous | Caller::Invalid => None,
+        }
+    }
+}
+
 /// Where a request came from, recorded with sessions and audit entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientInfo {
@@ -452,6 +462,10 @@ pub struct AuditEntry {
     pub client: ClientInfo,
     /// A short machine-readable reason, e.g. `no_seats_available`.
     pub detail: Option<String>,
+    /// Who acted, when the request said: the user or API key whose
+    /// credential an acquire of a `requires_user` license presented.
+    /// Anonymous seat traffic (a license key alone) has none.
+    pub actor_id: Option<Uuid>,
 }
 
 /// A license key as handed to customers: `PREFIX-XXXX-XXXX-XXXX-XXXX-XXXX`.
