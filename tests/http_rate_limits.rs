@@ -163,14 +163,21 @@ async fn accepting_invitations_over_the_limit_gets_429_on_either_node_even_with_
     let guest = register_and_login(&b, &guest_email).await;
     let (_, token) = a.invite(&owner, owner.org_id, &guest_email, "member").await;
     let accept = |node: &TestApp, token: &str| {
-        node.authed(Method::POST, "/api/v1/invitations/accept", &guest.access_token)
-            .header("x-forwarded-for", &client_ip)
-            .json(&json!({ "token": token }))
-            .send()
+        node.authed(
+            Method::POST,
+            "/api/v1/invitations/accept",
+            &guest.access_token,
+        )
+        .header("x-forwarded-for", &client_ip)
+        .json(&json!({ "token": token }))
+        .send()
     };
 
     // Three guesses, spread over both nodes, use up the quota...
-    for (i, guess) in ["swe_guess1", "swe_guess2", "swe_guess3"].iter().enumerate() {
+    for (i, guess) in ["swe_guess1", "swe_guess2", "swe_guess3"]
+        .iter()
+        .enumerate()
+    {
         let node = if i % 2 == 0 { &a } else { &b };
         assert_eq!(accept(node, guess).await.unwrap().status(), 400);
     }

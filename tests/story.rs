@@ -91,7 +91,10 @@ async fn acquire_as(node: &TestApp, who: &Session, key: &str, machine: &str) -> 
 async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or_default();
-    (status, body["error"].as_str().unwrap_or_default().to_owned())
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -163,7 +166,10 @@ async fn an_owner_force_releases_from_one_node_a_seat_their_invited_member_holds
             &json!({"license_key": key, "hardware_id": "grace-desktop"}),
         )
         .await;
-    assert_eq!(error_of(second).await, (409, "machine_limit_reached".into()));
+    assert_eq!(
+        error_of(second).await,
+        (409, "machine_limit_reached".into())
+    );
     let acquired = acquire_as(&a, &grace, &key, "grace-laptop").await;
     assert_eq!(acquired.status(), 201);
     let acquired: Value = acquired.json().await.unwrap();
@@ -176,8 +182,14 @@ async fn an_owner_force_releases_from_one_node_a_seat_their_invited_member_holds
     let live = b.get_as(&sessions_path, &ada.access_token, 200).await;
     assert_eq!(live["items"][0]["id"], session_id, "{live}");
     let session_path = format!("/api/v1/licenses/{license_id}/sessions/{session_id}");
-    b.send_as(Method::DELETE, &session_path, &grace.access_token, None, 403)
-        .await;
+    b.send_as(
+        Method::DELETE,
+        &session_path,
+        &grace.access_token,
+        None,
+        403,
+    )
+    .await;
 
     // 6. Ada force-releases it on B.
     let revoked = b

@@ -253,17 +253,19 @@ where
     let filter = filter.boxed();
     warp::path::full()
         .and(filter.recover(error::recover).unify())
-        .map(move |path: warp::path::FullPath, mut response: warp::reply::Response| {
-            if response.status() == http::StatusCode::METHOD_NOT_ALLOWED {
-                let allow = allow::allowed(path.as_str())
-                    .and_then(|methods| http::HeaderValue::from_str(&methods).ok());
-                if let Some(allow) = allow {
-                    response.headers_mut().insert(http::header::ALLOW, allow);
+        .map(
+            move |path: warp::path::FullPath, mut response: warp::reply::Response| {
+                if response.status() == http::StatusCode::METHOD_NOT_ALLOWED {
+                    let allow = allow::allowed(path.as_str())
+                        .and_then(|methods| http::HeaderValue::from_str(&methods).ok());
+                    if let Some(allow) = allow {
+                        response.headers_mut().insert(http::header::ALLOW, allow);
+                    }
                 }
-            }
-            security_headers(response.headers_mut(), hsts);
-            response
-        })
+                security_headers(response.headers_mut(), hsts);
+                response
+            },
+        )
         .with(warp::log::custom(ops::record_request))
 }
 

@@ -65,6 +65,7 @@ pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod machines;
 pub(crate) mod orgs;
+pub(crate) mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -653,7 +654,7 @@ macro_rules! claim_outbox_sql {
              AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $3",
             $lock,
             ") RETURNING ",
-            queued_mail_columns!()
+            $crate::store::queued_mail_columns!()
         )
     };
 }

@@ -15,8 +15,6 @@ use seatwarden_actors::ports::{
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use uuid::Uuid;
 
-mod outbox;
-
 use super::{
     AUDIT_OF_LICENSE, Arg, AuditRow, DbTime, DbUuid, END_SESSION_ONE_STATEMENT, LICENSE_BY_ID,
     LICENSE_BY_KEY_HASH, LICENSE_CHANGES, LICENSE_REVISION, LICENSE_STATUS, LicenseChangeRow,
@@ -69,6 +67,13 @@ impl PostgresStore {
     }
 }
 
+super::outbox::outbox_store_impl!(
+    PostgresStore,
+    Postgres,
+    writer = pool,
+    reader = pool,
+    lock = " FOR UPDATE SKIP LOCKED"
+);
 super::accounts::account_store_impl!(PostgresStore, Postgres);
 super::orgs::org_store_impl!(PostgresStore, Postgres);
 super::machines::machine_store_impl!(

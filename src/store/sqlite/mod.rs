@@ -17,8 +17,6 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Sqlite, Transaction};
 
-mod outbox;
-
 use super::{
     AUDIT_OF_LICENSE, AuditRow, DbTime, DbUuid, LICENSE_BY_ID, LICENSE_BY_KEY_HASH,
     LICENSE_CHANGES, LICENSE_REVISION, LicenseChangeRow, LicenseRow, ORG_BY_ID,
@@ -132,6 +130,13 @@ impl SqliteStore {
     }
 }
 
+super::outbox::outbox_store_impl!(
+    SqliteStore,
+    Sqlite,
+    writer = writer,
+    reader = reader,
+    lock = ""
+);
 super::accounts::account_store_impl!(SqliteStore, Sqlite);
 super::orgs::org_store_impl!(SqliteStore, Sqlite);
 super::machines::machine_store_impl!(SqliteStore, Sqlite, super::machines::LOCK_LICENSE_SQLITE);
