@@ -14,28 +14,8 @@ use seatwarden_actors::domain::{
     Role, TokenPurpose, User, UserId,
 };
 use seatwarden_actors::ports::{MailKind, NewMail, RefreshOutcome, Store, StoreError};
-use support::backends::{postgres, sqlite_file, sqlite_memory};
 
-macro_rules! conformance {
-    ($($name:ident => $check:ident,)*) => {
-        conformance!(@backend sqlite, sqlite_file, $($name => $check,)*);
-        conformance!(@backend sqlite_memory, sqlite_memory, $($name => $check,)*);
-        conformance!(@backend postgres, postgres, $($name => $check,)*);
-    };
-    (@backend $backend:ident, $open:ident, $($name:ident => $check:ident,)*) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let subject = super::$open().await;
-                    super::$check(subject.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance! {
+store_conformance! {
     an_account_is_a_user_an_org_it_owns_a_token_and_a_mail => check_create_account,
     an_address_taken_in_any_case_is_a_conflict_and_writes_nothing => check_duplicate_email,
     a_verification_token_works_once_and_only_before_it_expires => check_verify_once,

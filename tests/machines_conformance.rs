@@ -16,28 +16,8 @@ use seatwarden_actors::domain::{
 use seatwarden_actors::ports::{
     Activation, Deactivation, LicenseFilter, PageRequest, Store, StoreError,
 };
-use support::backends::{postgres, sqlite_file, sqlite_memory};
 
-macro_rules! conformance {
-    ($($name:ident => $check:ident,)*) => {
-        conformance!(@backend sqlite, sqlite_file, $($name => $check,)*);
-        conformance!(@backend sqlite_memory, sqlite_memory, $($name => $check,)*);
-        conformance!(@backend postgres, postgres, $($name => $check,)*);
-    };
-    (@backend $backend:ident, $open:ident, $($name:ident => $check:ident,)*) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let subject = super::$open().await;
-                    super::$check(subject.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance! {
+store_conformance! {
     a_license_keeps_its_machine_limit_and_identity_requirement => check_license_policy,
     activating_twice_returns_the_same_machine => check_activate_twice,
     activation_stops_at_the_machine_limit => check_machine_limit,

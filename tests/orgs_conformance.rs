@@ -17,28 +17,8 @@ use seatwarden_actors::domain::{
     Org, OrgId, PageRequest, Role, SessionFilter, SessionId, SessionRecord, TokenPurpose, User,
 };
 use seatwarden_actors::ports::{EndOutcome, MailKind, NewMail, Store, StoreError};
-use support::backends::{postgres, sqlite_file, sqlite_memory};
 
-macro_rules! conformance {
-    ($($name:ident => $check:ident,)*) => {
-        conformance!(@backend sqlite, sqlite_file, $($name => $check,)*);
-        conformance!(@backend sqlite_memory, sqlite_memory, $($name => $check,)*);
-        conformance!(@backend postgres, postgres, $($name => $check,)*);
-    };
-    (@backend $backend:ident, $open:ident, $($name:ident => $check:ident,)*) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let subject = super::$open().await;
-                    super::$check(subject.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance! {
+store_conformance! {
     a_registered_user_owns_their_org_and_strangers_have_no_role => check_roles,
     an_invitation_joins_its_addressee_once_with_its_role => check_invitation_single_use,
     racing_acceptances_of_one_invitation_join_once => check_racing_accepts,

@@ -49,3 +49,27 @@ pub async fn postgres() -> Subject {
         _dir: None,
     }
 }
+
+/// Generates, for each backend, one `#[tokio::test]` per check, named by
+/// the sentence on the left: `sqlite::<sentence>`, `sqlite_memory::<sentence>`
+/// and `postgres::<sentence>`. Each check is an `async fn(Arc<dyn Store>)`
+/// of the calling test crate.
+#[macro_export]
+macro_rules! store_conformance {
+    ($($name:ident => $check:ident,)*) => {
+        $crate::store_conformance!(@backend sqlite, sqlite_file, $($name => $check,)*);
+        $crate::store_conformance!(@backend sqlite_memory, sqlite_memory, $($name => $check,)*);
+        $crate::store_conformance!(@backend postgres, postgres, $($name => $check,)*);
+    };
+    (@backend $backend:ident, $open:ident, $($name:ident => $check:ident,)*) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let subject = $crate::support::backends::$open().await;
+                    super::$check(subject.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
