@@ -21,6 +21,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use seatwarden_actors::{Subsystem, SubsystemStatus};
+use support::accounts;
 use support::proxy::{CuttableProxy, host_port, via};
 use support::services::{fresh_postgres_db, redis_url};
 use support::{AppOptions, Backend, TestApp, eventually, ids, spawn_app_with};
@@ -413,27 +414,6 @@ fn cases(f: &Fixtures) -> Vec<Case> {
     cases
 }
 
-/// The `data` of the newest outbox mail of `kind` to `to`, as the mailer
-/// would render it (tokens included).
-async fn mail_token(app: &TestApp, to: &str, kind: &str) -> String {
-    use secrecy::ExposeSecret;
-    let url = app.settings.database_url();
-    let pool = sqlx::SqlitePool::connect(url.expose_secret())
-        .await
-        .unwrap();
-    let (data,): (String,) = sqlx::query_as(
-        "SELECT data FROM outbox WHERE lower(recipient) = lower($1) AND kind = $2 \
-         ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(to)
-    .bind(kind)
-    .fetch_one(&pool)
-    .await
-    .unwrap_or_else(|e| panic!("no {kind} mail to {to}: {e}"));
-    let data: Value = serde_json::from_str(&data).unwrap();
-    data["token"].as_str().expect("a token").to_owned()
-}
-
 async fn register(app: &TestApp, email: &str) {
     let response = app
         .post_json(
@@ -448,7 +428,7 @@ async fn register(app: &TestApp, email: &str) {
 /// Registers and verifies `email`.
 async fn verified(app: &TestApp, email: &str) {
     register(app, email).await;
-    let token = mail_token(app, email, "verify").await;
+    let token = accounts::emailed_token(app, email, "verify").await;
     let response = app
         .get(&format!("/api/v1/auth/verify-email?token={token}"))
         .await;
@@ -493,7 +473,7 @@ async fn fixtures(
     let first = log_in(plain, "ada@example.com").await;
     let second = log_in(plain, "ada@example.com").await;
     register(plain, "grace@example.com").await;
-    let verify_token = mail_token(plain, "grace@example.com", "verify").await;
+    let verify_token = accounts::emailed_token(plain, "grace@example.com", "verify").await;
     verified(plain, "reset@example.com").await;
     let forgot = plain
         .post_json(
@@ -502,7 +482,7 @@ async fn fixtures(
         )
         .await;
     assert_eq!(forgot.status(), 202);
-    let reset_token = mail_token(plain, "reset@example.com", "password_reset").await;
+    let reset_token = accounts::emailed_token(plain, "reset@example.com", "password_reset").await;
 
     let limited_lic = limited.create_license(5).await;
     let limited_session = limited.acquire_ok(&limited_lic.key, "hb").await;
