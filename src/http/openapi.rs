@@ -56,6 +56,20 @@ use warp::reply::{Reply, Response as WarpResponse};
         super::ops::live,
         super::ops::ready,
         super::ops::metrics,
+        super::orgs::list_orgs,
+        super::orgs::get_org,
+        super::orgs::rename_org,
+        super::orgs::list_members,
+        super::orgs::set_member_role,
+        super::orgs::remove_member,
+        super::orgs::create_invitation,
+        super::orgs::list_invitations,
+        super::orgs::revoke_invitation,
+        super::orgs::accept_invitation,
+        super::orgs::list_api_keys,
+        super::orgs::create_api_key,
+        super::orgs::revoke_api_key,
+        super::orgs::audit_logs,
         openapi_json,
     ),
     components(
@@ -73,6 +87,7 @@ use warp::reply::{Reply, Response as WarpResponse};
     tags(
         (name = "seats", description = "Acquire, heartbeat and release seats; the keys that verify seat tokens."),
         (name = "auth", description = "Accounts: register, verify, log in, refresh, log out, reset a password."),
+        (name = "orgs", description = "Organizations from the inside: members and roles, invitations, API keys, the audit log."),
         (name = "ops", description = "Health, metrics and the operator API."),
     )
 )]
