@@ -70,6 +70,10 @@ use warp::reply::{Reply, Response as WarpResponse};
         super::orgs::create_api_key,
         super::orgs::revoke_api_key,
         super::orgs::audit_logs,
+        super::org_licenses::list_licenses,
+        super::org_licenses::get_license,
+        super::org_licenses::list_sessions,
+        super::org_licenses::force_release,
         openapi_json,
     ),
     components(
@@ -88,6 +92,7 @@ use warp::reply::{Reply, Response as WarpResponse};
         (name = "seats", description = "Acquire, heartbeat and release seats; the keys that verify seat tokens."),
         (name = "auth", description = "Accounts: register, verify, log in, refresh, log out, reset a password."),
         (name = "orgs", description = "Organizations from the inside: members and roles, invitations, API keys, the audit log."),
+        (name = "licenses", description = "An organization's licenses and their sessions; force-release."),
         (name = "ops", description = "Health, metrics and the operator API."),
     )
 )]
