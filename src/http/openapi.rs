@@ -74,6 +74,11 @@ use warp::reply::{Reply, Response as WarpResponse};
         super::org_licenses::get_license,
         super::org_licenses::list_sessions,
         super::org_licenses::force_release,
+        super::machines::activate,
+        super::machines::list_machines,
+        super::machines::deactivate,
+        super::machines::validate,
+        super::machines::license_file,
         openapi_json,
     ),
     components(
@@ -90,6 +95,7 @@ use warp::reply::{Reply, Response as WarpResponse};
     modifiers(&SecuritySchemes),
     tags(
         (name = "seats", description = "Acquire, heartbeat and release seats; the keys that verify seat tokens."),
+        (name = "machines", description = "Activate and deactivate machines, validate a license key, signed license files."),
         (name = "auth", description = "Accounts: register, verify, log in, refresh, log out, reset a password."),
         (name = "orgs", description = "Organizations from the inside: members and roles, invitations, API keys, the audit log."),
         (name = "licenses", description = "An organization's licenses and their sessions; force-release."),
@@ -183,6 +189,41 @@ pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
+/// The body of a machine list: `GET /api/v1/licenses/{id}/machines`.
+#[derive(Serialize, ToSchema)]
+pub struct MachineList {
+    #[schema(value_type = uuid::Uuid)]
+    pub license_id: seatwarden_actors::domain::LicenseId,
+    /// The license's machine limit; `null` when any machine may acquire.
+    pub max_machines: Option<u32>,
+    pub items: Vec<super::machines::MachineBody>,
+}
+
+/// The answer to a machine's deactivation.
+#[derive(Serialize, ToSchema)]
+pub struct Deactivated {
+    /// The machine's id.
+    pub id: uuid::Uuid,
+    pub license_id: uuid::Uuid,
+    pub hardware_id: String,
+    /// Always `true`.
+    pub deactivated: bool,
+}
+
+/// A signed license file and when it was issued.
+#[derive(Serialize, ToSchema)]
+pub struct LicenseFileBody {
+    pub license_id: uuid::Uuid,
+    /// An RS256 JWT: the license's tier, features, seats, machine limit,
+    /// status and expiry, signed with the seat-token key `kid`.
+    pub license_file: String,
+    /// The signing key's id in the JWKS.
+    pub kid: String,
+    pub issued_at: chrono::DateTime<chrono::Utc>,
+    /// When the file stops being valid: fetch a fresh one before.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// A shared error response: the [`ErrorBody`] schema by reference, with
 /// the headers that status carries.
 fn error_response(description: &str, headers: &[(&str, &str)]) -> RefOr<Response> {
@@ -270,7 +311,7 @@ impl Modify for SecuritySchemes {
             "bearer",
             bearer(
                 "JWT",
-                "An access token from login or refresh (or an organization's API key where a route accepts one).",
+                "An access token from login or refresh; where an operation says so, an organization's API key or the license key.",
             ),
         );
         components.add_security_scheme(
