@@ -10,7 +10,9 @@
 //! and so does a row whose request answers anything else.
 //!
 //! Adding a route: its `#[utoipa::path]` and `paths(...)` line, then one
-//! row per documented status in [`cases`].
+//! row per documented status in [`cases`] (or the function of its route
+//! module, such as [`org_cases`]). A store-backed route's 503 is one
+//! [`stranded`] row.
 
 mod support;
 
@@ -21,9 +23,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use seatwarden_actors::{Subsystem, SubsystemStatus};
+use support::accounts::{self, Session};
+use support::mail::{delivered_to, query_param};
+use support::people;
 use support::proxy::{CuttableProxy, host_port, via};
 use support::services::{fresh_postgres_db, redis_url};
-use support::{AppOptions, Backend, TestApp, eventually, ids, spawn_app_with};
+use support::{AppOptions, Backend, TestApp, TestLicense, eventually, ids, spawn_app_with};
 
 const OPS_TOKEN: &str = "openapi-test-ops-token-0123456789";
 const PASSWORD: &str = "Correct1Horse";
@@ -64,8 +69,9 @@ fn documented_statuses(doc: &Value) -> BTreeSet<(Operation, u16)> {
 }
 
 /// The routes the code declares: each `/// METHOD /path` doc line in
-/// `src/http/` (backticks and a query string allowed, as in
-/// `` /// `GET /api/v1/auth/verify-email?token=` ``).
+/// `src/http/` (backticks, a query string and a trailing `:` or `,`
+/// allowed, as in `` /// `GET /api/v1/auth/verify-email?token=` `` and
+/// `` /// `GET /api/v1/orgs`: the caller's organizations ``).
 fn routes_in_code() -> BTreeSet<Operation> {
     let mut routes = BTreeSet::new();
     let mut dirs = vec![std::path::PathBuf::from(concat!(
@@ -95,7 +101,8 @@ fn routes_in_code() -> BTreeSet<Operation> {
                 if !METHODS.contains(&method) || !target.starts_with('/') {
                     continue;
                 }
-                let target = target.trim_end_matches('`');
+                let target = target.split('`').next().unwrap();
+                let target = target.trim_end_matches([':', ',']);
                 let template = target.split('?').next().unwrap();
                 routes.insert((method.to_owned(), template.to_owned()));
             }
@@ -104,18 +111,24 @@ fn routes_in_code() -> BTreeSet<Operation> {
     routes
 }
 
-/// A path template with every `{param}` filled in with `value`.
-fn fill(template: &str, value: &str) -> String {
+/// A path template with its `{param}`s filled in with `values`, in order.
+fn fill_in<'a>(template: &str, values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut values = values.into_iter();
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let end = rest[start..].find('}').expect("a closed parameter") + start;
-        out.push_str(value);
+        out.push_str(values.next().expect("a value for each parameter"));
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
     out
+}
+
+/// A path template with every `{param}` filled in with `value`.
+fn fill(template: &str, value: &str) -> String {
+    fill_in(template, std::iter::repeat(value))
 }
 
 /// Whether a response is the router's own "no route here" (404
@@ -138,7 +151,7 @@ async fn every_route_in_the_code_is_in_the_document_and_nothing_else_is() {
     assert_eq!(doc["openapi"], "3.1.0");
     let documented = documented_operations(&doc);
     let in_code = routes_in_code();
-    assert!(in_code.len() >= 20, "found only {in_code:?} in src/http");
+    assert!(in_code.len() >= 50, "found only {in_code:?} in src/http");
 
     let undocumented: Vec<_> = in_code.difference(&documented).collect();
     let not_in_code: Vec<_> = documented.difference(&in_code).collect();
@@ -149,10 +162,12 @@ async fn every_route_in_the_code_is_in_the_document_and_nothing_else_is() {
     );
 
     // The doc lines are true: each documented operation is routed, and no
-    // other method is routed on its paths.
+    // other method is routed on its paths. The probe is a UUID, since most
+    // path parameters must be one for the route to match at all.
     let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
+    let probe = uuid::Uuid::new_v4().to_string();
     for template in paths {
-        let url = app.url(&fill(template, "probe"));
+        let url = app.url(&fill(template, &probe));
         for method in METHODS {
             let response = app
                 .client
@@ -176,11 +191,13 @@ async fn every_route_in_the_code_is_in_the_document_and_nothing_else_is() {
 enum On {
     /// Shipped defaults, with an `ops.token`.
     Plain,
-    /// Every rate limit a route applies at one a minute.
+    /// Every rate limit a route applies at one a minute, and no machine
+    /// deactivations a day.
     Limited,
     /// The orgs subsystem down (fault hook), so that what needs it answers 503.
     Broken,
-    /// On PostgreSQL and Redis, with PostgreSQL cut off.
+    /// On PostgreSQL and Redis, with PostgreSQL cut off; the client IP is
+    /// `X-Forwarded-For`'s.
     NoDatabase,
 }
 
@@ -193,6 +210,8 @@ struct Case {
     path: String,
     bearer: Option<String>,
     body: Option<Vec<u8>>,
+    /// `X-Forwarded-For`, which the server without its database reads.
+    client_ip: Option<String>,
     /// Send again until the status comes (bounded): for limits that let
     /// the first request through.
     repeat: bool,
@@ -208,6 +227,7 @@ impl Case {
             path,
             bearer: None,
             body: None,
+            client_ip: None,
             repeat: false,
         }
     }
@@ -215,6 +235,22 @@ impl Case {
     /// The documented path with no parameters.
     fn at(method: &'static str, template: &'static str, status: u16) -> Self {
         Self::new(method, template, status, template.to_owned())
+    }
+
+    /// The documented path with its parameters, in order.
+    fn of(method: &'static str, template: &'static str, status: u16, values: &[&str]) -> Self {
+        Self::new(
+            method,
+            template,
+            status,
+            fill_in(template, values.iter().copied()),
+        )
+    }
+
+    /// A query string, e.g. `limit=0`.
+    fn query(mut self, query: &str) -> Self {
+        self.path = format!("{}?{query}", self.path);
+        self
     }
 
     fn on(mut self, on: On) -> Self {
@@ -239,6 +275,19 @@ impl Case {
         self
     }
 
+    /// From an address no other test uses: limits per client IP count in
+    /// the Redis that all tests share.
+    fn own_client_ip(mut self) -> Self {
+        let b = uuid::Uuid::new_v4().into_bytes();
+        self.client_ip = Some(format!(
+            "2001:db8::{:x}:{:x}:{:x}",
+            u16::from_be_bytes([b[0], b[1]]),
+            u16::from_be_bytes([b[2], b[3]]),
+            u16::from_be_bytes([b[4], b[5]]),
+        ));
+        self
+    }
+
     fn repeated(mut self) -> Self {
         self.repeat = true;
         self
@@ -253,6 +302,9 @@ impl Case {
         let mut request = app.client.request(method, app.url(&self.path));
         if let Some(token) = &self.bearer {
             request = request.bearer_auth(token);
+        }
+        if let Some(ip) = &self.client_ip {
+            request = request.header("x-forwarded-for", ip);
         }
         if let Some(body) = &self.body {
             request = request
@@ -283,6 +335,52 @@ struct Fixtures {
     broken_key: String,
     /// A live session on the server whose database is cut off.
     stranded_session: (String, String),
+    /// Organization A on the plain server, its people and what they made.
+    org: OrgFixtures,
+    /// A platform administrator's access token.
+    root: String,
+    /// On the rate-limited server: the limited license's id and a machine
+    /// activated on it (which used up the key's activations).
+    limited_license: String,
+    limited_machine: String,
+    /// A platform administrator's access token on the server whose
+    /// database is cut off: every store-backed route answers it 503.
+    stranded_root: String,
+}
+
+/// Organization A: one person of each standing, its API keys and
+/// invitations, and a license with machines and a seat.
+struct OrgFixtures {
+    id: String,
+    /// The only owner, with a verified address.
+    owner: Session,
+    member: Session,
+    guest: Session,
+    /// The user id of a member the table removes.
+    leaver: String,
+    /// The owner of another organization, whose address is unverified.
+    outsider: Session,
+    /// An API key with the `member` role, and the id of another to revoke.
+    member_key: String,
+    key_to_revoke: String,
+    /// The id of a pending invitation, and of the guest's accepted one.
+    pending_invitation: String,
+    accepted_invitation: String,
+    /// Someone invited who has not joined yet, and their invitation's token.
+    joiner: Session,
+    joiner_token: String,
+    /// The token of an invitation to an address nobody has.
+    foreign_token: String,
+    /// The token of the member's second invitation: they joined with the
+    /// first.
+    second_token: String,
+    /// A license of the organization with machine `m-active` activated,
+    /// a machine to deactivate and a live seat to force-release.
+    license: TestLicense,
+    machine: String,
+    seat: String,
+    /// The key of a license limited to one machine, which is activated.
+    capped_key: String,
 }
 
 /// Every documented (operation, status), as a request that triggers it.
@@ -410,28 +508,408 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 .repeated(),
         ]);
     }
+    cases.extend(org_cases(f));
+    cases.extend(org_license_cases(f));
+    cases.extend(machine_cases(f));
+    cases.extend(admin_cases(f));
     cases
 }
 
-/// The `data` of the newest outbox mail of `kind` to `to`, as the mailer
-/// would render it (tokens included).
-async fn mail_token(app: &TestApp, to: &str, kind: &str) -> String {
-    use secrecy::ExposeSecret;
-    let url = app.settings.database_url();
-    let pool = sqlx::SqlitePool::connect(url.expose_secret())
-        .await
-        .unwrap();
-    let (data,): (String,) = sqlx::query_as(
-        "SELECT data FROM outbox WHERE lower(recipient) = lower($1) AND kind = $2 \
-         ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(to)
-    .bind(kind)
-    .fetch_one(&pool)
-    .await
-    .unwrap_or_else(|e| panic!("no {kind} mail to {to}: {e}"));
-    let data: Value = serde_json::from_str(&data).unwrap();
-    data["token"].as_str().expect("a token").to_owned()
+/// The answer of a store-backed route when its database is cut off: a
+/// platform administrator may reach every such route, and the first store
+/// read fails. Parameters are any UUID.
+fn stranded(f: &Fixtures, method: &'static str, template: &'static str) -> Case {
+    let unknown = uuid::Uuid::new_v4().to_string();
+    Case::new(method, template, 503, fill(template, &unknown))
+        .on(On::NoDatabase)
+        .bearer(&f.stranded_root)
+}
+
+/// `src/http/orgs.rs`.
+fn org_cases(f: &Fixtures) -> Vec<Case> {
+    const ORGS: &str = "/api/v1/orgs";
+    const ORG: &str = "/api/v1/orgs/{id}";
+    const MEMBERS: &str = "/api/v1/orgs/{id}/members";
+    const MEMBER: &str = "/api/v1/orgs/{id}/members/{user_id}";
+    const INVITATIONS: &str = "/api/v1/orgs/{id}/invitations";
+    const INVITATION: &str = "/api/v1/orgs/{id}/invitations/{invitation_id}";
+    const ACCEPT: &str = "/api/v1/invitations/accept";
+    const API_KEYS: &str = "/api/v1/orgs/{id}/api-keys";
+    const API_KEY: &str = "/api/v1/orgs/{id}/api-keys/{key_id}";
+    const AUDIT: &str = "/api/v1/orgs/{id}/audit-logs";
+
+    let o = &f.org;
+    let org = o.id.as_str();
+    let (owner, member, guest) = (
+        &o.owner.access_token,
+        &o.member.access_token,
+        &o.guest.access_token,
+    );
+    let outsider = &o.outsider.access_token;
+    let (owner_id, member_id, guest_id) = (
+        o.owner.user_id.to_string(),
+        o.member.user_id.to_string(),
+        o.guest.user_id.to_string(),
+    );
+    let outsider_org = o.outsider.org_id.to_string();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let name = json!({"name": "Engines Ltd"});
+    let role = |role: &str| json!({"role": role});
+    let invite = |email: &str| json!({"email": email, "role": "member"});
+    let key = |role: &str| json!({"name": "deploy", "role": role});
+    let token = |token: &str| json!({"token": token});
+    // Well-formed, so that it reaches the store.
+    let unknown_token = format!("swe_{}", "A".repeat(43));
+
+    vec![
+        // An API key lists its own organization.
+        Case::at("GET", ORGS, 200).bearer(&o.member_key),
+        Case::at("GET", ORGS, 401),
+        stranded(f, "GET", ORGS),
+        Case::of("GET", ORG, 200, &[org]).bearer(guest),
+        Case::of("GET", ORG, 401, &[org]),
+        Case::of("GET", ORG, 404, &[org]).bearer(outsider),
+        stranded(f, "GET", ORG),
+        Case::of("PATCH", ORG, 200, &[org])
+            .bearer(owner)
+            .json(name.clone()),
+        Case::of("PATCH", ORG, 400, &[org])
+            .bearer(owner)
+            .json(json!({"name": " "})),
+        Case::of("PATCH", ORG, 401, &[org]).json(name.clone()),
+        Case::of("PATCH", ORG, 403, &[org])
+            .bearer(member)
+            .json(name.clone()),
+        Case::of("PATCH", ORG, 404, &[org])
+            .bearer(outsider)
+            .json(name.clone()),
+        Case::of("PATCH", ORG, 413, &[org])
+            .bearer(owner)
+            .too_large(),
+        stranded(f, "PATCH", ORG).json(name),
+        Case::of("GET", MEMBERS, 200, &[org]).bearer(member),
+        Case::of("GET", MEMBERS, 400, &[org])
+            .bearer(owner)
+            .query("limit=0"),
+        Case::of("GET", MEMBERS, 401, &[org]),
+        Case::of("GET", MEMBERS, 403, &[org]).bearer(guest),
+        Case::of("GET", MEMBERS, 404, &[org]).bearer(outsider),
+        stranded(f, "GET", MEMBERS),
+        Case::of("PATCH", MEMBER, 200, &[org, &member_id])
+            .bearer(owner)
+            .json(role("member")),
+        Case::of("PATCH", MEMBER, 400, &[org, &member_id])
+            .bearer(owner)
+            .json(role("boss")),
+        Case::of("PATCH", MEMBER, 401, &[org, &member_id]).json(role("guest")),
+        Case::of("PATCH", MEMBER, 403, &[org, &guest_id])
+            .bearer(member)
+            .json(role("member")),
+        Case::of("PATCH", MEMBER, 404, &[org, &unknown])
+            .bearer(owner)
+            .json(role("member")),
+        // The last owner may not step down.
+        Case::of("PATCH", MEMBER, 409, &[org, &owner_id])
+            .bearer(owner)
+            .json(role("admin")),
+        Case::of("PATCH", MEMBER, 413, &[org, &member_id])
+            .bearer(owner)
+            .too_large(),
+        stranded(f, "PATCH", MEMBER).json(role("member")),
+        Case::of("DELETE", MEMBER, 204, &[org, &o.leaver]).bearer(owner),
+        Case::of("DELETE", MEMBER, 401, &[org, &o.leaver]),
+        Case::of("DELETE", MEMBER, 403, &[org, &guest_id]).bearer(member),
+        Case::of("DELETE", MEMBER, 404, &[org, &unknown]).bearer(owner),
+        Case::of("DELETE", MEMBER, 409, &[org, &owner_id]).bearer(owner),
+        stranded(f, "DELETE", MEMBER),
+        Case::of("POST", INVITATIONS, 201, &[org])
+            .bearer(owner)
+            .json(invite(&accounts::unique_email("invitee"))),
+        Case::of("POST", INVITATIONS, 400, &[org])
+            .bearer(owner)
+            .json(invite("not an address")),
+        Case::of("POST", INVITATIONS, 401, &[org]).json(invite("x@example.com")),
+        // In their own organization: their address is unverified.
+        Case::of("POST", INVITATIONS, 403, &[&outsider_org])
+            .bearer(outsider)
+            .json(invite("x@example.com")),
+        Case::of("POST", INVITATIONS, 404, &[org])
+            .bearer(outsider)
+            .json(invite("x@example.com")),
+        Case::of("POST", INVITATIONS, 409, &[org])
+            .bearer(owner)
+            .json(invite(&o.member.email)),
+        Case::of("POST", INVITATIONS, 413, &[org])
+            .bearer(owner)
+            .too_large(),
+        stranded(f, "POST", INVITATIONS).json(invite("x@example.com")),
+        Case::of("GET", INVITATIONS, 200, &[org]).bearer(owner),
+        Case::of("GET", INVITATIONS, 400, &[org])
+            .bearer(owner)
+            .query("cursor=garbage"),
+        Case::of("GET", INVITATIONS, 401, &[org]),
+        Case::of("GET", INVITATIONS, 403, &[org]).bearer(member),
+        Case::of("GET", INVITATIONS, 404, &[org]).bearer(outsider),
+        stranded(f, "GET", INVITATIONS),
+        Case::of("DELETE", INVITATION, 200, &[org, &o.pending_invitation]).bearer(owner),
+        Case::of("DELETE", INVITATION, 401, &[org, &o.pending_invitation]),
+        Case::of("DELETE", INVITATION, 403, &[org, &o.pending_invitation]).bearer(member),
+        Case::of("DELETE", INVITATION, 404, &[org, &unknown]).bearer(owner),
+        Case::of("DELETE", INVITATION, 409, &[org, &o.accepted_invitation]).bearer(owner),
+        stranded(f, "DELETE", INVITATION),
+        Case::at("POST", ACCEPT, 200)
+            .bearer(&o.joiner.access_token)
+            .json(token(&o.joiner_token)),
+        Case::at("POST", ACCEPT, 400)
+            .bearer(owner)
+            .json(token("nope")),
+        Case::at("POST", ACCEPT, 401).json(token("nope")),
+        Case::at("POST", ACCEPT, 403)
+            .bearer(member)
+            .json(token(&o.foreign_token)),
+        Case::at("POST", ACCEPT, 409)
+            .bearer(member)
+            .json(token(&o.second_token)),
+        Case::at("POST", ACCEPT, 413).bearer(owner).too_large(),
+        Case::at("POST", ACCEPT, 429)
+            .on(On::Limited)
+            .json(token("nope"))
+            .repeated(),
+        stranded(f, "POST", ACCEPT)
+            .own_client_ip()
+            .json(token(&unknown_token)),
+        Case::of("GET", API_KEYS, 200, &[org]).bearer(owner),
+        Case::of("GET", API_KEYS, 400, &[org])
+            .bearer(owner)
+            .query("limit=many"),
+        Case::of("GET", API_KEYS, 401, &[org]),
+        Case::of("GET", API_KEYS, 403, &[org]).bearer(&o.member_key),
+        Case::of("GET", API_KEYS, 404, &[org]).bearer(outsider),
+        stranded(f, "GET", API_KEYS),
+        Case::of("POST", API_KEYS, 201, &[org])
+            .bearer(owner)
+            .json(key("guest")),
+        // A key is a member or a guest, never more.
+        Case::of("POST", API_KEYS, 400, &[org])
+            .bearer(owner)
+            .json(key("admin")),
+        Case::of("POST", API_KEYS, 401, &[org]).json(key("guest")),
+        Case::of("POST", API_KEYS, 403, &[org])
+            .bearer(member)
+            .json(key("guest")),
+        Case::of("POST", API_KEYS, 404, &[org])
+            .bearer(outsider)
+            .json(key("guest")),
+        Case::of("POST", API_KEYS, 413, &[org])
+            .bearer(owner)
+            .too_large(),
+        stranded(f, "POST", API_KEYS).json(key("guest")),
+        Case::of("DELETE", API_KEY, 200, &[org, &o.key_to_revoke]).bearer(owner),
+        Case::of("DELETE", API_KEY, 401, &[org, &o.key_to_revoke]),
+        Case::of("DELETE", API_KEY, 403, &[org, &o.key_to_revoke]).bearer(member),
+        Case::of("DELETE", API_KEY, 404, &[org, &unknown]).bearer(owner),
+        stranded(f, "DELETE", API_KEY),
+        Case::of("GET", AUDIT, 200, &[org]).bearer(owner),
+        Case::of("GET", AUDIT, 400, &[org])
+            .bearer(owner)
+            .query("action=NOT_AN_EVENT"),
+        Case::of("GET", AUDIT, 401, &[org]),
+        Case::of("GET", AUDIT, 403, &[org]).bearer(member),
+        Case::of("GET", AUDIT, 404, &[org]).bearer(outsider),
+        stranded(f, "GET", AUDIT),
+    ]
+}
+
+/// `src/http/org_licenses.rs`.
+fn org_license_cases(f: &Fixtures) -> Vec<Case> {
+    const LICENSES: &str = "/api/v1/orgs/{id}/licenses";
+    const LICENSE: &str = "/api/v1/licenses/{id}";
+    const SESSIONS: &str = "/api/v1/licenses/{id}/sessions";
+    const SESSION: &str = "/api/v1/licenses/{id}/sessions/{session_id}";
+
+    let o = &f.org;
+    let (org, license) = (o.id.as_str(), o.license.id.to_string());
+    let (owner, member, guest, outsider) = (
+        &o.owner.access_token,
+        &o.member.access_token,
+        &o.guest.access_token,
+        &o.outsider.access_token,
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    vec![
+        Case::of("GET", LICENSES, 200, &[org]).bearer(member),
+        Case::of("GET", LICENSES, 400, &[org])
+            .bearer(owner)
+            .query("status=lapsed"),
+        Case::of("GET", LICENSES, 401, &[org]),
+        Case::of("GET", LICENSES, 403, &[org]).bearer(guest),
+        Case::of("GET", LICENSES, 404, &[org]).bearer(outsider),
+        stranded(f, "GET", LICENSES),
+        Case::of("GET", LICENSE, 200, &[&license]).bearer(&o.member_key),
+        Case::of("GET", LICENSE, 401, &[&license]),
+        Case::of("GET", LICENSE, 403, &[&license]).bearer(guest),
+        Case::of("GET", LICENSE, 404, &[&license]).bearer(outsider),
+        stranded(f, "GET", LICENSE),
+        Case::of("GET", SESSIONS, 200, &[&license]).bearer(owner),
+        Case::of("GET", SESSIONS, 400, &[&license])
+            .bearer(owner)
+            .query("hardware_id="),
+        Case::of("GET", SESSIONS, 401, &[&license]),
+        Case::of("GET", SESSIONS, 403, &[&license]).bearer(guest),
+        Case::of("GET", SESSIONS, 404, &[&unknown]).bearer(owner),
+        stranded(f, "GET", SESSIONS),
+        Case::of("DELETE", SESSION, 200, &[&license, &o.seat]).bearer(owner),
+        Case::of("DELETE", SESSION, 401, &[&license, &o.seat]),
+        Case::of("DELETE", SESSION, 403, &[&license, &o.seat]).bearer(member),
+        Case::of("DELETE", SESSION, 404, &[&license, &unknown]).bearer(owner),
+        stranded(f, "DELETE", SESSION),
+    ]
+}
+
+/// `src/http/machines.rs`.
+fn machine_cases(f: &Fixtures) -> Vec<Case> {
+    const ACTIVATE: &str = "/api/v1/licenses/activate";
+    const MACHINES: &str = "/api/v1/licenses/{id}/machines";
+    const MACHINE: &str = "/api/v1/licenses/{id}/machines/{machine_id}";
+    const VALIDATE: &str = "/api/v1/licenses/validate";
+    const FILE: &str = "/api/v1/licenses/{id}/file";
+
+    let o = &f.org;
+    let (license, key) = (o.license.id.to_string(), o.license.key.as_str());
+    let (owner, member, outsider) = (
+        &o.owner.access_token,
+        &o.member.access_token,
+        &o.outsider.access_token,
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let machine = |key: &str, machine: &str| json!({"license_key": key, "hardware_id": machine});
+    let key_only = |key: &str| json!({"license_key": key});
+    // Never seen by the server whose database is cut off: looked up there.
+    let unseen = "CODITECT-NEVER-SEEN-HERE";
+
+    vec![
+        Case::at("POST", ACTIVATE, 201).json(machine(key, "m-new")),
+        Case::at("POST", ACTIVATE, 200).json(machine(key, "m-active")),
+        Case::at("POST", ACTIVATE, 400).json(key_only(key)),
+        Case::at("POST", ACTIVATE, 403).json(machine(&f.suspended_key, "m1")),
+        Case::at("POST", ACTIVATE, 404).json(machine("NO-SUCH-KEY", "m1")),
+        Case::at("POST", ACTIVATE, 409).json(machine(&o.capped_key, "c2")),
+        Case::at("POST", ACTIVATE, 413).too_large(),
+        Case::at("POST", ACTIVATE, 429)
+            .on(On::Limited)
+            .json(machine(&f.limited_key, "a2"))
+            .repeated(),
+        Case::at("POST", ACTIVATE, 503)
+            .on(On::NoDatabase)
+            .json(machine(unseen, "m1")),
+        Case::of("GET", MACHINES, 200, &[&license]).bearer(owner),
+        Case::of("GET", MACHINES, 401, &[&license]),
+        Case::of("GET", MACHINES, 403, &[&license]).bearer(member),
+        Case::of("GET", MACHINES, 404, &[&license]).bearer(outsider),
+        stranded(f, "GET", MACHINES),
+        Case::of("DELETE", MACHINE, 200, &[&license, &o.machine]).bearer(owner),
+        Case::of("DELETE", MACHINE, 401, &[&license, &o.machine]),
+        Case::of("DELETE", MACHINE, 403, &[&license, &o.machine]).bearer(member),
+        Case::of("DELETE", MACHINE, 404, &[&license, &unknown]).bearer(owner),
+        // The license key itself, held to a daily limit of 0 there.
+        Case::of(
+            "DELETE",
+            MACHINE,
+            429,
+            &[&f.limited_license, &f.limited_machine],
+        )
+        .on(On::Limited)
+        .bearer(&f.limited_key),
+        stranded(f, "DELETE", MACHINE),
+        Case::at("POST", VALIDATE, 200).json(machine(key, "m-active")),
+        Case::at("POST", VALIDATE, 400).json(json!({"hardware_id": "m1"})),
+        Case::at("POST", VALIDATE, 413).too_large(),
+        Case::at("POST", VALIDATE, 429)
+            .on(On::Limited)
+            .json(key_only(&f.limited_key))
+            .repeated(),
+        Case::at("POST", VALIDATE, 503)
+            .on(On::NoDatabase)
+            .json(key_only(unseen)),
+        // The license key is a credential for its own file.
+        Case::of("GET", FILE, 200, &[&license]).bearer(key),
+        Case::of("GET", FILE, 401, &[&license]),
+        Case::of("GET", FILE, 403, &[&license]).bearer(member),
+        Case::of("GET", FILE, 404, &[&license]).bearer(outsider),
+        stranded(f, "GET", FILE),
+    ]
+}
+
+/// `src/http/admin.rs`.
+fn admin_cases(f: &Fixtures) -> Vec<Case> {
+    const USERS: &str = "/api/v1/admin/users";
+    const ORGS: &str = "/api/v1/admin/orgs";
+    const LICENSES: &str = "/api/v1/admin/licenses";
+    const LICENSE: &str = "/api/v1/admin/licenses/{id}";
+    const ANALYTICS: &str = "/api/v1/admin/analytics";
+    const EMAILS: &str = "/api/v1/admin/emails";
+
+    let (root, owner) = (&f.root, &f.org.owner.access_token);
+    let license = f.org.license.id.to_string();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let issue = |org: &str, seats: u32| json!({"org_id": org, "seats": seats});
+
+    let mut cases = Vec::new();
+    // The listings answer alike but for what their query refuses.
+    for (template, refused) in [
+        (USERS, "limit=0"),
+        (ORGS, "status=active"),
+        (LICENSES, "status=lapsed"),
+        (EMAILS, "kind=postcard"),
+    ] {
+        cases.extend([
+            Case::at("GET", template, 200).bearer(root),
+            Case::at("GET", template, 400).bearer(root).query(refused),
+            Case::at("GET", template, 401),
+            Case::at("GET", template, 403).bearer(owner),
+            stranded(f, "GET", template),
+        ]);
+    }
+    cases.extend([
+        Case::at("POST", LICENSES, 201)
+            .bearer(root)
+            .json(issue(&f.org.id, 2)),
+        Case::at("POST", LICENSES, 400)
+            .bearer(root)
+            .json(issue(&f.org.id, 0)),
+        Case::at("POST", LICENSES, 401).json(issue(&f.org.id, 2)),
+        Case::at("POST", LICENSES, 403)
+            .bearer(owner)
+            .json(issue(&f.org.id, 2)),
+        Case::at("POST", LICENSES, 404)
+            .bearer(root)
+            .json(issue(&unknown, 2)),
+        Case::at("POST", LICENSES, 413).bearer(root).too_large(),
+        stranded(f, "POST", LICENSES).json(issue(&unknown, 2)),
+        Case::of("PATCH", LICENSE, 200, &[&license])
+            .bearer(root)
+            .json(json!({"requires_user": false})),
+        Case::of("PATCH", LICENSE, 400, &[&license])
+            .bearer(root)
+            .json(json!({})),
+        Case::of("PATCH", LICENSE, 401, &[&license]).json(json!({"seats": 6})),
+        Case::of("PATCH", LICENSE, 403, &[&license])
+            .bearer(owner)
+            .json(json!({"seats": 6})),
+        Case::of("PATCH", LICENSE, 404, &[&unknown])
+            .bearer(root)
+            .json(json!({"seats": 6})),
+        Case::of("PATCH", LICENSE, 413, &[&license])
+            .bearer(root)
+            .too_large(),
+        stranded(f, "PATCH", LICENSE).json(json!({"seats": 6})),
+        Case::at("GET", ANALYTICS, 200).bearer(root),
+        Case::at("GET", ANALYTICS, 401),
+        Case::at("GET", ANALYTICS, 403).bearer(owner),
+        stranded(f, "GET", ANALYTICS),
+    ]);
+    cases
 }
 
 async fn register(app: &TestApp, email: &str) {
@@ -448,7 +926,7 @@ async fn register(app: &TestApp, email: &str) {
 /// Registers and verifies `email`.
 async fn verified(app: &TestApp, email: &str) {
     register(app, email).await;
-    let token = mail_token(app, email, "verify").await;
+    let token = accounts::emailed_token(app, email, "verify").await;
     let response = app
         .get(&format!("/api/v1/auth/verify-email?token={token}"))
         .await;
@@ -469,6 +947,115 @@ async fn log_in(app: &TestApp, email: &str) -> Value {
 fn session_of(acquired: &Value) -> (String, String) {
     let (id, token) = ids(acquired);
     (id.to_owned(), token.to_owned())
+}
+
+/// Activates `machine` with `key`, expecting a new activation; its id.
+async fn activate(app: &TestApp, key: &str, machine: &str) -> String {
+    let response = app
+        .post_json(
+            "/api/v1/licenses/activate",
+            &json!({"license_key": key, "hardware_id": machine}),
+        )
+        .await;
+    assert_eq!(response.status(), 201, "activate {machine}");
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Invites `email` into the owner's organization, without waiting for the
+/// mail; the invitation.
+async fn invite(app: &TestApp, owner: &Session, email: &str, role: &str) -> Value {
+    app.send_as(
+        Method::POST,
+        &format!("/api/v1/orgs/{}/invitations", owner.org_id),
+        &owner.access_token,
+        Some(&json!({"email": email, "role": role})),
+        201,
+    )
+    .await
+}
+
+/// The tokens of the invitations mailed to `to`, once there are `n`.
+async fn invitation_tokens(app: &TestApp, to: &str, n: usize) -> Vec<String> {
+    let prefix = format!("{}/api/v1/invitations/accept", app.settings.http.public_url);
+    let tokens = eventually(Duration::from_secs(15), || async {
+        let tokens: BTreeSet<String> = delivered_to(app, to)
+            .iter()
+            .filter_map(|m| m.link(&prefix))
+            .filter_map(|link| query_param(&link, "token"))
+            .collect();
+        (tokens.len() >= n).then_some(tokens)
+    })
+    .await;
+    tokens
+        .unwrap_or_else(|| panic!("fewer than {n} invitations mailed to {to}"))
+        .into_iter()
+        .collect()
+}
+
+async fn accept(app: &TestApp, person: &Session, token: &str) {
+    app.send_as(
+        Method::POST,
+        "/api/v1/invitations/accept",
+        &person.access_token,
+        Some(&json!({"token": token})),
+        200,
+    )
+    .await;
+}
+
+async fn org_fixtures(app: &TestApp) -> OrgFixtures {
+    let owner = accounts::register_and_login(app, &accounts::unique_email("owner")).await;
+    let org = owner.org_id;
+
+    // The member joins with the first of two invitations.
+    let member = accounts::register_and_login(app, &accounts::unique_email("member")).await;
+    invite(app, &owner, &member.email, "member").await;
+    invite(app, &owner, &member.email, "member").await;
+    let tokens = invitation_tokens(app, &member.email, 2).await;
+    accept(app, &member, &tokens[0]).await;
+
+    let guest = accounts::register_unverified(app, &accounts::unique_email("guest")).await;
+    let (accepted, token) = app.invite(&owner, org, &guest.email, "guest").await;
+    accept(app, &guest, &token).await;
+    let leaver = app.member(&owner, org, "leaver", "member").await;
+    let outsider = accounts::register_unverified(app, &accounts::unique_email("outsider")).await;
+    let joiner = accounts::register_unverified(app, &accounts::unique_email("joiner")).await;
+    let (_, joiner_token) = app.invite(&owner, org, &joiner.email, "member").await;
+    let nobody = accounts::unique_email("nobody");
+    let (_, foreign_token) = app.invite(&owner, org, &nobody, "member").await;
+    let pending = invite(app, &owner, &accounts::unique_email("pending"), "guest").await;
+    let (_, member_key) = app.api_key(&owner, org, "member").await;
+    let (key_to_revoke, _) = app.api_key(&owner, org, "guest").await;
+
+    let license = app.create_license_for(org, 5).await;
+    activate(app, &license.key, "m-active").await;
+    let machine = activate(app, &license.key, "m-gone").await;
+    let seat = app.acquire_ok(&license.key, "m-seat").await;
+    let capped = app.create_license_policy(5, Some(1), false).await;
+    activate(app, &capped.key, "c1").await;
+
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    OrgFixtures {
+        id: org.to_string(),
+        owner,
+        member,
+        guest,
+        leaver: leaver.user_id.to_string(),
+        outsider,
+        member_key,
+        key_to_revoke,
+        pending_invitation: id(&pending),
+        accepted_invitation: id(&accepted),
+        joiner,
+        joiner_token,
+        foreign_token,
+        second_token: tokens[1].clone(),
+        license,
+        machine,
+        seat: session_of(&seat).0,
+        capped_key: capped.key,
+    }
 }
 
 async fn fixtures(
@@ -493,7 +1080,7 @@ async fn fixtures(
     let first = log_in(plain, "ada@example.com").await;
     let second = log_in(plain, "ada@example.com").await;
     register(plain, "grace@example.com").await;
-    let verify_token = mail_token(plain, "grace@example.com", "verify").await;
+    let verify_token = accounts::emailed_token(plain, "grace@example.com", "verify").await;
     verified(plain, "reset@example.com").await;
     let forgot = plain
         .post_json(
@@ -502,10 +1089,14 @@ async fn fixtures(
         )
         .await;
     assert_eq!(forgot.status(), 202);
-    let reset_token = mail_token(plain, "reset@example.com", "password_reset").await;
+    let reset_token = accounts::emailed_token(plain, "reset@example.com", "password_reset").await;
 
     let limited_lic = limited.create_license(5).await;
     let limited_session = limited.acquire_ok(&limited_lic.key, "hb").await;
+    let limited_machine = activate(limited, &limited_lic.key, "a1").await;
+
+    let org = org_fixtures(plain).await;
+    let root = people::platform_admin(plain).await.token;
 
     let broken_lic = broken.create_license(5).await;
     assert!(
@@ -523,6 +1114,7 @@ async fn fixtures(
 
     let stranded_lic = no_database.create_license(5).await;
     let stranded_session = no_database.acquire_ok(&stranded_lic.key, "m1").await;
+    let stranded_root = people::platform_admin(no_database).await.token;
     proxy.cut();
 
     let token = |v: &Value, k: &str| v[k].as_str().unwrap().to_owned();
@@ -544,6 +1136,11 @@ async fn fixtures(
         limited_session: session_of(&limited_session),
         broken_key: broken_lic.key,
         stranded_session: session_of(&stranded_session),
+        org,
+        root,
+        limited_license: limited_lic.id.to_string(),
+        limited_machine,
+        stranded_root,
     }
 }
 
@@ -611,9 +1208,14 @@ async fn every_documented_response_code_is_produced_by_a_real_request() {
             "register_per_ip",
             "login_per_ip",
             "forgot_password_per_account",
+            "activate_per_key",
+            "validate_per_key",
+            "accept_invitation_per_ip",
         ]
         .into_iter()
         .map(|name| (limit_key(name), "1/min".into()))
+        // Deactivations (by anyone but a platform administrator) never.
+        .chain([("licenses.deactivations_per_day", 0.into())])
         .collect(),
         ..AppOptions::default()
     })
@@ -631,6 +1233,7 @@ async fn every_documented_response_code_is_produced_by_a_real_request() {
             database_url: via(&database_url, &proxy),
             redis_url: redis_url(),
         },
+        client_ip: "x_forwarded_for",
         ..AppOptions::default()
     })
     .await;

@@ -17,6 +17,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
@@ -28,6 +29,11 @@ use seatwarden_actors::ports::{
     LicenseFilter, MailCursor, MailFilter, MailKind, MailStatus, PageRequest, StoreError,
 };
 
+use super::openapi::{
+    AdminOrg, AdminUser, Analytics, EmailEntry, ErrorBody, IssuedLicense, LicenseRecord,
+    PayloadTooLarge, Unauthorized, Unavailable,
+};
+use super::paging::PageBody;
 use super::principal::{forbidden, user};
 use super::with_ctx;
 use super::{ApiError, AppContext, client, json_body};
@@ -238,6 +244,27 @@ fn list_query() -> impl Filter<Extract = (ListQuery,), Error = warp::Rejection> 
 }
 
 /// GET /api/v1/admin/users?q=&limit=&cursor=
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/users",
+    tag = "admin",
+    operation_id = "admin_list_users",
+    summary = "Every user",
+    description = "A platform administrator's access token (the flag is re-read from the store). Newest first.",
+    params(
+        ("q" = Option<String>, Query, max_length = 200, description = "Search: part of the address or the full name, case-insensitive."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Items per page, 1 to 200 (50 when absent)."),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of users.", body = PageBody<AdminUser>),
+        (status = 400, description = "`invalid_query` (an unknown parameter or one this listing does not take), `invalid_search`, `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_users(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -261,6 +288,27 @@ pub fn list_users(
 }
 
 /// GET /api/v1/admin/orgs?q=&limit=&cursor=
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/orgs",
+    tag = "admin",
+    operation_id = "admin_list_orgs",
+    summary = "Every organization",
+    description = "A platform administrator's access token (the flag is re-read from the store). Newest first.",
+    params(
+        ("q" = Option<String>, Query, max_length = 200, description = "Search: part of the name, case-insensitive."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Items per page, 1 to 200 (50 when absent)."),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of organizations.", body = PageBody<AdminOrg>),
+        (status = 400, description = "`invalid_query` (an unknown parameter or one this listing does not take), `invalid_search`, `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_orgs(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -284,6 +332,29 @@ pub fn list_orgs(
 }
 
 /// GET /api/v1/admin/licenses?org_id=&status=&tier=&limit=&cursor=
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/licenses",
+    tag = "admin",
+    operation_id = "admin_list_licenses",
+    summary = "Every license",
+    description = "A platform administrator's access token (the flag is re-read from the store). Newest first.",
+    params(
+        ("org_id" = Option<uuid::Uuid>, Query, description = "Only this organization's licenses."),
+        ("status" = Option<String>, Query, pattern = "^(active|suspended|inactive)$", description = "`active`, `suspended` or `inactive`."),
+        ("tier" = Option<String>, Query, description = "Only licenses of this tier."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Items per page, 1 to 200 (50 when absent)."),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of licenses.", body = PageBody<LicenseRecord>),
+        (status = 400, description = "`invalid_query` (`q`, or an unknown parameter), `invalid_org_id`, `invalid_status`, `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_licenses(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -328,24 +399,40 @@ fn admin_audit(event: AuditEvent, admin: PlatformAdmin, client: ClientInfo) -> A
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
+    /// The organization the license is for.
+    #[schema(value_type = uuid::Uuid)]
     org_id: OrgId,
+    #[schema(minimum = 1, maximum = 2147483647)]
     seats: u32,
+    /// 1 to 64 printable characters (`standard` when absent).
     #[serde(default = "default_tier")]
+    #[schema(min_length = 1, max_length = 64, default = "standard")]
     tier: String,
+    /// At most 64, each 1 to 64 printable characters.
     #[serde(default)]
+    #[schema(max_items = 64)]
     features: Vec<String>,
+    /// Never, when absent.
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+    /// Only activated machines acquire seats, at most this many at once.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2147483647)]
     max_machines: Option<u32>,
+    /// Acquire also needs a credential of someone in the organization.
     #[serde(default)]
     requires_user: bool,
+    /// How long past its lease a seat token stays valid; the server's
+    /// default when absent.
     #[serde(default)]
+    #[schema(maximum = 2147483647)]
     offline_grace_secs: Option<u32>,
+    /// Sessions beyond `seats` that may hold a still-valid token at once.
     #[serde(default)]
+    #[schema(maximum = 2147483647)]
     offline_overdraft: u32,
 }
 
@@ -355,6 +442,25 @@ fn default_tier() -> String {
 
 /// POST /api/v1/admin/licenses: issues a license as `seatwarden license
 /// create` does; the key is in this answer and nowhere else, ever.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/licenses",
+    tag = "admin",
+    operation_id = "admin_issue_license",
+    summary = "Issue a license",
+    description = "A platform administrator's access token (the flag is re-read from the store). As `seatwarden license create`; the key is in this answer and nowhere else, ever (`Cache-Control: no-store`).",
+    request_body = IssueRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The license, with its `key`.", body = IssuedLicense),
+        (status = 400, description = "`invalid_body`, or what the license spec refuses: `invalid_seats`, `invalid_max_machines`, `invalid_tier`, `invalid_features`, `invalid_offline_policy`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
+        (status = 404, description = "`org_not_found`.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn issue_license(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -421,18 +527,25 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+/// At least one field; an absent field stays as it is.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchRequest {
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2147483647)]
     seats: Option<u32>,
+    /// `active`, `suspended` or `inactive`; suspending or deactivating ends
+    /// the license's open sessions.
     #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(active|suspended|inactive)$", example = "suspended")]
     status: Option<LicenseStatus>,
     /// `null` removes the expiry.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     expires_at: Option<Option<DateTime<Utc>>>,
     /// `null` lifts the machine limit.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 2147483647)]
     max_machines: Option<Option<u32>>,
     #[serde(default)]
     requires_user: Option<bool>,
@@ -441,6 +554,26 @@ pub struct PatchRequest {
 /// PATCH /api/v1/admin/licenses/{id}: seats, status, expiry, machine limit
 /// and identity requirement. A suspension or deactivation ends the
 /// license's open sessions in the same transaction (as `license update`).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/licenses/{id}",
+    tag = "admin",
+    operation_id = "admin_update_license",
+    summary = "Change a license",
+    description = "A platform administrator's access token (the flag is re-read from the store). As `seatwarden license update`: a suspension or deactivation ends the license's open sessions in the same transaction.",
+    params(("id" = uuid::Uuid, Path, description = "The license.")),
+    request_body = PatchRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The license as changed.", body = LicenseRecord),
+        (status = 400, description = "`invalid_body`, `empty_update`, `invalid_seats` or `invalid_max_machines`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
+        (status = 404, description = "`license_not_found`.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn update_license(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -523,6 +656,21 @@ async fn update(
 // Analytics
 
 /// GET /api/v1/admin/analytics
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/analytics",
+    tag = "admin",
+    operation_id = "admin_analytics",
+    summary = "The platform's numbers",
+    description = "A platform administrator's access token (the flag is re-read from the store).",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Counts now and this month.", body = Analytics),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn analytics(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -581,13 +729,26 @@ mod tests {
 // The email log
 
 /// The query of the email log.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EmailQuery {
+    /// `pending`, `sent` or `failed`.
+    #[param(pattern = "^(pending|sent|failed)$")]
     status: Option<String>,
+    /// `verify`, `welcome`, `account_exists`, `password_reset`,
+    /// `invitation` or `account_locked`.
+    #[param(
+        pattern = "^(verify|welcome|account_exists|password_reset|invitation|account_locked)$"
+    )]
     kind: Option<String>,
+    /// Only mail to this address: at most 254 characters.
+    #[param(max_length = 254)]
     recipient: Option<String>,
+    /// Items per page, 1 to 200 (50 when absent).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -644,6 +805,23 @@ impl EmailQuery {
 ///
 /// The delivery record of every email, newest first: kind, recipient,
 /// status, attempts and the last error; never the message's data.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/emails",
+    tag = "admin",
+    operation_id = "admin_list_emails",
+    summary = "The email log",
+    description = "A platform administrator's access token (the flag is re-read from the store). The delivery record of every email, newest first: never the message's data.",
+    params(EmailQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of the log.", body = PageBody<EmailEntry>),
+        (status = 400, description = "`invalid_query` (an unknown parameter), `invalid_status`, `invalid_kind`, `invalid_recipient`, `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_emails(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {

@@ -12,6 +12,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
@@ -23,6 +24,10 @@ use seatwarden_actors::domain::{
 use seatwarden_actors::ports::{Activation, Deactivation};
 
 use super::licenses::{validate_fact, validate_hardware_id, validate_license_key};
+use super::openapi::{
+    BadRequest, Deactivated, ErrorBody, LicenseFileBody, MachineList, PayloadTooLarge, RateLimited,
+    Unauthorized, Unavailable,
+};
 use super::principal::{Principal, forbidden, unauthenticated};
 use super::with_ctx;
 use super::{ApiError, AppContext, client, json_body};
@@ -149,9 +154,11 @@ async fn license_access(
 }
 
 /// What the API shows of a machine.
-#[derive(Debug, Serialize)]
-struct MachineBody {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct MachineBody {
+    #[schema(value_type = uuid::Uuid)]
     id: MachineId,
+    #[schema(value_type = uuid::Uuid)]
     license_id: LicenseId,
     hardware_id: String,
     name: Option<String>,
@@ -172,14 +179,27 @@ impl From<Machine> for MachineBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
+    /// The license key, as issued.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[!-~]+$",
+        example = "SW-ABCD-EFGH-JKLM"
+    )]
     license_key: String,
+    /// Identifies the machine: 1 to 256 printable characters.
+    #[schema(min_length = 1, max_length = 256)]
     hardware_id: String,
+    /// For people: at most 255 printable characters.
     #[serde(default)]
+    #[schema(max_length = 255)]
     name: Option<String>,
+    /// E.g. `linux-x86_64`: at most 64 printable characters.
     #[serde(default)]
+    #[schema(max_length = 64)]
     platform: Option<String>,
 }
 
@@ -203,6 +223,26 @@ fn machine_audit(
 }
 
 /// POST /api/v1/licenses/activate
+#[utoipa::path(
+    post,
+    path = "/api/v1/licenses/activate",
+    tag = "machines",
+    operation_id = "activate_machine",
+    summary = "Activate a machine on a license",
+    description = "Public: the license key in the body is the credential. Rate-limited per license key (`activate_per_key`). On a license with `max_machines`, only activated machines acquire seats.",
+    request_body = ActivateRequest,
+    responses(
+        (status = 201, description = "The machine is activated.", body = MachineBody),
+        (status = 200, description = "The machine was activated already.", body = MachineBody),
+        (status = 400, response = BadRequest),
+        (status = 403, description = "`license_suspended`, `license_expired` or `license_inactive`.", body = ErrorBody),
+        (status = 404, description = "`license_not_found`.", body = ErrorBody),
+        (status = 409, description = "`machine_limit_reached`, with `max_machines`: deactivate one first.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn activate(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -279,6 +319,23 @@ async fn activate_machine(
 }
 
 /// GET /api/v1/licenses/{id}/machines
+#[utoipa::path(
+    get,
+    path = "/api/v1/licenses/{id}/machines",
+    tag = "machines",
+    operation_id = "list_machines",
+    summary = "The machines activated on a license",
+    description = "An owner's or admin's access token of the license's organization, a platform administrator's, or the license key itself as `Authorization: Bearer <license key>` (organization API keys are not accepted).",
+    params(("id" = uuid::Uuid, Path, description = "The license.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every activated machine (never more than a page).", body = MachineList),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: a member of the license's organization below admin.", body = ErrorBody),
+        (status = 404, description = "`license_not_found`: no such license, another organization's, or another license's key.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_machines(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -307,6 +364,25 @@ pub fn list_machines(
 }
 
 /// DELETE /api/v1/licenses/{id}/machines/{machine_id}
+#[utoipa::path(
+    delete,
+    path = "/api/v1/licenses/{id}/machines/{machine_id}",
+    tag = "machines",
+    operation_id = "deactivate_machine",
+    summary = "Deactivate a machine",
+    description = "An owner's or admin's access token of the license's organization, a platform administrator's, or the license key itself as `Authorization: Bearer <license key>` (organization API keys are not accepted). Everyone but platform administrators is held to `licenses.deactivations_per_day` per license.",
+    params(("id" = uuid::Uuid, Path, description = "The license."), ("machine_id" = uuid::Uuid, Path, description = "The machine's id from activate or the list.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deactivated.", body = Deactivated),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: a member of the license's organization below admin.", body = ErrorBody),
+        (status = 404, description = "`license_not_found` (as for the list) or `machine_not_found`.", body = ErrorBody),
+        (status = 429, description = "`deactivation_limit_reached`, with `retry_at`: the license's deactivations of the last 24 hours are used up.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds until a deactivation is allowed again."))),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn deactivate(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -388,27 +464,57 @@ async fn deactivate_machine(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
+    /// The license key, as issued.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[!-~]+$",
+        example = "SW-ABCD-EFGH-JKLM"
+    )]
     license_key: String,
+    /// Also say whether this machine is activated on the license.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     hardware_id: Option<String>,
 }
 
 /// All that validate reveals.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ValidateResponse {
+    /// Whether the license grants seats now (and, on a license limited to
+    /// activated machines, whether this machine is one).
     valid: bool,
     /// `active`, `suspended`, `inactive`, `expired` or `not_found`.
+    #[schema(example = "active")]
     status: &'static str,
+    /// Absent when the license never expires (or is not found).
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<DateTime<Utc>>,
+    /// Only when `hardware_id` was given and the license exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     machine_activated: Option<bool>,
 }
 
 /// POST /api/v1/licenses/validate
+#[utoipa::path(
+    post,
+    path = "/api/v1/licenses/validate",
+    tag = "machines",
+    operation_id = "validate_license",
+    summary = "Whether a license key is valid now",
+    description = "Public: the license key in the body is the credential; an unknown key is a 200 with `not_found`. Rate-limited per license key (`validate_per_key`).",
+    request_body = ValidateRequest,
+    responses(
+        (status = 200, description = "The license's standing.", body = ValidateResponse),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn validate(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -465,6 +571,23 @@ async fn validate_license(ctx: &AppContext, body: ValidateRequest) -> Result<Res
 }
 
 /// GET /api/v1/licenses/{id}/file
+#[utoipa::path(
+    get,
+    path = "/api/v1/licenses/{id}/file",
+    tag = "machines",
+    operation_id = "license_file",
+    summary = "A signed license file for offline use",
+    description = "An owner's or admin's access token of the license's organization, a platform administrator's, or the license key itself as `Authorization: Bearer <license key>` (organization API keys are not accepted). The file is an RS256 JWT verified with the seat-token keys (`kid`), valid `licenses.file_ttl_days`; `Cache-Control: no-store`.",
+    params(("id" = uuid::Uuid, Path, description = "The license.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed file.", body = LicenseFileBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden` (a member below admin), or `license_suspended`, `license_expired` or `license_inactive`: no file for a license that grants no seats.", body = ErrorBody),
+        (status = 404, description = "`license_not_found`: no such license, another organization's, or another license's key.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn license_file(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {

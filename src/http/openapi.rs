@@ -33,7 +33,7 @@ use warp::reply::{Reply, Response as WarpResponse};
 #[openapi(
     info(
         title = "seatwarden",
-        description = "Floating-license seat coordinator: seats, accounts and operations.",
+        description = "Floating-license seat coordinator: seats, machines, accounts, organizations, platform administration and operations.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -56,6 +56,36 @@ use warp::reply::{Reply, Response as WarpResponse};
         super::ops::live,
         super::ops::ready,
         super::ops::metrics,
+        super::orgs::list_orgs,
+        super::orgs::get_org,
+        super::orgs::rename_org,
+        super::orgs::list_members,
+        super::orgs::set_member_role,
+        super::orgs::remove_member,
+        super::orgs::create_invitation,
+        super::orgs::list_invitations,
+        super::orgs::revoke_invitation,
+        super::orgs::accept_invitation,
+        super::orgs::list_api_keys,
+        super::orgs::create_api_key,
+        super::orgs::revoke_api_key,
+        super::orgs::audit_logs,
+        super::org_licenses::list_licenses,
+        super::org_licenses::get_license,
+        super::org_licenses::list_sessions,
+        super::org_licenses::force_release,
+        super::machines::activate,
+        super::machines::list_machines,
+        super::machines::deactivate,
+        super::machines::validate,
+        super::machines::license_file,
+        super::admin::list_users,
+        super::admin::list_orgs,
+        super::admin::list_licenses,
+        super::admin::issue_license,
+        super::admin::update_license,
+        super::admin::analytics,
+        super::admin::list_emails,
         openapi_json,
     ),
     components(
@@ -72,7 +102,11 @@ use warp::reply::{Reply, Response as WarpResponse};
     modifiers(&SecuritySchemes),
     tags(
         (name = "seats", description = "Acquire, heartbeat and release seats; the keys that verify seat tokens."),
+        (name = "machines", description = "Activate and deactivate machines, validate a license key, signed license files."),
         (name = "auth", description = "Accounts: register, verify, log in, refresh, log out, reset a password."),
+        (name = "orgs", description = "Organizations from the inside: members and roles, invitations, API keys, the audit log."),
+        (name = "licenses", description = "An organization's licenses and their sessions; force-release."),
+        (name = "admin", description = "Platform administration across organizations."),
         (name = "ops", description = "Health, metrics and the operator API."),
     )
 )]
@@ -163,6 +197,131 @@ pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
+/// The body of a machine list: `GET /api/v1/licenses/{id}/machines`.
+#[derive(Serialize, ToSchema)]
+pub struct MachineList {
+    #[schema(value_type = uuid::Uuid)]
+    pub license_id: seatwarden_actors::domain::LicenseId,
+    /// The license's machine limit; `null` when any machine may acquire.
+    pub max_machines: Option<u32>,
+    pub items: Vec<super::machines::MachineBody>,
+}
+
+/// The answer to a machine's deactivation.
+#[derive(Serialize, ToSchema)]
+pub struct Deactivated {
+    /// The machine's id.
+    pub id: uuid::Uuid,
+    pub license_id: uuid::Uuid,
+    pub hardware_id: String,
+    /// Always `true`.
+    pub deactivated: bool,
+}
+
+/// A signed license file and when it was issued.
+#[derive(Serialize, ToSchema)]
+pub struct LicenseFileBody {
+    pub license_id: uuid::Uuid,
+    /// An RS256 JWT: the license's tier, features, seats, machine limit,
+    /// status and expiry, signed with the seat-token key `kid`.
+    pub license_file: String,
+    /// The signing key's id in the JWKS.
+    pub kid: String,
+    pub issued_at: chrono::DateTime<chrono::Utc>,
+    /// When the file stops being valid: fetch a fresh one before.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A user as platform administrators see one.
+#[derive(Serialize, ToSchema)]
+pub struct AdminUser {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub full_name: String,
+    pub email_verified: bool,
+    pub platform_admin: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// An organization as platform administrators see one.
+#[derive(Serialize, ToSchema)]
+pub struct AdminOrg {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A license as stored (the key only as its hint).
+#[derive(Serialize, ToSchema)]
+pub struct LicenseRecord {
+    pub id: uuid::Uuid,
+    pub org_id: uuid::Uuid,
+    /// The key's last characters, for people to tell keys apart.
+    pub key_hint: String,
+    pub seats: u32,
+    pub tier: String,
+    pub features: Vec<String>,
+    /// `active`, `suspended` or `inactive`.
+    #[schema(example = "active")]
+    pub status: String,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// `null`: the server's default (`seats.offline_grace_secs`).
+    pub offline_grace_secs: Option<u32>,
+    pub offline_overdraft: u32,
+    /// `null`: any machine may acquire.
+    pub max_machines: Option<u32>,
+    pub requires_user: bool,
+}
+
+/// A license just issued, with its key: shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedLicense {
+    #[serde(flatten)]
+    pub license: LicenseRecord,
+    /// The license key. The server keeps only its hash.
+    pub key: String,
+}
+
+/// The platform's numbers.
+#[derive(Serialize, ToSchema)]
+pub struct Analytics {
+    pub orgs: u64,
+    pub users: u64,
+    /// Users created since the first of this month (UTC).
+    pub signups_this_month: u64,
+    /// Licenses that are active and not expired.
+    pub active_licenses: u64,
+    /// The seats of those licenses.
+    pub seats_total: u64,
+    /// Open sessions on those licenses.
+    pub seats_in_use: u64,
+    /// `seats_in_use / seats_total`, rounded to four decimals; 0 without seats.
+    pub seat_utilisation: f64,
+}
+
+/// One message of the email log: its delivery record, never its data.
+#[derive(Serialize, ToSchema)]
+pub struct EmailEntry {
+    pub id: uuid::Uuid,
+    /// `verify`, `welcome`, `account_exists`, `password_reset`,
+    /// `invitation` or `account_locked`.
+    #[schema(example = "verify")]
+    pub kind: String,
+    pub recipient: String,
+    /// `pending`, `sent` or `failed`.
+    #[schema(example = "sent")]
+    pub status: String,
+    /// Delivery attempts started so far.
+    pub attempts: u32,
+    /// The last failure, kept after a later success.
+    pub last_error: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// While pending: when the message is next due. Once settled: when it was.
+    pub next_attempt_at: chrono::DateTime<chrono::Utc>,
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A shared error response: the [`ErrorBody`] schema by reference, with
 /// the headers that status carries.
 fn error_response(description: &str, headers: &[(&str, &str)]) -> RefOr<Response> {
@@ -250,7 +409,7 @@ impl Modify for SecuritySchemes {
             "bearer",
             bearer(
                 "JWT",
-                "An access token from login or refresh (or an organization's API key where a route accepts one).",
+                "An access token from login or refresh; where an operation says so, an organization's API key or the license key.",
             ),
         );
         components.add_security_scheme(

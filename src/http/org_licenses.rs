@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use warp::Filter;
 use warp::reply::{Reply, Response};
@@ -19,8 +20,9 @@ use seatwarden_actors::domain::{
     OrgId, SessionFilter, SessionId, SessionRecord,
 };
 
+use super::openapi::{ErrorBody, Unauthorized, Unavailable};
 use super::orgs::{action, org_not_found};
-use super::paging::{self, query};
+use super::paging::{self, PageBody, query};
 use super::principal::{self, Need, Principal, org_access};
 use super::with_ctx;
 use super::{ApiError, AppContext, client};
@@ -51,14 +53,25 @@ fn bounded(field: &'static str, value: &Option<String>) -> Result<(), ApiError> 
     }
 }
 
-#[derive(Deserialize)]
+/// A page of an organization's licenses and its filters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LicenseQuery {
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Items per page, 1 to 200 (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// `active`, `suspended` or `inactive`.
+    #[param(value_type = Option<String>, pattern = "^(active|suspended|inactive)$")]
     status: Option<LicenseStatus>,
+    /// Only licenses of this tier: 1 to 256 characters.
+    #[param(min_length = 1, max_length = 256)]
     tier: Option<String>,
+    /// Only licenses that expire before this time (RFC 3339).
     expires_before: Option<DateTime<Utc>>,
+    /// Only licenses that expire after this time (RFC 3339).
     expires_after: Option<DateTime<Utc>>,
 }
 
@@ -70,28 +83,48 @@ pub enum SessionState {
     Ended,
 }
 
-#[derive(Deserialize)]
+/// A page of a license's sessions and its filters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SessionQuery {
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Items per page, 1 to 200 (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// `live` or `ended`.
+    #[param(value_type = Option<String>, pattern = "^(live|ended)$")]
     status: Option<SessionState>,
+    /// Only sessions of this machine: 1 to 256 characters.
+    #[param(min_length = 1, max_length = 256)]
     hardware_id: Option<String>,
+    /// `released`, `expired` or `revoked`.
+    #[param(value_type = Option<String>, pattern = "^(released|expired|revoked)$")]
     end_reason: Option<EndReason>,
+    /// Only sessions started after this time (RFC 3339).
     started_after: Option<DateTime<Utc>>,
+    /// Only sessions started before this time (RFC 3339).
     started_before: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LicenseView {
+    #[schema(value_type = uuid::Uuid)]
     id: LicenseId,
+    #[schema(value_type = uuid::Uuid)]
     org_id: OrgId,
+    /// The key's last characters, for people to tell keys apart.
     key_hint: String,
     seats: u32,
+    /// Live leases now, from the seat ledger.
     seats_used: u32,
     seats_remaining: u32,
     tier: String,
     features: Vec<String>,
+    /// `active`, `suspended` or `inactive` (an expired license stays `active`
+    /// past `expires_at`).
+    #[schema(value_type = String, example = "active")]
     status: LicenseStatus,
     expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
@@ -119,20 +152,28 @@ impl LicenseView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionView {
+    #[schema(value_type = uuid::Uuid)]
     id: SessionId,
+    #[schema(value_type = uuid::Uuid)]
     license_id: LicenseId,
     hardware_id: String,
     /// `live` while the record is open, `ended` after.
+    #[schema(example = "live")]
     status: &'static str,
     started_at: DateTime<Utc>,
     last_heartbeat_at: DateTime<Utc>,
     lease_expires_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
+    /// `released`, `expired` or `revoked`, once ended.
+    #[schema(value_type = Option<String>, example = "released")]
     end_reason: Option<EndReason>,
     ip: Option<String>,
     user_agent: Option<String>,
+    /// What the client sent with acquire (`metadata`, `client_version`,
+    /// `os`, `hostname`).
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
 }
 
@@ -186,6 +227,24 @@ async fn visible_license(
 /// `GET /api/v1/orgs/{id}/licenses`, oldest first, filtered by `status`,
 /// `tier` and `expires_before`/`expires_after` (RFC 3339), with the seats
 /// used and remaining of each.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{id}/licenses",
+    tag = "licenses",
+    operation_id = "list_org_licenses",
+    summary = "An organization's licenses, with seats in use",
+    description = "Members and above, `member` API keys of the organization, and platform administrators. Oldest first.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), LicenseQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of licenses.", body = PageBody<LicenseView>),
+        (status = 400, description = "`invalid_query` (an unknown parameter, a value of the wrong type, a filter out of bounds), `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: a guest, or a `guest` API key.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_licenses(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -223,6 +282,23 @@ async fn handle_list(
 }
 
 /// `GET /api/v1/licenses/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/licenses/{id}",
+    tag = "licenses",
+    operation_id = "get_license",
+    summary = "One license, with seats in use",
+    description = "Members and above of its organization, its `member` API keys, and platform administrators.",
+    params(("id" = uuid::Uuid, Path, description = "The license.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The license.", body = LicenseView),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: a guest, or a `guest` API key.", body = ErrorBody),
+        (status = 404, description = "`license_not_found`: no such license, or another organization's.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn get_license(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -244,6 +320,24 @@ pub fn get_license(
 /// `GET /api/v1/licenses/{id}/sessions`, newest first, filtered by
 /// `status` (`live`/`ended`), `hardware_id`, `end_reason` and
 /// `started_after`/`started_before` (RFC 3339).
+#[utoipa::path(
+    get,
+    path = "/api/v1/licenses/{id}/sessions",
+    tag = "licenses",
+    operation_id = "list_license_sessions",
+    summary = "A license's sessions",
+    description = "Members and above of its organization, its `member` API keys, and platform administrators. Newest first.",
+    params(("id" = uuid::Uuid, Path, description = "The license."), SessionQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of sessions.", body = PageBody<SessionView>),
+        (status = 400, description = "`invalid_query` (an unknown parameter, a value of the wrong type, a filter out of bounds), `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: a guest, or a `guest` API key.", body = ErrorBody),
+        (status = 404, description = "`license_not_found`: no such license, or another organization's.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_sessions(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -280,6 +374,23 @@ pub fn list_sessions(
 /// node; the holder's next heartbeat gets 410 `session_revoked`. Answers
 /// the session as it now is (a session that had already ended, as it
 /// ended: nothing more happens to it).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/licenses/{id}/sessions/{session_id}",
+    tag = "licenses",
+    operation_id = "force_release",
+    summary = "End a session and free its seat",
+    description = "Owners and admins of the license's organization. A live session ends as `revoked` on every node (its next heartbeat answers 410 `session_revoked`); one that had ended already is answered as it ended.",
+    params(("id" = uuid::Uuid, Path, description = "The license."), ("session_id" = uuid::Uuid, Path, description = "The session.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session as it now is.", body = SessionView),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: below admin, an API key, or a platform administrator who is not a member.", body = ErrorBody),
+        (status = 404, description = "`license_not_found` (no such license, or another organization's) or `session_not_found` (not on this license).", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn force_release(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {

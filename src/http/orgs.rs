@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use warp::Filter;
 use warp::reply::{Reply, Response};
@@ -27,6 +28,9 @@ use seatwarden_actors::domain::{
 use seatwarden_actors::ports::{MailKind, NewMail};
 
 use super::auth::{validate_email, validate_name};
+use super::openapi::{
+    BadRequest, ErrorBody, PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
+};
 use super::paging::{self, PageBody, query};
 use super::principal::{self, Caller, Need, Principal, forbidden, org_access};
 use super::{ApiError, AppContext, client, json_body, rate_limit_by_ip, with_ctx};
@@ -99,74 +103,111 @@ fn managing_role(caller: &Caller) -> Result<Role, ApiError> {
 // ---------------------------------------------------------------------------
 // Requests and views
 
-#[derive(Deserialize)]
+/// A page of a list: no other parameters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Items per page, 1 to 200 (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameRequest {
+    /// 1 to 200 printable characters.
+    #[schema(min_length = 1, max_length = 200, example = "Analytical Engines")]
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleRequest {
+    /// `owner`, `admin`, `member` or `guest`; only an owner makes, changes
+    /// or removes an owner.
+    #[schema(value_type = String, pattern = "^(owner|admin|member|guest)$", example = "admin")]
     role: Role,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
+    #[schema(format = Email, min_length = 3, max_length = 254, example = "grace@example.com")]
     email: String,
+    /// The role on joining: `owner` (by an owner only), `admin`, `member`
+    /// or `guest`.
+    #[schema(value_type = String, pattern = "^(owner|admin|member|guest)$", example = "member")]
     role: Role,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptRequest {
+    /// The token of the invitation email.
     token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyRequest {
+    /// 1 to 200 printable characters, e.g. where the key is used.
+    #[schema(min_length = 1, max_length = 200, example = "ci")]
     name: String,
+    /// An API key is a `member` (sees licenses) or a `guest` (uses seats).
+    #[schema(value_type = String, pattern = "^(member|guest)$", example = "member")]
     role: Role,
 }
 
-#[derive(Deserialize)]
+/// A page of the audit log and its filters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Items per page, 1 to 200 (50 when absent).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// Only entries of this event, e.g. `MEMBER_ROLE_CHANGED`.
+    #[param(value_type = Option<String>, example = "MEMBER_ROLE_CHANGED")]
     action: Option<AuditEvent>,
+    /// Only what this person (or API key) did.
     user_id: Option<Uuid>,
+    /// Only entries about this license.
+    #[param(value_type = Option<uuid::Uuid>)]
     license_id: Option<LicenseId>,
+    /// Only entries at or after this time (RFC 3339).
     from: Option<DateTime<Utc>>,
+    /// Only entries before this time (RFC 3339).
     to: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OrgView {
+    #[schema(value_type = uuid::Uuid)]
     id: OrgId,
     name: String,
     /// The caller's role; `null` for a platform administrator who is not
     /// a member.
+    #[schema(value_type = Option<String>, example = "owner")]
     role: Option<Role>,
+    /// Absent from a person's list of organizations and on joining one.
     #[serde(skip_serializing_if = "Option::is_none")]
     created_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MemberView {
+    #[schema(value_type = uuid::Uuid)]
     user_id: UserId,
     email: String,
     full_name: String,
     email_verified: bool,
+    /// `owner`, `admin`, `member` or `guest`.
+    #[schema(value_type = String, example = "member")]
     role: Role,
     joined_at: DateTime<Utc>,
 }
@@ -184,17 +225,25 @@ impl From<Member> for MemberView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct InvitationView {
+    #[schema(value_type = uuid::Uuid)]
     id: InvitationId,
+    #[schema(value_type = uuid::Uuid)]
     org_id: OrgId,
     email: String,
+    /// The role on joining: `owner`, `admin`, `member` or `guest`.
+    #[schema(value_type = String, example = "member")]
     role: Role,
+    /// `pending`, `accepted`, `revoked` or `expired`.
+    #[schema(value_type = String, example = "pending")]
     status: InvitationStatus,
+    #[schema(value_type = uuid::Uuid)]
     invited_by: UserId,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     accepted_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<uuid::Uuid>)]
     accepted_by: Option<UserId>,
     revoked_at: Option<DateTime<Utc>>,
 }
@@ -217,18 +266,27 @@ impl From<Invitation> for InvitationView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ApiKeyView {
+    #[schema(value_type = uuid::Uuid)]
     id: ApiKeyId,
+    #[schema(value_type = uuid::Uuid)]
     org_id: OrgId,
     name: String,
+    /// `member` or `guest`.
+    #[schema(value_type = String, example = "member")]
     role: Role,
+    /// The prefix and last four characters, e.g. `swk_…a1B2`.
     key_hint: String,
+    /// `active` or `revoked`.
+    #[schema(example = "active")]
     status: &'static str,
+    #[schema(value_type = uuid::Uuid)]
     created_by: UserId,
     created_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
-    /// The key itself: in the answer to its creation only.
+    /// The key itself: in the answer to its creation only. Present it as
+    /// `Authorization: Bearer <key>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
 }
@@ -254,13 +312,18 @@ impl From<ApiKey> for ApiKeyView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AuditView {
     id: i64,
     at: DateTime<Utc>,
+    /// The event, e.g. `MEMBER_ROLE_CHANGED`.
+    #[schema(value_type = String, example = "MEMBER_ROLE_CHANGED")]
     action: AuditEvent,
+    /// Who acted: a person's id or an API key's.
     actor_id: Option<Uuid>,
+    #[schema(value_type = Option<uuid::Uuid>)]
     license_id: Option<LicenseId>,
+    #[schema(value_type = Option<uuid::Uuid>)]
     session_id: Option<seatwarden_actors::domain::SessionId>,
     hardware_id: Option<String>,
     ip: Option<String>,
@@ -307,6 +370,20 @@ fn reject(e: ApiError) -> warp::Rejection {
 
 /// `GET /api/v1/orgs`: the caller's organizations (an API key's: its own).
 /// A person belongs to few, so this list is always one page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs",
+    tag = "orgs",
+    operation_id = "list_orgs",
+    summary = "The caller's organizations",
+    description = "A person's organizations with their role in each, always one page; with an organization's API key, that organization.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every organization of the caller (`next_cursor` is always `null`).", body = PageBody<OrgView>),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_orgs(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -354,6 +431,22 @@ async fn handle_list_orgs(ctx: AppContext, p: Principal) -> Result<Response, Api
 }
 
 /// `GET /api/v1/orgs/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{id}",
+    tag = "orgs",
+    operation_id = "get_org",
+    summary = "One organization",
+    description = "Any member, the organization's API keys, and platform administrators.",
+    params(("id" = uuid::Uuid, Path, description = "The organization.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The organization, with the caller's role.", body = OrgView),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn get_org(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -379,6 +472,26 @@ async fn handle_get_org(ctx: AppContext, p: Principal, org: OrgId) -> Result<Res
 }
 
 /// `PATCH /api/v1/orgs/{id}` `{name}`
+#[utoipa::path(
+    patch,
+    path = "/api/v1/orgs/{id}",
+    tag = "orgs",
+    operation_id = "rename_org",
+    summary = "Rename an organization",
+    description = "Owners and admins.",
+    params(("id" = uuid::Uuid, Path, description = "The organization.")),
+    request_body = RenameRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The renamed organization.", body = OrgView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: owners and admins only; never an API key, nor a platform administrator who is not a member.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn rename_org(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -424,6 +537,24 @@ async fn handle_rename(
 // Members
 
 /// `GET /api/v1/orgs/{id}/members`
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{id}/members",
+    tag = "orgs",
+    operation_id = "list_members",
+    summary = "The members of an organization",
+    description = "People who are members and above, and platform administrators; not guests or API keys. Oldest first.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of members.", body = PageBody<MemberView>),
+        (status = 400, description = "`invalid_query` (an unknown parameter or a value of the wrong type), `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: a guest or an API key.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_members(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -448,6 +579,27 @@ pub fn list_members(
 }
 
 /// `PATCH /api/v1/orgs/{id}/members/{user_id}` `{role}`
+#[utoipa::path(
+    patch,
+    path = "/api/v1/orgs/{id}/members/{user_id}",
+    tag = "orgs",
+    operation_id = "set_member_role",
+    summary = "Change a member's role",
+    description = "Owners and admins; only an owner makes, changes or removes an owner.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), ("user_id" = uuid::Uuid, Path, description = "The member.")),
+    request_body = RoleRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The member with the new role.", body = MemberView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not an owner or admin, or an admin touching an owner.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`, or `member_not_found`: no such member in this organization.", body = ErrorBody),
+        (status = 409, description = "`last_owner`: an organization keeps at least one owner.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn set_member_role(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -489,6 +641,24 @@ pub fn set_member_role(
 }
 
 /// `DELETE /api/v1/orgs/{id}/members/{user_id}`
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{id}/members/{user_id}",
+    tag = "orgs",
+    operation_id = "remove_member",
+    summary = "Remove a member",
+    description = "Owners and admins; only an owner removes an owner. The person loses access with their next request.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), ("user_id" = uuid::Uuid, Path, description = "The member.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not an owner or admin, or an admin removing an owner.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`, or `member_not_found`: no such member in this organization.", body = ErrorBody),
+        (status = 409, description = "`last_owner`: an organization keeps at least one owner.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn remove_member(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -547,6 +717,27 @@ fn member_change(outcome: MemberChange) -> Result<Option<Member>, ApiError> {
 
 /// `POST /api/v1/orgs/{id}/invitations` `{email, role}`: emails a
 /// single-use token, valid for `auth.invitation_ttl_days` (7).
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{id}/invitations",
+    tag = "orgs",
+    operation_id = "create_invitation",
+    summary = "Invite someone by email",
+    description = "Owners and admins whose address is verified; only an owner invites an owner. The invitation's single-use token travels in the email alone and is valid for `auth.invitation_ttl_days` (7).",
+    params(("id" = uuid::Uuid, Path, description = "The organization.")),
+    request_body = InviteRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The invitation (never its token).", body = InvitationView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden` (not an owner or admin, or an admin inviting an owner) or `email_not_verified`.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 409, description = "`already_member`: that address belongs to a member.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn create_invitation(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -631,6 +822,24 @@ async fn handle_invite(
 }
 
 /// `GET /api/v1/orgs/{id}/invitations`
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{id}/invitations",
+    tag = "orgs",
+    operation_id = "list_invitations",
+    summary = "An organization's invitations",
+    description = "Owners and admins. Newest first, whatever their status.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of invitations.", body = PageBody<InvitationView>),
+        (status = 400, description = "`invalid_query` (an unknown parameter or a value of the wrong type), `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: owners and admins only; never an API key, nor a platform administrator who is not a member.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_invitations(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -655,6 +864,24 @@ pub fn list_invitations(
 }
 
 /// `DELETE /api/v1/orgs/{id}/invitations/{invitation_id}`
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{id}/invitations/{invitation_id}",
+    tag = "orgs",
+    operation_id = "revoke_invitation",
+    summary = "Revoke an invitation",
+    description = "Owners and admins. Its token stops working at once.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), ("invitation_id" = uuid::Uuid, Path, description = "The invitation.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The revoked invitation.", body = InvitationView),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: owners and admins only; never an API key, nor a platform administrator who is not a member.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`, or `invitation_not_found`: no such invitation in this organization.", body = ErrorBody),
+        (status = 409, description = "`invitation_accepted`: remove the member instead.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn revoke_invitation(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -691,6 +918,26 @@ pub fn revoke_invitation(
 
 /// `POST /api/v1/invitations/accept` `{token}`: the logged-in person joins
 /// the organization, if the invitation was sent to their address.
+#[utoipa::path(
+    post,
+    path = "/api/v1/invitations/accept",
+    tag = "orgs",
+    operation_id = "accept_invitation",
+    summary = "Join an organization with an invitation's token",
+    description = "A logged-in person (never an API key) whose address is the one invited. Rate-limited per client IP (`accept_invitation_per_ip`), before the credential is looked at.",
+    request_body = AcceptRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Joined: the organization and the role.", body = OrgView),
+        (status = 400, description = "`invalid_token` (invalid, used, revoked or expired) or `invalid_body`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`invitation_for_another_address` (log in with the invited one), or `forbidden` for an API key.", body = ErrorBody),
+        (status = 409, description = "`already_member` of this organization.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn accept_invitation(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -762,6 +1009,24 @@ async fn handle_accept(
 // API keys
 
 /// `GET /api/v1/orgs/{id}/api-keys`
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{id}/api-keys",
+    tag = "orgs",
+    operation_id = "list_api_keys",
+    summary = "An organization's API keys",
+    description = "Owners and admins. Newest first, revoked ones too; never the keys themselves.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of API keys.", body = PageBody<ApiKeyView>),
+        (status = 400, description = "`invalid_query` (an unknown parameter or a value of the wrong type), `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: owners and admins only; never an API key, nor a platform administrator who is not a member.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn list_api_keys(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -787,6 +1052,26 @@ pub fn list_api_keys(
 
 /// `POST /api/v1/orgs/{id}/api-keys` `{name, role}`: the key is in this
 /// answer only; the store keeps its hash.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{id}/api-keys",
+    tag = "orgs",
+    operation_id = "create_api_key",
+    summary = "Create an API key",
+    description = "Owners and admins whose address is verified. The key is in this answer only (`Cache-Control: no-store`); the server keeps its hash.",
+    params(("id" = uuid::Uuid, Path, description = "The organization.")),
+    request_body = ApiKeyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The key, with `key` shown this once.", body = ApiKeyView),
+        (status = 400, description = "`invalid_body`, `invalid_name`, or `invalid_role` (a key is a `member` or a `guest`).", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden` (not an owner or admin) or `email_not_verified`.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn create_api_key(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -842,6 +1127,23 @@ async fn handle_create_key(
 
 /// `DELETE /api/v1/orgs/{id}/api-keys/{key_id}`: the key stops working on
 /// every node with the next request (keys are looked up, never cached).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{id}/api-keys/{key_id}",
+    tag = "orgs",
+    operation_id = "revoke_api_key",
+    summary = "Revoke an API key",
+    description = "Owners and admins. The key stops working on every node with the next request.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), ("key_id" = uuid::Uuid, Path, description = "The API key's id.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The revoked key.", body = ApiKeyView),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: owners and admins only; never an API key, nor a platform administrator who is not a member.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`, or `api_key_not_found`: no such key in this organization.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn revoke_api_key(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -873,6 +1175,24 @@ pub fn revoke_api_key(
 
 /// `GET /api/v1/orgs/{id}/audit-logs`, newest first, filtered by `action`,
 /// `user_id` (who acted), `license_id` and `from`/`to` (RFC 3339).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{id}/audit-logs",
+    tag = "orgs",
+    operation_id = "audit_logs",
+    summary = "An organization's audit log",
+    description = "Owners, admins and platform administrators. Newest first.",
+    params(("id" = uuid::Uuid, Path, description = "The organization."), AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of audit entries.", body = PageBody<AuditView>),
+        (status = 400, description = "`invalid_query` (an unknown parameter or a value of the wrong type), `invalid_limit` or `invalid_cursor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: below admin, or an API key.", body = ErrorBody),
+        (status = 404, description = "`org_not_found`: no such organization, or not the caller's.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub fn audit_logs(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
 use warp::Filter;
 use warp::reply::{Reply, Response};
 
@@ -41,9 +42,10 @@ pub fn query<T: DeserializeOwned + Send + 'static>()
 }
 
 /// What every list answers.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PageBody<T> {
     pub items: Vec<T>,
+    /// The `cursor` of the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 
