@@ -350,6 +350,8 @@ async fn licenses_are_filtered_by_org_status_and_tier() {
         ("org_id=nope", "invalid_org_id"),
         ("status=paused", "invalid_status"),
         ("q=acme", "invalid_query"),
+        // Not a 405 from the POST route on the same path.
+        ("unknown=1", "invalid_query"),
     ] {
         let r = get(
             &app,

@@ -176,12 +176,32 @@ async fn every_route_in_the_code_is_in_the_document_and_nothing_else_is() {
                 .await
                 .unwrap();
             let status = response.status();
+            let allow = response
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned());
             let routed = !unrouted(response).await;
             let listed = documented.contains(&(method.to_owned(), template.clone()));
             assert_eq!(
                 routed, listed,
                 "{method} {template} answered {status}: routed {routed}, documented {listed}"
             );
+            // A 405 says which methods the path does take (RFC 9110).
+            if status == 405 {
+                let mut allowed: Vec<&str> = allow
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{method} {template}: a 405 without Allow"))
+                    .split(", ")
+                    .collect();
+                allowed.sort_unstable();
+                let mut expected: Vec<&str> = documented
+                    .iter()
+                    .filter(|(_, p)| p == template)
+                    .map(|(m, _)| m.as_str())
+                    .collect();
+                expected.sort_unstable();
+                assert_eq!(allowed, expected, "Allow of {template}");
+            }
         }
     }
 }

@@ -29,11 +29,12 @@ use seatwarden_actors::ports::{
     LicenseFilter, MailCursor, MailFilter, MailKind, MailStatus, PageRequest, StoreError,
 };
 
+use super::error::license_not_found;
 use super::openapi::{
     AdminOrg, AdminUser, Analytics, EmailEntry, ErrorBody, IssuedLicense, LicenseRecord,
     PayloadTooLarge, Unauthorized, Unavailable,
 };
-use super::paging::PageBody;
+use super::paging::{self, PageBody};
 use super::principal::{forbidden, user};
 use super::with_ctx;
 use super::{ApiError, AppContext, client, json_body};
@@ -238,9 +239,10 @@ fn license_json(l: &License) -> Value {
 }
 
 /// A listing's query; a bad query string (an unknown parameter, say) is
-/// a 400 `invalid_query` through the one `recover`.
+/// a 400 `invalid_query`, also where the path has routes for other methods
+/// (see [`paging::query`]).
 fn list_query() -> impl Filter<Extract = (ListQuery,), Error = warp::Rejection> + Clone {
-    warp::query::<ListQuery>()
+    paging::query::<ListQuery>()
 }
 
 /// GET /api/v1/admin/users?q=&limit=&cursor=
@@ -596,14 +598,6 @@ pub fn update_license(
         )
 }
 
-fn license_not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "license_not_found",
-        "no such license",
-    )
-}
-
 async fn update(
     ctx: &AppContext,
     id: &str,
@@ -828,7 +822,7 @@ pub fn list_emails(
     warp::path!("api" / "v1" / "admin" / "emails")
         .and(warp::get())
         .and(platform_admin(ctx.clone()))
-        .and(warp::query::<EmailQuery>())
+        .and(paging::query::<EmailQuery>())
         .and(with_ctx(ctx))
         .and_then(
             |_: PlatformAdmin, q: EmailQuery, ctx: AppContext| async move {

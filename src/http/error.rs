@@ -220,6 +220,12 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     Ok(error.into_response())
 }
 
+/// The 404 of a license id that does not exist or that the caller may not
+/// see: the two are told apart by no one.
+pub fn license_not_found() -> ApiError {
+    ApiError::not_found("license_not_found", "no such license")
+}
+
 pub fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,

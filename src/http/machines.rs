@@ -23,6 +23,7 @@ use seatwarden_actors::domain::{
 };
 use seatwarden_actors::ports::{Activation, Deactivation};
 
+use super::error::license_not_found;
 use super::licenses::{validate_fact, validate_hardware_id, validate_license_key};
 use super::openapi::{
     BadRequest, Deactivated, ErrorBody, LicenseFileBody, MachineList, PayloadTooLarge, RateLimited,
@@ -94,10 +95,6 @@ impl Access {
             Self::Key => None,
         }
     }
-}
-
-fn license_not_found() -> ApiError {
-    CoordinatorError::LicenseNotFound.into()
 }
 
 /// The license `id` and how the caller may act on it (see the module
@@ -314,7 +311,7 @@ async fn activate_machine(
             format!("all {max_machines} machines of this license are activated"),
         )
         .with("max_machines", max_machines)),
-        Activation::LicenseNotFound => Err(license_not_found()),
+        Activation::LicenseNotFound => Err(CoordinatorError::LicenseNotFound.into()),
     }
 }
 

@@ -20,6 +20,7 @@ use seatwarden_actors::domain::{
     OrgId, SessionFilter, SessionId, SessionRecord,
 };
 
+use super::error::license_not_found;
 use super::openapi::{ErrorBody, Unauthorized, Unavailable};
 use super::orgs::{action, org_not_found};
 use super::paging::{self, PageBody, query};
@@ -28,10 +29,6 @@ use super::with_ctx;
 use super::{ApiError, AppContext, client};
 
 const MAX_FILTER_CHARS: usize = 256;
-
-fn license_not_found() -> ApiError {
-    ApiError::not_found("license_not_found", "no such license")
-}
 
 fn session_not_found() -> ApiError {
     ApiError::not_found("session_not_found", "no such session on this license")
