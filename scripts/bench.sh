@@ -142,6 +142,10 @@ for var in $(compgen -e SEATWARDEN__ || true); do unset "$var"; done
 export SEATWARDEN__SIGNING__KEY_PATH="$work/signing-key.pem"
 export SEATWARDEN__SIGNING__RSA_BITS="$rsa_bits"
 export SEATWARDEN__SIGNING__GENERATE_IF_MISSING=false
+# The access-token key, which nothing generates when generate_if_missing is
+# off; the bench never logs in, but a node needs one to start.
+SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET="$(openssl rand -hex 32)"
+export SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET
 export SEATWARDEN__SEATS__LEASE_TTL_SECS=360
 # The load beats each session many times a minute, far above the shipped
 # limits. Limits this high are never met, but every request is still

@@ -29,7 +29,8 @@ enum Target {
 /// One route: method, path template, body. Placeholders: `{org}` A's
 /// organization, `{own}` B's, `{owner}` A's owner, `{member}` a member of
 /// A, `{invitation}` A's pending invitation, `{key}` A's API key,
-/// `{license}` A's license, `{session}` its live session.
+/// `{license}` A's license, `{session}` its live session, `{machine}` a
+/// machine activated on it.
 struct Route {
     method: &'static str,
     path: &'static str,
@@ -126,6 +127,13 @@ const ROUTES: &[Route] = &[
         None,
     ),
     own("DELETE", "/api/v1/orgs/{own}/api-keys/{key}", None),
+    route("GET", "/api/v1/licenses/{license}/machines", None),
+    route(
+        "DELETE",
+        "/api/v1/licenses/{license}/machines/{machine}",
+        None,
+    ),
+    route("GET", "/api/v1/licenses/{license}/file", None),
 ];
 
 /// Organization A's ids, which B's credentials are walked against.
@@ -137,6 +145,7 @@ struct Victim {
     key: String,
     license: String,
     acquired: Value,
+    machine: String,
 }
 
 async fn victim(app: &TestApp) -> Victim {
@@ -148,7 +157,16 @@ async fn victim(app: &TestApp) -> Victim {
     let (key_id, key) = app.api_key(&owner, owner.org_id, "member").await;
     let license = app.create_license_for(owner.org_id, 2).await;
     let acquired = app.acquire_ok(&license.key, "a-laptop").await;
+    let activated = app
+        .post_json(
+            "/api/v1/licenses/activate",
+            &serde_json::json!({"license_key": license.key, "hardware_id": "a-laptop"}),
+        )
+        .await;
+    assert_eq!(activated.status(), 201);
+    let machine: Value = activated.json().await.unwrap();
     Victim {
+        machine: machine["id"].as_str().unwrap().to_owned(),
         owner,
         member,
         invitation: invitation["id"].as_str().unwrap().to_owned(),
@@ -169,6 +187,7 @@ fn fill(template: &str, a: &Victim, b: &Session) -> String {
         .replace("{key}", &a.key_id)
         .replace("{license}", &a.license)
         .replace("{session}", ids(&a.acquired).0)
+        .replace("{machine}", &a.machine)
 }
 
 /// Everything A's owner can read of A, to compare before and after.
@@ -184,6 +203,7 @@ async fn snapshot(app: &TestApp, a: &Victim) -> Vec<Value> {
         format!("/api/v1/orgs/{org}/audit-logs?limit=200"),
         format!("/api/v1/licenses/{}", a.license),
         format!("/api/v1/licenses/{}/sessions", a.license),
+        format!("/api/v1/licenses/{}/machines", a.license),
     ] {
         views.push(app.get_as(&path, &a.owner.access_token, 200).await);
     }
@@ -275,6 +295,9 @@ async fn another_orgs_owner_and_api_key_get_404_on_every_org_scoped_route_and_ch
     )
     .await;
     assert_eq!(app.heartbeat_of(&a.acquired).await.status(), 200);
+    // A's own API key is a member, not a manager, of A's machines.
+    let machines = format!("/api/v1/licenses/{}/machines", a.license);
+    app.get_as(&machines, &a.key, 403).await;
     // And B's org gained nothing either.
     let b_members = app
         .get_as(

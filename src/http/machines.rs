@@ -29,7 +29,7 @@ use super::openapi::{
     BadRequest, Deactivated, ErrorBody, LicenseFileBody, MachineList, PayloadTooLarge, RateLimited,
     Unauthorized, Unavailable,
 };
-use super::principal::{Principal, forbidden, unauthenticated};
+use super::principal::{Principal, authenticate, forbidden, unauthenticated};
 use super::with_ctx;
 use super::{ApiError, AppContext, client, json_body};
 use crate::ratelimit::{Limit, RateKey};
@@ -133,6 +133,20 @@ async fn license_access(
             Some(_) => Err(forbidden()),
             None => Err(license_not_found()),
         };
+    }
+    if token.starts_with(crate::auth::tokens::API_KEY_PREFIX) {
+        // An organization's API key is a valid credential but never a
+        // manager (its role is member or guest): another organization's
+        // license is unknown to it, its own is forbidden.
+        let Principal::ApiKey { org_id, .. } = authenticate(ctx, token).await? else {
+            return Err(unauthenticated());
+        };
+        let license = ctx.store.license(id).await?.ok_or_else(license_not_found)?;
+        return Err(if license.org_id == org_id {
+            forbidden()
+        } else {
+            license_not_found()
+        });
     }
     if token.contains('.') || validate_license_key(token).is_err() {
         // A JWT that did not verify, or nothing like a key.
