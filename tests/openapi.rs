@@ -428,6 +428,36 @@ fn cases(f: &Fixtures) -> Vec<Case> {
     let unknown = uuid::Uuid::new_v4().to_string();
     let login = |email: &str, password: &str| json!({"email": email, "password": password});
 
+    // Every auth route reads or writes the store: with the database cut
+    // off each answers 503 `store_unavailable` (tokens and addresses only
+    // need to be well-formed to get that far).
+    let no_database = |case: Case| case.on(On::NoDatabase);
+    let account = |email: &str| {
+        json!({"email": email, "password": PASSWORD,
+               "full_name": "Some One", "organization_name": "Someone's"})
+    };
+    let stranded_auth = [
+        no_database(Case::at("POST", REGISTER, 503).json(account("cut@example.com"))),
+        no_database(Case::new(
+            "GET",
+            VERIFY,
+            503,
+            format!("{VERIFY}?token={}", f.verify_token),
+        )),
+        no_database(Case::at("POST", LOGIN, 503).json(login("cut@example.com", PASSWORD))),
+        no_database(
+            Case::at("POST", REFRESH, 503).json(json!({"refresh_token": f.refresh_tokens[1]})),
+        ),
+        no_database(
+            Case::at("POST", LOGOUT, 503).json(json!({"refresh_token": f.refresh_tokens[1]})),
+        ),
+        no_database(Case::at("GET", ME, 503).bearer(&f.stranded_root)),
+        no_database(Case::at("POST", FORGOT, 503).json(json!({"email": "cut@example.com"}))),
+        no_database(
+            Case::at("POST", RESET, 503)
+                .json(json!({"token": f.verify_token, "password": "Fresh2Horses"})),
+        ),
+    ];
     let mut cases = vec![
         Case::at("POST", ACQUIRE, 201).json(acquire(&f.license_key, "m2")),
         Case::at("POST", ACQUIRE, 200).json(acquire(&f.license_key, "m1")),
@@ -515,6 +545,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         Case::at("GET", "/metrics", 200),
         Case::at("GET", "/api/v1/openapi.json", 200),
     ];
+    cases.extend(stranded_auth);
     // Heartbeats answer alike by POST and by PATCH.
     for method in ["POST", "PATCH"] {
         cases.extend([

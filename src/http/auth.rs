@@ -24,6 +24,7 @@ use seatwarden_actors::ports::{MailKind, NewMail, RefreshOutcome};
 
 use super::openapi::{
     AcceptedBody, BadRequest, ErrorBody, PayloadTooLarge, RateLimited, StatusBody, Unauthorized,
+    Unavailable,
 };
 use super::principal::{self, unauthenticated};
 use super::{ApiError, AppContext, client, json_body, with_ctx};
@@ -248,6 +249,7 @@ fn mail_enqueued(ctx: &AppContext) {
         (status = 400, response = BadRequest),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
     )
 )]
 pub fn register(
@@ -333,6 +335,7 @@ async fn handle_register(
     responses(
         (status = 200, description = "`{\"status\": \"verified\"}`.", body = StatusBody),
         (status = 400, description = "`invalid_token` (invalid, used or expired) or `invalid_query`.", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub fn verify_email(
@@ -406,6 +409,7 @@ async fn handle_verify(ctx: AppContext, query: String) -> Result<Response, ApiEr
         (status = 401, description = "`invalid_credentials`: unknown address, wrong password and locked account alike.", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
     )
 )]
 pub fn login(
@@ -533,6 +537,7 @@ fn token_response(ctx: &AppContext, access_token: String, refresh_token: String)
         (status = 400, response = BadRequest),
         (status = 401, description = "`invalid_refresh_token`: invalid, used or expired.", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
     )
 )]
 pub fn refresh(
@@ -597,6 +602,7 @@ async fn handle_refresh(ctx: AppContext, req: RefreshRequest) -> Result<Response
         (status = 204, description = "The refresh token is unusable now, whether or not it was known."),
         (status = 400, response = BadRequest),
         (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
     )
 )]
 pub fn logout(
@@ -632,6 +638,7 @@ pub fn logout(
     responses(
         (status = 200, description = "The account and its organizations.", body = MeResponse),
         (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
     )
 )]
 pub fn me(ctx: AppContext) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -685,6 +692,7 @@ async fn handle_me(ctx: AppContext, claims: AccessClaims) -> Result<Response, Ap
         (status = 400, response = BadRequest),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
     )
 )]
 pub fn forgot_password(
@@ -757,6 +765,7 @@ async fn handle_forgot(
         (status = 200, description = "`{\"status\": \"password_reset\"}`.", body = StatusBody),
         (status = 400, description = "`invalid_token`, `weak_password` or `invalid_body`.", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
     )
 )]
 pub fn reset_password(
