@@ -193,12 +193,17 @@ impl Coordinator {
     ) -> Result<Acquired, CoordinatorError> {
         let target = self.resolve_key(license_key).await?;
         let license = self.license(target.org, target.license).await?;
-        let result = match self.admit(&license, &hardware_id, caller).await {
-            Ok(()) => {
-                self.acquire_seat(&license, hardware_id.clone(), &client, metadata, caller)
-                    .await
-            }
-            Err(e) => Err(e),
+        // A license that grants no seats (suspended, expired) is refused as
+        // such before its own checks: they would only hide why.
+        let result = match license.refusal(Utc::now()) {
+            Some(refused) => Err(refused.into()),
+            None => match self.admit(&license, &hardware_id, caller).await {
+                Ok(()) => {
+                    self.acquire_seat(&license, hardware_id.clone(), &client, metadata, caller)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
         };
         if let Err(e) = &result
             && !e.is_outage()
@@ -221,19 +226,14 @@ impl Coordinator {
         result
     }
 
-    /// The checks a license adds before a seat: its identity requirement
-    /// and its machine activations. A refused license (suspended, expired)
-    /// is reported as such by `acquire_seat`, so these run only on licenses
-    /// that would grant seats.
+    /// The checks a license that grants seats adds before one: its
+    /// identity requirement and its machine activations.
     async fn admit(
         &self,
         license: &License,
         hardware_id: &str,
         caller: &Caller,
     ) -> Result<(), CoordinatorError> {
-        if license.refusal(Utc::now()).is_some() {
-            return Ok(());
-        }
         if license.requires_user {
             match caller {
                 Caller::Anonymous => return Err(CoordinatorError::IdentityRequired),
@@ -268,6 +268,10 @@ impl Coordinator {
         self.license(target.org, target.license).await
     }
 
+    /// The seat itself, for a license that grants seats ([`acquire_as`]
+    /// checked its refusal): one ledger call, then one store write.
+    ///
+    /// [`acquire_as`]: Coordinator::acquire_as
     async fn acquire_seat(
         &self,
         license: &Arc<License>,
@@ -277,9 +281,6 @@ impl Coordinator {
         caller: &Caller,
     ) -> Result<Acquired, CoordinatorError> {
         let now = Utc::now();
-        if let Some(refused) = license.refusal(now) {
-            return Err(refused.into());
-        }
         let settings = &self.inner.settings;
         let request = LeaseRequest {
             org: license.org_id,
