@@ -1250,12 +1250,8 @@ async fn on_postgresql_two_owners_demoting_each_other_at_once_leave_one_owner() 
 async fn with_two_nodes_force_release_and_key_revocation_hold_on_the_other_node_at_once() {
     let db = fresh_postgres_db().await;
     // Both nodes accept the same access tokens, as production nodes do.
-    let opts = AppOptions {
-        access_token_secret: Some(uuid::Uuid::new_v4().simple().to_string().repeat(2)),
-        ..shared(&db)
-    };
-    let node_a = spawn_app_with(opts.clone()).await;
-    let node_b = spawn_app_with(opts).await;
+    let node_a = spawn_app_with(shared(&db)).await;
+    let node_b = spawn_app_with(shared(&db)).await;
 
     let ada = owner(&node_a, "ada").await;
     let lic = node_a.create_license_for(ada.org_id, 1).await;

@@ -97,14 +97,8 @@ async fn two_shared_nodes(overrides: &[(&'static str, &'static str)]) -> (TestAp
         database_url: fresh_postgres_db().await,
         redis_url: redis_url(),
     };
-    // One deployment: the same access-token key on both nodes.
-    let secret = uuid::Uuid::new_v4().simple().to_string().repeat(2);
-    let node = |backend| AppOptions {
-        access_token_secret: Some(secret.clone()),
-        ..limited(overrides, backend)
-    };
-    let a = spawn_app_with(node(backend.clone())).await;
-    let b = spawn_app_with(node(backend)).await;
+    let a = spawn_app_with(limited(overrides, backend.clone())).await;
+    let b = spawn_app_with(limited(overrides, backend)).await;
     (a, b)
 }
 

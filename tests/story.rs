@@ -5,8 +5,8 @@
 //! force-releases from the other. Each step is read back from the
 //! organization's audit log.
 //!
-//! The nodes share what a deployment shares (database, Redis, the access
-//! token key) and nothing else: each has its own actors, caches and mailer,
+//! The nodes share what a deployment shares (database, Redis, and so the
+//! access-token key, see `support::app`) and nothing else: each has its own actors, caches and mailer,
 //! and the steps alternate between them so that every hand-over crosses
 //! from one to the other.
 
@@ -26,12 +26,10 @@ async fn two_nodes() -> (TestApp, TestApp) {
         database_url: fresh_postgres_db().await,
         redis_url: redis_url(),
     };
-    let secret = uuid::Uuid::new_v4().simple().to_string().repeat(2);
     let node = |backend| AppOptions {
         backend,
         smtp_url: Some(smtp_url()),
         mail_poll_ms: 100,
-        access_token_secret: Some(secret.clone()),
         ..AppOptions::default()
     };
     let a = spawn_app_with(node(backend.clone())).await;

@@ -82,9 +82,6 @@ pub struct AppOptions {
     pub public_url: Option<String>,
     /// `mail.template_dir`; the repository's templates when `None`.
     pub template_dir: Option<std::path::PathBuf>,
-    /// `auth.access_token_secret`: give several nodes the same one so that
-    /// they accept each other's access tokens.
-    pub access_token_secret: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -116,7 +113,6 @@ impl Default for AppOptions {
             mail_send_timeout_secs: 15,
             public_url: None,
             template_dir: None,
-            access_token_secret: None,
         }
     }
 }
@@ -199,8 +195,26 @@ fn test_settings(opts: &AppOptions, dir: &std::path::Path) -> Settings {
     if let Some(dir) = &opts.template_dir {
         figment = figment.merge(("mail.template_dir", dir.display().to_string()));
     }
-    if let Some(secret) = &opts.access_token_secret {
-        figment = figment.merge(("auth.access_token_secret", secret.clone()));
+    // Nodes of one deployment share the access-token key, as production
+    // nodes do by configuration: here, nodes on the same database get the
+    // same one, derived from its URL, so that any two-node test accepts
+    // each other's tokens without saying so. An embedded node generates
+    // its own in its data dir.
+    let shared_secret = match &opts.backend {
+        Backend::Shared { database_url, .. } => {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(format!("test access key {database_url}"));
+            Some(
+                digest
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+        }
+        Backend::Embedded => None,
+    };
+    if let Some(secret) = shared_secret {
+        figment = figment.merge(("auth.access_token_secret", secret));
     }
     if let Some(addr) = opts.metrics_listen {
         figment = figment.merge(("http.metrics_listen", addr));
