@@ -72,19 +72,16 @@ fn serve(dir: &Path) -> (Child, String) {
 /// The token of the link to `path` in the mail to `to`, from the `.eml`
 /// files the embedded default writes.
 async fn mail_token(dir: &Path, to: &str, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let found = support::mail::messages_in(&dir.join("outbox"))
+    let prefix = format!("http://127.0.0.1:8080{path}");
+    support::eventually(Duration::from_secs(15), || async {
+        support::mail::messages_in(&dir.join("outbox"))
             .into_iter()
             .filter(|m| m.to.contains(to))
-            .find_map(|m| m.link(&format!("http://127.0.0.1:8080{path}")))
-            .and_then(|link| support::mail::query_param(&link, "token"));
-        if let Some(token) = found {
-            return token;
-        }
-        assert!(Instant::now() < deadline, "no mail to {to} linking {path}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .find_map(|m| m.link(&prefix))
+            .and_then(|link| support::mail::query_param(&link, "token"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no mail to {to} linking {path}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
