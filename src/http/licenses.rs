@@ -42,7 +42,7 @@ pub struct AcquireRequest {
         min_length = 1,
         max_length = 128,
         pattern = "^[!-~]+$",
-        example = "SW-ABCD-EFGH-JKLM"
+        example = "CODITECT-D5RA-9NWH-CKX0-TH7D-1WP4"
     )]
     license_key: String,
     /// Identifies the machine: 1 to 256 printable characters.

@@ -198,7 +198,7 @@ pub struct ActivateRequest {
         min_length = 1,
         max_length = 128,
         pattern = "^[!-~]+$",
-        example = "SW-ABCD-EFGH-JKLM"
+        example = "CODITECT-D5RA-9NWH-CKX0-TH7D-1WP4"
     )]
     license_key: String,
     /// Identifies the machine: 1 to 256 printable characters.
@@ -483,7 +483,7 @@ pub struct ValidateRequest {
         min_length = 1,
         max_length = 128,
         pattern = "^[!-~]+$",
-        example = "SW-ABCD-EFGH-JKLM"
+        example = "CODITECT-D5RA-9NWH-CKX0-TH7D-1WP4"
     )]
     license_key: String,
     /// Also say whether this machine is activated on the license.
