@@ -436,10 +436,22 @@ async fn a_license_that_requires_identity_takes_only_its_own_organization() {
         201
     );
 
-    // A license that does not require identity ignores a credential.
-    let open = app.create_license(1).await;
+    // A license that does not require identity ignores a credential's
+    // rights, but names a valid access token's user in its audit log.
+    let open = app.create_license(3).await;
     assert_eq!(
         acquire_as(&app, &open.key, "m1", "nonsense").await.status(),
         201
     );
+    assert_eq!(
+        acquire_as(&app, &open.key, "m2", &eve.token).await.status(),
+        201
+    );
+    let acquired: Vec<Option<String>> = audit_actors(&app, &open.id.to_string())
+        .await
+        .into_iter()
+        .filter(|(event, _)| event == "LICENSE_ACQUIRED")
+        .map(|(_, actor)| actor)
+        .collect();
+    assert_eq!(acquired, [None, Some(eve.id.clone())]);
 }

@@ -244,7 +244,15 @@ async fn acquire_seat(
     let (key, hardware_id, metadata) = body.validate()?;
     ctx.rate_limit(Limit::AcquirePerMachine, &machine_key(&key, &hardware_id))
         .await?;
-    let caller = super::machines::caller(ctx, auth).await?;
+    // Only a license that requires a user pays for reading the caller's
+    // organizations. Any other takes a credential for the audit log alone,
+    // from the access token's signature: no I/O on the common path.
+    let license = ctx.coordinator.license_for_key(&key).await?;
+    let caller = if license.requires_user {
+        super::machines::caller(ctx, auth).await?
+    } else {
+        super::machines::named_actor(ctx, auth)
+    };
     let acquired = ctx
         .coordinator
         .acquire_as(&key, hardware_id, client, metadata, &caller)

@@ -39,10 +39,25 @@ use crate::signing::LicenseFileClaims;
 const MAX_MACHINE_NAME_CHARS: usize = 255;
 const MAX_PLATFORM_CHARS: usize = 64;
 
+/// Who an acquire of a license without `requires_user` names, for its
+/// audit entry: the user of a valid access token, read from its signature
+/// alone. Anything else (no header, an API key, a bad token) is anonymous,
+/// since such a license ignores credentials.
+pub(super) fn named_actor(ctx: &AppContext, header: Option<&str>) -> Caller {
+    header
+        .and_then(super::principal::bearer_token)
+        .and_then(|token| ctx.access.verify(token))
+        .map_or(Caller::Anonymous, |claims| Caller::Authenticated {
+            actor_id: claims.sub.0,
+            orgs: Vec::new(),
+        })
+}
+
 /// The credential of an acquire, as the coordinator sees it (see
-/// [`Caller`]). With no `Authorization` header this costs nothing; with
-/// one, the organizations are re-read from the store (decision 28), so a
-/// removed member loses access at once.
+/// [`Caller`]), for a license with `requires_user`. With no
+/// `Authorization` header this costs nothing; with one, the organizations
+/// are re-read from the store (decision 28), so a removed member loses
+/// access at once.
 pub(super) async fn caller(ctx: &AppContext, header: Option<&str>) -> Result<Caller, ApiError> {
     let Some(header) = header else {
         return Ok(Caller::Anonymous);
