@@ -7,6 +7,8 @@
 --   KEYS[2]  sw:{<org>}:lic:<license>:hw      HASH hardware_id -> session_id
 --   KEYS[3]  sw:{<org>}:lic:<license>:sess    HASH session_id -> hardware_id
 --   KEYS[4]  sw:{<org>}:lic:<license>:grace   STRING the license's offline grace (ms)
+--   KEYS[5]  sw:{<org>}:lic:<license>:beats   HASH session_id -> heartbeat throttle's
+--                                              theoretical arrival time (ms)
 --
 -- A lease is live iff now < expiry, and graced iff expiry <= now < expiry +
 -- grace: its token is still valid offline, so it still counts against
@@ -14,7 +16,7 @@
 -- server (TIME): Redis 7 replicates a script's effects, so reading the
 -- clock is safe.
 
-local leases, hw_map, sess_map, grace_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local leases, hw_map, sess_map, grace_key, beats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local now
 do
@@ -38,6 +40,7 @@ local function forget(session)
     redis.call('HDEL', hw_map, h)
   end
   redis.call('HDEL', sess_map, session)
+  redis.call('HDEL', beats, session)
 end
 
 -- Forgets leases past their grace (expiry <= now - grace) and their hash
@@ -62,7 +65,7 @@ end
 -- Makes the keys outlive a lease expiring at `expires` by its grace plus
 -- `extra` ms. Enough after writing one lease: every earlier write ensured the
 -- same for its own lease, and time shortens the TTL and every lease's
--- remaining life alike. Cost: one PTTL, and four PEXPIREs every `extra` ms.
+-- remaining life alike. Cost: one PTTL, and five PEXPIREs every `extra` ms.
 local function touch_for(expires, extra)
   local need = expires - now + grace + extra
   if redis.call('PTTL', leases) < need then
@@ -71,13 +74,14 @@ local function touch_for(expires, extra)
     redis.call('PEXPIRE', hw_map, ms)
     redis.call('PEXPIRE', sess_map, ms)
     redis.call('PEXPIRE', grace_key, ms)
+    redis.call('PEXPIRE', beats, ms)
   end
 end
 
 -- Keeps the keys until at least `extra` ms after the furthest lease's grace,
 -- so an idle license leaves nothing behind. The expiry is set `extra` ms
 -- further than needed, so that the calls of the next `extra` ms find it long
--- enough and skip the four PEXPIREs: a heartbeat then costs one PTTL here.
+-- enough and skip the five PEXPIREs: a heartbeat then costs one PTTL here.
 local function touch_keys(extra)
   local last = redis.call('ZRANGE', leases, -1, -1, 'WITHSCORES')
   if last[2] then
@@ -88,9 +92,10 @@ local function touch_keys(extra)
       redis.call('PEXPIRE', hw_map, ms)
       redis.call('PEXPIRE', sess_map, ms)
       redis.call('PEXPIRE', grace_key, ms)
+      redis.call('PEXPIRE', beats, ms)
     end
   else
-    redis.call('DEL', grace_key)
+    redis.call('DEL', grace_key, beats)
   end
 end
 

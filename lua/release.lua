@@ -15,7 +15,7 @@ redis.call('ZREM', leases, session)
 forget(session)
 -- The last lease gone: the remembered grace goes too (acquire sets it again).
 if redis.call('EXISTS', leases) == 0 then
-  redis.call('DEL', grace_key)
+  redis.call('DEL', grace_key, beats)
 end
 
 if score and tonumber(score) > now - grace then

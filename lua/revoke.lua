@@ -4,5 +4,5 @@
 -- Returns how many leases were held. Idempotent. Cost: O(n).
 
 local held = redis.call('ZCARD', leases)
-redis.call('DEL', leases, hw_map, sess_map, grace_key)
+redis.call('DEL', leases, hw_map, sess_map, grace_key, beats)
 return held

@@ -24,7 +24,7 @@ use crate::ledger::redis::RedisLedger;
 use crate::mail::LettreMailer;
 use crate::ratelimit::local::{HOUSEKEEPING_INTERVAL, LocalRateLimiter};
 use crate::ratelimit::redis::RedisRateLimiter;
-use crate::ratelimit::{RateLimiter, SystemClock};
+use crate::ratelimit::{Limit, RateLimiter, SystemClock};
 use crate::redact::redact_url;
 use crate::signing::{SigningConfig, TokenSigner};
 use crate::store::postgres::PostgresStore;
@@ -283,6 +283,11 @@ impl Application {
             licenses: settings.licenses.clone(),
             ops_token: settings.ops.token.as_ref().map(http::OperatorToken::new),
             rate_limiter,
+            heartbeat_throttle: settings
+                .rate_limits
+                .rates()
+                .get(Limit::HeartbeatPerSession)
+                .throttle(),
             hsts: settings.http.hsts,
         });
         if settings.ops.token.is_none() {

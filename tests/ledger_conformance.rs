@@ -16,12 +16,19 @@ use chrono::{DateTime, Utc};
 use seatwarden::ledger::memory::MemoryLedger;
 use seatwarden::ledger::redis::RedisLedger;
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
-use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LedgerError, SeatLedger};
+use seatwarden_actors::ports::{
+    BeatOutcome, LeaseGrant, LeaseRequest, LedgerError, SeatLedger, Throttle,
+};
 
 type Ledger = Arc<dyn SeatLedger>;
 
 const LONG: Duration = Duration::from_secs(60);
 const POLL_FOR: Duration = Duration::from_secs(5);
+/// Two beats at once, then one a minute: long enough that no test outruns it.
+const THROTTLE: Throttle = Throttle {
+    interval: Duration::from_secs(60),
+    burst: 2,
+};
 
 // ---------------------------------------------------------------------------
 // Backends
@@ -102,10 +109,14 @@ conformance! {
         an_overdraft_admits_new_leases_beside_graced_ones_but_never_more_live => check_overdraft,
         lease_states_tell_live_graced_and_forgotten_sessions_apart => check_lease_states,
         revoking_a_license_drops_every_lease => check_revoke,
+        a_throttled_heartbeat_says_how_long_to_wait_and_changes_nothing => check_throttled_beat,
+        the_heartbeat_throttle_counts_each_session_alone => check_throttle_per_session,
+        a_gone_lease_is_reported_gone_even_when_its_throttle_is_spent => check_gone_before_throttled,
     }
     nodes: {
         concurrent_acquires_never_exceed_max_seats => check_concurrent_distinct_hardware,
         concurrent_acquires_from_one_hardware_id_share_one_lease => check_concurrent_same_hardware,
+        the_heartbeat_throttle_holds_across_nodes => check_throttle_across_nodes,
     }
 }
 
@@ -195,8 +206,22 @@ impl License {
         session: SessionId,
         ttl: Duration,
     ) -> Option<DateTime<Utc>> {
+        match self.beat(ledger, session, ttl, None).await {
+            BeatOutcome::Extended(expires_at) => Some(expires_at),
+            BeatOutcome::Gone => None,
+            other => panic!("an unthrottled heartbeat answered {other:?}"),
+        }
+    }
+
+    async fn beat(
+        &self,
+        ledger: &Ledger,
+        session: SessionId,
+        ttl: Duration,
+        throttle: Option<Throttle>,
+    ) -> BeatOutcome {
         ledger
-            .heartbeat(self.org, self.license, session, ttl)
+            .heartbeat(self.org, self.license, session, ttl, throttle)
             .await
             .expect("heartbeat")
     }
@@ -809,16 +834,23 @@ mod redis_only {
         let (a, _) = lic.grant(&ledger, "a", LONG).await;
 
         proxy.cut();
-        let err = within_liveness_bound(ledger.heartbeat(lic.org, lic.license, a, LONG)).await;
+        let err =
+            within_liveness_bound(ledger.heartbeat(lic.org, lic.license, a, LONG, None)).await;
         assert!(matches!(err, Err(LedgerError::Unavailable(_))), "{err:?}");
 
         // The connection manager reconnects by itself once Redis is back.
         proxy.restore();
-        poll("the ledger to reconnect", || async {
-            ledger.heartbeat(lic.org, lic.license, a, LONG).await.ok()
+        let beat = poll("the ledger to reconnect", || async {
+            ledger
+                .heartbeat(lic.org, lic.license, a, LONG, None)
+                .await
+                .ok()
         })
-        .await
-        .expect("the lease survived the outage");
+        .await;
+        assert!(
+            matches!(beat, BeatOutcome::Extended(_)),
+            "the lease survived the outage: {beat:?}"
+        );
     }
 
     #[tokio::test]
@@ -838,7 +870,13 @@ mod redis_only {
             .await
             .unwrap();
         keys.sort();
-        let mut expected = RedisLedger::license_keys(lic.org, lic.license).to_vec();
+        // The throttle's hash appears with the first throttled heartbeat.
+        let all = RedisLedger::license_keys(lic.org, lic.license).to_vec();
+        let mut expected: Vec<String> = all
+            .iter()
+            .filter(|k| !k.ends_with(":beats"))
+            .cloned()
+            .collect();
         expected.sort();
         assert_eq!(keys, expected);
         for key in &keys {
@@ -851,10 +889,14 @@ mod redis_only {
             assert!((30_000..=40_000).contains(&ttl), "{key}: {ttl}");
         }
 
-        // A heartbeat moves the furthest lease and the key expiry with it.
-        lic.heartbeat(&ledger, a, Duration::from_secs(120))
-            .await
-            .unwrap();
+        // A heartbeat moves the furthest lease and the key expiry with it,
+        // the throttle's hash included.
+        let beat = lic
+            .beat(&ledger, a, Duration::from_secs(120), Some(THROTTLE))
+            .await;
+        assert!(matches!(beat, BeatOutcome::Extended(_)), "{beat:?}");
+        let mut keys = all;
+        keys.sort();
         for key in &keys {
             let ttl: i64 = ::redis::cmd("PTTL")
                 .arg(key)
@@ -1032,4 +1074,96 @@ async fn check_revoke(ledger: Ledger) {
     );
     // The license grants again afterwards (a reactivation).
     lic.grant(&ledger, "a", LONG).await;
+}
+
+// ---------------------------------------------------------------------------
+// The heartbeat throttle
+
+/// Spends a fresh session's burst of [`THROTTLE`]; returns the last expiry.
+async fn spend_burst(lic: &License, ledger: &Ledger, session: SessionId) -> DateTime<Utc> {
+    let mut last = None;
+    for _ in 0..THROTTLE.burst {
+        match lic.beat(ledger, session, LONG, Some(THROTTLE)).await {
+            BeatOutcome::Extended(e) => last = Some(e),
+            other => panic!("a beat within the burst answered {other:?}"),
+        }
+    }
+    last.expect("a burst of at least one")
+}
+
+async fn check_throttled_beat(ledger: Ledger) {
+    let lic = License::new(1);
+    let (a, _) = lic.grant(&ledger, "a", LONG).await;
+    let extended = spend_burst(&lic, &ledger, a).await;
+
+    match lic.beat(&ledger, a, LONG * 10, Some(THROTTLE)).await {
+        BeatOutcome::Throttled { retry_after } => {
+            // The next beat is due one interval after the burst; a little
+            // of it has passed since.
+            assert!(retry_after <= THROTTLE.interval, "{retry_after:?}");
+            assert!(
+                retry_after > THROTTLE.interval - Duration::from_secs(10),
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("expected a throttled beat, got {other:?}"),
+    }
+    // The refused beat did not extend the lease to 10 minutes.
+    let live = ledger.live_leases(lic.org, lic.license).await.unwrap();
+    assert_eq!(live, vec![(a, extended)]);
+    // Nor did it spend anything: refused again, not pushed further out.
+    match lic.beat(&ledger, a, LONG, Some(THROTTLE)).await {
+        BeatOutcome::Throttled { retry_after } => {
+            assert!(retry_after <= THROTTLE.interval, "{retry_after:?}")
+        }
+        other => panic!("expected a throttled beat, got {other:?}"),
+    }
+    // Unthrottled callers are not held back by it.
+    assert!(lic.heartbeat(&ledger, a, LONG).await.is_some());
+}
+
+async fn check_throttle_per_session(ledger: Ledger) {
+    let lic = License::new(2);
+    let (a, _) = lic.grant(&ledger, "a", LONG).await;
+    let (b, _) = lic.grant(&ledger, "b", LONG).await;
+    spend_burst(&lic, &ledger, a).await;
+    assert!(matches!(
+        lic.beat(&ledger, a, LONG, Some(THROTTLE)).await,
+        BeatOutcome::Throttled { .. }
+    ));
+    // b has its own budget, whole.
+    spend_burst(&lic, &ledger, b).await;
+}
+
+async fn check_gone_before_throttled(ledger: Ledger) {
+    let lic = License::new(1);
+    let (a, _) = lic.grant(&ledger, "a", LONG).await;
+    spend_burst(&lic, &ledger, a).await;
+    assert!(lic.release(&ledger, a).await);
+    assert_eq!(
+        lic.beat(&ledger, a, LONG, Some(THROTTLE)).await,
+        BeatOutcome::Gone
+    );
+    // The machine's next session starts with a whole budget.
+    let (again, _) = lic.grant(&ledger, "a", LONG).await;
+    spend_burst(&lic, &ledger, again).await;
+}
+
+async fn check_throttle_across_nodes(nodes: Vec<Ledger>) {
+    let lic = License::new(1);
+    let (a, _) = lic.grant(&nodes[0], "a", LONG).await;
+    // One beat on each node spends the burst of two...
+    for node in &nodes {
+        assert!(matches!(
+            lic.beat(node, a, LONG, Some(THROTTLE)).await,
+            BeatOutcome::Extended(_)
+        ));
+    }
+    // ...so both refuse the third.
+    for node in &nodes {
+        assert!(matches!(
+            lic.beat(node, a, LONG, Some(THROTTLE)).await,
+            BeatOutcome::Throttled { .. }
+        ));
+    }
 }

@@ -29,8 +29,8 @@ use crate::messages::{
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{
-    EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, MachineStore, MailSender, Outbox,
-    SeatLedger, SessionStore,
+    BeatOutcome, EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, MachineStore, MailSender,
+    Outbox, SeatLedger, SessionStore, Throttle,
 };
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
 use crate::settings::CoordinatorSettings;
@@ -398,8 +398,12 @@ impl Coordinator {
     /// Extends the lease of a session. Needs only the ledger: the store
     /// hears of the heartbeat in the organization's next batch, and is read
     /// only to say why a session that is no longer held is gone.
-    pub async fn heartbeat(&self, session: &SessionRef) -> Result<Beat, CoordinatorError> {
-        let expiry = self
+    pub async fn heartbeat(
+        &self,
+        session: &SessionRef,
+        throttle: Option<Throttle>,
+    ) -> Result<Beat, CoordinatorError> {
+        let outcome = self
             .inner
             .ports
             .ledger
@@ -408,10 +412,11 @@ impl Coordinator {
                 session.license,
                 session.session,
                 self.inner.settings.lease_ttl,
+                throttle,
             )
             .await?;
-        match expiry {
-            Some(expires_at) => {
+        match outcome {
+            BeatOutcome::Extended(expires_at) => {
                 self.cast(
                     session.org,
                     OrgMessage::Beat {
@@ -426,7 +431,10 @@ impl Coordinator {
                     expires_at,
                 })
             }
-            None => Err(self.why_gone(session).await),
+            BeatOutcome::Throttled { retry_after } => {
+                Err(CoordinatorError::Throttled { retry_after })
+            }
+            BeatOutcome::Gone => Err(self.why_gone(session).await),
         }
     }
 

@@ -42,6 +42,9 @@ pub enum CoordinatorError {
     /// so that the holder can tell it from a release or an expiry.
     #[error("the session was revoked by an administrator")]
     SessionRevoked,
+    /// The session heartbeats faster than its throttle allows.
+    #[error("too many heartbeats; retry in {retry_after:?}")]
+    Throttled { retry_after: std::time::Duration },
     #[error("the seat ledger is unavailable: {0}")]
     LedgerUnavailable(String),
     #[error("the store is unavailable: {0}")]
@@ -74,6 +77,7 @@ impl CoordinatorError {
             Self::SessionExpired => "session_expired",
             Self::SessionEnded(_) => "session_ended",
             Self::SessionRevoked => "session_revoked",
+            Self::Throttled { .. } => "rate_limited",
             Self::LedgerUnavailable(_) => "ledger_unavailable",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Busy(_) => "busy",

@@ -20,7 +20,7 @@ use super::openapi::{BadRequest, ErrorBody, JwkSet, PayloadTooLarge, RateLimited
 use super::{ApiError, AppContext, client, json_body, with_ctx};
 use crate::ratelimit::{Limit, RateKey};
 use crate::signing::SeatClaims;
-use crate::telemetry::{ACQUIRES, HEARTBEATS, RELEASES};
+use crate::telemetry::{ACQUIRES, HEARTBEATS, RATE_LIMITED, RELEASES};
 
 const MAX_KEY_LEN: usize = 128;
 const MAX_HARDWARE_ID_CHARS: usize = 256;
@@ -457,11 +457,21 @@ async fn heartbeat_session(
     auth: Option<&str>,
 ) -> Result<(Response, &'static str), ApiError> {
     let (session, claims) = authorize(ctx, id, auth).await?;
-    // Counted once the token proved the caller holds the session, so that
-    // nobody else can use up its heartbeats.
-    let key = RateKey::of(session.session.0.as_bytes());
-    ctx.rate_limit(Limit::HeartbeatPerSession, &key).await?;
-    let beat = ctx.coordinator.heartbeat(&session).await?;
+    // Throttled once the token proved the caller holds the session, so that
+    // nobody else can use up its heartbeats; the ledger counts the beat in
+    // the same call that extends the lease.
+    let beat = match ctx
+        .coordinator
+        .heartbeat(&session, ctx.heartbeat_throttle)
+        .await
+    {
+        Err(e @ CoordinatorError::Throttled { .. }) => {
+            metrics::counter!(RATE_LIMITED, "limit" => Limit::HeartbeatPerSession.name())
+                .increment(1);
+            return Err(e.into());
+        }
+        other => other?,
+    };
     let settings = ctx.coordinator.settings();
     // Re-sign only when the token's lease part would run out before the
     // next heartbeat is due: one signature per session and interval at

@@ -101,6 +101,10 @@ pub struct AppState {
     /// `ops.token`, as a digest; `None` refuses every operator call.
     pub ops_token: Option<OperatorToken>,
     pub rate_limiter: Arc<dyn RateLimiter>,
+    /// `rate_limits.heartbeat_per_session`, enforced by the seat ledger in
+    /// the heartbeat's own call rather than by `rate_limiter`, so that a
+    /// heartbeat costs one round trip (see [`seatwarden_actors::ports::Throttle`]).
+    pub heartbeat_throttle: Option<seatwarden_actors::ports::Throttle>,
     /// `http.hsts`: send `Strict-Transport-Security`.
     pub hsts: bool,
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
-use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
+use seatwarden_actors::ports::{
+    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger, Throttle,
+};
 
 use super::{from_ms, grace_ms, ttl_ms};
 
@@ -66,6 +68,9 @@ struct Leases {
 struct Lease {
     hardware_id: String,
     expires_ms: i64,
+    /// The heartbeat throttle's theoretical arrival time (see [`Throttle`]);
+    /// `None` until the first throttled beat.
+    beat_tat_ms: Option<i64>,
 }
 
 impl Leases {
@@ -110,6 +115,7 @@ impl Leases {
             Lease {
                 hardware_id,
                 expires_ms,
+                beat_tat_ms: None,
             },
         );
     }
@@ -289,14 +295,25 @@ impl SeatLedger for MemoryLedger {
         license: LicenseId,
         session: SessionId,
         ttl: Duration,
-    ) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        throttle: Option<Throttle>,
+    ) -> Result<BeatOutcome, LedgerError> {
         let ttl = ttl_ms(ttl);
         let (mut state, now) = self.lock();
         let Some(leases) = state.licenses.get_mut(&(org, license)) else {
-            return Ok(None);
+            return Ok(BeatOutcome::Gone);
         };
         let expires_ms = match leases.by_session.get_mut(&session) {
             Some(lease) if lease.expires_ms > now => {
+                if let Some(throttle) = throttle {
+                    let tat = lease.beat_tat_ms.unwrap_or(now);
+                    let earliest = tat - throttle.tolerance_ms();
+                    if now < earliest {
+                        return Ok(BeatOutcome::Throttled {
+                            retry_after: Duration::from_millis((earliest - now) as u64),
+                        });
+                    }
+                    lease.beat_tat_ms = Some(tat.max(now) + throttle.interval_ms());
+                }
                 lease.expires_ms = now + ttl;
                 lease.expires_ms
             }
@@ -307,11 +324,11 @@ impl SeatLedger for MemoryLedger {
                     leases.remove(session);
                     state.forget_if_empty((org, license));
                 }
-                return Ok(None);
+                return Ok(BeatOutcome::Gone);
             }
-            None => return Ok(None),
+            None => return Ok(BeatOutcome::Gone),
         };
-        from_ms(expires_ms).map(Some)
+        from_ms(expires_ms).map(BeatOutcome::Extended)
     }
 
     async fn release(

@@ -27,7 +27,9 @@ use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
-use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
+use seatwarden_actors::ports::{
+    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger, Throttle,
+};
 
 use super::{from_ms, grace_ms, ttl_ms};
 use crate::redact::{scrub, url_password_forms};
@@ -78,7 +80,7 @@ pub struct RedisLedger {
 }
 
 /// The four key names of one license, in script order.
-type KeyNames = Arc<[String; 4]>;
+type KeyNames = Arc<[String; 5]>;
 
 /// Bound on the key-name cache; it is cleared when full.
 const KEY_NAMES_LIMIT: usize = 100_000;
@@ -119,14 +121,15 @@ impl RedisLedger {
         self.timeout
     }
 
-    /// The four keys of a license, in the order every script expects them.
-    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; 4] {
+    /// The five keys of a license, in the order every script expects them.
+    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; 5] {
         let prefix = key_prefix(org, license);
         [
             format!("{prefix}:leases"),
             format!("{prefix}:hw"),
             format!("{prefix}:sess"),
             format!("{prefix}:grace"),
+            format!("{prefix}:beats"),
         ]
     }
 
@@ -283,18 +286,33 @@ impl SeatLedger for RedisLedger {
         license: LicenseId,
         session: SessionId,
         ttl: Duration,
-    ) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        let expires_ms: Option<i64> = self
+        throttle: Option<Throttle>,
+    ) -> Result<BeatOutcome, LedgerError> {
+        // No throttle is an interval of 0, which the script skips.
+        let (interval, tolerance) =
+            throttle.map_or((0, 0), |t| (t.interval_ms(), t.tolerance_ms()));
+        let (code, value): (i64, i64) = self
             .run(
                 HEARTBEAT
                     .arg(session.to_string())
                     .arg(ttl_ms(ttl))
-                    .arg(KEY_GRACE_MS),
+                    .arg(KEY_GRACE_MS)
+                    .arg(interval)
+                    .arg(tolerance),
                 org,
                 license,
             )
             .await?;
-        expires_ms.map(from_ms).transpose()
+        match code {
+            0 => Ok(BeatOutcome::Gone),
+            1 => from_ms(value).map(BeatOutcome::Extended),
+            2 => Ok(BeatOutcome::Throttled {
+                retry_after: Duration::from_millis(u64::try_from(value).unwrap_or(0)),
+            }),
+            other => Err(LedgerError::Corrupt(format!(
+                "heartbeat script returned unknown code {other}"
+            ))),
+        }
     }
 
     async fn release(

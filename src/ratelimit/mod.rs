@@ -65,7 +65,9 @@ pub enum Limit {
     ActivatePerKey,
     /// Seat acquisitions per (license key, hardware id).
     AcquirePerMachine,
-    /// Heartbeats per session.
+    /// Heartbeats per session. Not counted by a [`RateLimiter`]: the seat
+    /// ledger enforces it in the heartbeat's own call ([`Rate::throttle`],
+    /// docs/decisions.md 57).
     HeartbeatPerSession,
     /// Invitation acceptances per client IP: tokens are unguessable, but
     /// nobody should get to try many.
@@ -179,6 +181,17 @@ impl Rate {
                 })
             }
         }
+    }
+}
+
+impl Rate {
+    /// The same limit as a per-session heartbeat throttle, which the seat
+    /// ledger enforces itself; `None` when off.
+    pub fn throttle(self) -> Option<seatwarden_actors::ports::Throttle> {
+        self.gcra().map(|g| seatwarden_actors::ports::Throttle {
+            interval: Duration::from_millis(g.interval_ms),
+            burst: g.burst.get(),
+        })
     }
 }
 

@@ -63,6 +63,57 @@ pub enum LeaseGrant {
     Full { seats_used: u32, graced: u32 },
 }
 
+/// A per-session limit on heartbeats, enforced by the ledger in the same
+/// atomic call that extends the lease, so that a heartbeat costs one round
+/// trip whatever the deployment.
+///
+/// The generic cell rate algorithm (GCRA), as in the HTTP rate limiters:
+/// `burst` beats at once, then one per `interval`. The state per session is
+/// one theoretical arrival time `tat`:
+///
+/// ```text
+/// tat = stored tat, or now if none
+/// if now < tat - interval * (burst - 1):  throttle; retry after that - now
+/// else:                                   allow;    tat = max(tat, now) + interval
+/// ```
+///
+/// The state lives and dies with the session's lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    /// The emission interval (at least 1 ms).
+    pub interval: Duration,
+    /// How many beats may come at once (at least 1).
+    pub burst: u32,
+}
+
+impl Throttle {
+    /// The burst tolerance `interval * (burst - 1)`, in milliseconds.
+    pub fn tolerance_ms(&self) -> i64 {
+        self.interval_ms()
+            .saturating_mul(i64::from(self.burst.max(1) - 1))
+    }
+
+    /// The emission interval in whole milliseconds, at least 1.
+    pub fn interval_ms(&self) -> i64 {
+        i64::try_from(self.interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BeatOutcome {
+    /// The lease was live and now expires at this instant.
+    Extended(DateTime<Utc>),
+    /// The lease is unknown, released or lapsed (graced leases included:
+    /// they are reclaimed through `acquire`).
+    Gone,
+    /// The lease is live but the session is over its [`Throttle`]: nothing
+    /// changed, not even the throttle's state.
+    Throttled { retry_after: Duration },
+}
+
 /// What the ledger holds of some sessions of one license, for the sweep.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseStates {
@@ -105,16 +156,19 @@ pub trait SeatLedger: Send + Sync + 'static {
     /// Grants, renews (or reclaims) or refuses a seat, atomically.
     async fn acquire(&self, req: &LeaseRequest) -> Result<LeaseGrant, LedgerError>;
 
-    /// Extends a live lease to `now + ttl` and returns the new expiry;
-    /// `None` if the lease is unknown, released or has lapsed (graced
-    /// leases included: they are reclaimed through `acquire`).
+    /// Extends a live lease to `now + ttl`, if `throttle` (when given)
+    /// allows one more beat of this session: [`BeatOutcome::Extended`] with
+    /// the new expiry, [`BeatOutcome::Gone`] if the lease is not live (a
+    /// gone lease is reported as gone, never as throttled), or
+    /// [`BeatOutcome::Throttled`], which changes nothing.
     async fn heartbeat(
         &self,
         org: OrgId,
         license: LicenseId,
         session: SessionId,
         ttl: Duration,
-    ) -> Result<Option<DateTime<Utc>>, LedgerError>;
+        throttle: Option<Throttle>,
+    ) -> Result<BeatOutcome, LedgerError>;
 
     /// Frees the seat. Returns whether a lease was held (live or graced);
     /// `false` for an unknown, already released or forgotten lease.

@@ -31,7 +31,9 @@ mod sessions;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
 pub use admin::{AdminStore, Analytics, LicenseFilter, Page, PageRequest};
-pub use ledger::{LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger};
+pub use ledger::{
+    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger, Throttle,
+};
 pub use licenses::{LicenseChange, LicenseStore};
 pub use machines::{Activation, Deactivation, MachineStore};
 pub use orgs::OrgStore;
