@@ -68,6 +68,7 @@ pub(crate) mod orgs;
 pub(crate) mod outbox;
 pub mod postgres;
 pub mod sqlite;
+pub(crate) mod webhooks;
 
 /// Inserts an org; see [`insert_org`].
 const INSERT_ORG: &str = concat!(

@@ -17,6 +17,8 @@
 //! - [`Outbox`]: email waiting to be sent and its delivery record;
 //!   [`MailSender`]: the transport that sends one message.
 //! - [`MachineStore`]: machines activated on licenses.
+//! - [`WebhookEventStore`]: verified incoming webhook events, claimed and
+//!   processed once each by the webhooks subsystem.
 //! - [`AdminStore`]: the platform's directory (users, organizations and
 //!   licenses across tenants) and its numbers, for platform administrators.
 
@@ -28,6 +30,7 @@ mod machines;
 mod orgs;
 mod outbox;
 mod sessions;
+mod webhooks;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
 pub use admin::{AdminStore, Analytics, LicenseFilter, Page, PageRequest};
@@ -42,6 +45,10 @@ pub use outbox::{
     Outbox, QueuedMail, SendError,
 };
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
+pub use webhooks::{
+    ClaimedEvent, NewWebhookEvent, WebhookEvent, WebhookEventPage, WebhookEventQuery,
+    WebhookEventStore, WebhookStatus,
+};
 
 /// A failure of the durable store.
 #[derive(Debug, thiserror::Error)]

@@ -67,6 +67,13 @@ impl PostgresStore {
     }
 }
 
+super::webhooks::webhook_store_impl!(
+    PostgresStore,
+    Postgres,
+    writer = pool,
+    reader = pool,
+    lock = " FOR UPDATE SKIP LOCKED"
+);
 super::outbox::outbox_store_impl!(
     PostgresStore,
     Postgres,

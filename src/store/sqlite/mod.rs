@@ -130,6 +130,13 @@ impl SqliteStore {
     }
 }
 
+super::webhooks::webhook_store_impl!(
+    SqliteStore,
+    Sqlite,
+    writer = writer,
+    reader = reader,
+    lock = ""
+);
 super::outbox::outbox_store_impl!(
     SqliteStore,
     Sqlite,
