@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use seatwarden_actors::{CoordinatorSettings, MailerSettings, RestartPolicy};
+use seatwarden_actors::{CoordinatorSettings, MailerSettings, RestartPolicy, WebhookSettings};
 
 pub use crate::ratelimit::RateLimitSettings;
 
@@ -33,6 +33,7 @@ pub struct Settings {
     pub ops: OpsSettings,
     pub rate_limits: RateLimitSettings,
     pub mail: MailSettings,
+    pub webhooks: WebhooksSettings,
     #[serde(default)]
     pub testing: TestingSettings,
 }
@@ -100,6 +101,17 @@ pub struct MailSettings {
     pub batch_size: u32,
     pub claim_secs: u64,
     pub send_timeout_secs: u64,
+}
+
+/// `[webhooks]`: how recorded webhook events are processed.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WebhooksSettings {
+    pub poll_interval_ms: u64,
+    pub retry_base_secs: u64,
+    pub max_attempts: u32,
+    pub batch_size: u32,
+    pub claim_secs: u64,
+    pub process_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -530,6 +542,20 @@ impl Settings {
                 window: Duration::from_secs(self.supervision.window_secs),
             },
             mailer: self.mailer(),
+            webhooks: self.webhook_processing(),
+        }
+    }
+
+    pub fn webhook_processing(&self) -> WebhookSettings {
+        let w = &self.webhooks;
+        WebhookSettings {
+            poll_interval: Duration::from_millis(w.poll_interval_ms),
+            retry_base: Duration::from_secs(w.retry_base_secs),
+            max_attempts: w.max_attempts,
+            batch_size: w.batch_size,
+            claim_lease: Duration::from_secs(w.claim_secs),
+            process_timeout: Duration::from_secs(w.process_timeout_secs),
+            ..WebhookSettings::default()
         }
     }
 }

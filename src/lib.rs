@@ -6,6 +6,7 @@
 //! that puts them together in [`startup`].
 
 pub mod auth;
+pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod http;

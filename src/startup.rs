@@ -246,6 +246,8 @@ impl Application {
             outbox: store.clone(),
             mail,
             machines: store.clone(),
+            webhook_events: store.clone(),
+            webhook_processor: Arc::new(crate::billing::StripeEvents),
         };
         let (coordinator, _) = Coordinator::start(ports, settings.coordinator())
             .await

@@ -71,7 +71,7 @@ async fn the_subsystem_list_shows_orgs_sweeper_watcher_and_mailer_running() {
     let app = ops_app(AppOptions::default()).await;
     let list = subsystems(&app).await;
     let names: Vec<&str> = list.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["orgs", "sweeper", "watcher", "mailer"]);
+    assert_eq!(names, ["orgs", "sweeper", "watcher", "mailer", "webhooks"]);
     for s in &list {
         assert_eq!(s["status"], "running", "{s}");
         assert_eq!(s["restarts"], 0, "{s}");
@@ -480,7 +480,7 @@ async fn the_ops_commands_list_and_restart_subsystems_of_a_running_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(listed["subsystems"].as_array().unwrap().len(), 4);
+    assert_eq!(listed["subsystems"].as_array().unwrap().len(), 5);
     assert_eq!(listed["subsystems"][0]["status"], "running");
 
     let out = ops_cli(&["restart", "sweeper", "--url", &url], Some(TOKEN)).await;

@@ -83,6 +83,7 @@ conformance! {
     a_failed_event_is_due_again_at_its_retry_or_never => check_failed,
     a_stale_claim_cannot_settle_an_event_claimed_again_or_replayed => check_fencing,
     replay_makes_any_event_due_at_once_and_keeps_its_attempts => check_replay,
+    a_released_event_is_due_at_once_and_its_attempt_is_given_back => check_release,
     events_list_newest_received_first_with_filters_and_pages => check_list,
 }
 
@@ -428,4 +429,25 @@ async fn check_list(s: &Subject) {
         }
     }
     assert_eq!(seen, ["evt_4", "evt_3", "evt_2", "evt_1", "evt_0"]);
+}
+
+async fn check_release(s: &Subject) {
+    record(s, &event("evt_1", "x", 0, 0)).await;
+    let c = claim(&*s.store, 0, 1000, 10).await.remove(0);
+    assert!(s.store.release("evt_1", c.claim, at(5)).await.unwrap());
+    let stored = s.store.get("evt_1").await.unwrap().unwrap();
+    assert_eq!(stored.status, WebhookStatus::Pending);
+    assert_eq!(stored.attempts, 0);
+    assert_eq!(stored.next_attempt_at, Some(at(5)));
+    // Released once; the old claim can't release or settle it again.
+    assert!(!s.store.release("evt_1", c.claim, at(6)).await.unwrap());
+    let again = claim(&*s.other, 5, 1000, 10).await;
+    assert_eq!(again[0].event.attempts, 1);
+    assert!(!s.store.release("evt_1", c.claim, at(7)).await.unwrap());
+    assert!(
+        !s.store
+            .mark_processed("evt_1", c.claim, at(7))
+            .await
+            .unwrap()
+    );
 }

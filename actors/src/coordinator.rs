@@ -24,19 +24,20 @@ use crate::error::CoordinatorError;
 use crate::mailer::MailerArguments;
 use crate::messages::{
     Acquired, Beat, MailerMessage, OrgMessage, OrgSupervisorMessage, Released, RootMessage,
-    SessionRef,
+    SessionRef, WebhookMessage,
 };
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{
     BeatOutcome, EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, MachineStore, MailSender,
-    Outbox, SeatLedger, SessionStore, Throttle,
+    Outbox, SeatLedger, SessionStore, Throttle, WebhookEventStore, WebhookProcessor,
 };
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
 use crate::settings::CoordinatorSettings;
 use crate::supervision::{SubsystemBoard, SubsystemInfo};
 use crate::sweeper::{self, SweepReport, SweeperArguments};
 use crate::watcher::WatcherArguments;
+use crate::webhooks::WebhookArguments;
 
 /// Bound on each key cache, so keys sprayed by a client can't grow it
 /// without limit; it is simply cleared when full.
@@ -70,6 +71,9 @@ pub struct Ports {
     pub mail: Arc<dyn MailSender>,
     /// Read on acquire only for licenses with `max_machines`.
     pub machines: Arc<dyn MachineStore>,
+    /// The inbox of webhook events, and what applies them.
+    pub webhook_events: Arc<dyn WebhookEventStore>,
+    pub webhook_processor: Arc<dyn WebhookProcessor>,
 }
 
 /// Handle to a running coordinator.
@@ -129,6 +133,11 @@ impl Coordinator {
                 outbox: ports.outbox.clone(),
                 sender: ports.mail.clone(),
                 settings: Arc::new(settings.mailer.clone()),
+            },
+            webhooks: WebhookArguments {
+                store: ports.webhook_events.clone(),
+                processor: ports.webhook_processor.clone(),
+                settings: Arc::new(settings.webhooks.clone()),
             },
         };
         let (root, handle) = Actor::spawn(Some(names.root()), RootSupervisor, args)
@@ -648,6 +657,16 @@ impl Coordinator {
     pub fn kick_mailer(&self) {
         if let Some(mailer) = ActorRef::<MailerMessage>::where_is(self.inner.names.mailer()) {
             let _ = mailer.cast(MailerMessage::Kick);
+        }
+    }
+
+    /// Tells this node's webhooks subsystem that an event was just
+    /// recorded, so it is processed at once rather than at the next poll.
+    /// Harmless when it is not running: its next start or poll finds the
+    /// event.
+    pub fn kick_webhooks(&self) {
+        if let Some(w) = ActorRef::<WebhookMessage>::where_is(self.inner.names.webhooks()) {
+            let _ = w.cast(WebhookMessage::Kick);
         }
     }
 

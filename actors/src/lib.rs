@@ -20,8 +20,11 @@
 //! │                                    closes their records
 //! ├── LicenseWatcherActor  "watcher"   hears license changes; revokes leases of
 //! │                                    suspended licenses
-//! └── MailerActor          "mailer"    claims due outbox mail cluster-wide and
-//!                                      sends it, with backoff
+//! ├── MailerActor          "mailer"    claims due outbox mail cluster-wide and
+//! │                                    sends it, with backoff
+//! └── WebhookActor         "webhooks"  claims recorded webhook events
+//!                                      cluster-wide and applies them once, with
+//!                                      backoff
 //! ```
 //!
 //! Live seats are held by the ledger (Redis or in-process) and history by the
@@ -49,10 +52,11 @@ pub mod settings;
 pub mod supervision;
 pub mod sweeper;
 pub mod watcher;
+pub mod webhooks;
 
 pub use coordinator::{Coordinator, Ports, token_expiry};
 pub use error::CoordinatorError;
 pub use messages::{Acquired, Beat, Released, SessionRef};
 pub use root::Subsystem;
-pub use settings::{CoordinatorSettings, MailerSettings};
+pub use settings::{CoordinatorSettings, MailerSettings, WebhookSettings};
 pub use supervision::{RestartPolicy, SubsystemInfo, SubsystemStatus};

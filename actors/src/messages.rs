@@ -121,3 +121,13 @@ pub enum RootMessage {
     /// `CoordinatorSettings::fault_hooks` is set.
     InjectFault(Subsystem, bool, RpcReplyPort<bool>),
 }
+
+/// Messages of the webhooks subsystem.
+pub enum WebhookMessage {
+    /// The periodic look for due events (retries, other nodes' events).
+    Poll,
+    /// An event was just recorded on this node: look now.
+    Kick,
+    /// Process the next event of the claimed batch.
+    ProcessNext,
+}

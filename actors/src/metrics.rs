@@ -34,6 +34,15 @@ pub const MAIL_FAILED: &str = "seatwarden_mail_failed_total";
 /// Counter, by `kind`: failed attempts scheduled for another try.
 pub const MAIL_RETRIED: &str = "seatwarden_mail_retried_total";
 
+/// Counter, by `kind` (the event type): webhook events whose effects were
+/// applied.
+pub const WEBHOOKS_PROCESSED: &str = "seatwarden_webhooks_processed_total";
+/// Counter, by `kind`: failed attempts scheduled for another try.
+pub const WEBHOOKS_RETRIED: &str = "seatwarden_webhooks_retried_total";
+/// Counter, by `kind`: events given up (a permanent failure or out of
+/// attempts); replayable through the admin API.
+pub const WEBHOOKS_FAILED: &str = "seatwarden_webhooks_failed_total";
+
 /// Describes the metrics above so the exporter prints `# HELP` lines.
 pub fn describe() {
     metrics::describe_gauge!(
@@ -53,6 +62,15 @@ pub fn describe() {
         "Suspensions and deactivations applied to the seat ledger"
     );
     metrics::describe_gauge!(SEAT_LIMIT, "Seats a license may hold at once");
+    metrics::describe_counter!(WEBHOOKS_PROCESSED, "Webhook events applied, by type");
+    metrics::describe_counter!(
+        WEBHOOKS_RETRIED,
+        "Webhook event attempts that failed and will be retried, by type"
+    );
+    metrics::describe_counter!(
+        WEBHOOKS_FAILED,
+        "Webhook events given up until replayed, by type"
+    );
     metrics::describe_gauge!(ORG_ACTORS, "Organization actors running on this node");
     metrics::describe_counter!(
         ACTOR_RESTARTS,

@@ -40,6 +40,10 @@ impl Names {
         format!("{}/mailer", self.prefix)
     }
 
+    pub fn webhooks(&self) -> String {
+        format!("{}/webhooks", self.prefix)
+    }
+
     pub fn org(&self, org: OrgId) -> String {
         format!("{}/org/{org}", self.prefix)
     }

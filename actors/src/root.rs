@@ -16,12 +16,14 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use crate::mailer::{MailerActor, MailerArguments};
 use crate::messages::{
     MailerMessage, OrgSupervisorMessage, RootMessage, SweeperMessage, WatcherMessage,
+    WebhookMessage,
 };
 use crate::metrics as m;
 use crate::org_supervisor::{OrgSupervisor, OrgSupervisorArguments};
 use crate::supervision::{RestartHistory, RestartPolicy, SubsystemBoard, SubsystemStatus};
 use crate::sweeper::{SweeperActor, SweeperArguments};
 use crate::watcher::{LicenseWatcherActor, WatcherArguments};
+use crate::webhooks::{WebhookActor, WebhookArguments};
 
 /// Everything the root needs to start (and restart) its subsystems.
 #[derive(Clone)]
@@ -32,6 +34,7 @@ pub struct RootArguments {
     pub sweeper: SweeperArguments,
     pub watcher: WatcherArguments,
     pub mailer: MailerArguments,
+    pub webhooks: WebhookArguments,
 }
 
 /// The root's subsystems. Adding one is a variant, a name and a spawn arm.
@@ -45,10 +48,18 @@ pub enum Subsystem {
     Watcher,
     /// Delivers the outbox.
     Mailer,
+    /// Processes recorded webhook events (Stripe's).
+    Webhooks,
 }
 
 impl Subsystem {
-    pub const ALL: [Subsystem; 4] = [Self::Orgs, Self::Sweeper, Self::Watcher, Self::Mailer];
+    pub const ALL: [Subsystem; 5] = [
+        Self::Orgs,
+        Self::Sweeper,
+        Self::Watcher,
+        Self::Mailer,
+        Self::Webhooks,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -56,6 +67,7 @@ impl Subsystem {
             Self::Sweeper => "sweeper",
             Self::Watcher => "watcher",
             Self::Mailer => "mailer",
+            Self::Webhooks => "webhooks",
         }
     }
 }
@@ -139,6 +151,16 @@ async fn spawn(
             )
             .await?;
             ActorRef::<MailerMessage>::get_cell(&a)
+        }
+        Subsystem::Webhooks => {
+            let (a, _) = Actor::spawn_linked(
+                Some(args.orgs.names.webhooks()),
+                WebhookActor,
+                args.webhooks.clone(),
+                sup,
+            )
+            .await?;
+            ActorRef::<WebhookMessage>::get_cell(&a)
         }
     })
 }

@@ -46,6 +46,60 @@ pub struct CoordinatorSettings {
     pub restart_policy: RestartPolicy,
     /// The mailer subsystem's tunables.
     pub mailer: MailerSettings,
+    /// The webhooks subsystem's tunables.
+    pub webhooks: WebhookSettings,
+}
+
+/// Tunables of the webhooks subsystem.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// How often the inbox is polled for due events when nothing kicks the
+    /// subsystem (retries come due, other nodes receive events).
+    pub poll_interval: Duration,
+    /// The delay before the second attempt; each further one doubles it,
+    /// up to `max_retry_delay`.
+    pub retry_base: Duration,
+    pub max_retry_delay: Duration,
+    /// An event is given up (`failed`, replayable) after this many attempts.
+    pub max_attempts: u32,
+    /// How many events one claim takes.
+    pub batch_size: u32,
+    /// How long a claim holds its events; a node that dies leaves them to
+    /// other nodes after this.
+    pub claim_lease: Duration,
+    /// The longest one event's processing may take; processing is only
+    /// started while the claim has at least this long left.
+    pub process_timeout: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_secs(10),
+            max_retry_delay: Duration::from_secs(3600),
+            max_attempts: 10,
+            batch_size: 20,
+            claim_lease: Duration::from_secs(120),
+            process_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// How long to wait after failed attempt number `attempt` (1-based):
+    /// `retry_base * 2^(attempt - 1)`, at most `max_retry_delay`.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        backoff(self.retry_base, self.max_retry_delay, attempt)
+    }
+}
+
+/// `base * 2^(attempt - 1)`, at most `max`.
+fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(Duration::MAX).min(max)
 }
 
 /// Tunables of the mailer subsystem.
@@ -89,13 +143,7 @@ impl MailerSettings {
     /// How long to wait after failed attempt number `attempt` (1-based):
     /// `retry_base * 2^(attempt - 1)`, at most `max_retry_delay`.
     pub fn retry_delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.retry_base
-            .checked_mul(factor)
-            .unwrap_or(Duration::MAX)
-            .min(self.max_retry_delay)
+        backoff(self.retry_base, self.max_retry_delay, attempt)
     }
 }
 
@@ -117,6 +165,7 @@ impl Default for CoordinatorSettings {
             fault_hooks: false,
             restart_policy: RestartPolicy::default(),
             mailer: MailerSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }

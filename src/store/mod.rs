@@ -63,6 +63,7 @@ macro_rules! audit_columns {
 
 pub(crate) mod accounts;
 pub(crate) mod admin;
+pub(crate) mod billing;
 pub(crate) mod machines;
 pub(crate) mod orgs;
 pub(crate) mod outbox;

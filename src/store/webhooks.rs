@@ -60,6 +60,10 @@ const MARK_PROCESSED: &str = "UPDATE webhook_events SET status = 'processed', pr
 const MARK_FAILED: &str = "UPDATE webhook_events SET status = 'failed', last_error = $3, \
      next_attempt_at = $4, claim_token = NULL \
      WHERE id = $1 AND claim_token = $2 AND status = 'processing'";
+/// The untried attempt is given back, so a release costs no attempt.
+const RELEASE: &str = "UPDATE webhook_events SET status = 'pending', attempts = attempts - 1, \
+     next_attempt_at = $3, claim_token = NULL \
+     WHERE id = $1 AND claim_token = $2 AND status = 'processing'";
 const REPLAY: &str = "UPDATE webhook_events SET status = 'pending', next_attempt_at = $2, \
      claim_token = NULL WHERE id = $1";
 const LIST: &str = concat!(
@@ -111,6 +115,13 @@ pub(crate) fn mark_failed<DB: Backend>(
         .arg(DbUuid(claim))
         .arg(error.to_owned())
         .arg(retry_at.map(DbTime))
+}
+
+pub(crate) fn release<DB: Backend>(id: &str, claim: Uuid, now: DateTime<Utc>) -> Query<DB> {
+    sqlx::query(RELEASE)
+        .arg(id.to_owned())
+        .arg(DbUuid(claim))
+        .arg(DbTime(now))
 }
 
 pub(crate) fn replay<DB: Backend>(id: &str, now: DateTime<Utc>) -> Query<DB> {
@@ -280,6 +291,18 @@ macro_rules! webhook_store_impl {
                 retry_at: Option<chrono::DateTime<chrono::Utc>>,
             ) -> Result<bool, seatwarden_actors::ports::StoreError> {
                 let done = $crate::store::webhooks::mark_failed::<$db>(id, claim, error, retry_at)
+                    .execute(&self.$writer)
+                    .await;
+                Ok(done.map_err($crate::store::db_error)?.rows_affected() > 0)
+            }
+
+            async fn release(
+                &self,
+                id: &str,
+                claim: uuid::Uuid,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, seatwarden_actors::ports::StoreError> {
+                let done = $crate::store::webhooks::release::<$db>(id, claim, now)
                     .execute(&self.$writer)
                     .await;
                 Ok(done.map_err($crate::store::db_error)?.rows_affected() > 0)

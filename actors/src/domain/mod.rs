@@ -68,6 +68,9 @@ id_type!(
     SessionId
 );
 
+mod billing;
+pub use billing::{Subscription, SubscriptionStatus};
+
 mod machine;
 pub use machine::{Machine, MachineId, NewMachine};
 

@@ -17,6 +17,8 @@
 //! - [`Outbox`]: email waiting to be sent and its delivery record;
 //!   [`MailSender`]: the transport that sends one message.
 //! - [`MachineStore`]: machines activated on licenses.
+//! - [`SubscriptionStore`]: subscriptions, the licenses they pay for, and
+//!   the organizations' customers at the payment provider.
 //! - [`WebhookEventStore`]: verified incoming webhook events, claimed and
 //!   processed once each by the webhooks subsystem.
 //! - [`AdminStore`]: the platform's directory (users, organizations and
@@ -24,6 +26,7 @@
 
 mod accounts;
 mod admin;
+mod billing;
 mod ledger;
 mod licenses;
 mod machines;
@@ -34,6 +37,7 @@ mod webhooks;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
 pub use admin::{AdminStore, Analytics, LicenseFilter, Page, PageRequest};
+pub use billing::{StartOutcome, SubscriptionStore};
 pub use ledger::{
     BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger, Throttle,
 };
@@ -46,8 +50,8 @@ pub use outbox::{
 };
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 pub use webhooks::{
-    ClaimedEvent, NewWebhookEvent, WebhookEvent, WebhookEventPage, WebhookEventQuery,
-    WebhookEventStore, WebhookStatus,
+    ClaimedEvent, NewWebhookEvent, ProcessError, WebhookEvent, WebhookEventPage, WebhookEventQuery,
+    WebhookEventStore, WebhookProcessor, WebhookStatus,
 };
 
 /// A failure of the durable store.
@@ -73,7 +77,15 @@ pub enum StoreError {
 /// Every durable role, for callers (the composition root, the CLI, tests)
 /// that use one backend for all of them.
 pub trait Store:
-    LicenseStore + SessionStore + AccountStore + OrgStore + Outbox + MachineStore + AdminStore
+    LicenseStore
+    + SessionStore
+    + AccountStore
+    + OrgStore
+    + Outbox
+    + MachineStore
+    + AdminStore
+    + WebhookEventStore
+    + SubscriptionStore
 {
 }
 impl<T> Store for T where
@@ -84,6 +96,8 @@ impl<T> Store for T where
         + Outbox
         + MachineStore
         + AdminStore
+        + WebhookEventStore
+        + SubscriptionStore
         + ?Sized
 {
 }

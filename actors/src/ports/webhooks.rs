@@ -172,6 +172,11 @@ pub trait WebhookEventStore: Send + Sync + 'static {
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError>;
 
+    /// Hands a claimed, unprocessed event back: pending, due at `now`, its
+    /// attempt given back. Returns `false`, changing nothing, if `claim` is
+    /// no longer the event's claim.
+    async fn release(&self, id: &str, claim: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
     /// Makes an event pending and due at `now` again, whatever its status,
     /// and voids any current claim (its settle calls then return `false`).
     /// Attempts are kept. Returns `false` if no such event.
@@ -179,4 +184,30 @@ pub trait WebhookEventStore: Send + Sync + 'static {
 
     /// Events, newest received first, filtered and paged by `query`.
     async fn list(&self, query: &WebhookEventQuery) -> Result<WebhookEventPage, StoreError>;
+}
+
+/// Why processing an event failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    /// Worth another attempt later: an outage of the store or of the
+    /// payment provider. Retried with backoff, up to the attempt limit.
+    #[error("{0}")]
+    Retry(String),
+    /// Never worth retrying as it is (an event that can't be applied, such
+    /// as one naming an unknown plan): failed at once, kept, and replayable
+    /// by an operator once the cause is fixed.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Applies one recorded event's effects.
+///
+/// **Idempotent:** an event can be processed more than once (a crash
+/// between its effects and its settle, a replay, or a redelivery under a
+/// new event id describing the same change) and must then change nothing
+/// more. Implementations compare the event's object with what is stored
+/// (period ends, `created` times) rather than trusting arrival order.
+#[async_trait]
+pub trait WebhookProcessor: Send + Sync + 'static {
+    async fn process(&self, event: &WebhookEvent) -> Result<(), ProcessError>;
 }
