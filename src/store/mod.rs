@@ -66,6 +66,7 @@ pub(crate) mod admin;
 pub(crate) mod machines;
 pub(crate) mod orgs;
 pub(crate) mod outbox;
+pub(crate) mod plans;
 pub mod postgres;
 pub mod sqlite;
 

@@ -19,6 +19,8 @@
 //! - [`MachineStore`]: machines activated on licenses.
 //! - [`AdminStore`]: the platform's directory (users, organizations and
 //!   licenses across tenants) and its numbers, for platform administrators.
+//! - [`PlanStore`]: the plan catalogue (seeded from configuration, edited
+//!   by platform administrators).
 
 mod accounts;
 mod admin;
@@ -27,6 +29,7 @@ mod licenses;
 mod machines;
 mod orgs;
 mod outbox;
+mod plans;
 mod sessions;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
@@ -39,6 +42,7 @@ pub use outbox::{
     MailCursor, MailFilter, MailKind, MailPage, MailRecord, MailSender, MailStatus, NewMail,
     Outbox, QueuedMail, SendError,
 };
+pub use plans::{PlanChange, PlanStore};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 
 /// A failure of the durable store.
@@ -64,7 +68,14 @@ pub enum StoreError {
 /// Every durable role, for callers (the composition root, the CLI, tests)
 /// that use one backend for all of them.
 pub trait Store:
-    LicenseStore + SessionStore + AccountStore + OrgStore + Outbox + MachineStore + AdminStore
+    LicenseStore
+    + SessionStore
+    + AccountStore
+    + OrgStore
+    + Outbox
+    + MachineStore
+    + AdminStore
+    + PlanStore
 {
 }
 impl<T> Store for T where
@@ -75,6 +86,7 @@ impl<T> Store for T where
         + Outbox
         + MachineStore
         + AdminStore
+        + PlanStore
         + ?Sized
 {
 }
