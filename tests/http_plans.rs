@@ -463,17 +463,19 @@ async fn seeding_does_not_overwrite_an_admin_s_edit_after_a_restart() {
     // A configuration that prices Pro differently and adds a plan only
     // adds the plan: the database is the truth once a plan exists.
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = AppOptions::default();
-    opts.overrides = vec![
-        ("plans.pro.monthly_price_cents", 1.into()),
-        ("plans.team.name", "Team".into()),
-        ("plans.team.monthly_price_cents", 4900.into()),
-        ("plans.team.seats", 5.into()),
-        (
-            "plans.team.stripe_price_monthly",
-            "price_team_monthly".into(),
-        ),
-    ];
+    let opts = AppOptions {
+        overrides: vec![
+            ("plans.pro.monthly_price_cents", 1.into()),
+            ("plans.team.name", "Team".into()),
+            ("plans.team.monthly_price_cents", 4900.into()),
+            ("plans.team.seats", 5.into()),
+            (
+                "plans.team.stripe_price_monthly",
+                "price_team_monthly".into(),
+            ),
+        ],
+        ..AppOptions::default()
+    };
     let settings = support::app::settings_for(&opts, dir.path());
     seatwarden::startup::seed_plans(&settings, &*app.store)
         .await
