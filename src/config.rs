@@ -1,6 +1,7 @@
 //! Layered settings: the built-in `config/default.toml`, then an optional
 //! file, then `SEATWARDEN__SECTION__KEY` environment variables.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use seatwarden_actors::domain::{DEFAULT_CURRENCY, NewPlan, PlanId};
 use seatwarden_actors::{CoordinatorSettings, MailerSettings, RestartPolicy, WebhookSettings};
 
 pub use crate::ratelimit::RateLimitSettings;
@@ -34,6 +36,9 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub mail: MailSettings,
     pub webhooks: WebhooksSettings,
+    /// `[plans.<id>]`: the plans seeded into the catalogue at start-up.
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanSettings>,
     #[serde(default)]
     pub testing: TestingSettings,
 }
@@ -222,6 +227,41 @@ pub struct TestingSettings {
     pub fault_hooks: bool,
 }
 
+/// One `[plans.<id>]` table: a plan to seed into the catalogue when no
+/// plan has its id yet. Seeding never overwrites: once the plan exists,
+/// the database (and the admin API) is the truth, and a change here only
+/// reaches a database that lacks the plan.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    pub name: String,
+    /// Lower-case ISO 4217; `usd` when absent.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    pub monthly_price_cents: i64,
+    /// Absent: sold monthly only.
+    #[serde(default)]
+    pub annual_price_cents: Option<i64>,
+    pub seats: u32,
+    /// 14 when absent.
+    #[serde(default = "default_trial_days")]
+    pub trial_days: u32,
+    pub stripe_price_monthly: String,
+    /// Required exactly when `annual_price_cents` is set.
+    #[serde(default)]
+    pub stripe_price_annual: Option<String>,
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+fn default_currency() -> String {
+    DEFAULT_CURRENCY.to_owned()
+}
+
+fn default_trial_days() -> u32 {
+    14
+}
+
 /// A setting that is present but unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -229,6 +269,10 @@ pub enum ConfigError {
     Load(#[from] Box<figment::Error>),
     #[error("invalid setting {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    /// A `[plans.<id>]` table that is not a valid plan; `key` names the
+    /// table or the field, e.g. `plans.pro.stripe_price_annual`.
+    #[error("invalid setting {key}: {reason}")]
+    InvalidPlan { key: String, reason: String },
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -427,7 +471,39 @@ impl Settings {
                 ));
             }
         }
-        self.validate_mail()
+        self.validate_mail()?;
+        self.plan_seeds().map(drop)
+    }
+
+    /// The `[plans.<id>]` tables as plans to seed, each validated as the
+    /// admin API validates a new plan, in id order.
+    pub fn plan_seeds(&self) -> Result<Vec<NewPlan>, ConfigError> {
+        self.plans
+            .iter()
+            .map(|(key, p)| {
+                let id = PlanId::parse(key).map_err(|e| ConfigError::InvalidPlan {
+                    key: format!("plans.{key}"),
+                    reason: format!("the plan id {}", e.message),
+                })?;
+                let plan = NewPlan {
+                    id,
+                    name: p.name.clone(),
+                    currency: p.currency.clone(),
+                    monthly_price_cents: p.monthly_price_cents,
+                    annual_price_cents: p.annual_price_cents,
+                    seats: p.seats,
+                    trial_days: p.trial_days,
+                    stripe_price_monthly: p.stripe_price_monthly.clone(),
+                    stripe_price_annual: p.stripe_price_annual.clone(),
+                    features: p.features.clone(),
+                };
+                plan.validate().map_err(|e| ConfigError::InvalidPlan {
+                    key: format!("plans.{key}.{}", e.field),
+                    reason: e.message,
+                })?;
+                Ok(plan)
+            })
+            .collect()
     }
 
     fn validate_mail(&self) -> Result<(), ConfigError> {
@@ -760,5 +836,75 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_default_plans_are_the_issue_s_catalogue() {
+        let s = Settings::from_figment(Figment::from(Toml::string(DEFAULTS))).unwrap();
+        let plans = s.plan_seeds().unwrap();
+        let summary: Vec<(&str, i64, Option<i64>, u32, u32)> = plans
+            .iter()
+            .map(|p| {
+                (
+                    p.id.as_str(),
+                    p.monthly_price_cents,
+                    p.annual_price_cents,
+                    p.seats,
+                    p.trial_days,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("enterprise", 29_900, Some(299_000), 50, 14),
+                ("pro", 9900, Some(99_000), 10, 14),
+                ("starter", 2900, None, 3, 14),
+            ]
+        );
+        assert!(plans.iter().all(|p| p.currency == "usd"));
+        assert_eq!(plans[1].stripe_price_monthly, "price_pro_monthly");
+        assert!(plans[0].features.contains(&"dedicated support".to_owned()));
+    }
+
+    #[test]
+    fn a_plan_s_stripe_price_can_be_set_per_plan() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("plans.pro.stripe_price_monthly", "price_1Pq2real"));
+        let plans = Settings::from_figment(f).unwrap().plan_seeds().unwrap();
+        let pro = plans.iter().find(|p| p.id.as_str() == "pro").unwrap();
+        assert_eq!(pro.stripe_price_monthly, "price_1Pq2real");
+    }
+
+    #[test]
+    fn a_bad_plan_stops_start_up_naming_its_setting() {
+        let refused = |f: Figment| match Settings::from_figment(f) {
+            Err(ConfigError::InvalidPlan { key, reason }) => format!("{key}: {reason}"),
+            other => panic!("{other:?}"),
+        };
+        let defaults = || Figment::from(Toml::string(DEFAULTS));
+        let error = refused(defaults().merge(("plans.pro.seats", 0)));
+        assert!(error.starts_with("plans.pro.seats:"), "{error}");
+        let error = refused(defaults().merge(("plans.starter.annual_price_cents", 29_000)));
+        assert!(
+            error.starts_with("plans.starter.stripe_price_annual:"),
+            "{error}"
+        );
+        let error = refused(
+            defaults()
+                .merge(("plans.Team.name", "Team"))
+                .merge(("plans.Team.monthly_price_cents", 4900))
+                .merge(("plans.Team.seats", 5))
+                .merge(("plans.Team.stripe_price_monthly", "price_team")),
+        );
+        assert!(
+            error.starts_with("plans.Team: the plan id must be"),
+            "{error}"
+        );
+        // A misspelt field is refused too, not ignored.
+        let error = Settings::from_figment(defaults().merge(("plans.pro.monthly_price", 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("monthly_price"), "{error}");
     }
 }

@@ -53,6 +53,22 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
+/// Inserts the `[plans.<id>]` of the settings that the catalogue lacks;
+/// plans already there, edited or retired by an administrator, are left
+/// as they are (the database is the truth once a plan exists).
+pub async fn seed_plans(settings: &Settings, store: &dyn Store) -> anyhow::Result<()> {
+    let plans = settings.plan_seeds()?;
+    let inserted = store
+        .seed_plans(&plans)
+        .await
+        .context("seeding the plan catalogue")?;
+    if !inserted.is_empty() {
+        let ids: Vec<&str> = inserted.iter().map(|id| id.as_str()).collect();
+        tracing::info!(plans = %ids.join(","), "plans seeded from configuration");
+    }
+    Ok(())
+}
+
 /// Opens the ledger: Redis when `redis.url` is set, else in-process. The
 /// in-process ledger starts empty, so it is refilled from the store's open
 /// sessions: restarting a single-node server keeps every client's seat.
@@ -238,6 +254,7 @@ impl Application {
             Some(_) => None,
         };
         let store = open_store(&settings).await?;
+        seed_plans(&settings, store.as_ref()).await?;
         let ledger = open_ledger(&settings, store.as_ref()).await?;
         let ports = Ports {
             licenses: store.clone(),

@@ -563,6 +563,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
     cases.extend(org_license_cases(f));
     cases.extend(machine_cases(f));
     cases.extend(admin_cases(f));
+    cases.extend(plan_cases(f));
     cases
 }
 
@@ -961,6 +962,73 @@ fn admin_cases(f: &Fixtures) -> Vec<Case> {
         stranded(f, "GET", ANALYTICS),
     ]);
     cases
+}
+
+/// `src/http/plans.rs`. The rows run in order: the plan created first is
+/// the one found to exist, and then retired.
+fn plan_cases(f: &Fixtures) -> Vec<Case> {
+    const PLANS: &str = "/api/v1/plans";
+    const PLAN: &str = "/api/v1/plans/{id}";
+    const ADMIN_PLANS: &str = "/api/v1/admin/plans";
+    const ADMIN_PLAN: &str = "/api/v1/admin/plans/{id}";
+    const RETIRE: &str = "/api/v1/admin/plans/{id}/retire";
+
+    let (root, owner) = (&f.root, &f.org.owner.access_token);
+    let plan = json!({
+        "id": "openapi", "name": "OpenAPI", "monthly_price_cents": 1900,
+        "seats": 2, "stripe_price_monthly": "price_openapi_monthly",
+    });
+    let seats = json!({"seats": 12});
+
+    vec![
+        Case::at("GET", PLANS, 200),
+        stranded(f, "GET", PLANS),
+        Case::of("GET", PLAN, 200, &["pro"]),
+        Case::of("GET", PLAN, 404, &["platinum"]),
+        stranded(f, "GET", PLAN),
+        Case::at("GET", ADMIN_PLANS, 200).bearer(root),
+        Case::at("GET", ADMIN_PLANS, 401),
+        Case::at("GET", ADMIN_PLANS, 403).bearer(owner),
+        stranded(f, "GET", ADMIN_PLANS),
+        Case::at("POST", ADMIN_PLANS, 201)
+            .bearer(root)
+            .json(plan.clone()),
+        Case::at("POST", ADMIN_PLANS, 400).bearer(root).json(
+            json!({"id": "openapi-2", "name": "No seats", "monthly_price_cents": 1900,
+                         "seats": 0, "stripe_price_monthly": "price_x"}),
+        ),
+        Case::at("POST", ADMIN_PLANS, 401).json(plan.clone()),
+        Case::at("POST", ADMIN_PLANS, 403)
+            .bearer(owner)
+            .json(plan.clone()),
+        Case::at("POST", ADMIN_PLANS, 409)
+            .bearer(root)
+            .json(plan.clone()),
+        Case::at("POST", ADMIN_PLANS, 413).bearer(root).too_large(),
+        stranded(f, "POST", ADMIN_PLANS).json(plan),
+        Case::of("PATCH", ADMIN_PLAN, 200, &["openapi"])
+            .bearer(root)
+            .json(seats.clone()),
+        Case::of("PATCH", ADMIN_PLAN, 400, &["openapi"])
+            .bearer(root)
+            .json(json!({})),
+        Case::of("PATCH", ADMIN_PLAN, 401, &["openapi"]).json(seats.clone()),
+        Case::of("PATCH", ADMIN_PLAN, 403, &["openapi"])
+            .bearer(owner)
+            .json(seats.clone()),
+        Case::of("PATCH", ADMIN_PLAN, 404, &["platinum"])
+            .bearer(root)
+            .json(seats.clone()),
+        Case::of("PATCH", ADMIN_PLAN, 413, &["openapi"])
+            .bearer(root)
+            .too_large(),
+        stranded(f, "PATCH", ADMIN_PLAN).json(seats),
+        Case::of("POST", RETIRE, 200, &["openapi"]).bearer(root),
+        Case::of("POST", RETIRE, 401, &["openapi"]),
+        Case::of("POST", RETIRE, 403, &["openapi"]).bearer(owner),
+        Case::of("POST", RETIRE, 404, &["platinum"]).bearer(root),
+        stranded(f, "POST", RETIRE),
+    ]
 }
 
 async fn register(app: &TestApp, email: &str) {

@@ -389,7 +389,11 @@ fn invalid_spec(e: InvalidSpec) -> ApiError {
     ApiError::bad_request(e.code, e.message)
 }
 
-fn admin_audit(event: AuditEvent, admin: PlatformAdmin, client: ClientInfo) -> ActionAudit {
+pub(super) fn admin_audit(
+    event: AuditEvent,
+    admin: PlatformAdmin,
+    client: ClientInfo,
+) -> ActionAudit {
     ActionAudit {
         at: crate::store::now(),
         event,
@@ -521,7 +525,7 @@ async fn issue(
 
 /// `Some(None)` for an explicit `null`, `Some(Some(v))` for a value; an
 /// absent field stays `None` through `#[serde(default)]`.
-fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(super) fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

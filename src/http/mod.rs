@@ -27,6 +27,7 @@ mod ops;
 mod org_licenses;
 mod orgs;
 mod paging;
+mod plans;
 pub mod principal;
 
 use std::convert::Infallible;
@@ -318,6 +319,8 @@ fn api(
         .or(machine_routes(ctx.clone()))
         .unify()
         .or(admin::routes(ctx.clone()))
+        .unify()
+        .or(plans::routes(ctx.clone()))
         .unify()
         .or(auth_routes(ctx.clone()))
         .unify()

@@ -86,6 +86,12 @@ use warp::reply::{Reply, Response as WarpResponse};
         super::admin::update_license,
         super::admin::analytics,
         super::admin::list_emails,
+        super::plans::list_plans,
+        super::plans::get_plan,
+        super::plans::admin_list_plans,
+        super::plans::create_plan,
+        super::plans::update_plan,
+        super::plans::retire_plan,
         openapi_json,
     ),
     components(
@@ -106,6 +112,7 @@ use warp::reply::{Reply, Response as WarpResponse};
         (name = "auth", description = "Accounts: register, verify, log in, refresh, log out, reset a password."),
         (name = "orgs", description = "Organizations from the inside: members and roles, invitations, API keys, the audit log."),
         (name = "licenses", description = "An organization's licenses and their sessions; force-release."),
+        (name = "plans", description = "The plan catalogue: what is for sale, at what price, with how many seats."),
         (name = "admin", description = "Platform administration across organizations."),
         (name = "ops", description = "Health, metrics and the operator API."),
     )
@@ -320,6 +327,41 @@ pub struct EmailEntry {
     /// While pending: when the message is next due. Once settled: when it was.
     pub next_attempt_at: chrono::DateTime<chrono::Utc>,
     pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A plan of the catalogue.
+#[derive(Serialize, ToSchema)]
+pub struct PlanBody {
+    /// The plan's id, e.g. `pro`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,39}$", example = "pro")]
+    pub id: String,
+    #[schema(example = "Pro")]
+    pub name: String,
+    /// Lower-case ISO 4217.
+    #[schema(example = "usd")]
+    pub currency: String,
+    /// In cents.
+    #[schema(example = 9900)]
+    pub monthly_price_cents: i64,
+    /// In cents; `null` when the plan is sold monthly only.
+    #[schema(example = 99000)]
+    pub annual_price_cents: Option<i64>,
+    /// Seats a subscription's license gets.
+    #[schema(example = 10)]
+    pub seats: u32,
+    #[schema(example = 14)]
+    pub trial_days: u32,
+    /// The Stripe price checkout uses for monthly billing.
+    #[schema(example = "price_pro_monthly")]
+    pub stripe_price_monthly: String,
+    /// The Stripe price for annual billing; `null` with `annual_price_cents`.
+    #[schema(example = "price_pro_annual")]
+    pub stripe_price_annual: Option<String>,
+    pub features: Vec<String>,
+    /// When the plan stopped being offered; `null` while it is.
+    pub retired_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A shared error response: the [`ErrorBody`] schema by reference, with

@@ -67,7 +67,7 @@ pub enum Limit {
     AcquirePerMachine,
     /// Heartbeats per session. Not counted by a [`RateLimiter`]: the seat
     /// ledger enforces it in the heartbeat's own call ([`Rate::throttle`],
-    /// docs/decisions.md 57).
+    /// docs/decisions.md 59).
     HeartbeatPerSession,
     /// Invitation acceptances per client IP: tokens are unguessable, but
     /// nobody should get to try many.

@@ -67,6 +67,7 @@ pub(crate) mod billing;
 pub(crate) mod machines;
 pub(crate) mod orgs;
 pub(crate) mod outbox;
+pub(crate) mod plans;
 pub mod postgres;
 pub mod sqlite;
 pub(crate) mod webhooks;

@@ -80,6 +80,12 @@ pub use account::{
     Role, TokenPurpose, User, UserId,
 };
 
+mod plan;
+pub use plan::{
+    BillingInterval, DEFAULT_CURRENCY, InvalidPlan, MAX_PRICE_CENTS, NewPlan, Plan, PlanId,
+    PlanPatch,
+};
+
 mod org;
 pub use org::{
     AcceptOutcome, ApiKey, ApiKeyId, AuditFilter, AuditRecord, Invitation, InvitationId,
@@ -380,6 +386,12 @@ pub enum AuditEvent {
     MachineActivated,
     #[serde(rename = "MACHINE_DEACTIVATED")]
     MachineDeactivated,
+    #[serde(rename = "PLAN_CREATED")]
+    PlanCreated,
+    #[serde(rename = "PLAN_UPDATED")]
+    PlanUpdated,
+    #[serde(rename = "PLAN_RETIRED")]
+    PlanRetired,
 }
 
 impl AuditEvent {
@@ -410,11 +422,14 @@ impl AuditEvent {
             Self::LicenseUpdated => "LICENSE_UPDATED",
             Self::MachineActivated => "MACHINE_ACTIVATED",
             Self::MachineDeactivated => "MACHINE_DEACTIVATED",
+            Self::PlanCreated => "PLAN_CREATED",
+            Self::PlanUpdated => "PLAN_UPDATED",
+            Self::PlanRetired => "PLAN_RETIRED",
         }
     }
 
     /// Every event, so that names parse back without a second list.
-    pub const ALL: [AuditEvent; 25] = [
+    pub const ALL: [AuditEvent; 28] = [
         Self::LicenseAcquired,
         Self::LicenseAcquisitionFailed,
         Self::LicenseReleased,
@@ -440,6 +455,9 @@ impl AuditEvent {
         Self::LicenseUpdated,
         Self::MachineActivated,
         Self::MachineDeactivated,
+        Self::PlanCreated,
+        Self::PlanUpdated,
+        Self::PlanRetired,
     ];
 }
 

@@ -23,6 +23,8 @@
 //!   processed once each by the webhooks subsystem.
 //! - [`AdminStore`]: the platform's directory (users, organizations and
 //!   licenses across tenants) and its numbers, for platform administrators.
+//! - [`PlanStore`]: the plan catalogue (seeded from configuration, edited
+//!   by platform administrators).
 
 mod accounts;
 mod admin;
@@ -32,6 +34,7 @@ mod licenses;
 mod machines;
 mod orgs;
 mod outbox;
+mod plans;
 mod sessions;
 mod webhooks;
 
@@ -48,6 +51,7 @@ pub use outbox::{
     MailCursor, MailFilter, MailKind, MailPage, MailRecord, MailSender, MailStatus, NewMail,
     Outbox, QueuedMail, SendError,
 };
+pub use plans::{PlanChange, PlanStore};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 pub use webhooks::{
     ClaimedEvent, NewWebhookEvent, ProcessError, WebhookEvent, WebhookEventPage, WebhookEventQuery,
@@ -86,6 +90,7 @@ pub trait Store:
     + AdminStore
     + WebhookEventStore
     + SubscriptionStore
+    + PlanStore
 {
 }
 impl<T> Store for T where
@@ -98,6 +103,7 @@ impl<T> Store for T where
         + AdminStore
         + WebhookEventStore
         + SubscriptionStore
+        + PlanStore
         + ?Sized
 {
 }

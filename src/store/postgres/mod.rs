@@ -90,6 +90,7 @@ super::machines::machine_store_impl!(
     super::machines::LOCK_LICENSE_POSTGRES
 );
 super::admin::admin_store_impl!(PostgresStore, Postgres, UPDATE_LICENSE);
+super::plans::plan_store_impl!(PostgresStore, Postgres, super::plans::LOCK_PLAN_POSTGRES);
 
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",

@@ -149,6 +149,7 @@ super::billing::billing_store_impl!(SqliteStore, Sqlite);
 super::orgs::org_store_impl!(SqliteStore, Sqlite);
 super::machines::machine_store_impl!(SqliteStore, Sqlite, super::machines::LOCK_LICENSE_SQLITE);
 super::admin::admin_store_impl!(SqliteStore, Sqlite, UPDATE_LICENSE);
+super::plans::plan_store_impl!(SqliteStore, Sqlite, super::plans::LOCK_PLAN_SQLITE);
 
 const LICENSES_OF_ORG: &str = concat!(
     "SELECT ",
