@@ -19,6 +19,8 @@
 //! - [`MachineStore`]: machines activated on licenses.
 //! - [`AdminStore`]: the platform's directory (users, organizations and
 //!   licenses across tenants) and its numbers, for platform administrators.
+//! - [`PaymentGateway`]: the payment provider's outbound calls (customers,
+//!   checkout, customer portal).
 
 mod accounts;
 mod admin;
@@ -27,6 +29,7 @@ mod licenses;
 mod machines;
 mod orgs;
 mod outbox;
+mod payments;
 mod sessions;
 
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
@@ -38,6 +41,11 @@ pub use orgs::OrgStore;
 pub use outbox::{
     MailCursor, MailFilter, MailKind, MailPage, MailRecord, MailSender, MailStatus, NewMail,
     Outbox, QueuedMail, SendError,
+};
+pub use payments::{
+    CheckoutRequest, CheckoutSession, CheckoutSessionId, CustomerId, EventId, GatewayError,
+    IdempotencyKey, InvalidIdempotencyKey, InvoiceId, MAX_IDEMPOTENCY_KEY_LEN, NewCustomer,
+    PaymentGateway, PriceId, SubscriptionId,
 };
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 
