@@ -864,7 +864,10 @@ mod tests {
             .iter()
             .map(|s| s.expose_secret().to_owned())
             .collect();
-        assert_eq!(secrets, ["whsec_CurrentSigningSecret", "whsec_OldSigningSecret"]);
+        assert_eq!(
+            secrets,
+            ["whsec_CurrentSigningSecret", "whsec_OldSigningSecret"]
+        );
 
         let f = Figment::from(Toml::string(DEFAULTS))
             .merge(("stripe.secret_key", ""))
@@ -880,7 +883,12 @@ mod tests {
             .merge(("stripe.api_base", "http://127.0.0.1:12111"));
         let s = Settings::from_figment(f).unwrap();
         assert_eq!(s.stripe.api_base, "http://127.0.0.1:12111/");
-        for bad in ["api.stripe.com", "ftp://x/", "https://u:p@x/", "https://x/?a=b"] {
+        for bad in [
+            "api.stripe.com",
+            "ftp://x/",
+            "https://u:p@x/",
+            "https://x/?a=b",
+        ] {
             let f = Figment::from(Toml::string(DEFAULTS)).merge(("stripe.api_base", bad));
             assert!(
                 matches!(

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use stripe::{ClientBuilder, IdempotencyKey as SdkKey, RequestStrategy, StripeError, StripeRequest};
+use stripe::{
+    ClientBuilder, IdempotencyKey as SdkKey, RequestStrategy, StripeError, StripeRequest,
+};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
@@ -89,9 +91,18 @@ impl StripeGateway {
         let client = ClientBuilder::new(secret_key.expose_secret())
             .url(api_base)
             .timeout(timeout)
-            .app_info("seatwarden", Some(env!("CARGO_PKG_VERSION").to_owned()), None)
+            .app_info(
+                "seatwarden",
+                Some(env!("CARGO_PKG_VERSION").to_owned()),
+                None,
+            )
             .build()
-            .map_err(|e| SetupError(scrub(&e.to_string(), &[secret_key.expose_secret().to_owned()])))?;
+            .map_err(|e| {
+                SetupError(scrub(
+                    &e.to_string(),
+                    &[secret_key.expose_secret().to_owned()],
+                ))
+            })?;
         Ok(Self {
             client,
             secret_key: secret_key.clone(),
@@ -116,11 +127,7 @@ impl StripeGateway {
         let clean = |m: &str| scrub(m, &secrets);
         match error {
             StripeError::Stripe(api, status) => {
-                let message = clean(
-                    api.message
-                        .as_deref()
-                        .unwrap_or_else(|| api.type_.as_str()),
-                );
+                let message = clean(api.message.as_deref().unwrap_or_else(|| api.type_.as_str()));
                 let code = api.code.as_ref().map(|c| c.as_str().to_owned());
                 if status >= 500 || status == 429 || status == 409 {
                     GatewayError::Unavailable(format!("Stripe answered {status}: {message}"))

@@ -104,17 +104,20 @@ pub fn verify(
     let payload = std::str::from_utf8(payload).map_err(|_| WebhookRejection::MalformedPayload)?;
     let now = now.timestamp();
     for (secret_index, secret) in secrets.iter().enumerate() {
-        let parsed =
-            match Webhook::construct_event_with_timestamp(payload, header, secret.expose_secret(), now)
-            {
-                Ok(event) => Ok(Box::new(event)),
-                Err(WebhookError::BadParse(reason)) => Err(reason),
-                Err(WebhookError::BadTimestamp(timestamp)) => {
-                    return Err(WebhookRejection::Stale { timestamp });
-                }
-                Err(WebhookError::BadHeader(_)) => return Err(WebhookRejection::MalformedHeader),
-                Err(WebhookError::BadSignature | WebhookError::BadKey) => continue,
-            };
+        let parsed = match Webhook::construct_event_with_timestamp(
+            payload,
+            header,
+            secret.expose_secret(),
+            now,
+        ) {
+            Ok(event) => Ok(Box::new(event)),
+            Err(WebhookError::BadParse(reason)) => Err(reason),
+            Err(WebhookError::BadTimestamp(timestamp)) => {
+                return Err(WebhookRejection::Stale { timestamp });
+            }
+            Err(WebhookError::BadHeader(_)) => return Err(WebhookRejection::MalformedHeader),
+            Err(WebhookError::BadSignature | WebhookError::BadKey) => continue,
+        };
         return envelope(payload, secret_index, parsed);
     }
     Err(WebhookRejection::BadSignature)
@@ -154,12 +157,19 @@ fn envelope(
     parsed: Result<Box<Event>, String>,
 ) -> Result<Verified, WebhookRejection> {
     let raw: Envelope = serde_json::from_str(payload).map_err(|e| {
-        let reason = parsed.as_ref().err().map_or_else(|| e.to_string(), Clone::clone);
+        let reason = parsed
+            .as_ref()
+            .err()
+            .map_or_else(|| e.to_string(), Clone::clone);
         WebhookRejection::NotAnEvent(reason)
     })?;
     let event = parsed.map_err(|reason| {
         let mut why = format!("{} {}: {reason}", raw.event_type, raw.id);
-        if let Some(version) = raw.api_version.as_deref().filter(|v| *v != PINNED_API_VERSION) {
+        if let Some(version) = raw
+            .api_version
+            .as_deref()
+            .filter(|v| *v != PINNED_API_VERSION)
+        {
             why.push_str(&format!(
                 " (rendered for API version {version}; seatwarden reads {PINNED_API_VERSION})"
             ));
@@ -308,7 +318,8 @@ mod tests {
 
     #[test]
     fn a_signed_event_whose_object_does_not_parse_is_verified_with_the_reason() {
-        let mut event: serde_json::Value = serde_json::from_str(&customer_created("evt_7")).unwrap();
+        let mut event: serde_json::Value =
+            serde_json::from_str(&customer_created("evt_7")).unwrap();
         event["api_version"] = "2019-02-19".into();
         // A customer without `created` is not a customer of the pinned version.
         event["data"]["object"]
@@ -324,7 +335,10 @@ mod tests {
         assert_eq!(v.created, NOW - 5);
         assert_eq!(v.api_version.as_deref(), Some("2019-02-19"));
         let reason = v.event.unwrap_err();
-        assert!(reason.contains("evt_7") && reason.contains("2019-02-19"), "{reason}");
+        assert!(
+            reason.contains("evt_7") && reason.contains("2019-02-19"),
+            "{reason}"
+        );
     }
 
     #[test]
