@@ -39,6 +39,7 @@ pub struct Settings {
     /// `[plans.<id>]`: the plans seeded into the catalogue at start-up.
     #[serde(default)]
     pub plans: BTreeMap<String, PlanSettings>,
+    pub stripe: StripeSettings,
     #[serde(default)]
     pub testing: TestingSettings,
 }
@@ -117,6 +118,46 @@ pub struct WebhooksSettings {
     pub batch_size: u32,
     pub claim_secs: u64,
     pub process_timeout_secs: u64,
+}
+
+/// Billing through Stripe. Off while `secret_key` is unset.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StripeSettings {
+    /// The API key (`sk_...` or a restricted `rk_...`). Secret. `None`:
+    /// billing is off and the server runs without it.
+    #[serde(default)]
+    pub secret_key: Option<SecretString>,
+    /// The signing secret of the webhook endpoint (`whsec_...`). Secret.
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
+    /// The previous signing secret while one is being rolled: events signed
+    /// with either are accepted. Secret.
+    #[serde(default)]
+    pub previous_webhook_secret: Option<SecretString>,
+    /// Where the API is; requests go to `{api_base}v1/...`. Always ends
+    /// with `/` (one is added).
+    pub api_base: String,
+    /// How long one API call may take before it fails as unavailable.
+    pub timeout_ms: u64,
+}
+
+impl StripeSettings {
+    /// Whether billing is on: an API key is configured.
+    pub fn enabled(&self) -> bool {
+        self.secret_key.is_some()
+    }
+
+    /// The webhook signing secrets to accept, current first.
+    pub fn webhook_secrets(&self) -> Vec<&SecretString> {
+        self.webhook_secret
+            .iter()
+            .chain(self.previous_webhook_secret.iter())
+            .collect()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -341,6 +382,21 @@ impl Settings {
         {
             settings.mail.smtp_url = None;
         }
+        for secret in [
+            &mut settings.stripe.secret_key,
+            &mut settings.stripe.webhook_secret,
+            &mut settings.stripe.previous_webhook_secret,
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().trim().is_empty())
+            {
+                *secret = None;
+            }
+        }
+        if !settings.stripe.api_base.ends_with('/') {
+            settings.stripe.api_base.push('/');
+        }
         // Normalized (percent-encoded) as the url crate writes it: the
         // templates treat it as trusted, unescaped HTML.
         if let Ok(url) = url::Url::parse(&settings.http.public_url) {
@@ -472,6 +528,7 @@ impl Settings {
             }
         }
         self.validate_mail()?;
+        self.validate_stripe()?;
         self.plan_seeds().map(drop)
     }
 
@@ -504,6 +561,50 @@ impl Settings {
                 Ok(plan)
             })
             .collect()
+    }
+
+    fn validate_stripe(&self) -> Result<(), ConfigError> {
+        let s = &self.stripe;
+        match url::Url::parse(&s.api_base) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none()
+                    && u.fragment().is_none() => {}
+            _ => {
+                return Err(invalid(
+                    "stripe.api_base",
+                    "must be an http:// or https:// URL without credentials, query or fragment",
+                ));
+            }
+        }
+        if s.timeout_ms == 0 {
+            return Err(invalid("stripe.timeout_ms", "must be at least 1"));
+        }
+        if let Some(key) = &s.secret_key
+            && !key.expose_secret().bytes().all(|b| b.is_ascii_graphic())
+        {
+            // It travels in an HTTP header; don't echo it.
+            return Err(invalid(
+                "stripe.secret_key",
+                "must be visible ASCII characters only",
+            ));
+        }
+        if s.secret_key.is_some() && s.webhook_secret.is_none() {
+            return Err(invalid(
+                "stripe.webhook_secret",
+                "must be set when stripe.secret_key is: billing learns of payments from webhooks",
+            ));
+        }
+        if s.previous_webhook_secret.is_some() && s.webhook_secret.is_none() {
+            return Err(invalid(
+                "stripe.previous_webhook_secret",
+                "needs stripe.webhook_secret (the current one)",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_mail(&self) -> Result<(), ConfigError> {
@@ -906,5 +1007,89 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("monthly_price"), "{error}");
+    }
+
+    #[test]
+    fn billing_is_off_on_the_defaults() {
+        let s = Settings::from_figment(Figment::from(Toml::string(DEFAULTS))).unwrap();
+        assert!(!s.stripe.enabled());
+        assert!(s.stripe.webhook_secrets().is_empty());
+        assert_eq!(s.stripe.api_base, "https://api.stripe.com/");
+        assert_eq!(s.stripe.timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn stripe_secrets_are_redacted_in_debug_output_and_empty_ones_are_unset() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("stripe.secret_key", "sk_test_51SecretKeyValue"))
+            .merge(("stripe.webhook_secret", "whsec_CurrentSigningSecret"))
+            .merge(("stripe.previous_webhook_secret", "whsec_OldSigningSecret"));
+        let s = Settings::from_figment(f).unwrap();
+        let shown = format!("{s:?}");
+        for secret in ["SecretKeyValue", "CurrentSigning", "OldSigning"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(s.stripe.enabled());
+        let secrets: Vec<_> = s
+            .stripe
+            .webhook_secrets()
+            .iter()
+            .map(|s| s.expose_secret().to_owned())
+            .collect();
+        assert_eq!(
+            secrets,
+            ["whsec_CurrentSigningSecret", "whsec_OldSigningSecret"]
+        );
+
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("stripe.secret_key", ""))
+            .merge(("stripe.webhook_secret", " "));
+        let s = Settings::from_figment(f).unwrap();
+        assert!(!s.stripe.enabled());
+        assert!(s.stripe.webhook_secret.is_none());
+    }
+
+    #[test]
+    fn the_stripe_api_base_gains_its_trailing_slash_and_must_be_a_plain_url() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("stripe.api_base", "http://127.0.0.1:12111"));
+        let s = Settings::from_figment(f).unwrap();
+        assert_eq!(s.stripe.api_base, "http://127.0.0.1:12111/");
+        for bad in [
+            "api.stripe.com",
+            "ftp://x/",
+            "https://u:p@x/",
+            "https://x/?a=b",
+        ] {
+            let f = Figment::from(Toml::string(DEFAULTS)).merge(("stripe.api_base", bad));
+            assert!(
+                matches!(
+                    Settings::from_figment(f),
+                    Err(ConfigError::Invalid {
+                        key: "stripe.api_base",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stripe_key_without_a_webhook_secret_is_refused_without_showing_it() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("stripe.secret_key", "sk_test_51SecretKeyValue"));
+        let err = Settings::from_figment(f).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "stripe.webhook_secret",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("SecretKeyValue"), "{err}");
     }
 }

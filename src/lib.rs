@@ -1,7 +1,7 @@
 //! seatwarden: a floating-license seat coordinator.
 //!
 //! This crate holds the adapters (HTTP, storage, seat ledger, token signing,
-//! mail)
+//! mail, Stripe)
 //! that plug into the coordinator in `seatwarden-actors`, and the wiring
 //! that puts them together in [`startup`].
 
@@ -18,4 +18,5 @@ pub mod redact;
 pub mod signing;
 pub mod startup;
 pub mod store;
+pub mod stripe;
 pub mod telemetry;

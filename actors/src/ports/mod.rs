@@ -25,6 +25,8 @@
 //!   licenses across tenants) and its numbers, for platform administrators.
 //! - [`PlanStore`]: the plan catalogue (seeded from configuration, edited
 //!   by platform administrators).
+//! - [`PaymentGateway`]: the payment provider's outbound calls (customers,
+//!   checkout, customer portal).
 
 mod accounts;
 mod admin;
@@ -35,6 +37,7 @@ mod machines;
 mod orgs;
 mod outbox;
 mod plans;
+mod payments;
 mod sessions;
 mod webhooks;
 
@@ -52,6 +55,11 @@ pub use outbox::{
     Outbox, QueuedMail, SendError,
 };
 pub use plans::{PlanChange, PlanStore};
+pub use payments::{
+    CheckoutRequest, CheckoutSession, CheckoutSessionId, CustomerId, EventId, GatewayError,
+    IdempotencyKey, InvalidIdempotencyKey, InvoiceId, MAX_IDEMPOTENCY_KEY_LEN, NewCustomer,
+    PaymentGateway, PriceId, SubscriptionId,
+};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 pub use webhooks::{
     ClaimedEvent, NewWebhookEvent, ProcessError, WebhookEvent, WebhookEventPage, WebhookEventQuery,
