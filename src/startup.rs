@@ -307,6 +307,12 @@ impl Application {
                 .rates()
                 .get(Limit::HeartbeatPerSession)
                 .throttle(),
+            stripe_webhook_secrets: settings
+                .stripe
+                .webhook_secrets()
+                .into_iter()
+                .cloned()
+                .collect(),
             hsts: settings.http.hsts,
         });
         if settings.ops.token.is_none() {

@@ -30,6 +30,9 @@ pub const HEARTBEATS: &str = "seatwarden_heartbeat_total";
 pub const RELEASES: &str = "seatwarden_release_total";
 /// Counter, by `limit`: requests refused by a rate limit.
 pub const RATE_LIMITED: &str = "seatwarden_rate_limited_total";
+/// Counter, by `reason` (a fixed set): webhook deliveries refused before
+/// anything was recorded (bad or stale signatures, bodies that are no event).
+pub const WEBHOOKS_REFUSED: &str = "seatwarden_webhooks_refused_total";
 /// Counter, by `limit`: rate-limit checks that Redis failed, answered by
 /// the limit's outage policy instead.
 pub const RATE_LIMIT_ERRORS: &str = "seatwarden_rate_limit_errors_total";
@@ -73,6 +76,10 @@ pub fn metrics_handle() -> PrometheusHandle {
             metrics::describe_counter!(HEARTBEATS, "Heartbeat requests by result");
             metrics::describe_counter!(RELEASES, "Release requests by result");
             metrics::describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by limit");
+            metrics::describe_counter!(
+                WEBHOOKS_REFUSED,
+                "Webhook deliveries refused before recording, by reason"
+            );
             metrics::describe_counter!(
                 RATE_LIMIT_ERRORS,
                 "Rate-limit checks Redis failed (the limit's outage policy answered), by limit"

@@ -235,6 +235,8 @@ struct Case {
     /// Send again until the status comes (bounded): for limits that let
     /// the first request through.
     repeat: bool,
+    /// Further headers, e.g. `Stripe-Signature`.
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Case {
@@ -249,6 +251,7 @@ impl Case {
             body: None,
             client_ip: None,
             repeat: false,
+            headers: Vec::new(),
         }
     }
 
@@ -285,6 +288,17 @@ impl Case {
 
     fn json(mut self, body: Value) -> Self {
         self.body = Some(body.to_string().into_bytes());
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// A body of `n` bytes (JSON, but for its size of no interest).
+    fn padded(mut self, n: usize) -> Self {
+        self.body = Some(json!({"padding": "x".repeat(n)}).to_string().into_bytes());
         self
     }
 
@@ -325,6 +339,9 @@ impl Case {
         }
         if let Some(ip) = &self.client_ip {
             request = request.header("x-forwarded-for", ip);
+        }
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
         }
         if let Some(body) = &self.body {
             request = request
@@ -564,6 +581,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
     cases.extend(machine_cases(f));
     cases.extend(admin_cases(f));
     cases.extend(plan_cases(f));
+    cases.extend(webhook_cases(f));
     cases
 }
 
@@ -1031,6 +1049,53 @@ fn plan_cases(f: &Fixtures) -> Vec<Case> {
     ]
 }
 
+/// The plain server's `stripe.webhook_secret`; the other servers have none.
+const WEBHOOK_SECRET: &str = support::stripe::TEST_WEBHOOK_SECRET;
+
+/// `src/http/webhooks.rs`.
+fn webhook_cases(f: &Fixtures) -> Vec<Case> {
+    const WEBHOOK: &str = "/api/v1/webhooks/stripe";
+    const EVENTS: &str = "/api/v1/admin/webhook-events";
+    const REPLAY: &str = "/api/v1/admin/webhook-events/{id}/replay";
+
+    let (root, owner) = (&f.root, &f.org.owner.access_token);
+    let event = json!({
+        "id": "evt_openapi", "object": "event", "type": "customer.created",
+        "api_version": support::stripe::API_VERSION, "created": support::stripe::now(),
+        "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "data": {"object": {"id": "cus_openapi", "object": "customer",
+                            "created": support::stripe::now(), "livemode": false,
+                            "metadata": {}}},
+    });
+    let signed = |case: Case| {
+        let body = event.to_string();
+        let signature =
+            support::stripe::signature_header(&body, WEBHOOK_SECRET, support::stripe::now());
+        case.json(event.clone())
+            .header("stripe-signature", signature)
+    };
+
+    vec![
+        signed(Case::at("POST", WEBHOOK, 200)),
+        Case::at("POST", WEBHOOK, 400)
+            .json(event.clone())
+            .header("stripe-signature", "t=1,v1=00".into()),
+        Case::at("POST", WEBHOOK, 413).padded(300 * 1024),
+        signed(Case::at("POST", WEBHOOK, 503)).on(On::Limited),
+        Case::at("GET", EVENTS, 200).bearer(root),
+        Case::at("GET", EVENTS, 400).bearer(root).query("limit=0"),
+        Case::at("GET", EVENTS, 401),
+        Case::at("GET", EVENTS, 403).bearer(owner),
+        stranded(f, "GET", EVENTS),
+        Case::of("POST", REPLAY, 200, &["evt_openapi"]).bearer(root),
+        Case::of("POST", REPLAY, 401, &["evt_openapi"]),
+        Case::of("POST", REPLAY, 403, &["evt_openapi"]).bearer(owner),
+        Case::of("POST", REPLAY, 404, &["evt_unknown"]).bearer(root),
+        stranded(f, "POST", REPLAY),
+    ]
+}
+
 async fn register(app: &TestApp, email: &str) {
     let response = app
         .post_json(
@@ -1317,6 +1382,7 @@ fn limit_key(name: &str) -> &'static str {
 async fn every_documented_response_code_is_produced_by_a_real_request() {
     let plain = spawn_app_with(AppOptions {
         ops_token: Some(OPS_TOKEN),
+        overrides: vec![("stripe.webhook_secret", WEBHOOK_SECRET.into())],
         ..AppOptions::default()
     })
     .await;

@@ -14,6 +14,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use futures::future::join_all;
 use seatwarden::store::postgres::PostgresStore;
 use seatwarden::store::sqlite::SqliteStore;
+use seatwarden_actors::domain::{ActionAudit, AuditEvent, ClientInfo};
 use seatwarden_actors::ports::{
     ClaimedEvent, NewWebhookEvent, WebhookEventQuery, WebhookEventStore, WebhookStatus,
 };
@@ -107,6 +108,19 @@ fn event(id: &str, kind: &str, created: i64, received: i64) -> NewWebhookEvent {
         payload: format!(r#"{{"id":"{id}","type":"{kind}","object":"event"}}"#),
         received_at: at(received),
         unreadable: None,
+    }
+}
+
+/// An operator's replay, as the admin API audits it.
+fn replayed() -> ActionAudit {
+    ActionAudit {
+        at: at(0),
+        event: AuditEvent::WebhookReplayed,
+        actor_id: None,
+        org_id: None,
+        license_id: None,
+        client: ClientInfo::default(),
+        detail: Some("evt".into()),
     }
 }
 
@@ -318,7 +332,7 @@ async fn check_fencing(s: &Subject) {
         WebhookStatus::Processing
     );
     // A replay voids the current claim too.
-    assert!(s.store.replay("evt_1", at(40)).await.unwrap());
+    assert!(s.store.replay("evt_1", at(40), &replayed()).await.unwrap());
     assert!(
         !s.other
             .mark_processed("evt_1", current.claim, at(41))
@@ -339,7 +353,7 @@ async fn check_replay(s: &Subject) {
         .await
         .unwrap();
 
-    assert!(s.store.replay("evt_1", at(100)).await.unwrap());
+    assert!(s.store.replay("evt_1", at(100), &replayed()).await.unwrap());
     let stored = s.store.get("evt_1").await.unwrap().unwrap();
     assert_eq!(stored.status, WebhookStatus::Pending);
     assert_eq!(stored.next_attempt_at, Some(at(100)));
@@ -352,10 +366,15 @@ async fn check_replay(s: &Subject) {
     let mut bad = event("evt_bad", "x", 0, 0);
     bad.unreadable = Some("bad shape".into());
     record(s, &bad).await;
-    assert!(s.store.replay("evt_bad", at(200)).await.unwrap());
+    assert!(
+        s.store
+            .replay("evt_bad", at(200), &replayed())
+            .await
+            .unwrap()
+    );
     assert_eq!(ids(&claim(&*s.store, 200, 30, 10).await), ["evt_bad"]);
 
-    assert!(!s.store.replay("evt_404", at(1)).await.unwrap());
+    assert!(!s.store.replay("evt_404", at(1), &replayed()).await.unwrap());
 }
 
 async fn check_list(s: &Subject) {

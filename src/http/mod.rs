@@ -29,6 +29,7 @@ mod orgs;
 mod paging;
 mod plans;
 pub mod principal;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -106,6 +107,9 @@ pub struct AppState {
     /// the heartbeat's own call rather than by `rate_limiter`, so that a
     /// heartbeat costs one round trip (see [`seatwarden_actors::ports::Throttle`]).
     pub heartbeat_throttle: Option<seatwarden_actors::ports::Throttle>,
+    /// `stripe.webhook_secret` and `stripe.previous_webhook_secret`, current
+    /// first; empty while billing is off.
+    pub stripe_webhook_secrets: Vec<secrecy::SecretString>,
     /// `http.hsts`: send `Strict-Transport-Security`.
     pub hsts: bool,
 }
@@ -321,6 +325,8 @@ fn api(
         .or(admin::routes(ctx.clone()))
         .unify()
         .or(plans::routes(ctx.clone()))
+        .unify()
+        .or(webhooks::routes(ctx.clone()))
         .unify()
         .or(auth_routes(ctx.clone()))
         .unify()
@@ -672,7 +678,7 @@ fn json_body<T: DeserializeOwned + Send>()
             // Requests that didn't come through `serve` (warp::test) get
             // the shipped default.
             let limit = timeout.map_or(ServeLimits::default().body_timeout, |t| t.0);
-            let bytes = tokio::time::timeout(limit, read_limited(body))
+            let bytes = tokio::time::timeout(limit, read_limited(body, MAX_BODY_BYTES))
                 .await
                 .map_err(|_| warp::reject::custom(error::request_timeout()))?
                 .map_err(warp::reject::custom)?;
@@ -685,7 +691,30 @@ fn json_body<T: DeserializeOwned + Send>()
         })
 }
 
-async fn read_limited<S, B>(body: S) -> Result<Bytes, ApiError>
+/// The body as it came, at most `max` bytes (413 beyond), read within the
+/// body timeout (408 beyond): for endpoints that must see the exact bytes,
+/// such as a signed webhook.
+fn raw_body(max: usize) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |length: Option<u64>| async move {
+            match length {
+                Some(n) if n > max as u64 => Err(warp::reject::custom(error::too_large())),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::ext::optional::<BodyTimeout>())
+        .and(warp::body::stream())
+        .and_then(move |timeout: Option<BodyTimeout>, body| async move {
+            let limit = timeout.map_or(ServeLimits::default().body_timeout, |t| t.0);
+            tokio::time::timeout(limit, read_limited(body, max))
+                .await
+                .map_err(|_| warp::reject::custom(error::request_timeout()))?
+                .map_err(warp::reject::custom)
+        })
+}
+
+async fn read_limited<S, B>(body: S, max: usize) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -695,7 +724,7 @@ where
     while let Some(chunk) = body.next().await {
         let chunk =
             chunk.map_err(|_| ApiError::bad_request("invalid_body", "could not read the body"))?;
-        if buf.len() + chunk.remaining() > MAX_BODY_BYTES {
+        if buf.len() + chunk.remaining() > max {
             return Err(error::too_large());
         }
         buf.put(chunk);

@@ -312,11 +312,22 @@ macro_rules! webhook_store_impl {
                 &self,
                 id: &str,
                 now: chrono::DateTime<chrono::Utc>,
+                audit: &seatwarden_actors::domain::ActionAudit,
             ) -> Result<bool, seatwarden_actors::ports::StoreError> {
+                let mut tx = self.write_tx().await?;
                 let done = $crate::store::webhooks::replay::<$db>(id, now)
-                    .execute(&self.$writer)
-                    .await;
-                Ok(done.map_err($crate::store::db_error)?.rows_affected() > 0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::db_error)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                $crate::store::accounts::insert_action::<$db>(audit)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::db_error)?;
+                tx.commit().await.map_err($crate::store::db_error)?;
+                Ok(true)
             }
 
             async fn list(

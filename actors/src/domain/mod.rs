@@ -392,6 +392,9 @@ pub enum AuditEvent {
     PlanUpdated,
     #[serde(rename = "PLAN_RETIRED")]
     PlanRetired,
+    /// A platform administrator re-ran a webhook event.
+    #[serde(rename = "WEBHOOK_REPLAYED")]
+    WebhookReplayed,
 }
 
 impl AuditEvent {
@@ -425,11 +428,12 @@ impl AuditEvent {
             Self::PlanCreated => "PLAN_CREATED",
             Self::PlanUpdated => "PLAN_UPDATED",
             Self::PlanRetired => "PLAN_RETIRED",
+            Self::WebhookReplayed => "WEBHOOK_REPLAYED",
         }
     }
 
     /// Every event, so that names parse back without a second list.
-    pub const ALL: [AuditEvent; 28] = [
+    pub const ALL: [AuditEvent; 29] = [
         Self::LicenseAcquired,
         Self::LicenseAcquisitionFailed,
         Self::LicenseReleased,
@@ -458,6 +462,7 @@ impl AuditEvent {
         Self::PlanCreated,
         Self::PlanUpdated,
         Self::PlanRetired,
+        Self::WebhookReplayed,
     ];
 }
 

@@ -36,8 +36,8 @@ mod licenses;
 mod machines;
 mod orgs;
 mod outbox;
-mod plans;
 mod payments;
+mod plans;
 mod sessions;
 mod webhooks;
 
@@ -54,12 +54,12 @@ pub use outbox::{
     MailCursor, MailFilter, MailKind, MailPage, MailRecord, MailSender, MailStatus, NewMail,
     Outbox, QueuedMail, SendError,
 };
-pub use plans::{PlanChange, PlanStore};
 pub use payments::{
     CheckoutRequest, CheckoutSession, CheckoutSessionId, CustomerId, EventId, GatewayError,
     IdempotencyKey, InvalidIdempotencyKey, InvoiceId, MAX_IDEMPOTENCY_KEY_LEN, NewCustomer,
     PaymentGateway, PriceId, SubscriptionId,
 };
+pub use plans::{PlanChange, PlanStore};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};
 pub use webhooks::{
     ClaimedEvent, NewWebhookEvent, ProcessError, WebhookEvent, WebhookEventPage, WebhookEventQuery,

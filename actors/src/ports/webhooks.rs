@@ -18,6 +18,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::domain::ActionAudit;
 
 /// Where an event stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -179,8 +180,14 @@ pub trait WebhookEventStore: Send + Sync + 'static {
 
     /// Makes an event pending and due at `now` again, whatever its status,
     /// and voids any current claim (its settle calls then return `false`).
-    /// Attempts are kept. Returns `false` if no such event.
-    async fn replay(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Attempts are kept. Writes `audit` (the operator's action) in the
+    /// same transaction. Returns `false`, writing nothing, if no such event.
+    async fn replay(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        audit: &ActionAudit,
+    ) -> Result<bool, StoreError>;
 
     /// Events, newest received first, filtered and paged by `query`.
     async fn list(&self, query: &WebhookEventQuery) -> Result<WebhookEventPage, StoreError>;
