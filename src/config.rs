@@ -36,6 +36,7 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub mail: MailSettings,
     pub webhooks: WebhooksSettings,
+    pub billing: BillingSettings,
     /// `[plans.<id>]`: the plans seeded into the catalogue at start-up.
     #[serde(default)]
     pub plans: BTreeMap<String, PlanSettings>,
@@ -107,6 +108,13 @@ pub struct MailSettings {
     pub batch_size: u32,
     pub claim_secs: u64,
     pub send_timeout_secs: u64,
+}
+
+/// `[billing]`: how subscriptions become licenses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BillingSettings {
+    /// A subscription's license outlives its paid period by this much.
+    pub expiry_slack_secs: u64,
 }
 
 /// `[webhooks]`: how recorded webhook events are processed.

@@ -116,6 +116,15 @@ pub async fn open_ledger(
     }
 }
 
+/// Stripe's API, when billing is on (`stripe.secret_key` set).
+fn payment_gateway(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn seatwarden_actors::ports::PaymentGateway>>> {
+    let gateway = crate::stripe::StripeGateway::from_settings(&settings.stripe)
+        .map_err(|e| anyhow::anyhow!("setting up Stripe: {e}"))?;
+    Ok(gateway.map(|g| Arc::new(g) as Arc<dyn seatwarden_actors::ports::PaymentGateway>))
+}
+
 /// Opens the rate limiter: in Redis when `redis.url` is set, so that limits
 /// hold across all nodes together, else in this process. Starts the
 /// housekeeping that keeps the in-process maps small (the Redis limiter's
@@ -264,7 +273,14 @@ impl Application {
             mail,
             machines: store.clone(),
             webhook_events: store.clone(),
-            webhook_processor: Arc::new(crate::billing::StripeEvents),
+            webhook_processor: Arc::new(crate::billing::StripeEvents::new(
+                store.clone(),
+                payment_gateway(&settings)?,
+                crate::billing::BillingPolicy {
+                    key_prefix: settings.licenses.key_prefix.clone(),
+                    expiry_slack: Duration::from_secs(settings.billing.expiry_slack_secs),
+                },
+            )),
         };
         let (coordinator, _) = Coordinator::start(ports, settings.coordinator())
             .await

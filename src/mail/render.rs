@@ -233,6 +233,14 @@ pub fn sample_data(kind: MailKind) -> serde_json::Value {
             "full_name": "Ada Lovelace",
             "locked_until": "2026-01-01T12:00:00Z",
         }),
+        MailKind::LicenseIssued => json!({
+            "org_name": "Acme Corp",
+            "plan_name": "Pro",
+            "seats": 10,
+            "license_key": "SW-SAMPLE-KEY",
+            "expires_at": "2026-02-04",
+            "trial_end": "2026-01-15",
+        }),
     }
 }
 

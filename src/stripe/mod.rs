@@ -23,6 +23,7 @@ use stripe::{
     ClientBuilder, IdempotencyKey as SdkKey, RequestStrategy, StripeError, StripeRequest,
 };
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::subscription::RetrieveSubscription;
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
@@ -31,7 +32,7 @@ use stripe_core::customer::CreateCustomer;
 
 use seatwarden_actors::ports::{
     CheckoutRequest, CheckoutSession, CheckoutSessionId, CustomerId, GatewayError, IdempotencyKey,
-    NewCustomer, PaymentGateway,
+    NewCustomer, PaymentGateway, PriceId, SubscriptionId, SubscriptionSnapshot,
 };
 
 use crate::config::StripeSettings;
@@ -224,4 +225,53 @@ impl PaymentGateway for StripeGateway {
             .map_err(|e| self.gateway_error(e))?;
         Ok(session.url)
     }
+
+    async fn retrieve_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<SubscriptionSnapshot, GatewayError> {
+        let sub = RetrieveSubscription::new(id.as_str())
+            .send(&self.client)
+            .await
+            .map_err(|e| self.gateway_error(e))?;
+        snapshot(&sub).map_err(GatewayError::Unavailable)
+    }
+}
+
+/// What billing needs of one of the SDK's subscriptions: from the API, or
+/// from a `customer.subscription.*` event's object. Since API version
+/// 2025-03-31 the billing period is the item's, not the subscription's.
+pub fn snapshot(sub: &stripe_billing::Subscription) -> Result<SubscriptionSnapshot, String> {
+    let item = sub
+        .items
+        .data
+        .first()
+        .ok_or_else(|| format!("subscription {} has no items", sub.id))?;
+    let time = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .ok_or_else(|| format!("subscription {}: timestamp {t} out of range", sub.id))
+    };
+    let interval = item
+        .price
+        .recurring
+        .as_ref()
+        .map(|r| r.interval.as_str().to_owned())
+        .ok_or_else(|| format!("subscription {}: its price is not recurring", sub.id))?;
+    Ok(SubscriptionSnapshot {
+        id: SubscriptionId::new(sub.id.as_str()),
+        customer: CustomerId::new(sub.customer.id().as_str()),
+        status: sub.status.as_str().to_owned(),
+        price: PriceId::new(item.price.id.as_str()),
+        quantity: u32::try_from(item.quantity.unwrap_or(1)).unwrap_or(u32::MAX),
+        interval,
+        current_period_start: time(item.current_period_start)?,
+        current_period_end: time(item.current_period_end)?,
+        trial_end: sub.trial_end.map(time).transpose()?,
+        cancel_at_period_end: sub.cancel_at_period_end,
+        metadata: sub
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
 }

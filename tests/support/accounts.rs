@@ -60,6 +60,34 @@ pub async fn outbox_data(app: &TestApp, recipient: &str, kind: &str) -> Option<V
     text.map(|t| serde_json::from_str(&t).expect("outbox data is JSON"))
 }
 
+/// How many messages of `kind` were enqueued for `recipient`.
+pub async fn outbox_count(app: &TestApp, recipient: &str, kind: &str) -> i64 {
+    const SQL: &str = "SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND kind = $2";
+    let url = app.settings.database_url();
+    let url = url.expose_secret();
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("open the test database");
+        sqlx::query_scalar(SQL)
+            .bind(recipient)
+            .bind(kind)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count the outbox")
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .expect("connect to the test database");
+        sqlx::query_scalar(SQL)
+            .bind(recipient)
+            .bind(kind)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count the outbox")
+    }
+}
+
 /// The token of the newest message of `kind` to `recipient`, read from
 /// the delivered mail (the outbox forgets tokens once a message is sent).
 pub async fn emailed_token(app: &TestApp, recipient: &str, kind: &str) -> String {

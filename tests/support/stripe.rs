@@ -4,7 +4,7 @@
 //!
 //! **API** (`FakeStripe::api_base()`, form-encoded requests, JSON answers):
 //! `POST /v1/customers`, `POST /v1/checkout/sessions`,
-//! `POST /v1/billing_portal/sessions`. Every request is recorded
+//! `POST /v1/billing_portal/sessions`, `GET /v1/subscriptions/{id}`. Every request is recorded
 //! ([`FakeStripe::requests`]); a wrong or missing `Authorization: Bearer`
 //! key is answered 401; a repeated `Idempotency-Key` replays the first
 //! answer (`Idempotent-Replayed: true`), or is refused 400
@@ -524,6 +524,21 @@ impl FakeStripe {
                 ("POST", "/v1/checkout/sessions") => state.create_session(&params, self.inner.addr),
                 ("POST", "/v1/billing_portal/sessions") => {
                     state.create_portal_session(&params, self.inner.addr)
+                }
+                ("GET", p) if p.starts_with("/v1/subscriptions/") => {
+                    let id = &p["/v1/subscriptions/".len()..];
+                    match state.subscriptions.get(id) {
+                        Some(sub) => (200, sub.to_string()),
+                        None => (
+                            404,
+                            error_body(
+                                "invalid_request_error",
+                                Some("resource_missing"),
+                                &format!("No such subscription: '{id}'"),
+                                Some("id"),
+                            ),
+                        ),
+                    }
                 }
                 _ => (
                     404,

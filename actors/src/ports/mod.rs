@@ -57,7 +57,7 @@ pub use outbox::{
 pub use payments::{
     CheckoutRequest, CheckoutSession, CheckoutSessionId, CustomerId, EventId, GatewayError,
     IdempotencyKey, InvalidIdempotencyKey, InvoiceId, MAX_IDEMPOTENCY_KEY_LEN, NewCustomer,
-    PaymentGateway, PriceId, SubscriptionId,
+    PaymentGateway, PriceId, SubscriptionId, SubscriptionSnapshot,
 };
 pub use plans::{PlanChange, PlanStore};
 pub use sessions::{EndOutcome, SessionStore, SweepCandidate};

@@ -34,6 +34,7 @@ use super::StoreError;
 /// | `password_reset` | `full_name`, `token` |
 /// | `invitation` | `org_name`, `inviter_name`, `role`, `token` |
 /// | `account_locked` | `full_name`, `locked_until` |
+/// | `license_issued` | `org_name`, `plan_name`, `seats`, `license_key`, `expires_at`, `trial_end` (or null) |
 ///
 /// Templates use strict undefined: a missing field fails rendering, which
 /// the mailer records as a permanent failure.
@@ -53,16 +54,19 @@ pub enum MailKind {
     Invitation,
     /// Tells an account's owner it was locked after failed logins.
     AccountLocked,
+    /// Carries a new subscription's license key.
+    LicenseIssued,
 }
 
 impl MailKind {
-    pub const ALL: [MailKind; 6] = [
+    pub const ALL: [MailKind; 7] = [
         Self::Verify,
         Self::Welcome,
         Self::AccountExists,
         Self::PasswordReset,
         Self::Invitation,
         Self::AccountLocked,
+        Self::LicenseIssued,
     ];
 
     /// The stored name, which is also the template's file stem.
@@ -74,6 +78,7 @@ impl MailKind {
             Self::PasswordReset => "password_reset",
             Self::Invitation => "invitation",
             Self::AccountLocked => "account_locked",
+            Self::LicenseIssued => "license_issued",
         }
     }
 }

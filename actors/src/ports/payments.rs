@@ -226,6 +226,42 @@ pub trait PaymentGateway: Send + Sync {
         customer: &CustomerId,
         return_url: &str,
     ) -> Result<String, GatewayError>;
+
+    /// The subscription as the provider holds it now: a completed checkout
+    /// names its subscription only by id.
+    async fn retrieve_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<SubscriptionSnapshot, GatewayError>;
+}
+
+/// A subscription as the provider reports it, in the terms billing needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionSnapshot {
+    pub id: SubscriptionId,
+    pub customer: CustomerId,
+    /// The provider's status, e.g. `trialing`, `active`, `past_due`.
+    pub status: String,
+    /// The price of its (first) item, and how many of it.
+    pub price: PriceId,
+    pub quantity: u32,
+    /// `month` or `year`, from the price.
+    pub interval: String,
+    pub current_period_start: chrono::DateTime<chrono::Utc>,
+    pub current_period_end: chrono::DateTime<chrono::Utc>,
+    pub trial_end: Option<chrono::DateTime<chrono::Utc>>,
+    pub cancel_at_period_end: bool,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl SubscriptionSnapshot {
+    /// A metadata value, e.g. `org_id`.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[cfg(test)]
