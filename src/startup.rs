@@ -265,6 +265,7 @@ impl Application {
         let store = open_store(&settings).await?;
         seed_plans(&settings, store.as_ref()).await?;
         let ledger = open_ledger(&settings, store.as_ref()).await?;
+        let payments = payment_gateway(&settings)?;
         let ports = Ports {
             licenses: store.clone(),
             sessions: store.clone(),
@@ -275,7 +276,7 @@ impl Application {
             webhook_events: store.clone(),
             webhook_processor: Arc::new(crate::billing::StripeEvents::new(
                 store.clone(),
-                payment_gateway(&settings)?,
+                payments.clone(),
                 crate::billing::BillingPolicy {
                     key_prefix: settings.licenses.key_prefix.clone(),
                     expiry_slack: Duration::from_secs(settings.billing.expiry_slack_secs),
@@ -323,6 +324,8 @@ impl Application {
                 .rates()
                 .get(Limit::HeartbeatPerSession)
                 .throttle(),
+            payments,
+            billing: settings.billing.clone(),
             stripe_webhook_secrets: settings
                 .stripe
                 .webhook_secrets()

@@ -167,3 +167,245 @@ async fn a_completed_checkout_records_the_subscription_and_issues_a_license_once
     let count = support::accounts::outbox_count(&app, &email, "license_issued").await;
     assert_eq!(count, 1);
 }
+
+async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn checkout_body(org: OrgId, plan: &str) -> Value {
+    serde_json::json!({
+        "org_id": org, "plan_id": plan,
+        "success_url": "http://localhost:8080/billing/done",
+        "cancel_url": "http://localhost:8080/billing",
+    })
+}
+
+#[tokio::test]
+async fn an_owner_opens_a_checkout_with_the_plans_price_trial_and_metadata_and_one_customer() {
+    let fake = FakeStripe::start().await;
+    let app = billing_app(&fake).await;
+    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
+    let org = owner.org_id;
+
+    let first = post(
+        &app,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        checkout_body(org, "pro"),
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert!(first["id"].as_str().unwrap().starts_with("cs_"));
+    assert!(first["url"].as_str().unwrap().starts_with("http"));
+
+    let sessions = fake.requests_to("/v1/checkout/sessions");
+    assert_eq!(sessions.len(), 1);
+    let sent = &sessions[0];
+    assert_eq!(sent.param("mode"), Some("subscription"));
+    assert_eq!(
+        sent.param("line_items[0][price]"),
+        Some("price_pro_monthly")
+    );
+    assert_eq!(sent.param("line_items[0][quantity]"), Some("1"));
+    assert_eq!(
+        sent.param("subscription_data[trial_period_days]"),
+        Some("14")
+    );
+    assert_eq!(
+        sent.param("metadata[org_id]"),
+        Some(org.to_string().as_str())
+    );
+    assert_eq!(sent.param("metadata[plan_id]"), Some("pro"));
+    assert_eq!(
+        sent.param("success_url"),
+        Some("http://localhost:8080/billing/done")
+    );
+    assert!(sent.idempotency_key.is_some());
+    let customers = fake.requests_to("/v1/customers");
+    assert_eq!(customers.len(), 1);
+    assert_eq!(customers[0].param("email"), Some(owner.email.as_str()));
+
+    // A double click gets the same session; a second plan reuses the customer.
+    let again: Value = post(
+        &app,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        checkout_body(org, "pro"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let mut yearly = checkout_body(org, "enterprise");
+    yearly["interval"] = "year".into();
+    let other = post(
+        &app,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        yearly,
+    )
+    .await;
+    assert_eq!(other.status(), 200);
+    let last = fake.requests_to("/v1/checkout/sessions").pop().unwrap();
+    assert_eq!(
+        last.param("line_items[0][price]"),
+        Some("price_enterprise_annual")
+    );
+    assert_eq!(
+        fake.requests_to("/v1/customers").len(),
+        1,
+        "one customer per organization"
+    );
+    assert_eq!(
+        app.store.customer_for_org(org).await.unwrap().as_deref(),
+        fake.customers()[0]["id"].as_str()
+    );
+}
+
+#[tokio::test]
+async fn checkout_refuses_foreign_redirects_members_keys_unknown_plans_and_missing_intervals() {
+    let fake = FakeStripe::start().await;
+    let app = billing_app(&fake).await;
+    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
+    let org = owner.org_id;
+    let member = app.member(&owner, org, "member", "member").await;
+    let (_, key) = app.api_key(&owner, org, "member").await;
+    let path = "/api/v1/checkout/session";
+
+    for (field, url) in [
+        ("success_url", "http://localhost:8080.evil.example/done"),
+        ("cancel_url", "https://attacker.example/"),
+    ] {
+        let mut body = checkout_body(org, "pro");
+        body[field] = url.into();
+        let response = post(&app, path, &owner.access_token, body).await;
+        assert_eq!(response.status(), 400, "{url}");
+        assert_eq!(
+            support::people::error_code(response).await,
+            "invalid_redirect_url"
+        );
+    }
+    let response = post(&app, path, &member.access_token, checkout_body(org, "pro")).await;
+    assert_eq!(response.status(), 403);
+    let response = post(&app, path, &key, checkout_body(org, "pro")).await;
+    assert_eq!(response.status(), 403, "an API key never buys");
+    let response = post(
+        &app,
+        path,
+        &owner.access_token,
+        checkout_body(OrgId::new(), "pro"),
+    )
+    .await;
+    assert_eq!(response.status(), 404);
+    let response = post(
+        &app,
+        path,
+        &owner.access_token,
+        checkout_body(org, "platinum"),
+    )
+    .await;
+    assert_eq!(
+        support::people::error_code(response).await,
+        "plan_not_found"
+    );
+    let mut yearly = checkout_body(org, "starter");
+    yearly["interval"] = "year".into();
+    let response = post(&app, path, &owner.access_token, yearly).await;
+    assert_eq!(
+        support::people::error_code(response).await,
+        "interval_unavailable"
+    );
+    let mut bad = checkout_body(org, "pro");
+    bad["interval"] = "week".into();
+    assert_eq!(
+        post(&app, path, &owner.access_token, bad).await.status(),
+        400
+    );
+
+    assert!(
+        fake.requests_to("/v1/checkout/sessions").is_empty(),
+        "nothing reached Stripe"
+    );
+}
+
+#[tokio::test]
+async fn after_its_checkout_an_organization_sees_its_subscription_and_opens_the_portal() {
+    let fake = FakeStripe::start().await;
+    let app = billing_app(&fake).await;
+    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
+    let org = owner.org_id;
+    let sub_path = format!("/api/v1/orgs/{org}/subscription");
+    let portal = serde_json::json!({"org_id": org, "return_url": "http://localhost:8080/account"});
+
+    let get = |token: String| app.client.get(app.url(&sub_path)).bearer_auth(token).send();
+    let none = get(owner.access_token.clone()).await.unwrap();
+    assert_eq!(
+        support::people::error_code(none).await,
+        "subscription_not_found"
+    );
+    let response = post(
+        &app,
+        "/api/v1/billing/portal",
+        &owner.access_token,
+        portal.clone(),
+    )
+    .await;
+    assert_eq!(
+        support::people::error_code(response).await,
+        "customer_not_found"
+    );
+
+    let session: Value = post(
+        &app,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        checkout_body(org, "starter"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let completion = fake
+        .complete_checkout(session["id"].as_str().unwrap())
+        .await;
+    let body = eventually(WAIT, || async {
+        let response = get(owner.access_token.clone()).await.ok()?;
+        (response.status() == 200).then_some(response)
+    })
+    .await
+    .expect("the subscription appears");
+    let body: Value = body.json().await.unwrap();
+    assert_eq!(body["id"], completion.subscription_id.as_str());
+    assert_eq!(body["plan_id"], "starter");
+    assert_eq!(body["status"], "trialing");
+    assert_eq!(body["grace_ends_at"], Value::Null);
+
+    let opened = post(
+        &app,
+        "/api/v1/billing/portal",
+        &owner.access_token,
+        portal.clone(),
+    )
+    .await;
+    assert_eq!(opened.status(), 200);
+    let opened: Value = opened.json().await.unwrap();
+    assert!(opened["url"].as_str().unwrap().starts_with("http"));
+    let mut elsewhere = portal;
+    elsewhere["return_url"] = "http://evil.example/".into();
+    let refused = post(
+        &app,
+        "/api/v1/billing/portal",
+        &owner.access_token,
+        elsewhere,
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+}

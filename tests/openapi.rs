@@ -582,6 +582,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
     cases.extend(admin_cases(f));
     cases.extend(plan_cases(f));
     cases.extend(webhook_cases(f));
+    cases.extend(billing_cases(f));
     cases
 }
 
@@ -1049,6 +1050,87 @@ fn plan_cases(f: &Fixtures) -> Vec<Case> {
     ]
 }
 
+/// Organization A buys the Starter plan: a checkout through the API that
+/// the fake Stripe completes, so that A has a customer and a subscription.
+async fn subscribed(app: &TestApp, stripe: &support::stripe::FakeStripe, f: &Fixtures) {
+    let response = app
+        .client
+        .post(app.url("/api/v1/checkout/session"))
+        .bearer_auth(&f.org.owner.access_token)
+        .json(&checkout_body(&f.org.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let session: Value = response.json().await.unwrap();
+    stripe
+        .complete_checkout(session["id"].as_str().unwrap())
+        .await;
+    let org: seatwarden_actors::domain::OrgId = f.org.id.parse().unwrap();
+    eventually(Duration::from_secs(15), || async {
+        app.store.subscription_for_org(org).await.unwrap()
+    })
+    .await
+    .expect("organization A is subscribed");
+}
+
+fn checkout_body(org: &str) -> Value {
+    json!({"org_id": org, "plan_id": "starter",
+           "success_url": "http://localhost:8080/done", "cancel_url": "http://localhost:8080/"})
+}
+
+/// `src/http/billing.rs`.
+fn billing_cases(f: &Fixtures) -> Vec<Case> {
+    const CHECKOUT: &str = "/api/v1/checkout/session";
+    const PORTAL: &str = "/api/v1/billing/portal";
+    const SUBSCRIPTION: &str = "/api/v1/orgs/{id}/subscription";
+
+    let owner = &f.org.owner.access_token;
+    let member = &f.org.member.access_token;
+    let guest = &f.org.guest.access_token;
+    let org = f.org.id.as_str();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let body = checkout_body(org);
+    let mut foreign = body.clone();
+    foreign["success_url"] = json!("https://elsewhere.example/");
+    let portal = json!({"org_id": org, "return_url": "http://localhost:8080/account"});
+    let portal_of = |org: &str| json!({"org_id": org, "return_url": "http://localhost:8080/"});
+
+    vec![
+        Case::at("POST", CHECKOUT, 200)
+            .bearer(owner)
+            .json(body.clone()),
+        Case::at("POST", CHECKOUT, 400).bearer(owner).json(foreign),
+        Case::at("POST", CHECKOUT, 401).json(body.clone()),
+        Case::at("POST", CHECKOUT, 403)
+            .bearer(member)
+            .json(body.clone()),
+        Case::at("POST", CHECKOUT, 404)
+            .bearer(owner)
+            .json(checkout_body(&unknown)),
+        Case::at("POST", CHECKOUT, 413).bearer(owner).too_large(),
+        stranded(f, "POST", CHECKOUT).json(checkout_body(&unknown)),
+        Case::at("POST", PORTAL, 200)
+            .bearer(owner)
+            .json(portal.clone()),
+        Case::at("POST", PORTAL, 400)
+            .bearer(owner)
+            .json(json!({"org_id": org})),
+        Case::at("POST", PORTAL, 401).json(portal.clone()),
+        Case::at("POST", PORTAL, 403).bearer(member).json(portal),
+        Case::at("POST", PORTAL, 404)
+            .bearer(owner)
+            .json(portal_of(&unknown)),
+        Case::at("POST", PORTAL, 413).bearer(owner).too_large(),
+        stranded(f, "POST", PORTAL).json(portal_of(&unknown)),
+        Case::of("GET", SUBSCRIPTION, 200, &[org]).bearer(member),
+        Case::of("GET", SUBSCRIPTION, 401, &[org]),
+        Case::of("GET", SUBSCRIPTION, 403, &[org]).bearer(guest),
+        Case::of("GET", SUBSCRIPTION, 404, &[&unknown]).bearer(owner),
+        stranded(f, "GET", SUBSCRIPTION),
+    ]
+}
+
 /// The plain server's `stripe.webhook_secret`; the other servers have none.
 const WEBHOOK_SECRET: &str = support::stripe::TEST_WEBHOOK_SECRET;
 
@@ -1380,12 +1462,19 @@ fn limit_key(name: &str) -> &'static str {
 
 #[tokio::test]
 async fn every_documented_response_code_is_produced_by_a_real_request() {
+    let stripe = support::stripe::FakeStripe::start().await;
     let plain = spawn_app_with(AppOptions {
         ops_token: Some(OPS_TOKEN),
-        overrides: vec![("stripe.webhook_secret", WEBHOOK_SECRET.into())],
+        overrides: vec![
+            ("stripe.webhook_secret", WEBHOOK_SECRET.into()),
+            ("stripe.secret_key", support::stripe::TEST_SECRET_KEY.into()),
+            ("stripe.api_base", stripe.api_base().into()),
+            ("webhooks.poll_interval_ms", 100.into()),
+        ],
         ..AppOptions::default()
     })
     .await;
+    stripe.add_webhook_url(&plain.url("/api/v1/webhooks/stripe"));
     let limited = spawn_app_with(AppOptions {
         overrides: [
             "acquire_per_machine",
@@ -1424,6 +1513,7 @@ async fn every_documented_response_code_is_produced_by_a_real_request() {
     .await;
     let doc = document(&plain).await;
     let f = fixtures(&plain, &limited, &broken, (&no_database, &proxy)).await;
+    subscribed(&plain, &stripe, &f).await;
 
     let mut failures = Vec::new();
     let mut produced = BTreeSet::new();

@@ -19,6 +19,7 @@ mod admin;
 mod allow;
 mod auth;
 pub use auth::validate_email;
+mod billing;
 mod error;
 mod licenses;
 mod machines;
@@ -107,6 +108,10 @@ pub struct AppState {
     /// the heartbeat's own call rather than by `rate_limiter`, so that a
     /// heartbeat costs one round trip (see [`seatwarden_actors::ports::Throttle`]).
     pub heartbeat_throttle: Option<seatwarden_actors::ports::Throttle>,
+    /// Stripe's API; `None` while billing is off (`stripe.secret_key` unset).
+    pub payments: Option<Arc<dyn seatwarden_actors::ports::PaymentGateway>>,
+    /// `[billing]`: where checkout may send people back to.
+    pub billing: crate::config::BillingSettings,
     /// `stripe.webhook_secret` and `stripe.previous_webhook_secret`, current
     /// first; empty while billing is off.
     pub stripe_webhook_secrets: Vec<secrecy::SecretString>,
@@ -327,6 +332,8 @@ fn api(
         .or(plans::routes(ctx.clone()))
         .unify()
         .or(webhooks::routes(ctx.clone()))
+        .unify()
+        .or(billing::routes(ctx.clone()))
         .unify()
         .or(auth_routes(ctx.clone()))
         .unify()

@@ -92,6 +92,9 @@ use warp::reply::{Reply, Response as WarpResponse};
         super::plans::create_plan,
         super::plans::update_plan,
         super::plans::retire_plan,
+        super::billing::create_checkout,
+        super::billing::create_portal,
+        super::billing::get_subscription,
         super::webhooks::stripe_webhook,
         super::webhooks::list_events,
         super::webhooks::replay_event,
@@ -116,7 +119,7 @@ use warp::reply::{Reply, Response as WarpResponse};
         (name = "orgs", description = "Organizations from the inside: members and roles, invitations, API keys, the audit log."),
         (name = "licenses", description = "An organization's licenses and their sessions; force-release."),
         (name = "plans", description = "The plan catalogue: what is for sale, at what price, with how many seats."),
-        (name = "billing", description = "Stripe: the webhook endpoint."),
+        (name = "billing", description = "Buying a plan: Stripe Checkout, the Customer Portal, the organization's subscription, and Stripe's webhook endpoint."),
         (name = "admin", description = "Platform administration across organizations."),
         (name = "ops", description = "Health, metrics and the operator API."),
     )

@@ -506,7 +506,14 @@ impl FakeStripe {
             .and_then(|k| state.idempotency.get(k))
             .cloned()
         {
-            if first.path == path && first.params == params {
+            // Stripe compares the parameters, not their order (a client's
+            // metadata map may serialize in any order).
+            let sorted = |p: &[(String, String)]| {
+                let mut p = p.to_vec();
+                p.sort();
+                p
+            };
+            if first.path == path && sorted(&first.params) == sorted(&params) {
                 record.replayed = true;
                 (first.status, first.body)
             } else {
