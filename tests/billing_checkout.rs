@@ -32,6 +32,7 @@ async fn billing_app(fake: &FakeStripe) -> TestApp {
             ("stripe.webhook_secret", TEST_WEBHOOK_SECRET.into()),
             ("stripe.api_base", fake.api_base().into()),
             ("webhooks.poll_interval_ms", 100.into()),
+            ("webhooks.retry_base_secs", 1.into()),
         ],
         // Mail stays in the outbox, where the test reads the key: the
         // mailer's next poll is an hour away.
@@ -408,4 +409,139 @@ async fn after_its_checkout_an_organization_sees_its_subscription_and_opens_the_
     )
     .await;
     assert_eq!(refused.status(), 400);
+}
+
+#[tokio::test]
+async fn a_paid_renewal_extends_the_license_once_and_a_deleted_subscription_ends_its_seats() {
+    let fake = FakeStripe::start().await;
+    let app = billing_app(&fake).await;
+    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
+    let org = owner.org_id;
+    let session: Value = post(
+        &app,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        checkout_body(org, "pro"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let completion = fake
+        .complete_checkout(session["id"].as_str().unwrap())
+        .await;
+    let sub_id = completion.subscription_id.clone();
+    let first = eventually(WAIT, || async {
+        app.store.subscription(&sub_id).await.unwrap()
+    })
+    .await
+    .expect("subscribed");
+    let key = outbox_data(&app, &owner.email, "license_issued")
+        .await
+        .unwrap()["license_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seat: Value = app.acquire_ok(&key, "laptop").await;
+
+    // Renewed: the expiry follows the new period, and the email goes out once
+    // however often Stripe delivers the event.
+    let renewal = fake.emit_renewal_paid(&sub_id).await;
+    let renewed = eventually(WAIT, || async {
+        let s = app.store.subscription(&sub_id).await.unwrap()?;
+        (s.current_period_end > first.current_period_end).then_some(s)
+    })
+    .await
+    .expect("renewed");
+    let license = app.store.license(first.license_id).await.unwrap().unwrap();
+    assert_eq!(
+        (license.expires_at.unwrap() - renewed.current_period_end).num_seconds(),
+        3 * 86_400
+    );
+    fake.deliver_times(&renewal, 2).await;
+    let replayed = fake
+        .deliver(&fake.build_event("invoice.paid", renewal.object().clone()))
+        .await;
+    eventually(WAIT, || async {
+        let e = app.store.get(&replayed[0].event_id).await.unwrap()?;
+        e.processed_at.map(|_| ())
+    })
+    .await
+    .expect("the redelivered renewal is processed");
+    let count = support::accounts::outbox_count(&app, &owner.email, "license_renewed").await;
+    assert_eq!(count, 1, "one renewal, one email");
+
+    // Deleted: the license stops granting seats and the live session ends.
+    fake.emit_subscription_deleted(&sub_id).await;
+    eventually(WAIT, || async {
+        let s = app.store.subscription(&sub_id).await.unwrap()?;
+        (s.status == SubscriptionStatus::Canceled).then_some(())
+    })
+    .await
+    .expect("cancelled");
+    let license = app.store.license(first.license_id).await.unwrap().unwrap();
+    assert_eq!(license.status, LicenseStatus::Inactive);
+    let heartbeat = eventually(WAIT, || async {
+        let r = app.heartbeat_of(&seat).await;
+        (r.status() != 200).then_some(r)
+    })
+    .await
+    .expect("the session ends");
+    assert_eq!(heartbeat.status(), 403);
+    assert_eq!(
+        support::people::error_code(heartbeat).await,
+        "license_inactive"
+    );
+    assert_eq!(app.acquire(&key, "other").await.status(), 403);
+    assert_eq!(
+        support::accounts::outbox_count(&app, &owner.email, "subscription_cancelled").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_invoice_paid_before_its_checkout_completed_is_applied_once_the_subscription_exists() {
+    let fake = FakeStripe::start().await;
+    let app = billing_app(&fake).await;
+    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
+    let org = owner.org_id;
+    let session: Value = post(
+        &app,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        checkout_body(org, "pro"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let completion = fake.build_checkout_completion(session["id"].as_str().unwrap());
+    let (completed, paid) = (&completion.events[0], &completion.events[1]);
+    // Stripe's order is not promised: the invoice first.
+    fake.deliver(paid).await;
+    let waiting = eventually(WAIT, || async {
+        let e = app.store.get(&paid.id).await.unwrap()?;
+        (e.attempts >= 1 && e.next_attempt_at.is_some() && e.last_error.is_some()).then_some(e)
+    })
+    .await
+    .expect("the invoice waits for its subscription");
+    assert!(waiting.last_error.unwrap().contains("not recorded yet"));
+
+    fake.deliver(completed).await;
+    eventually(WAIT, || async {
+        let e = app.store.get(&paid.id).await.unwrap()?;
+        e.processed_at.map(|_| ())
+    })
+    .await
+    .expect("the invoice is applied after its retry");
+    assert_eq!(app.store.licenses_for_org(org).await.unwrap().len(), 1);
+    assert_eq!(
+        support::accounts::outbox_count(&app, &owner.email, "license_issued").await,
+        1
+    );
+    // The first invoice renews nothing: the checkout set the expiry already.
+    assert_eq!(
+        support::accounts::outbox_count(&app, &owner.email, "license_renewed").await,
+        0
+    );
 }

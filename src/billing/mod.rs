@@ -5,10 +5,18 @@
 //! the order or the number of deliveries (Stripe promises neither), so that
 //! processing an event twice changes nothing the second time.
 //!
-//! Applied so far: `checkout.session.completed`, which records the
-//! subscription and issues its license (emailed with its key). Other event
-//! types are recorded and settled as `failed` with the reason "not applied
-//! by this version": kept, and replayable once a version applies them.
+//! Applied so far:
+//! - `checkout.session.completed` records the subscription and issues its
+//!   license (emailed with its key);
+//! - `invoice.paid` renews: the license's expiry follows the subscription's
+//!   period end as Stripe reports it now, a suspended license is
+//!   reactivated, the failed-payment count is reset;
+//! - `customer.subscription.deleted` deactivates the license, which ends its
+//!   live sessions on every node.
+//!
+//! Other event types are recorded and settled as `failed` with the reason
+//! "not applied by this version": kept, and replayable once a version
+//! applies them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +27,12 @@ use serde_json::json;
 use stripe_webhook::EventObject;
 
 use seatwarden_actors::domain::{
-    ActionAudit, AuditEvent, ClientInfo, LicenseId, OrgId, PlanId, Subscription, SubscriptionStatus,
+    ActionAudit, AuditEvent, ClientInfo, LicenseId, LicenseStatus, LicenseUpdate, OrgId,
+    PageRequest, PlanId, Role, Subscription, SubscriptionStatus,
 };
 use seatwarden_actors::ports::{
     GatewayError, MailKind, NewMail, PaymentGateway, ProcessError, StartOutcome, Store, StoreError,
-    SubscriptionId, WebhookEvent, WebhookProcessor,
+    SubscriptionId, SubscriptionSnapshot, WebhookEvent, WebhookProcessor,
 };
 
 use crate::licensing::LicenseSpec;
@@ -106,16 +115,7 @@ impl StripeEvents {
                     session.id
                 ))
             })?;
-        let gateway = self.gateway.as_ref().ok_or_else(|| {
-            permanent("billing is off (stripe.secret_key is unset): replay the event once it is configured".into())
-        })?;
-        let snapshot = gateway
-            .retrieve_subscription(&SubscriptionId::new(sub_id.clone()))
-            .await
-            .map_err(|e| match e {
-                GatewayError::Unavailable(m) => ProcessError::Retry(format!("Stripe: {m}")),
-                other => permanent(format!("Stripe refused to show {sub_id}: {other}")),
-            })?;
+        let snapshot = self.retrieve(&sub_id).await?;
         let plan = self
             .store
             .plan(&plan_id)
@@ -219,6 +219,224 @@ impl StripeEvents {
     }
 }
 
+impl StripeEvents {
+    fn slack(&self) -> TimeDelta {
+        TimeDelta::from_std(self.policy.expiry_slack).unwrap_or(TimeDelta::MAX)
+    }
+
+    async fn retrieve(&self, id: &str) -> Result<SubscriptionSnapshot, ProcessError> {
+        let gateway = self.gateway.as_ref().ok_or_else(|| {
+            ProcessError::Permanent(
+                "billing is off (stripe.secret_key is unset): replay the event once it is configured"
+                    .into(),
+            )
+        })?;
+        gateway
+            .retrieve_subscription(&SubscriptionId::new(id))
+            .await
+            .map_err(|e| match e {
+                GatewayError::Unavailable(m) => ProcessError::Retry(format!("Stripe: {m}")),
+                other => ProcessError::Permanent(format!("Stripe refused to show {id}: {other}")),
+            })
+    }
+
+    /// A recorded subscription; a retry while it is not recorded yet, since
+    /// its checkout's completion may still be on its way.
+    async fn recorded(&self, id: &str) -> Result<Subscription, ProcessError> {
+        self.store
+            .subscription(id)
+            .await
+            .map_err(store)?
+            .ok_or_else(|| ProcessError::Retry(format!("subscription {id} is not recorded yet")))
+    }
+
+    /// The organization's name and the plan's, for email.
+    async fn names(&self, s: &Subscription) -> Result<(String, String), ProcessError> {
+        let org = self.store.org(s.org_id).await.map_err(store)?;
+        let plan = match PlanId::parse(&s.plan_id) {
+            Ok(id) => self.store.plan(&id).await.map_err(store)?,
+            Err(_) => None,
+        };
+        Ok((
+            org.map_or_else(|| s.org_id.to_string(), |o| o.name),
+            plan.map_or_else(|| s.plan_id.clone(), |p| p.name),
+        ))
+    }
+
+    /// Where billing email goes when the event names no address: the
+    /// organization's first owner.
+    async fn owner_email(&self, org: OrgId) -> Result<Option<String>, ProcessError> {
+        let members = self
+            .store
+            .members(org, PageRequest::first(100))
+            .await
+            .map_err(store)?;
+        Ok(members
+            .items
+            .into_iter()
+            .find(|m| m.role == Role::Owner)
+            .map(|m| m.email))
+    }
+
+    fn audit(event: AuditEvent, detail: String) -> ActionAudit {
+        ActionAudit {
+            at: Utc::now(),
+            event,
+            actor_id: None,
+            org_id: None,
+            license_id: None,
+            client: ClientInfo::default(),
+            detail: Some(detail),
+        }
+    }
+
+    /// `invoice.paid`: the license's expiry follows the period Stripe
+    /// reports now (read back, so the order of events doesn't matter), a
+    /// suspended license is reactivated and the failed payments are
+    /// forgotten. Nothing changes, and no email goes out, when all of that
+    /// was applied already (the first invoice of a checkout, a
+    /// redelivery).
+    async fn invoice_paid(
+        &self,
+        event: &WebhookEvent,
+        invoice: &stripe_shared::Invoice,
+    ) -> Result<(), ProcessError> {
+        let sub_id = invoice
+            .subscription
+            .as_ref()
+            .map(|s| s.id().to_string())
+            .or_else(|| {
+                invoice
+                    .parent
+                    .as_ref()
+                    .and_then(|p| p.subscription_details.as_ref())
+                    .map(|d| d.subscription.id().to_string())
+            });
+        let Some(sub_id) = sub_id else {
+            return Ok(()); // not a subscription's invoice
+        };
+        let stored = self.recorded(&sub_id).await?;
+        let snapshot = self.retrieve(&sub_id).await?;
+        let license = self
+            .store
+            .license(stored.license_id)
+            .await
+            .map_err(store)?
+            .ok_or_else(|| ProcessError::Permanent(format!("no license for {sub_id}")))?;
+        let expires_at = snapshot.current_period_end + self.slack();
+        let renews = license.expires_at.is_none_or(|e| expires_at > e);
+        let reactivates = license.status == LicenseStatus::Suspended;
+        if !renews && !reactivates && stored.failed_payments == 0 && stored.grace_ends_at.is_none()
+        {
+            return Ok(());
+        }
+        let status: SubscriptionStatus =
+            snapshot.status.parse().map_err(ProcessError::Permanent)?;
+        let mut next = stored.clone();
+        next.status = status;
+        next.current_period_start = snapshot.current_period_start;
+        next.current_period_end = snapshot.current_period_end;
+        next.trial_end = snapshot.trial_end;
+        next.quantity = snapshot.quantity.max(1);
+        next.failed_payments = 0;
+        next.grace_ends_at = None;
+        next.last_event_at = stored.last_event_at.max(event.created);
+        next.updated_at = Utc::now();
+        let update = LicenseUpdate {
+            expires_at: renews.then_some(Some(expires_at)),
+            status: reactivates.then_some(LicenseStatus::Active),
+            ..LicenseUpdate::default()
+        };
+        let mut audits = Vec::new();
+        if renews {
+            audits.push(Self::audit(
+                AuditEvent::LicenseRenewed,
+                format!(
+                    "subscription={sub_id} until={}",
+                    expires_at.format("%Y-%m-%d")
+                ),
+            ));
+        }
+        if reactivates {
+            audits.push(Self::audit(
+                AuditEvent::LicenseReactivated,
+                format!("subscription={sub_id}"),
+            ));
+        }
+        let (org_name, plan_name) = self.names(&stored).await?;
+        let to = match invoice.customer_email.clone() {
+            Some(email) => Some(email),
+            None => self.owner_email(stored.org_id).await?,
+        };
+        let mail = to.map(|to| {
+            NewMail::new(
+                MailKind::LicenseRenewed,
+                to,
+                json!({
+                    "org_name": org_name,
+                    "plan_name": plan_name,
+                    "expires_at": expires_at.format("%Y-%m-%d").to_string(),
+                    "reactivated": reactivates,
+                }),
+            )
+        });
+        self.store
+            .change_subscription(&next, &update, audits, mail.as_ref())
+            .await
+            .map_err(store)?;
+        tracing::info!(subscription = %sub_id, renews, reactivates, "invoice paid applied");
+        Ok(())
+    }
+
+    /// `customer.subscription.deleted`: the subscription is over; its
+    /// license stops granting seats and its live sessions end (revoked),
+    /// through the license change every node hears.
+    async fn subscription_deleted(
+        &self,
+        event: &WebhookEvent,
+        sub: &stripe_shared::Subscription,
+    ) -> Result<(), ProcessError> {
+        let sub_id = sub.id.to_string();
+        let stored = self.recorded(&sub_id).await?;
+        if stored.status == SubscriptionStatus::Canceled {
+            return Ok(()); // applied before
+        }
+        let ended = sub
+            .ended_at
+            .or(sub.canceled_at)
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .unwrap_or_else(Utc::now);
+        let mut next = stored.clone();
+        next.status = SubscriptionStatus::Canceled;
+        next.canceled_at = Some(ended);
+        next.grace_ends_at = None;
+        next.last_event_at = stored.last_event_at.max(event.created);
+        next.updated_at = Utc::now();
+        let update = LicenseUpdate {
+            status: Some(LicenseStatus::Inactive),
+            ..LicenseUpdate::default()
+        };
+        let audits = vec![Self::audit(
+            AuditEvent::LicenseDeactivated,
+            format!("subscription={sub_id} ended"),
+        )];
+        let (org_name, plan_name) = self.names(&stored).await?;
+        let mail = self.owner_email(stored.org_id).await?.map(|to| {
+            NewMail::new(
+                MailKind::SubscriptionCancelled,
+                to,
+                json!({"org_name": org_name, "plan_name": plan_name}),
+            )
+        });
+        self.store
+            .change_subscription(&next, &update, audits, mail.as_ref())
+            .await
+            .map_err(store)?;
+        tracing::info!(subscription = %sub_id, "subscription ended; license deactivated");
+        Ok(())
+    }
+}
+
 /// A store failure: an outage is retried, anything else is a bug that a
 /// retry would not fix.
 fn store(e: StoreError) -> ProcessError {
@@ -235,6 +453,10 @@ impl WebhookProcessor for StripeEvents {
         match &parsed.data.object {
             EventObject::CheckoutSessionCompleted(session) => {
                 self.checkout_completed(event, session).await
+            }
+            EventObject::InvoicePaid(invoice) => self.invoice_paid(event, invoice).await,
+            EventObject::CustomerSubscriptionDeleted(sub) => {
+                self.subscription_deleted(event, sub).await
             }
             // Events we subscribe to for information only.
             EventObject::CustomerCreated(_) | EventObject::CustomerUpdated(_) => Ok(()),

@@ -241,6 +241,16 @@ pub fn sample_data(kind: MailKind) -> serde_json::Value {
             "expires_at": "2026-02-04",
             "trial_end": "2026-01-15",
         }),
+        MailKind::LicenseRenewed => json!({
+            "org_name": "Acme Corp",
+            "plan_name": "Pro",
+            "expires_at": "2026-03-04",
+            "reactivated": true,
+        }),
+        MailKind::SubscriptionCancelled => json!({
+            "org_name": "Acme Corp",
+            "plan_name": "Pro",
+        }),
     }
 }
 

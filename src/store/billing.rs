@@ -7,12 +7,13 @@ use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{
-    ActionAudit, LicenseId, NewLicense, OrgId, Subscription, SubscriptionStatus,
+    ActionAudit, License, LicenseId, LicenseUpdate, NewLicense, OrgId, Subscription,
+    SubscriptionStatus,
 };
 use seatwarden_actors::ports::{NewMail, StartOutcome, StoreError};
 use sqlx::{Executor, FromRow, IntoArguments};
 
-use super::accounts::UserRow;
+use super::accounts::{UserRow, insert_action};
 use super::admin::Admin;
 use super::{
     Arg, Backend, DbTime, DbUuid, LicenseRow, OrgRow, RevokedRow, db_error, insert_outbox, one,
@@ -46,6 +47,11 @@ const INSERT_SUBSCRIPTION: &str = concat!(
     subscription_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
 );
+
+const CHANGE_SUBSCRIPTION: &str = "UPDATE subscriptions SET plan_id = $2, interval = $3, \
+     quantity = $4, status = $5, current_period_start = $6, current_period_end = $7, \
+     trial_end = $8, failed_payments = $9, grace_ends_at = $10, canceled_at = $11, \
+     last_event_at = $12, updated_at = $13 WHERE id = $1";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct SubscriptionRow {
@@ -195,6 +201,61 @@ where
     }
 
     /// Inside the caller's write transaction, which it commits.
+    pub(crate) async fn change_subscription(
+        conn: &mut DB::Connection,
+        update_license_sql: &'static str,
+        s: &Subscription,
+        license: &LicenseUpdate,
+        audits: Vec<ActionAudit>,
+        mail: Option<&NewMail>,
+    ) -> Result<Option<License>, StoreError> {
+        let Some(stored) = Self::subscription(conn, &s.id).await? else {
+            return Ok(None);
+        };
+        sqlx::query(CHANGE_SUBSCRIPTION)
+            .arg(s.id.clone())
+            .arg(s.plan_id.clone())
+            .arg(s.interval.clone())
+            .arg(int(s.quantity, "quantity")?)
+            .arg(s.status.as_str().to_owned())
+            .arg(DbTime(s.current_period_start))
+            .arg(DbTime(s.current_period_end))
+            .arg(s.trial_end.map(DbTime))
+            .arg(int(s.failed_payments, "failed_payments")?)
+            .arg(s.grace_ends_at.map(DbTime))
+            .arg(s.canceled_at.map(DbTime))
+            .arg(DbTime(s.last_event_at))
+            .arg(DbTime(s.updated_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let Some(updated) =
+            super::update_license_in::<DB>(conn, update_license_sql, stored.license_id, license)
+                .await?
+        else {
+            return Err(StoreError::Corrupt(format!(
+                "subscription {} names a missing license",
+                s.id
+            )));
+        };
+        for mut audit in audits {
+            audit.org_id = Some(updated.org_id);
+            audit.license_id = Some(updated.id);
+            insert_action::<DB>(&audit)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        }
+        if let Some(mail) = mail {
+            insert_outbox::<DB>(mail)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(Some(updated))
+    }
+
+    /// Inside the caller's write transaction, which it commits.
     pub(crate) async fn start_subscription(
         conn: &mut DB::Connection,
         subscription: &Subscription,
@@ -243,7 +304,7 @@ where
 /// `impl SubscriptionStore for $store`, through its `write_tx` and
 /// `read_conn`.
 macro_rules! billing_store_impl {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $update:expr) => {
         #[async_trait::async_trait]
         impl seatwarden_actors::ports::SubscriptionStore for $store {
             async fn customer_for_org(
@@ -290,6 +351,28 @@ macro_rules! billing_store_impl {
                     subscription,
                     license,
                     audit,
+                    mail,
+                )
+                .await?;
+                tx.commit().await.map_err($crate::store::db_error)?;
+                Ok(out)
+            }
+
+            async fn change_subscription(
+                &self,
+                subscription: &seatwarden_actors::domain::Subscription,
+                license: &seatwarden_actors::domain::LicenseUpdate,
+                audits: Vec<seatwarden_actors::domain::ActionAudit>,
+                mail: Option<&seatwarden_actors::ports::NewMail>,
+            ) -> Result<Option<seatwarden_actors::domain::License>, seatwarden_actors::ports::StoreError>
+            {
+                let mut tx = self.write_tx().await?;
+                let out = $crate::store::billing::Billing::<$db>::change_subscription(
+                    &mut tx,
+                    $update,
+                    subscription,
+                    license,
+                    audits,
                     mail,
                 )
                 .await?;

@@ -395,6 +395,15 @@ pub enum AuditEvent {
     /// A platform administrator re-ran a webhook event.
     #[serde(rename = "WEBHOOK_REPLAYED")]
     WebhookReplayed,
+    /// A paid invoice moved a subscription's license expiry.
+    #[serde(rename = "LICENSE_RENEWED")]
+    LicenseRenewed,
+    /// A payment brought a suspended license back.
+    #[serde(rename = "LICENSE_REACTIVATED")]
+    LicenseReactivated,
+    /// A subscription ended, and its license with it.
+    #[serde(rename = "LICENSE_DEACTIVATED")]
+    LicenseDeactivated,
 }
 
 impl AuditEvent {
@@ -429,11 +438,14 @@ impl AuditEvent {
             Self::PlanUpdated => "PLAN_UPDATED",
             Self::PlanRetired => "PLAN_RETIRED",
             Self::WebhookReplayed => "WEBHOOK_REPLAYED",
+            Self::LicenseRenewed => "LICENSE_RENEWED",
+            Self::LicenseReactivated => "LICENSE_REACTIVATED",
+            Self::LicenseDeactivated => "LICENSE_DEACTIVATED",
         }
     }
 
     /// Every event, so that names parse back without a second list.
-    pub const ALL: [AuditEvent; 29] = [
+    pub const ALL: [AuditEvent; 32] = [
         Self::LicenseAcquired,
         Self::LicenseAcquisitionFailed,
         Self::LicenseReleased,
@@ -463,6 +475,9 @@ impl AuditEvent {
         Self::PlanUpdated,
         Self::PlanRetired,
         Self::WebhookReplayed,
+        Self::LicenseRenewed,
+        Self::LicenseReactivated,
+        Self::LicenseDeactivated,
     ];
 }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{NewMail, StoreError};
-use crate::domain::{ActionAudit, License, NewLicense, OrgId, Subscription};
+use crate::domain::{ActionAudit, License, LicenseUpdate, NewLicense, OrgId, Subscription};
 
 /// What [`SubscriptionStore::start_subscription`] did.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +50,24 @@ pub trait SubscriptionStore: Send + Sync + 'static {
         audit: ActionAudit,
         mail: &NewMail,
     ) -> Result<StartOutcome, StoreError>;
+
+    /// Changes a recorded subscription and its license together, in one
+    /// transaction: the row of `subscription.id` takes every other field of
+    /// `subscription` (but `org_id`, `customer_id`, `license_id` and
+    /// `created_at`, which never change); `license` is applied to its
+    /// license as `LicenseStore::update_license` applies it (a new
+    /// revision that every node hears; a suspension or deactivation ends
+    /// the license's open sessions as revoked); each of `audits` is written
+    /// with the license and organization filled in; `mail` is enqueued.
+    /// Returns the license as it now is, or `None`, writing nothing, for an
+    /// unknown subscription.
+    async fn change_subscription(
+        &self,
+        subscription: &Subscription,
+        license: &LicenseUpdate,
+        audits: Vec<ActionAudit>,
+        mail: Option<&NewMail>,
+    ) -> Result<Option<License>, StoreError>;
 
     /// One subscription by the provider's id.
     async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError>;

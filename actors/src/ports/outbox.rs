@@ -35,6 +35,8 @@ use super::StoreError;
 /// | `invitation` | `org_name`, `inviter_name`, `role`, `token` |
 /// | `account_locked` | `full_name`, `locked_until` |
 /// | `license_issued` | `org_name`, `plan_name`, `seats`, `license_key`, `expires_at`, `trial_end` (or null) |
+/// | `license_renewed` | `org_name`, `plan_name`, `expires_at`, `reactivated` |
+/// | `subscription_cancelled` | `org_name`, `plan_name` |
 ///
 /// Templates use strict undefined: a missing field fails rendering, which
 /// the mailer records as a permanent failure.
@@ -56,10 +58,14 @@ pub enum MailKind {
     AccountLocked,
     /// Carries a new subscription's license key.
     LicenseIssued,
+    /// A paid invoice renewed (and perhaps reactivated) a license.
+    LicenseRenewed,
+    /// A subscription ended; its license stopped granting seats.
+    SubscriptionCancelled,
 }
 
 impl MailKind {
-    pub const ALL: [MailKind; 7] = [
+    pub const ALL: [MailKind; 9] = [
         Self::Verify,
         Self::Welcome,
         Self::AccountExists,
@@ -67,6 +73,8 @@ impl MailKind {
         Self::Invitation,
         Self::AccountLocked,
         Self::LicenseIssued,
+        Self::LicenseRenewed,
+        Self::SubscriptionCancelled,
     ];
 
     /// The stored name, which is also the template's file stem.
@@ -79,6 +87,8 @@ impl MailKind {
             Self::Invitation => "invitation",
             Self::AccountLocked => "account_locked",
             Self::LicenseIssued => "license_issued",
+            Self::LicenseRenewed => "license_renewed",
+            Self::SubscriptionCancelled => "subscription_cancelled",
         }
     }
 }

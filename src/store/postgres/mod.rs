@@ -82,7 +82,7 @@ super::outbox::outbox_store_impl!(
     lock = " FOR UPDATE SKIP LOCKED"
 );
 super::accounts::account_store_impl!(PostgresStore, Postgres);
-super::billing::billing_store_impl!(PostgresStore, Postgres);
+super::billing::billing_store_impl!(PostgresStore, Postgres, UPDATE_LICENSE);
 super::orgs::org_store_impl!(PostgresStore, Postgres);
 super::machines::machine_store_impl!(
     PostgresStore,

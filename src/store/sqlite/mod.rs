@@ -145,7 +145,7 @@ super::outbox::outbox_store_impl!(
     lock = ""
 );
 super::accounts::account_store_impl!(SqliteStore, Sqlite);
-super::billing::billing_store_impl!(SqliteStore, Sqlite);
+super::billing::billing_store_impl!(SqliteStore, Sqlite, UPDATE_LICENSE);
 super::orgs::org_store_impl!(SqliteStore, Sqlite);
 super::machines::machine_store_impl!(SqliteStore, Sqlite, super::machines::LOCK_LICENSE_SQLITE);
 super::admin::admin_store_impl!(SqliteStore, Sqlite, UPDATE_LICENSE);
