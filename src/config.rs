@@ -115,6 +115,10 @@ pub struct MailSettings {
 pub struct BillingSettings {
     /// A subscription's license outlives its paid period by this much.
     pub expiry_slack_secs: u64,
+    /// The grace period a first failed payment starts, and the one a
+    /// second failure restarts (shorter).
+    pub first_grace_secs: u64,
+    pub second_grace_secs: u64,
     /// Checkout's `success_url` and `cancel_url` must be on one of these
     /// origins (`scheme://host[:port]`), so that nobody can use a checkout
     /// of ours to send a buyer elsewhere.

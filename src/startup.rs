@@ -280,6 +280,8 @@ impl Application {
                 crate::billing::BillingPolicy {
                     key_prefix: settings.licenses.key_prefix.clone(),
                     expiry_slack: Duration::from_secs(settings.billing.expiry_slack_secs),
+                    first_grace: Duration::from_secs(settings.billing.first_grace_secs),
+                    second_grace: Duration::from_secs(settings.billing.second_grace_secs),
                 },
             )),
         };

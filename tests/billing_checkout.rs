@@ -545,3 +545,136 @@ async fn an_invoice_paid_before_its_checkout_completed_is_applied_once_the_subsc
         0
     );
 }
+
+#[tokio::test]
+async fn failed_payments_warn_then_suspend_and_a_payment_reactivates() {
+    let fake = FakeStripe::start().await;
+    let app = billing_app(&fake).await;
+    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
+    let org = owner.org_id;
+    let session: Value = post(
+        &app,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        checkout_body(org, "pro"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let sub_id = fake
+        .complete_checkout(session["id"].as_str().unwrap())
+        .await
+        .subscription_id;
+    let subscribed = eventually(WAIT, || async {
+        app.store.subscription(&sub_id).await.unwrap()
+    })
+    .await
+    .expect("subscribed");
+    let key = outbox_data(&app, &owner.email, "license_issued")
+        .await
+        .unwrap()["license_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seat: Value = app.acquire_ok(&key, "laptop").await;
+    let failures_applied = |n: u32| {
+        let app = &app;
+        let sub_id = sub_id.clone();
+        async move {
+            eventually(WAIT, || async {
+                let s = app.store.subscription(&sub_id).await.unwrap()?;
+                (s.failed_payments >= n).then_some(s)
+            })
+            .await
+            .expect("the failure is applied")
+        }
+    };
+
+    // First failure: a grace period of 7 days and a warning; seats still work.
+    let first = fake.emit_payment_failed(&sub_id).await;
+    let s = failures_applied(1).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
+    let grace = s.grace_ends_at.expect("a grace period") - chrono::Utc::now();
+    assert!(
+        (6 * 86_400..=7 * 86_400).contains(&grace.num_seconds()),
+        "{grace}"
+    );
+    assert_eq!(app.heartbeat_of(&seat).await.status(), 200);
+    let warning = outbox_data(&app, &owner.email, "payment_failed")
+        .await
+        .unwrap();
+    assert_eq!(warning["urgent"], false);
+
+    // Redelivered, the first failure counts once.
+    fake.deliver(&first).await;
+    // Second: grace restarts at 3 days, urgently.
+    fake.emit_payment_failed(&sub_id).await;
+    let s = failures_applied(2).await;
+    let grace = s.grace_ends_at.unwrap() - chrono::Utc::now();
+    assert!(
+        (2 * 86_400..=3 * 86_400).contains(&grace.num_seconds()),
+        "{grace}"
+    );
+    let urgent = outbox_data(&app, &owner.email, "payment_failed")
+        .await
+        .unwrap();
+    assert_eq!(urgent["urgent"], true);
+    assert_eq!(
+        support::accounts::outbox_count(&app, &owner.email, "payment_failed").await,
+        2
+    );
+
+    // Third: suspended; the live session ends and new seats are refused.
+    fake.emit_payment_failed(&sub_id).await;
+    failures_applied(3).await;
+    let license = app
+        .store
+        .license(subscribed.license_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(license.status, LicenseStatus::Suspended);
+    let heartbeat = eventually(WAIT, || async {
+        let r = app.heartbeat_of(&seat).await;
+        (r.status() != 200).then_some(r)
+    })
+    .await
+    .expect("the session ends");
+    assert_eq!(heartbeat.status(), 403);
+    assert_eq!(
+        support::people::error_code(heartbeat).await,
+        "license_suspended"
+    );
+    assert_eq!(
+        support::accounts::outbox_count(&app, &owner.email, "license_suspended").await,
+        1
+    );
+
+    // Paid: reactivated, and seats are granted again.
+    fake.emit_renewal_paid(&sub_id).await;
+    let s = eventually(WAIT, || async {
+        let s = app.store.subscription(&sub_id).await.unwrap()?;
+        (s.failed_payments == 0).then_some(s)
+    })
+    .await
+    .expect("the payment is applied");
+    assert_eq!(s.grace_ends_at, None);
+    let license = app
+        .store
+        .license(subscribed.license_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(license.status, LicenseStatus::Active);
+    let renewed = outbox_data(&app, &owner.email, "license_renewed")
+        .await
+        .unwrap();
+    assert_eq!(renewed["reactivated"], true);
+    let again = eventually(WAIT, || async {
+        let r = app.acquire(&key, "laptop-2").await;
+        r.status().is_success().then_some(r)
+    })
+    .await;
+    assert!(again.is_some(), "a new acquire succeeds after reactivation");
+}

@@ -11,6 +11,8 @@
 //! - `invoice.paid` renews: the license's expiry follows the subscription's
 //!   period end as Stripe reports it now, a suspended license is
 //!   reactivated, the failed-payment count is reset;
+//! - `invoice.payment_failed` starts, then restarts, a grace period, and
+//!   suspends the license at the third failure;
 //! - `customer.subscription.deleted` deactivates the license, which ends its
 //!   live sessions on every node.
 //!
@@ -47,6 +49,9 @@ pub struct BillingPolicy {
     /// this much, so that a renewal paid a little late never interrupts
     /// anyone.
     pub expiry_slack: Duration,
+    /// `billing.first_grace_secs` and `billing.second_grace_secs`.
+    pub first_grace: Duration,
+    pub second_grace: Duration,
 }
 
 /// Applies Stripe's events (the webhooks subsystem's processor).
@@ -388,6 +393,91 @@ impl StripeEvents {
         Ok(())
     }
 
+    /// `invoice.payment_failed`: the invoice's `attempt_count` is the
+    /// number of failed payments in a row, so a redelivered or late event
+    /// (a count not above the stored one) changes nothing. The first starts
+    /// a grace period (`first_grace`) with a warning; the second restarts it
+    /// at `second_grace` with an urgent email; the third suspends the
+    /// license, which ends its live sessions on every node. The
+    /// subscription is `past_due` until paid.
+    async fn payment_failed(
+        &self,
+        event: &WebhookEvent,
+        invoice: &stripe_shared::Invoice,
+    ) -> Result<(), ProcessError> {
+        let Some(sub_id) = invoice_subscription(invoice) else {
+            return Ok(());
+        };
+        let stored = self.recorded(&sub_id).await?;
+        let failures = u32::try_from(invoice.attempt_count.max(1)).unwrap_or(u32::MAX);
+        if failures <= stored.failed_payments || stored.status == SubscriptionStatus::Canceled {
+            return Ok(()); // applied before, or older than what is stored
+        }
+        let now = Utc::now();
+        let grace = match failures {
+            1 => Some(self.policy.first_grace),
+            2 => Some(self.policy.second_grace),
+            _ => None,
+        }
+        .map(|g| now + TimeDelta::from_std(g).unwrap_or(TimeDelta::MAX));
+        let mut next = stored.clone();
+        next.status = SubscriptionStatus::PastDue;
+        next.failed_payments = failures;
+        next.grace_ends_at = grace;
+        next.last_event_at = stored.last_event_at.max(event.created);
+        next.updated_at = now;
+        let mut audits = vec![Self::audit(
+            AuditEvent::PaymentFailed,
+            format!(
+                "subscription={sub_id} invoice={} attempt={failures}",
+                invoice.id.as_ref().map_or("-", |id| id.as_str())
+            ),
+        )];
+        let mut update = LicenseUpdate::default();
+        let (org_name, plan_name) = self.names(&stored).await?;
+        let (kind, data) = match grace {
+            Some(ends) => {
+                if failures == 1 {
+                    audits.push(Self::audit(
+                        AuditEvent::GracePeriodStarted,
+                        format!("subscription={sub_id} until={}", ends.to_rfc3339()),
+                    ));
+                }
+                (
+                    MailKind::PaymentFailed,
+                    json!({
+                        "org_name": org_name,
+                        "plan_name": plan_name,
+                        "urgent": failures > 1,
+                        "grace_ends_at": ends.format("%Y-%m-%d %H:%M UTC").to_string(),
+                    }),
+                )
+            }
+            None => {
+                update.status = Some(LicenseStatus::Suspended);
+                audits.push(Self::audit(
+                    AuditEvent::LicenseSuspended,
+                    format!("subscription={sub_id} failed_payments={failures}"),
+                ));
+                (
+                    MailKind::LicenseSuspended,
+                    json!({"org_name": org_name, "plan_name": plan_name}),
+                )
+            }
+        };
+        let to = match invoice.customer_email.clone() {
+            Some(email) => Some(email),
+            None => self.owner_email(stored.org_id).await?,
+        };
+        let mail = to.map(|to| NewMail::new(kind, to, data));
+        self.store
+            .change_subscription(&next, &update, audits, mail.as_ref())
+            .await
+            .map_err(store)?;
+        tracing::info!(subscription = %sub_id, failures, "failed payment applied");
+        Ok(())
+    }
+
     /// `customer.subscription.deleted`: the subscription is over; its
     /// license stops granting seats and its live sessions end (revoked),
     /// through the license change every node hears.
@@ -437,6 +527,21 @@ impl StripeEvents {
     }
 }
 
+/// The subscription an invoice bills, if any.
+fn invoice_subscription(invoice: &stripe_shared::Invoice) -> Option<String> {
+    invoice
+        .subscription
+        .as_ref()
+        .map(|s| s.id().to_string())
+        .or_else(|| {
+            invoice
+                .parent
+                .as_ref()
+                .and_then(|p| p.subscription_details.as_ref())
+                .map(|d| d.subscription.id().to_string())
+        })
+}
+
 /// A store failure: an outage is retried, anything else is a bug that a
 /// retry would not fix.
 fn store(e: StoreError) -> ProcessError {
@@ -455,6 +560,7 @@ impl WebhookProcessor for StripeEvents {
                 self.checkout_completed(event, session).await
             }
             EventObject::InvoicePaid(invoice) => self.invoice_paid(event, invoice).await,
+            EventObject::InvoicePaymentFailed(invoice) => self.payment_failed(event, invoice).await,
             EventObject::CustomerSubscriptionDeleted(sub) => {
                 self.subscription_deleted(event, sub).await
             }

@@ -247,9 +247,15 @@ pub fn sample_data(kind: MailKind) -> serde_json::Value {
             "expires_at": "2026-03-04",
             "reactivated": true,
         }),
-        MailKind::SubscriptionCancelled => json!({
+        MailKind::SubscriptionCancelled | MailKind::LicenseSuspended => json!({
             "org_name": "Acme Corp",
             "plan_name": "Pro",
+        }),
+        MailKind::PaymentFailed => json!({
+            "org_name": "Acme Corp",
+            "plan_name": "Pro",
+            "urgent": true,
+            "grace_ends_at": "2026-02-11",
         }),
     }
 }

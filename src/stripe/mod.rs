@@ -1,8 +1,8 @@
 //! Stripe behind the [`PaymentGateway`] port, with async-stripe's client.
 //!
-//! [`StripeGateway`] makes the three calls billing needs: create a
-//! customer, create a subscription-mode Checkout Session, create a Customer
-//! Portal session. Every create call carries the caller's idempotency key
+//! [`StripeGateway`] makes the calls billing needs: create a customer,
+//! create a subscription-mode Checkout Session, create a Customer Portal
+//! session, retrieve a subscription. Every create call carries the caller's idempotency key
 //! (the SDK's [`RequestStrategy::Idempotent`]), and is tried once: the
 //! caller decides about retries, with the same key. [`webhook`] verifies
 //! and parses what Stripe sends back.

@@ -738,9 +738,29 @@ impl FakeStripe {
 
     /// The next period of a subscription paid: the period advances (a
     /// trial ends) and `invoice.paid` comes for a `subscription_cycle`
-    /// invoice.
+    /// invoice. While an invoice is overdue (open after a failed payment),
+    /// that invoice is the one paid, and the period stays.
     pub fn build_renewal_paid(&self, subscription_id: &str) -> FakeEvent {
         let mut state = self.state();
+        // An overdue invoice is paid first: its period started already.
+        let open = state
+            .subscriptions
+            .get(subscription_id)
+            .and_then(|s| s["latest_invoice"].as_str().map(str::to_owned))
+            .filter(|id| {
+                state
+                    .invoices
+                    .get(id)
+                    .is_some_and(|i| i["status"] == "open")
+            });
+        if let Some(id) = open {
+            let invoice = state.invoices.get_mut(&id).expect("the open invoice");
+            invoice["status"] = json!("paid");
+            invoice["next_payment_attempt"] = Value::Null;
+            let invoice = invoice.clone();
+            state.set_subscription(subscription_id, |s| s["status"] = json!("active"));
+            return state.event("invoice.paid", invoice, None, None);
+        }
         let (sub, old, new) = state.advance_period(subscription_id);
         let amount = state.amount_of(&sub);
         let mut invoice = state.new_invoice(&sub, "subscription_cycle", old, new, amount, true);
@@ -755,9 +775,31 @@ impl FakeStripe {
     }
 
     /// The charge for the next period fails: an open invoice and
-    /// `invoice.payment_failed`; the subscription becomes `past_due`.
+    /// `invoice.payment_failed`; the subscription becomes `past_due`. Called
+    /// again while that invoice is open, it is Stripe's next retry of it:
+    /// `attempt_count` grows and the period stays.
     pub fn build_payment_failed(&self, subscription_id: &str) -> FakeEvent {
         let mut state = self.state();
+        // A retry of the same unpaid invoice (Stripe's Smart Retries): one
+        // more attempt on it, the period unchanged.
+        let open = state
+            .subscriptions
+            .get(subscription_id)
+            .and_then(|s| s["latest_invoice"].as_str().map(str::to_owned))
+            .filter(|id| {
+                state
+                    .invoices
+                    .get(id)
+                    .is_some_and(|i| i["status"] == "open")
+            });
+        if let Some(id) = open {
+            let invoice = state.invoices.get_mut(&id).expect("the open invoice");
+            let attempts = invoice["attempt_count"].as_i64().unwrap_or(1) + 1;
+            invoice["attempt_count"] = json!(attempts);
+            invoice["next_payment_attempt"] = json!(now() + 3 * 86_400);
+            let invoice = invoice.clone();
+            return state.event("invoice.payment_failed", invoice, None, None);
+        }
         let (sub, old, new) = state.advance_period(subscription_id);
         let amount = state.amount_of(&sub);
         let mut invoice = state.new_invoice(&sub, "subscription_cycle", old, new, amount, false);

@@ -404,6 +404,15 @@ pub enum AuditEvent {
     /// A subscription ended, and its license with it.
     #[serde(rename = "LICENSE_DEACTIVATED")]
     LicenseDeactivated,
+    /// A subscription's payment failed.
+    #[serde(rename = "PAYMENT_FAILED")]
+    PaymentFailed,
+    /// A first failed payment started a grace period.
+    #[serde(rename = "GRACE_PERIOD_STARTED")]
+    GracePeriodStarted,
+    /// Billing suspended a license (repeated failed payments).
+    #[serde(rename = "LICENSE_SUSPENDED")]
+    LicenseSuspended,
 }
 
 impl AuditEvent {
@@ -441,11 +450,14 @@ impl AuditEvent {
             Self::LicenseRenewed => "LICENSE_RENEWED",
             Self::LicenseReactivated => "LICENSE_REACTIVATED",
             Self::LicenseDeactivated => "LICENSE_DEACTIVATED",
+            Self::PaymentFailed => "PAYMENT_FAILED",
+            Self::GracePeriodStarted => "GRACE_PERIOD_STARTED",
+            Self::LicenseSuspended => "LICENSE_SUSPENDED",
         }
     }
 
     /// Every event, so that names parse back without a second list.
-    pub const ALL: [AuditEvent; 32] = [
+    pub const ALL: [AuditEvent; 35] = [
         Self::LicenseAcquired,
         Self::LicenseAcquisitionFailed,
         Self::LicenseReleased,
@@ -478,6 +490,9 @@ impl AuditEvent {
         Self::LicenseRenewed,
         Self::LicenseReactivated,
         Self::LicenseDeactivated,
+        Self::PaymentFailed,
+        Self::GracePeriodStarted,
+        Self::LicenseSuspended,
     ];
 }
 

@@ -37,6 +37,8 @@ use super::StoreError;
 /// | `license_issued` | `org_name`, `plan_name`, `seats`, `license_key`, `expires_at`, `trial_end` (or null) |
 /// | `license_renewed` | `org_name`, `plan_name`, `expires_at`, `reactivated` |
 /// | `subscription_cancelled` | `org_name`, `plan_name` |
+/// | `payment_failed` | `org_name`, `plan_name`, `urgent`, `grace_ends_at` |
+/// | `license_suspended` | `org_name`, `plan_name` |
 ///
 /// Templates use strict undefined: a missing field fails rendering, which
 /// the mailer records as a permanent failure.
@@ -62,10 +64,14 @@ pub enum MailKind {
     LicenseRenewed,
     /// A subscription ended; its license stopped granting seats.
     SubscriptionCancelled,
+    /// A payment failed: a warning (first failure) or urgent (second).
+    PaymentFailed,
+    /// Repeated failed payments suspended the license.
+    LicenseSuspended,
 }
 
 impl MailKind {
-    pub const ALL: [MailKind; 9] = [
+    pub const ALL: [MailKind; 11] = [
         Self::Verify,
         Self::Welcome,
         Self::AccountExists,
@@ -75,6 +81,8 @@ impl MailKind {
         Self::LicenseIssued,
         Self::LicenseRenewed,
         Self::SubscriptionCancelled,
+        Self::PaymentFailed,
+        Self::LicenseSuspended,
     ];
 
     /// The stored name, which is also the template's file stem.
@@ -89,6 +97,8 @@ impl MailKind {
             Self::LicenseIssued => "license_issued",
             Self::LicenseRenewed => "license_renewed",
             Self::SubscriptionCancelled => "subscription_cancelled",
+            Self::PaymentFailed => "payment_failed",
+            Self::LicenseSuspended => "license_suspended",
         }
     }
 }
