@@ -26,7 +26,13 @@ use support::{AppOptions, TestApp, eventually, spawn_app_with};
 const WAIT: Duration = Duration::from_secs(15);
 
 async fn billing_app(fake: &FakeStripe) -> TestApp {
+    billing_node(fake, support::Backend::Embedded).await
+}
+
+/// A server whose Stripe is `fake`, on `backend`.
+async fn billing_node(fake: &FakeStripe, backend: support::Backend) -> TestApp {
     let app = spawn_app_with(AppOptions {
+        backend,
         overrides: vec![
             ("stripe.secret_key", TEST_SECRET_KEY.into()),
             ("stripe.webhook_secret", TEST_WEBHOOK_SECRET.into()),
@@ -677,4 +683,52 @@ async fn failed_payments_warn_then_suspend_and_a_payment_reactivates() {
     })
     .await;
     assert!(again.is_some(), "a new acquire succeeds after reactivation");
+}
+
+#[tokio::test]
+async fn the_same_completion_sent_ten_times_at_once_to_two_nodes_has_one_effect_and_one_email() {
+    let fake = FakeStripe::start().await;
+    let backend = support::Backend::Shared {
+        database_url: support::services::fresh_postgres_db().await,
+        redis_url: support::services::redis_url(),
+    };
+    let a = billing_node(&fake, backend.clone()).await;
+    let b = billing_node(&fake, backend).await;
+    let owner = support::accounts::register_and_login(&a, &unique_email("owner")).await;
+    let org = owner.org_id;
+    let session: Value = post(
+        &a,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        checkout_body(org, "pro"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let completion = fake.build_checkout_completion(session["id"].as_str().unwrap());
+    let completed = completion.events[0].clone();
+
+    let deliveries = (0..10).map(|i| {
+        let fake = fake.clone();
+        let event = completed.clone();
+        let url = if i % 2 == 0 { &a } else { &b }.url("/api/v1/webhooks/stripe");
+        async move { fake.deliver_to(&event, &url).await }
+    });
+    for attempts in futures::future::join_all(deliveries).await {
+        assert_eq!(attempts[0].status, Some(200));
+    }
+    eventually(WAIT, || async {
+        let e = a.store.get(&completed.id).await.unwrap()?;
+        e.processed_at.map(|_| ())
+    })
+    .await
+    .expect("processed");
+    assert_eq!(a.store.licenses_for_org(org).await.unwrap().len(), 1);
+    assert_eq!(
+        support::accounts::outbox_count(&a, &owner.email, "license_issued").await,
+        1
+    );
+    let event = b.store.get(&completed.id).await.unwrap().unwrap();
+    assert_eq!(event.attempts, 1, "claimed once across both nodes");
 }
