@@ -14,11 +14,11 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use seatwarden::stripe::StripeGateway;
-use seatwarden_actors::domain::{LicenseStatus, OrgId, SubscriptionStatus};
+use seatwarden_actors::domain::{LicenseStatus, OrgId, Subscription, SubscriptionStatus};
 use seatwarden_actors::ports::{
     CheckoutRequest, IdempotencyKey, NewCustomer, PaymentGateway, PriceId,
 };
-use support::accounts::outbox_data;
+use support::accounts::{Session, outbox_data};
 use support::people::{owner, unique_email};
 use support::stripe::{FakeStripe, RetryPolicy, TEST_SECRET_KEY, TEST_WEBHOOK_SECRET};
 use support::{AppOptions, TestApp, eventually, spawn_app_with};
@@ -52,6 +52,52 @@ async fn billing_node(fake: &FakeStripe, backend: support::Backend) -> TestApp {
         interval: Duration::from_millis(1),
     });
     app
+}
+
+/// A new owner who opened a checkout of `plan` through the API, and the
+/// Checkout Session's id.
+async fn at_checkout(app: &TestApp, plan: &str) -> (Session, String) {
+    let owner = support::accounts::register_and_login(app, &unique_email("owner")).await;
+    let response = post(
+        app,
+        "/api/v1/checkout/session",
+        &owner.access_token,
+        checkout_body(owner.org_id, plan),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let session: Value = response.json().await.unwrap();
+    let id = session["id"].as_str().unwrap().to_owned();
+    (owner, id)
+}
+
+/// An organization whose checkout of a plan the fake Stripe completed: its
+/// owner, the recorded subscription, and the license key from the email.
+struct Subscribed {
+    owner: Session,
+    subscription: Subscription,
+    key: String,
+}
+
+async fn subscribed(app: &TestApp, fake: &FakeStripe, plan: &str) -> Subscribed {
+    let (owner, session) = at_checkout(app, plan).await;
+    let sub_id = fake.complete_checkout(&session).await.subscription_id;
+    let subscription = eventually(WAIT, || async {
+        app.store.subscription(&sub_id).await.unwrap()
+    })
+    .await
+    .expect("subscribed");
+    let key = outbox_data(app, &owner.email, "license_issued")
+        .await
+        .expect("the license email")["license_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Subscribed {
+        owner,
+        subscription,
+        key,
+    }
 }
 
 /// Opens a checkout for `quantity` of the Pro plan, as `POST
@@ -421,33 +467,12 @@ async fn after_its_checkout_an_organization_sees_its_subscription_and_opens_the_
 async fn a_paid_renewal_extends_the_license_once_and_a_deleted_subscription_ends_its_seats() {
     let fake = FakeStripe::start().await;
     let app = billing_app(&fake).await;
-    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
-    let org = owner.org_id;
-    let session: Value = post(
-        &app,
-        "/api/v1/checkout/session",
-        &owner.access_token,
-        checkout_body(org, "pro"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let completion = fake
-        .complete_checkout(session["id"].as_str().unwrap())
-        .await;
-    let sub_id = completion.subscription_id.clone();
-    let first = eventually(WAIT, || async {
-        app.store.subscription(&sub_id).await.unwrap()
-    })
-    .await
-    .expect("subscribed");
-    let key = outbox_data(&app, &owner.email, "license_issued")
-        .await
-        .unwrap()["license_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Subscribed {
+        owner,
+        subscription: first,
+        key,
+    } = subscribed(&app, &fake, "pro").await;
+    let sub_id = first.id.clone();
     let seat: Value = app.acquire_ok(&key, "laptop").await;
 
     // Renewed: the expiry follows the new period, and the email goes out once
@@ -509,19 +534,9 @@ async fn a_paid_renewal_extends_the_license_once_and_a_deleted_subscription_ends
 async fn an_invoice_paid_before_its_checkout_completed_is_applied_once_the_subscription_exists() {
     let fake = FakeStripe::start().await;
     let app = billing_app(&fake).await;
-    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
+    let (owner, session) = at_checkout(&app, "pro").await;
     let org = owner.org_id;
-    let session: Value = post(
-        &app,
-        "/api/v1/checkout/session",
-        &owner.access_token,
-        checkout_body(org, "pro"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let completion = fake.build_checkout_completion(session["id"].as_str().unwrap());
+    let completion = fake.build_checkout_completion(&session);
     let (completed, paid) = (&completion.events[0], &completion.events[1]);
     // Stripe's order is not promised: the invoice first.
     fake.deliver(paid).await;
@@ -556,33 +571,12 @@ async fn an_invoice_paid_before_its_checkout_completed_is_applied_once_the_subsc
 async fn failed_payments_warn_then_suspend_and_a_payment_reactivates() {
     let fake = FakeStripe::start().await;
     let app = billing_app(&fake).await;
-    let owner = support::accounts::register_and_login(&app, &unique_email("owner")).await;
-    let org = owner.org_id;
-    let session: Value = post(
-        &app,
-        "/api/v1/checkout/session",
-        &owner.access_token,
-        checkout_body(org, "pro"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let sub_id = fake
-        .complete_checkout(session["id"].as_str().unwrap())
-        .await
-        .subscription_id;
-    let subscribed = eventually(WAIT, || async {
-        app.store.subscription(&sub_id).await.unwrap()
-    })
-    .await
-    .expect("subscribed");
-    let key = outbox_data(&app, &owner.email, "license_issued")
-        .await
-        .unwrap()["license_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Subscribed {
+        owner,
+        subscription: subscribed,
+        key,
+    } = subscribed(&app, &fake, "pro").await;
+    let sub_id = subscribed.id.clone();
     let seat: Value = app.acquire_ok(&key, "laptop").await;
     let failures_applied = |n: u32| {
         let app = &app;
@@ -694,19 +688,9 @@ async fn the_same_completion_sent_ten_times_at_once_to_two_nodes_has_one_effect_
     };
     let a = billing_node(&fake, backend.clone()).await;
     let b = billing_node(&fake, backend).await;
-    let owner = support::accounts::register_and_login(&a, &unique_email("owner")).await;
+    let (owner, session) = at_checkout(&a, "pro").await;
     let org = owner.org_id;
-    let session: Value = post(
-        &a,
-        "/api/v1/checkout/session",
-        &owner.access_token,
-        checkout_body(org, "pro"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let completion = fake.build_checkout_completion(session["id"].as_str().unwrap());
+    let completion = fake.build_checkout_completion(&session);
     let completed = completion.events[0].clone();
 
     let deliveries = (0..10).map(|i| {

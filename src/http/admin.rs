@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use warp::Filter;
-use warp::reply::{Reply, Response};
+use warp::reply::Response;
 
 use seatwarden_actors::domain::{
     ActionAudit, AuditEvent, ClientInfo, License, LicenseId, LicenseStatus, LicenseUpdate, OrgId,
@@ -37,7 +37,7 @@ use super::openapi::{
 use super::paging::{self, PageBody};
 use super::principal::{forbidden, user};
 use super::with_ctx;
-use super::{ApiError, AppContext, client, json_body};
+use super::{ApiError, AppContext, client, json_body, rejected, reply};
 use crate::auth::AccessClaims;
 use crate::licensing::{InvalidSpec, LicenseSpec, check_max_machines, check_seats};
 
@@ -95,14 +95,6 @@ pub fn routes(
         .or(list_emails(ctx))
         .unify()
         .boxed()
-}
-
-fn reply<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    warp::reply::with_status(warp::reply::json(body), status).into_response()
-}
-
-fn rejected(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
 }
 
 // ---------------------------------------------------------------------------

@@ -93,9 +93,6 @@ impl From<CoordinatorError> for ApiError {
     /// tell the client only to retry.
     fn from(e: CoordinatorError) -> Self {
         use CoordinatorError as E;
-        if let E::Throttled { retry_after } = e {
-            return rate_limited(retry_after);
-        }
         let (status, retry_after, public_message) = match &e {
             E::LicenseNotFound | E::SessionNotFound => (StatusCode::NOT_FOUND, None, None),
             E::LicenseSuspended
@@ -123,8 +120,8 @@ impl From<CoordinatorError> for ApiError {
                 Some(1),
                 Some("the server is busy; retry shortly"),
             ),
-            // Answered above, like every other rate limit.
-            E::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, None, None),
+            // Answered like every other rate limit.
+            E::Throttled { retry_after } => return rate_limited(*retry_after),
             E::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 None,

@@ -631,6 +631,17 @@ async fn deadline_passed(activity: &Activity, limits: ServeLimits) {
 }
 
 /// The shared context, handed to each handler.
+/// `body` as JSON with `status`.
+fn reply<T: serde::Serialize>(status: http::StatusCode, body: &T) -> warp::reply::Response {
+    use warp::Reply;
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// An [`ApiError`] as a rejection, for `recover` to answer.
+fn rejected(e: ApiError) -> warp::Rejection {
+    warp::reject::custom(e)
+}
+
 fn with_ctx(ctx: AppContext) -> impl Filter<Extract = (AppContext,), Error = Infallible> + Clone {
     warp::any().map(move || ctx.clone())
 }

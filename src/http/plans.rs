@@ -12,10 +12,10 @@
 
 use chrono::Utc;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use warp::Filter;
-use warp::reply::{Reply, Response};
+use warp::reply::Response;
 
 use seatwarden_actors::domain::{
     AuditEvent, ClientInfo, DEFAULT_CURRENCY, InvalidPlan, NewPlan, Plan, PlanId, PlanPatch,
@@ -25,7 +25,7 @@ use seatwarden_actors::ports::{PlanChange, StoreError};
 use super::admin::{PlatformAdmin, admin_audit, nullable, platform_admin};
 use super::openapi::{ErrorBody, PayloadTooLarge, PlanBody, Unauthorized, Unavailable};
 use super::paging::PageBody;
-use super::{ApiError, AppContext, client, json_body, with_ctx};
+use super::{ApiError, AppContext, client, json_body, rejected, reply, with_ctx};
 
 /// `/api/v1/plans*` and `/api/v1/admin/plans*`.
 pub fn routes(
@@ -43,14 +43,6 @@ pub fn routes(
         .or(retire_plan(ctx))
         .unify()
         .boxed()
-}
-
-fn reply<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    warp::reply::with_status(warp::reply::json(body), status).into_response()
-}
-
-fn rejected(e: ApiError) -> warp::Rejection {
-    warp::reject::custom(e)
 }
 
 fn plan_not_found() -> ApiError {

@@ -60,32 +60,22 @@ pub async fn outbox_data(app: &TestApp, recipient: &str, kind: &str) -> Option<V
     text.map(|t| serde_json::from_str(&t).expect("outbox data is JSON"))
 }
 
-/// How many messages of `kind` were enqueued for `recipient`.
-pub async fn outbox_count(app: &TestApp, recipient: &str, kind: &str) -> i64 {
-    const SQL: &str = "SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND kind = $2";
-    let url = app.settings.database_url();
-    let url = url.expose_secret();
-    if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url)
-            .await
-            .expect("open the test database");
-        sqlx::query_scalar(SQL)
-            .bind(recipient)
-            .bind(kind)
-            .fetch_one(&mut conn)
-            .await
-            .expect("count the outbox")
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url)
-            .await
-            .expect("connect to the test database");
-        sqlx::query_scalar(SQL)
-            .bind(recipient)
-            .bind(kind)
-            .fetch_one(&mut conn)
-            .await
-            .expect("count the outbox")
-    }
+/// How many messages of `kind` were enqueued for `recipient`, read from
+/// the email log (the outbox port's own listing).
+pub async fn outbox_count(app: &TestApp, recipient: &str, kind: &str) -> usize {
+    let filter = seatwarden_actors::ports::MailFilter {
+        status: None,
+        kind: Some(kind.parse().expect("a mail kind")),
+        recipient: Some(recipient.to_owned()),
+        after: None,
+        limit: 1000,
+    };
+    app.outbox
+        .email_log(&filter)
+        .await
+        .expect("read the email log")
+        .entries
+        .len()
 }
 
 /// The token of the newest message of `kind` to `recipient`, read from
