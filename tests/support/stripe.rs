@@ -743,16 +743,7 @@ impl FakeStripe {
     pub fn build_renewal_paid(&self, subscription_id: &str) -> FakeEvent {
         let mut state = self.state();
         // An overdue invoice is paid first: its period started already.
-        let open = state
-            .subscriptions
-            .get(subscription_id)
-            .and_then(|s| s["latest_invoice"].as_str().map(str::to_owned))
-            .filter(|id| {
-                state
-                    .invoices
-                    .get(id)
-                    .is_some_and(|i| i["status"] == "open")
-            });
+        let open = state.open_invoice(subscription_id);
         if let Some(id) = open {
             let invoice = state.invoices.get_mut(&id).expect("the open invoice");
             invoice["status"] = json!("paid");
@@ -782,16 +773,7 @@ impl FakeStripe {
         let mut state = self.state();
         // A retry of the same unpaid invoice (Stripe's Smart Retries): one
         // more attempt on it, the period unchanged.
-        let open = state
-            .subscriptions
-            .get(subscription_id)
-            .and_then(|s| s["latest_invoice"].as_str().map(str::to_owned))
-            .filter(|id| {
-                state
-                    .invoices
-                    .get(id)
-                    .is_some_and(|i| i["status"] == "open")
-            });
+        let open = state.open_invoice(subscription_id);
         if let Some(id) = open {
             let invoice = state.invoices.get_mut(&id).expect("the open invoice");
             let attempts = invoice["attempt_count"].as_i64().unwrap_or(1) + 1;
@@ -1121,6 +1103,15 @@ impl State {
         sub["billing_cycle_anchor"] = json!(old.1);
         self.subscriptions.insert(id.into(), sub.clone());
         (sub, old, new)
+    }
+
+    /// The subscription's latest invoice, if it is still open (unpaid
+    /// after a failed payment).
+    fn open_invoice(&self, subscription_id: &str) -> Option<String> {
+        self.subscriptions
+            .get(subscription_id)
+            .and_then(|s| s["latest_invoice"].as_str().map(str::to_owned))
+            .filter(|id| self.invoices.get(id).is_some_and(|i| i["status"] == "open"))
     }
 
     fn new_invoice(
