@@ -374,6 +374,7 @@ pub async fn run_admin(
                     MachineLimit::None => None,
                 }),
                 requires_user,
+                ..LicenseUpdate::default()
             };
             if update.is_empty() {
                 bail!(

@@ -12,7 +12,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use seatwarden_actors::domain::{DEFAULT_CURRENCY, NewPlan, PlanId};
-use seatwarden_actors::{CoordinatorSettings, MailerSettings, RestartPolicy, WebhookSettings};
+use seatwarden_actors::{
+    CoordinatorSettings, MailerSettings, RenewalSettings, RestartPolicy, WebhookSettings,
+};
 
 pub use crate::ratelimit::RateLimitSettings;
 
@@ -36,6 +38,7 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub mail: MailSettings,
     pub webhooks: WebhooksSettings,
+    pub renewals: RenewalsSettings,
     pub billing: BillingSettings,
     /// `[plans.<id>]`: the plans seeded into the catalogue at start-up.
     #[serde(default)]
@@ -134,6 +137,20 @@ pub struct WebhooksSettings {
     pub batch_size: u32,
     pub claim_secs: u64,
     pub process_timeout_secs: u64,
+}
+
+/// `[renewals]`: the billing deadlines (grace ends, expiries, expiry
+/// warnings, trial ends) and how they are fired.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RenewalsSettings {
+    /// How long before a license's expiry its owners are warned.
+    pub expiry_warning_secs: u64,
+    pub poll_interval_ms: u64,
+    pub retry_base_secs: u64,
+    pub max_attempts: u32,
+    pub batch_size: u32,
+    pub claim_secs: u64,
+    pub decide_timeout_secs: u64,
 }
 
 /// Billing through Stripe. Off while `secret_key` is unset.
@@ -545,7 +562,28 @@ impl Settings {
         }
         self.validate_mail()?;
         self.validate_stripe()?;
+        self.validate_renewals()?;
         self.plan_seeds().map(drop)
+    }
+
+    fn validate_renewals(&self) -> Result<(), ConfigError> {
+        let r = &self.renewals;
+        if r.poll_interval_ms == 0 {
+            return Err(invalid("renewals.poll_interval_ms", "must be at least 1"));
+        }
+        if r.batch_size == 0 {
+            return Err(invalid("renewals.batch_size", "must be at least 1"));
+        }
+        if r.max_attempts == 0 {
+            return Err(invalid("renewals.max_attempts", "must be at least 1"));
+        }
+        if r.decide_timeout_secs == 0 || r.decide_timeout_secs >= r.claim_secs {
+            return Err(invalid(
+                "renewals.decide_timeout_secs",
+                "must be at least 1 and below renewals.claim_secs",
+            ));
+        }
+        Ok(())
     }
 
     /// The `[plans.<id>]` tables as plans to seed, each validated as the
@@ -736,6 +774,21 @@ impl Settings {
             },
             mailer: self.mailer(),
             webhooks: self.webhook_processing(),
+            renewals: self.renewal_timers(),
+        }
+    }
+
+    pub fn renewal_timers(&self) -> RenewalSettings {
+        let r = &self.renewals;
+        RenewalSettings {
+            poll_interval: Duration::from_millis(r.poll_interval_ms),
+            expiry_warning: Duration::from_secs(r.expiry_warning_secs),
+            retry_base: Duration::from_secs(r.retry_base_secs),
+            max_attempts: r.max_attempts,
+            batch_size: r.batch_size,
+            claim_lease: Duration::from_secs(r.claim_secs),
+            decide_timeout: Duration::from_secs(r.decide_timeout_secs),
+            ..RenewalSettings::default()
         }
     }
 

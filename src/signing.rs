@@ -220,6 +220,33 @@ pub struct LicenseFileClaims {
     pub exp: i64,
 }
 
+impl LicenseFileClaims {
+    /// The claims of `license`'s file issued at `issued_at`, valid for
+    /// `ttl_days`.
+    pub fn for_license(
+        license: &seatwarden_actors::domain::License,
+        issued_at: chrono::DateTime<chrono::Utc>,
+        ttl_days: u32,
+    ) -> Self {
+        let expires_at = issued_at + chrono::TimeDelta::days(i64::from(ttl_days));
+        Self {
+            iss: "seatwarden".into(),
+            sub: license.id.to_string(),
+            license_id: license.id.to_string(),
+            org_id: license.org_id.to_string(),
+            tier: license.tier.clone(),
+            features: license.features.clone(),
+            seats: license.seats,
+            max_machines: license.max_machines,
+            requires_user: license.requires_user,
+            status: license.status.as_str().to_owned(),
+            license_expires_at: license.expires_at.map(|t| t.timestamp()),
+            iat: issued_at.timestamp(),
+            exp: expires_at.timestamp(),
+        }
+    }
+}
+
 /// Signs and verifies seat tokens with one RSA key. Cheap to clone; clones
 /// share the key and the verified-token cache.
 #[derive(Clone)]

@@ -277,12 +277,19 @@ impl Application {
             webhook_processor: Arc::new(crate::billing::StripeEvents::new(
                 store.clone(),
                 payments.clone(),
+                signer.clone(),
                 crate::billing::BillingPolicy {
                     key_prefix: settings.licenses.key_prefix.clone(),
                     expiry_slack: Duration::from_secs(settings.billing.expiry_slack_secs),
                     first_grace: Duration::from_secs(settings.billing.first_grace_secs),
                     second_grace: Duration::from_secs(settings.billing.second_grace_secs),
+                    file_ttl_days: settings.licenses.file_ttl_days,
                 },
+            )),
+            deadlines: store.clone(),
+            deadline_handler: Arc::new(crate::billing::Renewals::new(
+                store.clone(),
+                payments.clone(),
             )),
         };
         let (coordinator, _) = Coordinator::start(ports, settings.coordinator())

@@ -71,7 +71,12 @@ async fn the_subsystem_list_shows_orgs_sweeper_watcher_and_mailer_running() {
     let app = ops_app(AppOptions::default()).await;
     let list = subsystems(&app).await;
     let names: Vec<&str> = list.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["orgs", "sweeper", "watcher", "mailer", "webhooks"]);
+    assert_eq!(
+        names,
+        [
+            "orgs", "sweeper", "watcher", "mailer", "webhooks", "renewals"
+        ]
+    );
     for s in &list {
         assert_eq!(s["status"], "running", "{s}");
         assert_eq!(s["restarts"], 0, "{s}");

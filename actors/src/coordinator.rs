@@ -29,9 +29,11 @@ use crate::messages::{
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{
-    BeatOutcome, EndOutcome, LeaseGrant, LeaseRequest, LicenseStore, MachineStore, MailSender,
-    Outbox, SeatLedger, SessionStore, Throttle, WebhookEventStore, WebhookProcessor,
+    BeatOutcome, DeadlineHandler, DeadlineStore, EndOutcome, LeaseGrant, LeaseRequest,
+    LicenseStore, MachineStore, MailSender, Outbox, SeatLedger, SessionStore, Throttle,
+    WebhookEventStore, WebhookProcessor,
 };
+use crate::renewals::RenewalArguments;
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
 use crate::settings::CoordinatorSettings;
 use crate::supervision::{SubsystemBoard, SubsystemInfo};
@@ -74,6 +76,9 @@ pub struct Ports {
     /// The inbox of webhook events, and what applies them.
     pub webhook_events: Arc<dyn WebhookEventStore>,
     pub webhook_processor: Arc<dyn WebhookProcessor>,
+    /// The billing deadlines, and what firing one does.
+    pub deadlines: Arc<dyn DeadlineStore>,
+    pub deadline_handler: Arc<dyn DeadlineHandler>,
 }
 
 /// Handle to a running coordinator.
@@ -138,6 +143,11 @@ impl Coordinator {
                 store: ports.webhook_events.clone(),
                 processor: ports.webhook_processor.clone(),
                 settings: Arc::new(settings.webhooks.clone()),
+            },
+            renewals: RenewalArguments {
+                store: ports.deadlines.clone(),
+                handler: ports.deadline_handler.clone(),
+                settings: Arc::new(settings.renewals.clone()),
             },
         };
         let (root, handle) = Actor::spawn(Some(names.root()), RootSupervisor, args)

@@ -22,9 +22,12 @@
 //! │                                    suspended licenses
 //! ├── MailerActor          "mailer"    claims due outbox mail cluster-wide and
 //! │                                    sends it, with backoff
-//! └── WebhookActor         "webhooks"  claims recorded webhook events
-//!                                      cluster-wide and applies them once, with
-//!                                      backoff
+//! ├── WebhookActor         "webhooks"  claims recorded webhook events
+//! │                                    cluster-wide and applies them once, with
+//! │                                    backoff
+//! └── RenewalActor         "renewals"  sleeps until the next billing deadline
+//!                                      (grace end, expiry, warning, trial end),
+//!                                      claims it cluster-wide and fires it once
 //! ```
 //!
 //! Live seats are held by the ledger (Redis or in-process) and history by the
@@ -47,6 +50,7 @@ mod names;
 pub mod org;
 pub mod org_supervisor;
 pub mod ports;
+pub mod renewals;
 pub mod root;
 pub mod settings;
 pub mod supervision;
@@ -58,5 +62,5 @@ pub use coordinator::{Coordinator, Ports, token_expiry};
 pub use error::CoordinatorError;
 pub use messages::{Acquired, Beat, Released, SessionRef};
 pub use root::Subsystem;
-pub use settings::{CoordinatorSettings, MailerSettings, WebhookSettings};
+pub use settings::{CoordinatorSettings, MailerSettings, RenewalSettings, WebhookSettings};
 pub use supervision::{RestartPolicy, SubsystemInfo, SubsystemStatus};

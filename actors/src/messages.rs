@@ -122,6 +122,12 @@ pub enum RootMessage {
     InjectFault(Subsystem, bool, RpcReplyPort<bool>),
 }
 
+/// Messages of the renewals subsystem.
+pub enum RenewalMessage {
+    /// Look for due deadlines, fire them, and sleep until the next one.
+    Tick,
+}
+
 /// Messages of the webhooks subsystem.
 pub enum WebhookMessage {
     /// The periodic look for due events (retries, other nodes' events).

@@ -42,6 +42,9 @@ pub const WEBHOOKS_RETRIED: &str = "seatwarden_webhooks_retried_total";
 /// Counter, by `kind`: events given up (a permanent failure or out of
 /// attempts); replayable through the admin API.
 pub const WEBHOOKS_FAILED: &str = "seatwarden_webhooks_failed_total";
+/// Counter, by `kind` (grace_end, expiry, ...) and `outcome` (applied,
+/// skipped, retried, failed): billing deadlines fired.
+pub const DEADLINES: &str = "seatwarden_deadlines_total";
 
 /// Describes the metrics above so the exporter prints `# HELP` lines.
 pub fn describe() {
@@ -71,6 +74,7 @@ pub fn describe() {
         WEBHOOKS_FAILED,
         "Webhook events given up until replayed, by type"
     );
+    metrics::describe_counter!(DEADLINES, "Billing deadlines fired, by kind and outcome");
     metrics::describe_gauge!(ORG_ACTORS, "Organization actors running on this node");
     metrics::describe_counter!(
         ACTOR_RESTARTS,

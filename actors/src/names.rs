@@ -44,6 +44,10 @@ impl Names {
         format!("{}/webhooks", self.prefix)
     }
 
+    pub fn renewals(&self) -> String {
+        format!("{}/renewals", self.prefix)
+    }
+
     pub fn org(&self, org: OrgId) -> String {
         format!("{}/org/{org}", self.prefix)
     }

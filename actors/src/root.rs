@@ -15,11 +15,12 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 
 use crate::mailer::{MailerActor, MailerArguments};
 use crate::messages::{
-    MailerMessage, OrgSupervisorMessage, RootMessage, SweeperMessage, WatcherMessage,
-    WebhookMessage,
+    MailerMessage, OrgSupervisorMessage, RenewalMessage, RootMessage, SweeperMessage,
+    WatcherMessage, WebhookMessage,
 };
 use crate::metrics as m;
 use crate::org_supervisor::{OrgSupervisor, OrgSupervisorArguments};
+use crate::renewals::{RenewalActor, RenewalArguments};
 use crate::supervision::{RestartHistory, RestartPolicy, SubsystemBoard, SubsystemStatus};
 use crate::sweeper::{SweeperActor, SweeperArguments};
 use crate::watcher::{LicenseWatcherActor, WatcherArguments};
@@ -35,6 +36,7 @@ pub struct RootArguments {
     pub watcher: WatcherArguments,
     pub mailer: MailerArguments,
     pub webhooks: WebhookArguments,
+    pub renewals: RenewalArguments,
 }
 
 /// The root's subsystems. Adding one is a variant, a name and a spawn arm.
@@ -50,15 +52,18 @@ pub enum Subsystem {
     Mailer,
     /// Processes recorded webhook events (Stripe's).
     Webhooks,
+    /// Fires billing deadlines: grace ends, expiries, warnings, trial ends.
+    Renewals,
 }
 
 impl Subsystem {
-    pub const ALL: [Subsystem; 5] = [
+    pub const ALL: [Subsystem; 6] = [
         Self::Orgs,
         Self::Sweeper,
         Self::Watcher,
         Self::Mailer,
         Self::Webhooks,
+        Self::Renewals,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +73,7 @@ impl Subsystem {
             Self::Watcher => "watcher",
             Self::Mailer => "mailer",
             Self::Webhooks => "webhooks",
+            Self::Renewals => "renewals",
         }
     }
 }
@@ -161,6 +167,16 @@ async fn spawn(
             )
             .await?;
             ActorRef::<WebhookMessage>::get_cell(&a)
+        }
+        Subsystem::Renewals => {
+            let (a, _) = Actor::spawn_linked(
+                Some(args.orgs.names.renewals()),
+                RenewalActor,
+                args.renewals.clone(),
+                sup,
+            )
+            .await?;
+            ActorRef::<RenewalMessage>::get_cell(&a)
         }
     })
 }

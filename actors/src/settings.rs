@@ -48,6 +48,57 @@ pub struct CoordinatorSettings {
     pub mailer: MailerSettings,
     /// The webhooks subsystem's tunables.
     pub webhooks: WebhookSettings,
+    /// The renewals subsystem's tunables.
+    pub renewals: RenewalSettings,
+}
+
+/// Tunables of the renewals subsystem.
+#[derive(Clone, Debug)]
+pub struct RenewalSettings {
+    /// The longest the subsystem sleeps between two looks at the deadlines.
+    /// It wakes earlier for the next deadline it knows of; this bounds how
+    /// late it notices one scheduled by another node.
+    pub poll_interval: Duration,
+    /// How long before a license's expiry its owners are warned
+    /// (`renewals.expiry_warning_secs`).
+    pub expiry_warning: Duration,
+    /// The delay before the second attempt at a deadline that failed; each
+    /// further one doubles it, up to `max_retry_delay`.
+    pub retry_base: Duration,
+    pub max_retry_delay: Duration,
+    /// A deadline is given up (fired, with its error kept) after this many
+    /// attempts.
+    pub max_attempts: u32,
+    /// How many deadlines one claim takes.
+    pub batch_size: u32,
+    /// How long a claim holds its deadlines; a node that dies between claim
+    /// and effect leaves them to other nodes after this.
+    pub claim_lease: Duration,
+    /// The longest deciding one deadline may take (it may ask the payment
+    /// provider); shorter than `claim_lease`.
+    pub decide_timeout: Duration,
+}
+
+impl Default for RenewalSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(30),
+            expiry_warning: Duration::from_secs(7 * 24 * 3600),
+            retry_base: Duration::from_secs(30),
+            max_retry_delay: Duration::from_secs(3600),
+            max_attempts: 20,
+            batch_size: 50,
+            claim_lease: Duration::from_secs(120),
+            decide_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RenewalSettings {
+    /// How long to wait after failed attempt number `attempt` (1-based).
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        backoff(self.retry_base, self.max_retry_delay, attempt)
+    }
 }
 
 /// Tunables of the webhooks subsystem.
@@ -166,6 +217,7 @@ impl Default for CoordinatorSettings {
             restart_policy: RestartPolicy::default(),
             mailer: MailerSettings::default(),
             webhooks: WebhookSettings::default(),
+            renewals: RenewalSettings::default(),
         }
     }
 }

@@ -13,8 +13,15 @@
 //!   reactivated, the failed-payment count is reset;
 //! - `invoice.payment_failed` starts, then restarts, a grace period, and
 //!   suspends the license at the third failure;
+//! - `customer.subscription.updated` records a plan or quantity change and
+//!   gives the license the new plan's seats (times the quantity), tier and
+//!   features;
+//! - `customer.subscription.trial_will_end` tells the owners;
 //! - `customer.subscription.deleted` deactivates the license, which ends its
 //!   live sessions on every node.
+//!
+//! Deadlines (a grace period's end, an expiry, a trial's end) are fired by
+//! the renewals subsystem, with [`Renewals`] deciding what each one does.
 //!
 //! Other event types are recorded and settled as `failed` with the reason
 //! "not applied by this version": kept, and replayable once a version
@@ -29,8 +36,8 @@ use serde_json::json;
 use stripe_webhook::EventObject;
 
 use seatwarden_actors::domain::{
-    ActionAudit, AuditEvent, ClientInfo, LicenseId, LicenseStatus, LicenseUpdate, OrgId,
-    PageRequest, PlanId, Role, Subscription, SubscriptionStatus,
+    ActionAudit, AuditEvent, BillingInterval, ClientInfo, License, LicenseId, LicenseStatus,
+    LicenseUpdate, NewLicense, OrgId, PageRequest, PlanId, Role, Subscription, SubscriptionStatus,
 };
 use seatwarden_actors::ports::{
     GatewayError, MailKind, NewMail, PaymentGateway, ProcessError, StartOutcome, Store, StoreError,
@@ -38,7 +45,11 @@ use seatwarden_actors::ports::{
 };
 
 use crate::licensing::LicenseSpec;
+use crate::signing::{LicenseFileClaims, TokenSigner};
+
+mod renewals;
 use crate::stripe::webhook::parse_recorded;
+pub use renewals::Renewals;
 
 /// What [`StripeEvents`] needs beside its ports.
 #[derive(Clone, Debug)]
@@ -52,6 +63,9 @@ pub struct BillingPolicy {
     /// `billing.first_grace_secs` and `billing.second_grace_secs`.
     pub first_grace: Duration,
     pub second_grace: Duration,
+    /// `licenses.file_ttl_days`: how long the license file attached to the
+    /// license email stays valid.
+    pub file_ttl_days: u32,
 }
 
 /// Applies Stripe's events (the webhooks subsystem's processor).
@@ -60,6 +74,8 @@ pub struct StripeEvents {
     /// `None` while billing is off (`stripe.secret_key` unset): events that
     /// need Stripe's API then fail, to be replayed once it is configured.
     gateway: Option<Arc<dyn PaymentGateway>>,
+    /// Signs the license file attached to a new license's email.
+    signer: TokenSigner,
     policy: BillingPolicy,
 }
 
@@ -67,11 +83,13 @@ impl StripeEvents {
     pub fn new(
         store: Arc<dyn Store>,
         gateway: Option<Arc<dyn PaymentGateway>>,
+        signer: TokenSigner,
         policy: BillingPolicy,
     ) -> Self {
         Self {
             store,
             gateway,
+            signer,
             policy,
         }
     }
@@ -159,6 +177,11 @@ impl StripeEvents {
             .issue(&self.policy.key_prefix)
             .map_err(|e| permanent(format!("the plan's license is invalid: {}", e.message)))?;
         let now = Utc::now();
+        // The license's id is chosen here, so that its file can be signed
+        // before the license, the subscription and the email commit
+        // together.
+        let license_id = LicenseId::new();
+        let file = self.license_file(license_id, &new_license, now).await?;
         let subscription = Subscription {
             id: sub_id.clone(),
             org_id: org,
@@ -170,7 +193,7 @@ impl StripeEvents {
             current_period_start: snapshot.current_period_start,
             current_period_end: snapshot.current_period_end,
             trial_end: snapshot.trial_end,
-            license_id: LicenseId::new(), // replaced by the store
+            license_id,
             failed_payments: 0,
             grace_ends_at: None,
             canceled_at: None,
@@ -187,7 +210,26 @@ impl StripeEvents {
             client: ClientInfo::default(),
             detail: Some(format!("subscription={sub_id} seats={seats}")),
         };
-        let mail = NewMail::new(
+        let day = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d").to_string();
+        let interval: BillingInterval = snapshot.interval.parse().unwrap_or(BillingInterval::Month);
+        let unit_cents = plan
+            .price_for(interval)
+            .map_or(plan.monthly_price_cents, |(c, _)| c);
+        let confirmed = NewMail::new(
+            MailKind::SubscriptionConfirmed,
+            email.clone(),
+            json!({
+                "org_name": org_row.name,
+                "plan_name": plan.name,
+                "seats": seats,
+                "quantity": snapshot.quantity.max(1),
+                "interval": interval.as_str(),
+                "amount": money(unit_cents, &plan.currency),
+                "trial_end": snapshot.trial_end.map(day),
+                "next_charge": day(snapshot.trial_end.unwrap_or(snapshot.current_period_end)),
+            }),
+        );
+        let issued = NewMail::new(
             MailKind::LicenseIssued,
             email,
             json!({
@@ -195,8 +237,13 @@ impl StripeEvents {
                 "plan_name": plan.name,
                 "seats": seats,
                 "license_key": key,
-                "expires_at": expires_at.format("%Y-%m-%d").to_string(),
-                "trial_end": snapshot.trial_end.map(|t| t.format("%Y-%m-%d").to_string()),
+                "expires_at": day(expires_at),
+                "trial_end": snapshot.trial_end.map(day),
+                "attachment": {
+                    "filename": "license.lic",
+                    "content_type": "application/jwt",
+                    "content": file,
+                },
             }),
         );
         match self
@@ -209,7 +256,7 @@ impl StripeEvents {
         }
         match self
             .store
-            .start_subscription(&subscription, new_license, audit, &mail)
+            .start_subscription(&subscription, new_license, audit, &[confirmed, issued])
             .await
             .map_err(store)?
         {
@@ -225,6 +272,35 @@ impl StripeEvents {
 }
 
 impl StripeEvents {
+    /// The signed license file of a license about to be issued.
+    async fn license_file(
+        &self,
+        id: LicenseId,
+        new: &NewLicense,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<String, ProcessError> {
+        let license = License {
+            id,
+            org_id: new.org_id,
+            key_hint: new.key_hint.clone(),
+            seats: new.seats,
+            tier: new.tier.clone(),
+            features: new.features.clone(),
+            status: LicenseStatus::Active,
+            expires_at: new.expires_at,
+            created_at: now,
+            offline_grace_secs: new.offline_grace_secs,
+            offline_overdraft: new.offline_overdraft,
+            max_machines: new.max_machines,
+            requires_user: new.requires_user,
+        };
+        let claims = LicenseFileClaims::for_license(&license, now, self.policy.file_ttl_days);
+        self.signer
+            .sign_license_file(&claims)
+            .await
+            .map_err(|e| ProcessError::Retry(format!("could not sign the license file: {e}")))
+    }
+
     fn slack(&self) -> TimeDelta {
         TimeDelta::from_std(self.policy.expiry_slack).unwrap_or(TimeDelta::MAX)
     }
@@ -253,34 +329,6 @@ impl StripeEvents {
             .await
             .map_err(store)?
             .ok_or_else(|| ProcessError::Retry(format!("subscription {id} is not recorded yet")))
-    }
-
-    /// The organization's name and the plan's, for email.
-    async fn names(&self, s: &Subscription) -> Result<(String, String), ProcessError> {
-        let org = self.store.org(s.org_id).await.map_err(store)?;
-        let plan = match PlanId::parse(&s.plan_id) {
-            Ok(id) => self.store.plan(&id).await.map_err(store)?,
-            Err(_) => None,
-        };
-        Ok((
-            org.map_or_else(|| s.org_id.to_string(), |o| o.name),
-            plan.map_or_else(|| s.plan_id.clone(), |p| p.name),
-        ))
-    }
-
-    /// Where billing email goes when the event names no address: the
-    /// organization's first owner.
-    async fn owner_email(&self, org: OrgId) -> Result<Option<String>, ProcessError> {
-        let members = self
-            .store
-            .members(org, PageRequest::first(100))
-            .await
-            .map_err(store)?;
-        Ok(members
-            .items
-            .into_iter()
-            .find(|m| m.role == Role::Owner)
-            .map(|m| m.email))
     }
 
     fn audit(event: AuditEvent, detail: String) -> ActionAudit {
@@ -368,14 +416,20 @@ impl StripeEvents {
                 format!("subscription={sub_id}"),
             ));
         }
-        let (org_name, plan_name) = self.names(&stored).await?;
+        let (org_name, plan_name) = names(self.store.as_ref(), &stored).await?;
         let to = match invoice.customer_email.clone() {
             Some(email) => Some(email),
-            None => self.owner_email(stored.org_id).await?,
+            None => owner_email(self.store.as_ref(), stored.org_id).await?,
+        };
+        let kind = if reactivates {
+            MailKind::LicenseReactivated
+        } else {
+            MailKind::LicenseRenewed
         };
         let mail = to.map(|to| {
-            NewMail::new(
-                MailKind::LicenseRenewed,
+            NewMail::once(
+                &event.id,
+                kind,
                 to,
                 json!({
                     "org_name": org_name,
@@ -434,7 +488,7 @@ impl StripeEvents {
             ),
         )];
         let mut update = LicenseUpdate::default();
-        let (org_name, plan_name) = self.names(&stored).await?;
+        let (org_name, plan_name) = names(self.store.as_ref(), &stored).await?;
         let (kind, data) = match grace {
             Some(ends) => {
                 if failures == 1 {
@@ -467,9 +521,9 @@ impl StripeEvents {
         };
         let to = match invoice.customer_email.clone() {
             Some(email) => Some(email),
-            None => self.owner_email(stored.org_id).await?,
+            None => owner_email(self.store.as_ref(), stored.org_id).await?,
         };
-        let mail = to.map(|to| NewMail::new(kind, to, data));
+        let mail = to.map(|to| NewMail::once(&event.id, kind, to, data));
         self.store
             .change_subscription(&next, &update, audits, mail.as_ref())
             .await
@@ -510,20 +564,206 @@ impl StripeEvents {
             AuditEvent::LicenseDeactivated,
             format!("subscription={sub_id} ended"),
         )];
-        let (org_name, plan_name) = self.names(&stored).await?;
-        let mail = self.owner_email(stored.org_id).await?.map(|to| {
-            NewMail::new(
-                MailKind::SubscriptionCancelled,
-                to,
-                json!({"org_name": org_name, "plan_name": plan_name}),
-            )
-        });
+        let (org_name, plan_name) = names(self.store.as_ref(), &stored).await?;
+        let mail = owner_email(self.store.as_ref(), stored.org_id)
+            .await?
+            .map(|to| {
+                NewMail::once(
+                    &event.id,
+                    MailKind::SubscriptionCancelled,
+                    to,
+                    json!({"org_name": org_name, "plan_name": plan_name}),
+                )
+            });
         self.store
             .change_subscription(&next, &update, audits, mail.as_ref())
             .await
             .map_err(store)?;
         tracing::info!(subscription = %sub_id, "subscription ended; license deactivated");
         Ok(())
+    }
+}
+
+/// The organization's name and the plan's, for email.
+pub(crate) async fn names(
+    store: &dyn Store,
+    s: &Subscription,
+) -> Result<(String, String), ProcessError> {
+    let org = store.org(s.org_id).await.map_err(self::store)?;
+    let plan = match PlanId::parse(&s.plan_id) {
+        Ok(id) => store.plan(&id).await.map_err(self::store)?,
+        Err(_) => None,
+    };
+    Ok((
+        org.map_or_else(|| s.org_id.to_string(), |o| o.name),
+        plan.map_or_else(|| s.plan_id.clone(), |p| p.name),
+    ))
+}
+
+/// Where billing email goes when the event names no address: the
+/// organization's first owner.
+pub(crate) async fn owner_email(
+    store: &dyn Store,
+    org: OrgId,
+) -> Result<Option<String>, ProcessError> {
+    let members = store
+        .members(org, PageRequest::first(100))
+        .await
+        .map_err(self::store)?;
+    Ok(members
+        .items
+        .into_iter()
+        .find(|m| m.role == Role::Owner)
+        .map(|m| m.email))
+}
+
+impl StripeEvents {
+    /// `customer.subscription.updated`: the subscription as Stripe reports
+    /// it now (read back, so a late or repeated event changes nothing) is
+    /// recorded. A plan or quantity change sets the license's seats (the
+    /// plan's times the quantity), tier and features; lowering seats
+    /// evicts no live session, it only refuses new ones beyond the limit.
+    async fn subscription_updated(
+        &self,
+        event: &WebhookEvent,
+        sub: &stripe_shared::Subscription,
+    ) -> Result<(), ProcessError> {
+        let sub_id = sub.id.to_string();
+        let stored = self.recorded(&sub_id).await?;
+        if stored.status == SubscriptionStatus::Canceled {
+            return Ok(()); // over: a late update changes nothing
+        }
+        let snapshot = self.retrieve(&sub_id).await?;
+        let plans = self.store.plans(true).await.map_err(store)?;
+        let plan = plans
+            .into_iter()
+            .find(|p| {
+                p.stripe_price_monthly == snapshot.price.as_str()
+                    || p.stripe_price_annual.as_deref() == Some(snapshot.price.as_str())
+            })
+            .ok_or_else(|| {
+                ProcessError::Permanent(format!(
+                    "no plan has the price {} of subscription {sub_id}",
+                    snapshot.price.as_str()
+                ))
+            })?;
+        let status: SubscriptionStatus =
+            snapshot.status.parse().map_err(ProcessError::Permanent)?;
+        let quantity = snapshot.quantity.max(1);
+        let mut next = stored.clone();
+        next.plan_id = plan.id.as_str().to_owned();
+        next.interval = snapshot.interval.clone();
+        next.quantity = quantity;
+        next.status = status;
+        next.current_period_start = snapshot.current_period_start;
+        next.current_period_end = snapshot.current_period_end;
+        next.trial_end = snapshot.trial_end;
+        let license = self
+            .store
+            .license(stored.license_id)
+            .await
+            .map_err(store)?
+            .ok_or_else(|| ProcessError::Permanent(format!("no license for {sub_id}")))?;
+        let seats = plan.seats.saturating_mul(quantity);
+        let tier = plan.id.as_str().to_owned();
+        let terms_change =
+            license.seats != seats || license.tier != tier || license.features != plan.features;
+        let same = |a: &Subscription, b: &Subscription| {
+            (
+                &a.plan_id,
+                &a.interval,
+                a.quantity,
+                a.status,
+                a.current_period_start,
+                a.current_period_end,
+                a.trial_end,
+            ) == (
+                &b.plan_id,
+                &b.interval,
+                b.quantity,
+                b.status,
+                b.current_period_start,
+                b.current_period_end,
+                b.trial_end,
+            )
+        };
+        if same(&next, &stored) && !terms_change {
+            return Ok(()); // applied before
+        }
+        next.last_event_at = stored.last_event_at.max(event.created);
+        next.updated_at = Utc::now();
+        let mut update = LicenseUpdate::default();
+        let mut audits = Vec::new();
+        if terms_change {
+            update.seats = Some(seats);
+            update.tier = Some(tier);
+            update.features = Some(plan.features.clone());
+            audits.push(Self::audit(
+                AuditEvent::PlanChanged,
+                format!(
+                    "subscription={sub_id} plan={}->{} quantity={}->{quantity} seats={}->{seats}",
+                    stored.plan_id, next.plan_id, stored.quantity, license.seats
+                ),
+            ));
+        }
+        self.store
+            .change_subscription(&next, &update, audits, None)
+            .await
+            .map_err(store)?;
+        tracing::info!(subscription = %sub_id, plan = %next.plan_id, quantity, seats,
+            terms_change, "subscription update applied");
+        Ok(())
+    }
+
+    /// `customer.subscription.trial_will_end` (three days before): the
+    /// owners are told, once per event.
+    async fn trial_will_end(
+        &self,
+        event: &WebhookEvent,
+        sub: &stripe_shared::Subscription,
+    ) -> Result<(), ProcessError> {
+        let stored = self.recorded(sub.id.as_str()).await?;
+        if stored.status != SubscriptionStatus::Trialing {
+            return Ok(()); // converted or ended already
+        }
+        let trial_end = sub
+            .trial_end
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .or(stored.trial_end);
+        let Some(trial_end) = trial_end else {
+            return Ok(());
+        };
+        let (org_name, plan_name) = names(self.store.as_ref(), &stored).await?;
+        let Some(to) = owner_email(self.store.as_ref(), stored.org_id).await? else {
+            return Ok(());
+        };
+        let mail = NewMail::once(
+            &event.id,
+            MailKind::TrialEnding,
+            to,
+            json!({
+                "org_name": org_name,
+                "plan_name": plan_name,
+                "trial_end": trial_end.format("%Y-%m-%d").to_string(),
+            }),
+        );
+        let mut next = stored.clone();
+        next.last_event_at = stored.last_event_at.max(event.created);
+        self.store
+            .change_subscription(&next, &LicenseUpdate::default(), Vec::new(), Some(&mail))
+            .await
+            .map_err(store)?;
+        Ok(())
+    }
+}
+
+/// An amount in cents as an email shows it: `$99.00` for USD, else
+/// `99.00 EUR`.
+fn money(cents: i64, currency: &str) -> String {
+    let amount = format!("{}.{:02}", cents / 100, (cents % 100).abs());
+    match currency.to_ascii_lowercase().as_str() {
+        "usd" => format!("${amount}"),
+        other => format!("{amount} {}", other.to_ascii_uppercase()),
     }
 }
 
@@ -544,7 +784,7 @@ fn invoice_subscription(invoice: &stripe_shared::Invoice) -> Option<String> {
 
 /// A store failure: an outage is retried, anything else is a bug that a
 /// retry would not fix.
-fn store(e: StoreError) -> ProcessError {
+pub(crate) fn store(e: StoreError) -> ProcessError {
     match e {
         StoreError::Unavailable(m) => ProcessError::Retry(format!("store: {m}")),
         other => ProcessError::Permanent(format!("store: {other}")),
@@ -563,6 +803,12 @@ impl WebhookProcessor for StripeEvents {
             EventObject::InvoicePaymentFailed(invoice) => self.payment_failed(event, invoice).await,
             EventObject::CustomerSubscriptionDeleted(sub) => {
                 self.subscription_deleted(event, sub).await
+            }
+            EventObject::CustomerSubscriptionUpdated(sub) => {
+                self.subscription_updated(event, sub).await
+            }
+            EventObject::CustomerSubscriptionTrialWillEnd(sub) => {
+                self.trial_will_end(event, sub).await
             }
             // Events we subscribe to for information only.
             EventObject::CustomerCreated(_) | EventObject::CustomerUpdated(_) => Ok(()),

@@ -9,7 +9,7 @@
 //! probed across tenants; a member below admin of the license's own
 //! organization gets 403.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -636,23 +636,7 @@ async fn signed_file(ctx: &AppContext, id: &str, auth: Option<&str>) -> Result<R
     if let Some(refusal) = license.refusal(Utc::now()) {
         return Err(CoordinatorError::from(refusal).into());
     }
-    let issued_at = Utc::now();
-    let expires_at = issued_at + TimeDelta::days(i64::from(ctx.licenses.file_ttl_days));
-    let claims = LicenseFileClaims {
-        iss: "seatwarden".into(),
-        sub: license.id.to_string(),
-        license_id: license.id.to_string(),
-        org_id: license.org_id.to_string(),
-        tier: license.tier.clone(),
-        features: license.features.clone(),
-        seats: license.seats,
-        max_machines: license.max_machines,
-        requires_user: license.requires_user,
-        status: license.status.as_str().to_owned(),
-        license_expires_at: license.expires_at.map(|t| t.timestamp()),
-        iat: issued_at.timestamp(),
-        exp: expires_at.timestamp(),
-    };
+    let claims = LicenseFileClaims::for_license(&license, Utc::now(), ctx.licenses.file_ttl_days);
     let file = ctx.signer.sign_license_file(&claims).await.map_err(|e| {
         tracing::error!(error = %e, "could not sign a license file");
         ApiError::internal("could not sign the license file")

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use seatwarden_actors::ports::{MailSender, QueuedMail, SendError};
 use secrecy::{ExposeSecret, SecretString};
@@ -96,17 +97,40 @@ impl LettreMailer {
             .templates
             .render(mail.kind, &mail.data)
             .map_err(|e| SendError::Permanent(e.to_string()))?;
+        let body = MultiPart::alternative_plain_html(rendered.text, rendered.html);
+        let body = match attachment(&mail.data)? {
+            Some(file) => MultiPart::mixed().multipart(body).singlepart(file),
+            None => body,
+        };
         Message::builder()
             .message_id(Some(message_id(mail, &self.from)))
             .from(self.from.clone())
             .to(to)
             .subject(rendered.subject)
-            .multipart(MultiPart::alternative_plain_html(
-                rendered.text,
-                rendered.html,
-            ))
+            .multipart(body)
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
     }
+}
+
+/// The file a mail carries, if its data names one: `attachment` is
+/// `{filename, content_type, content}` with text content (a signed license
+/// file is text). The data, content included, is cleared by the outbox once
+/// the mail is done, like every secret a mail carries.
+fn attachment(data: &serde_json::Value) -> Result<Option<SinglePart>, SendError> {
+    let Some(a) = data.get("attachment").filter(|a| !a.is_null()) else {
+        return Ok(None);
+    };
+    let field = |k: &str| {
+        a.get(k)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| SendError::Permanent(format!("the attachment has no {k}")))
+    };
+    let content_type = ContentType::parse(field("content_type")?)
+        .map_err(|e| SendError::Permanent(format!("the attachment's content type: {e}")))?;
+    Ok(Some(
+        Attachment::new(field("filename")?.to_owned())
+            .body(field("content")?.to_owned(), content_type),
+    ))
 }
 
 /// `<outbox id@domain of From>`: the same for every attempt at a message.

@@ -251,6 +251,32 @@ pub fn sample_data(kind: MailKind) -> serde_json::Value {
             "org_name": "Acme Corp",
             "plan_name": "Pro",
         }),
+        MailKind::LicenseReactivated => json!({
+            "org_name": "Acme Corp",
+            "plan_name": "Pro",
+            "expires_at": "2026-03-04",
+        }),
+        MailKind::SubscriptionConfirmed => json!({
+            "org_name": "Acme Corp",
+            "plan_name": "Pro",
+            "seats": 10,
+            "quantity": 1,
+            "interval": "month",
+            "amount": "$99.00",
+            "trial_end": "2026-01-15",
+            "next_charge": "2026-01-15",
+        }),
+        MailKind::TrialEnding => json!({
+            "org_name": "Acme Corp",
+            "plan_name": "Pro",
+            "trial_end": "2026-01-15",
+        }),
+        MailKind::ExpiryWarning => json!({
+            "org_name": "Acme Corp",
+            "key_hint": "SW-…-ABCD",
+            "seats": 10,
+            "expires_at": "2026-02-04 12:00 UTC",
+        }),
         MailKind::PaymentFailed => json!({
             "org_name": "Acme Corp",
             "plan_name": "Pro",

@@ -192,13 +192,28 @@ where
     pub(crate) async fn issue_license(
         conn: &mut DB::Connection,
         new: NewLicense,
+        audit: ActionAudit,
+    ) -> Result<License, StoreError> {
+        Self::issue_license_as(conn, LicenseId::new(), new, audit).await
+    }
+
+    /// [`Self::issue_license`] under an id the caller chose (billing signs
+    /// the license's file before the license is written).
+    pub(crate) async fn issue_license_as(
+        conn: &mut DB::Connection,
+        id: LicenseId,
+        new: NewLicense,
         mut audit: ActionAudit,
     ) -> Result<License, StoreError> {
-        let (license, key_hash) = new_license(new);
+        let (mut license, key_hash) = new_license(new);
+        license.id = id;
         insert_license::<DB>(&license, &key_hash)?
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        if license.expires_at.is_some() {
+            super::deadlines::schedule_license::<DB>(conn, &license).await?;
+        }
         audit.org_id = Some(license.org_id);
         audit.license_id = Some(license.id);
         insert_action::<DB>(&audit)

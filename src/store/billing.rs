@@ -16,7 +16,7 @@ use sqlx::{Executor, FromRow, IntoArguments};
 use super::accounts::{UserRow, insert_action};
 use super::admin::Admin;
 use super::{
-    Arg, Backend, DbTime, DbUuid, LicenseRow, OrgRow, RevokedRow, db_error, insert_outbox, one,
+    Arg, Backend, DbTime, DbUuid, LicenseRow, OrgRow, RevokedRow, db_error, insert_outbox_once, one,
 };
 
 macro_rules! subscription_columns {
@@ -229,6 +229,7 @@ where
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        super::deadlines::schedule_subscription::<DB>(conn, s).await?;
         let Some(updated) =
             super::update_license_in::<DB>(conn, update_license_sql, stored.license_id, license)
                 .await?
@@ -247,7 +248,7 @@ where
                 .map_err(db_error)?;
         }
         if let Some(mail) = mail {
-            insert_outbox::<DB>(mail)
+            insert_outbox_once::<DB>(mail)
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
@@ -261,12 +262,13 @@ where
         subscription: &Subscription,
         license: NewLicense,
         audit: ActionAudit,
-        mail: &NewMail,
+        mails: &[NewMail],
     ) -> Result<StartOutcome, StoreError> {
         if let Some(existing) = Self::subscription(conn, &subscription.id).await? {
             return Ok(StartOutcome::AlreadyStarted(existing));
         }
-        let license = Admin::<DB>::issue_license(conn, license, audit).await?;
+        let license =
+            Admin::<DB>::issue_license_as(conn, subscription.license_id, license, audit).await?;
         let mut s = subscription.clone();
         s.license_id = license.id;
         sqlx::query(INSERT_SUBSCRIPTION)
@@ -290,10 +292,13 @@ where
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
-        insert_outbox::<DB>(mail)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        super::deadlines::schedule_subscription::<DB>(conn, &s).await?;
+        for mail in mails {
+            insert_outbox_once::<DB>(mail)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        }
         Ok(StartOutcome::Started {
             subscription: s,
             license,
@@ -342,7 +347,7 @@ macro_rules! billing_store_impl {
                 subscription: &seatwarden_actors::domain::Subscription,
                 license: seatwarden_actors::domain::NewLicense,
                 audit: seatwarden_actors::domain::ActionAudit,
-                mail: &seatwarden_actors::ports::NewMail,
+                mails: &[seatwarden_actors::ports::NewMail],
             ) -> Result<seatwarden_actors::ports::StartOutcome, seatwarden_actors::ports::StoreError>
             {
                 let mut tx = self.write_tx().await?;
@@ -351,7 +356,7 @@ macro_rules! billing_store_impl {
                     subscription,
                     license,
                     audit,
-                    mail,
+                    mails,
                 )
                 .await?;
                 tx.commit().await.map_err($crate::store::db_error)?;

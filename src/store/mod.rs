@@ -64,6 +64,7 @@ macro_rules! audit_columns {
 pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod billing;
+pub(crate) mod deadlines;
 pub(crate) mod machines;
 pub(crate) mod orgs;
 pub(crate) mod outbox;
@@ -164,6 +165,7 @@ macro_rules! update_license_sql {
              offline_overdraft = COALESCE($8, offline_overdraft), \
              max_machines = CASE WHEN $9 = 1 THEN $10 ELSE max_machines END, \
              requires_user = COALESCE($11, requires_user), \
+             tier = COALESCE($12, tier), features = COALESCE($13, features), \
              revision = ",
             $revision,
             " WHERE id = $1 RETURNING ",
@@ -407,6 +409,7 @@ pub(crate) trait Backend:
     + BindTo<Option<i32>>
     + BindTo<i64>
     + BindTo<Json<Vec<String>>>
+    + BindTo<Option<Json<Vec<String>>>>
     + BindTo<Option<Json<serde_json::Value>>>
 {
 }
@@ -509,13 +512,18 @@ where
         .arg(i32::from(update.max_machines.is_some()))
         .arg(machines)
         .arg(update.requires_user)
+        .arg(update.tier.clone())
+        .arg(update.features.clone().map(Json))
         .fetch_optional(&mut *conn)
         .await)?;
     let Some(license) = license else {
         return Ok(None);
     };
-    if update.status.is_some() && license.status != LicenseStatus::Active {
-        let at = now();
+    let at = now();
+    let refusal = license.refusal(at);
+    if (update.status.is_some() || update.expires_at.is_some())
+        && let Some(refusal) = refusal
+    {
         let revoked: Vec<RevokedRow> = sqlx::query_as(REVOKE_OPEN_SESSIONS)
             .arg(DbUuid::from(id))
             .arg(DbTime(at))
@@ -531,7 +539,7 @@ where
                 session_id: Some(SessionId(r.id.0)),
                 hardware_id: Some(r.hardware_id),
                 client: ClientInfo::default(),
-                detail: Some(format!("license_{}", license.status.as_str())),
+                detail: Some(refusal.code().to_owned()),
                 actor_id: None,
             };
             insert_audit::<DB>(&entry)
@@ -539,6 +547,9 @@ where
                 .await
                 .map_err(db_error)?;
         }
+    }
+    if update.expires_at.is_some() {
+        deadlines::schedule_license::<DB>(conn, &license).await?;
     }
     Ok(Some(license))
 }
@@ -620,10 +631,26 @@ pub(crate) fn bind_audit<DB: Backend, Q: Arg<DB>>(q: Q, a: &AuditEntry) -> Q {
 /// change that causes the message, so that both commit or neither does.
 const INSERT_OUTBOX: &str = "INSERT INTO outbox (id, kind, recipient, data, status, attempts, \
      next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)";
+/// [`INSERT_OUTBOX`], but a mail id already queued is not queued again: a
+/// mail whose id derives from what caused it (`NewMail::once`) goes out
+/// once however often that cause is applied.
+const INSERT_OUTBOX_ONCE: &str = "INSERT INTO outbox (id, kind, recipient, data, status, \
+     attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) \
+     ON CONFLICT (id) DO NOTHING";
 
 /// [`INSERT_OUTBOX`] with its values bound.
 pub(crate) fn insert_outbox<DB: Backend>(mail: &NewMail) -> Query<DB> {
-    sqlx::query(INSERT_OUTBOX)
+    bind_outbox(INSERT_OUTBOX, mail)
+}
+
+/// [`INSERT_OUTBOX_ONCE`] with its values bound: for mail that billing's
+/// events and deadlines cause.
+pub(crate) fn insert_outbox_once<DB: Backend>(mail: &NewMail) -> Query<DB> {
+    bind_outbox(INSERT_OUTBOX_ONCE, mail)
+}
+
+fn bind_outbox<DB: Backend>(sql: &'static str, mail: &NewMail) -> Query<DB> {
+    sqlx::query(sql)
         .arg(DbUuid(mail.id))
         .arg(mail.kind.as_str().to_owned())
         .arg(mail.to.clone())

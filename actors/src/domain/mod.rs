@@ -193,6 +193,18 @@ pub enum Refusal {
     Expired,
 }
 
+impl Refusal {
+    /// The error code clients see for it, also the detail of the audit
+    /// entries of the sessions it ends.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Suspended => "license_suspended",
+            Self::Inactive => "license_inactive",
+            Self::Expired => "license_expired",
+        }
+    }
+}
+
 /// What a new license needs; the store fills in `id`, `status` (active) and
 /// `created_at`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,11 +236,16 @@ pub struct LicenseUpdate {
     /// activated deactivates none: it only refuses new activations.
     pub max_machines: Option<Option<u32>>,
     pub requires_user: Option<bool>,
+    /// Billing changes these with a subscription's plan.
+    pub tier: Option<String>,
+    pub features: Option<Vec<String>>,
 }
 
 impl LicenseUpdate {
     pub fn is_empty(&self) -> bool {
-        self.seats.is_none()
+        self.tier.is_none()
+            && self.features.is_none()
+            && self.seats.is_none()
             && self.status.is_none()
             && self.expires_at.is_none()
             && self.offline_grace_secs.is_none()
@@ -413,6 +430,13 @@ pub enum AuditEvent {
     /// Billing suspended a license (repeated failed payments).
     #[serde(rename = "LICENSE_SUSPENDED")]
     LicenseSuspended,
+    /// A license passed its expiry unrenewed; its sessions ended.
+    #[serde(rename = "LICENSE_EXPIRED")]
+    LicenseExpired,
+    /// A subscription's plan or quantity changed its license's seats or
+    /// features.
+    #[serde(rename = "PLAN_CHANGED")]
+    PlanChanged,
 }
 
 impl AuditEvent {
@@ -453,11 +477,13 @@ impl AuditEvent {
             Self::PaymentFailed => "PAYMENT_FAILED",
             Self::GracePeriodStarted => "GRACE_PERIOD_STARTED",
             Self::LicenseSuspended => "LICENSE_SUSPENDED",
+            Self::LicenseExpired => "LICENSE_EXPIRED",
+            Self::PlanChanged => "PLAN_CHANGED",
         }
     }
 
     /// Every event, so that names parse back without a second list.
-    pub const ALL: [AuditEvent; 35] = [
+    pub const ALL: [AuditEvent; 37] = [
         Self::LicenseAcquired,
         Self::LicenseAcquisitionFailed,
         Self::LicenseReleased,
@@ -493,6 +519,8 @@ impl AuditEvent {
         Self::PaymentFailed,
         Self::GracePeriodStarted,
         Self::LicenseSuspended,
+        Self::LicenseExpired,
+        Self::PlanChanged,
     ];
 }
 

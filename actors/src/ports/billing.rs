@@ -37,18 +37,20 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     async fn org_for_customer(&self, customer: &str) -> Result<Option<OrgId>, StoreError>;
 
     /// Records a new subscription and issues its license, in one
-    /// transaction: the license (`license`), its `LICENSE_ISSUED` audit
-    /// entry (`audit`, with its license and organization filled in), the
-    /// subscription (`subscription`, whose `license_id` is replaced with
-    /// the new license's) and the email (`mail`) commit together or not at
-    /// all. If the subscription id is already recorded, nothing is
-    /// written and the recorded subscription is returned.
+    /// transaction: the license (`license`, under the id
+    /// `subscription.license_id`, which the caller chooses so that it can
+    /// sign the license's file first), its `LICENSE_ISSUED` audit entry
+    /// (`audit`, with its license and organization filled in), the
+    /// subscription, its deadlines (trial end) and the emails (`mails`)
+    /// commit together or not at all. If the subscription id is already
+    /// recorded, nothing is written and the recorded subscription is
+    /// returned.
     async fn start_subscription(
         &self,
         subscription: &Subscription,
         license: NewLicense,
         audit: ActionAudit,
-        mail: &NewMail,
+        mails: &[NewMail],
     ) -> Result<StartOutcome, StoreError>;
 
     /// Changes a recorded subscription and its license together, in one

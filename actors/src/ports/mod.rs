@@ -21,6 +21,8 @@
 //!   the organizations' customers at the payment provider.
 //! - [`WebhookEventStore`]: verified incoming webhook events, claimed and
 //!   processed once each by the webhooks subsystem.
+//! - [`DeadlineStore`]: billing deadlines (grace ends, expiries, trial
+//!   ends), fired once each by the renewals subsystem.
 //! - [`AdminStore`]: the platform's directory (users, organizations and
 //!   licenses across tenants) and its numbers, for platform administrators.
 //! - [`PlanStore`]: the plan catalogue (seeded from configuration, edited
@@ -31,6 +33,7 @@
 mod accounts;
 mod admin;
 mod billing;
+mod deadlines;
 mod ledger;
 mod licenses;
 mod machines;
@@ -44,6 +47,9 @@ mod webhooks;
 pub use accounts::{AccountStore, MailFor, RefreshOutcome};
 pub use admin::{AdminStore, Analytics, LicenseFilter, Page, PageRequest};
 pub use billing::{StartOutcome, SubscriptionStore};
+pub use deadlines::{
+    ClaimedDeadline, Deadline, DeadlineEffect, DeadlineHandler, DeadlineKind, DeadlineStore,
+};
 pub use ledger::{
     BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger, Throttle,
 };
@@ -99,6 +105,7 @@ pub trait Store:
     + WebhookEventStore
     + SubscriptionStore
     + PlanStore
+    + DeadlineStore
 {
 }
 impl<T> Store for T where
@@ -112,6 +119,7 @@ impl<T> Store for T where
         + WebhookEventStore
         + SubscriptionStore
         + PlanStore
+        + DeadlineStore
         + ?Sized
 {
 }

@@ -68,10 +68,19 @@ pub enum MailKind {
     PaymentFailed,
     /// Repeated failed payments suspended the license.
     LicenseSuspended,
+    /// A checkout completed: what was bought, what it costs, when the
+    /// first charge comes (the key goes separately, in `LicenseIssued`).
+    SubscriptionConfirmed,
+    /// A payment brought a suspended license back.
+    LicenseReactivated,
+    /// A trial ends soon (Stripe's `trial_will_end`, three days before).
+    TrialEnding,
+    /// A license that nothing renews expires soon.
+    ExpiryWarning,
 }
 
 impl MailKind {
-    pub const ALL: [MailKind; 11] = [
+    pub const ALL: [MailKind; 15] = [
         Self::Verify,
         Self::Welcome,
         Self::AccountExists,
@@ -83,6 +92,10 @@ impl MailKind {
         Self::SubscriptionCancelled,
         Self::PaymentFailed,
         Self::LicenseSuspended,
+        Self::SubscriptionConfirmed,
+        Self::LicenseReactivated,
+        Self::TrialEnding,
+        Self::ExpiryWarning,
     ];
 
     /// The stored name, which is also the template's file stem.
@@ -99,6 +112,10 @@ impl MailKind {
             Self::SubscriptionCancelled => "subscription_cancelled",
             Self::PaymentFailed => "payment_failed",
             Self::LicenseSuspended => "license_suspended",
+            Self::SubscriptionConfirmed => "subscription_confirmed",
+            Self::LicenseReactivated => "license_reactivated",
+            Self::TrialEnding => "trial_ending",
+            Self::ExpiryWarning => "expiry_warning",
         }
     }
 }
@@ -134,6 +151,26 @@ impl NewMail {
             to: to.into(),
             data,
             created_at: Utc::now(),
+        }
+    }
+
+    /// A mail that goes out once per `cause` (for example a webhook
+    /// event's id): its id is derived from the cause and the kind, and the
+    /// outbox queues an id once, so applying the cause again (a crash
+    /// before it was settled, a replay) sends nothing more.
+    pub fn once(
+        cause: &str,
+        kind: MailKind,
+        to: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{}\n{cause}", kind.as_str()));
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self {
+            id: uuid::Builder::from_random_bytes(bytes).into_uuid(),
+            ..Self::new(kind, to, data)
         }
     }
 }

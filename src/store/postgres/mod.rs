@@ -83,6 +83,12 @@ super::outbox::outbox_store_impl!(
 );
 super::accounts::account_store_impl!(PostgresStore, Postgres);
 super::billing::billing_store_impl!(PostgresStore, Postgres, UPDATE_LICENSE);
+super::deadlines::deadline_store_impl!(
+    PostgresStore,
+    Postgres,
+    UPDATE_LICENSE,
+    lock = " FOR UPDATE SKIP LOCKED"
+);
 super::orgs::org_store_impl!(PostgresStore, Postgres);
 super::machines::machine_store_impl!(
     PostgresStore,
@@ -156,10 +162,15 @@ impl LicenseStore for PostgresStore {
 
     async fn create_license(&self, new: NewLicense) -> Result<License, StoreError> {
         let (license, key_hash) = new_license(new);
+        let mut tx = self.write_tx().await?;
         insert_license(&license, &key_hash)?
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        if license.expires_at.is_some() {
+            super::deadlines::schedule_license::<Postgres>(&mut tx, &license).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
         Ok(license)
     }
 

@@ -146,6 +146,7 @@ super::outbox::outbox_store_impl!(
 );
 super::accounts::account_store_impl!(SqliteStore, Sqlite);
 super::billing::billing_store_impl!(SqliteStore, Sqlite, UPDATE_LICENSE);
+super::deadlines::deadline_store_impl!(SqliteStore, Sqlite, UPDATE_LICENSE, lock = "");
 super::orgs::org_store_impl!(SqliteStore, Sqlite);
 super::machines::machine_store_impl!(SqliteStore, Sqlite, super::machines::LOCK_LICENSE_SQLITE);
 super::admin::admin_store_impl!(SqliteStore, Sqlite, UPDATE_LICENSE);
@@ -213,10 +214,15 @@ impl LicenseStore for SqliteStore {
 
     async fn create_license(&self, new: NewLicense) -> Result<License, StoreError> {
         let (license, key_hash) = new_license(new);
+        let mut tx = self.write_tx().await?;
         insert_license(&license, &key_hash)?
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        if license.expires_at.is_some() {
+            super::deadlines::schedule_license::<Sqlite>(&mut tx, &license).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
         Ok(license)
     }
 
