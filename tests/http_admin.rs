@@ -386,9 +386,133 @@ async fn analytics_count_orgs_users_signups_licenses_and_seats() {
             "seats_total": 4,
             "seats_in_use": 1,
             "seat_utilisation": 0.25,
+            "mrr_cents": 0,
+            "arr_cents": 0,
+            "subscriptions": {"active": 0, "trialing": 0, "past_due": 0},
+            "new_subscriptions_this_month": 0,
+            "churned_subscriptions_this_month": 0,
+            "churn_rate": 0.0,
+            "revenue_by_plan": [],
         })
     );
     let _ = ada;
+}
+
+/// Records a subscription as billing would, with the times given.
+async fn subscription(
+    app: &TestApp,
+    org: seatwarden_actors::domain::OrgId,
+    (plan, interval, quantity): (&str, &str, u32),
+    status: seatwarden_actors::domain::SubscriptionStatus,
+    (created_days_ago, canceled_days_ago): (i64, Option<i64>),
+) {
+    use chrono::{Duration, Utc};
+    use seatwarden_actors::domain::{
+        ActionAudit, AuditEvent, ClientInfo, LicenseId, NewLicense, Subscription,
+    };
+    let now = Utc::now();
+    let created = now - Duration::days(created_days_ago);
+    let sub = Subscription {
+        id: format!("sub_{}", uuid::Uuid::new_v4().simple()),
+        org_id: org,
+        customer_id: "cus_analytics".into(),
+        plan_id: plan.into(),
+        interval: interval.into(),
+        quantity,
+        status,
+        current_period_start: created,
+        current_period_end: created + Duration::days(30),
+        trial_end: None,
+        license_id: LicenseId::new(),
+        failed_payments: 0,
+        grace_ends_at: None,
+        canceled_at: canceled_days_ago.map(|d| now - Duration::days(d)),
+        last_event_at: created,
+        created_at: created,
+        updated_at: now,
+    };
+    let license = NewLicense {
+        org_id: org,
+        key_hash: format!("hash-{}", uuid::Uuid::new_v4()),
+        key_hint: "…TEST".into(),
+        seats: 3,
+        tier: plan.into(),
+        features: vec![],
+        expires_at: None,
+        offline_grace_secs: None,
+        offline_overdraft: 0,
+        max_machines: None,
+        requires_user: false,
+    };
+    let audit = ActionAudit {
+        at: now,
+        event: AuditEvent::LicenseIssued,
+        actor_id: None,
+        org_id: Some(org),
+        license_id: None,
+        client: ClientInfo::default(),
+        detail: None,
+    };
+    app.store
+        .start_subscription(&sub, license, audit, &[])
+        .await
+        .expect("record the subscription");
+}
+
+#[tokio::test]
+async fn analytics_compute_mrr_arr_churn_and_revenue_by_plan_from_subscription_records() {
+    use seatwarden_actors::domain::SubscriptionStatus as S;
+    let app = spawn_app().await;
+    let root = platform_admin(&app).await;
+    let org = app.store.create_org("Subscribers").await.unwrap().id;
+    // Paying: $29, 2 x $99, $990/year (= $82.50 a month), and $299 past due.
+    subscription(&app, org, ("starter", "month", 1), S::Active, (40, None)).await;
+    subscription(&app, org, ("pro", "month", 2), S::Active, (0, None)).await;
+    subscription(&app, org, ("pro", "year", 1), S::Active, (60, None)).await;
+    subscription(
+        &app,
+        org,
+        ("enterprise", "month", 1),
+        S::PastDue,
+        (90, None),
+    )
+    .await;
+    // A trial is no revenue yet.
+    subscription(&app, org, ("enterprise", "year", 1), S::Trialing, (0, None)).await;
+    // Churned this month (it was live at its start), and long ago.
+    subscription(
+        &app,
+        org,
+        ("starter", "month", 1),
+        S::Canceled,
+        (100, Some(0)),
+    )
+    .await;
+    subscription(&app, org, ("pro", "month", 1), S::Canceled, (200, Some(50))).await;
+
+    let n = ok_json(get(&app, "/api/v1/admin/analytics", Some(&root)).await).await;
+    let mrr = 2_900 + 2 * 9_900 + 99_000 / 12 + 29_900;
+    assert_eq!(n["mrr_cents"], mrr);
+    assert_eq!(n["arr_cents"], mrr * 12);
+    assert_eq!(
+        n["subscriptions"],
+        json!({"active": 3, "trialing": 1, "past_due": 1})
+    );
+    assert_eq!(n["new_subscriptions_this_month"], 2);
+    assert_eq!(n["churned_subscriptions_this_month"], 1);
+    // 1 churned of the 4 live on the first of the month.
+    assert_eq!(n["churn_rate"], 0.25);
+    assert_eq!(
+        n["revenue_by_plan"],
+        json!([
+            {"plan_id": "enterprise", "plan_name": "Enterprise", "currency": "usd",
+             "subscriptions": 1, "mrr_cents": 29_900},
+            {"plan_id": "pro", "plan_name": "Pro", "currency": "usd",
+             "subscriptions": 2, "mrr_cents": 2 * 9_900 + 99_000 / 12},
+            {"plan_id": "starter", "plan_name": "Starter", "currency": "usd",
+             "subscriptions": 1, "mrr_cents": 2_900},
+        ])
+    );
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ use warp::reply::Response;
 
 use seatwarden_actors::domain::{
     ActionAudit, AuditEvent, ClientInfo, License, LicenseId, LicenseStatus, LicenseUpdate, OrgId,
-    User, UserId,
+    Revenue, User, UserId,
 };
 use seatwarden_actors::ports::{
     LicenseFilter, MailCursor, MailFilter, MailKind, MailStatus, PageRequest, StoreError,
@@ -655,7 +655,7 @@ async fn update(
     description = "A platform administrator's access token (the flag is re-read from the store).",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Counts now and this month.", body = Analytics),
+        (status = 200, description = "Counts now and this month, and revenue from subscription records.", body = Analytics),
         (status = 401, response = Unauthorized),
         (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
         (status = 503, response = Unavailable),
@@ -679,6 +679,17 @@ pub fn analytics(
                 .analytics(now, month_start)
                 .await
                 .map_err(|e| rejected(e.into()))?;
+            let counts = ctx
+                .store
+                .subscription_counts(month_start)
+                .await
+                .map_err(|e| rejected(e.into()))?;
+            let plans = ctx
+                .store
+                .plans(true)
+                .await
+                .map_err(|e| rejected(e.into()))?;
+            let revenue = Revenue::compute(&counts, &plans);
             // Ratios of counts far below 2^52: exact enough as f64.
             #[allow(clippy::cast_precision_loss)]
             let utilisation = if a.seats_total == 0 {
@@ -696,6 +707,17 @@ pub fn analytics(
                     "seats_total": a.seats_total,
                     "seats_in_use": a.seats_in_use,
                     "seat_utilisation": utilisation,
+                    "mrr_cents": revenue.mrr_cents,
+                    "arr_cents": revenue.arr_cents,
+                    "subscriptions": {
+                        "active": revenue.active,
+                        "trialing": revenue.trialing,
+                        "past_due": revenue.past_due,
+                    },
+                    "new_subscriptions_this_month": revenue.new_this_month,
+                    "churned_subscriptions_this_month": revenue.churned_this_month,
+                    "churn_rate": revenue.churn_rate,
+                    "revenue_by_plan": revenue.by_plan,
                 }),
             ))
         })

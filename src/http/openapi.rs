@@ -312,6 +312,41 @@ pub struct Analytics {
     pub seats_in_use: u64,
     /// `seats_in_use / seats_total`, rounded to four decimals; 0 without seats.
     pub seat_utilisation: f64,
+    /// Monthly recurring revenue in cents, from subscription records at
+    /// their plans' prices: active and past-due subscriptions, annual
+    /// prices divided by 12; trials are not revenue yet.
+    pub mrr_cents: i64,
+    /// `mrr_cents * 12`.
+    pub arr_cents: i64,
+    pub subscriptions: SubscriptionTally,
+    /// Subscriptions created since the first of this month (UTC).
+    pub new_subscriptions_this_month: u64,
+    /// Subscriptions ended since the first of this month.
+    pub churned_subscriptions_this_month: u64,
+    /// Churned this month over those subscribed at its start, four
+    /// decimals; 0 when none were.
+    pub churn_rate: f64,
+    /// Each plan's paying subscriptions and MRR, highest MRR first.
+    pub revenue_by_plan: Vec<PlanRevenueBody>,
+}
+
+/// Subscriptions by status.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionTally {
+    pub active: u64,
+    pub trialing: u64,
+    pub past_due: u64,
+}
+
+/// One plan's share of the revenue.
+#[derive(Serialize, ToSchema)]
+pub struct PlanRevenueBody {
+    pub plan_id: String,
+    pub plan_name: String,
+    pub currency: String,
+    /// Its active and past-due subscriptions.
+    pub subscriptions: u64,
+    pub mrr_cents: i64,
 }
 
 /// One message of the email log: its delivery record, never its data.

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{
     ActionAudit, License, LicenseId, LicenseUpdate, NewLicense, OrgId, Subscription,
-    SubscriptionStatus,
+    SubscriptionCounts, SubscriptionGroup, SubscriptionStatus,
 };
 use seatwarden_actors::ports::{NewMail, StartOutcome, StoreError};
 use sqlx::{Executor, FromRow, IntoArguments};
@@ -47,6 +47,14 @@ const INSERT_SUBSCRIPTION: &str = concat!(
     subscription_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
 );
+
+const GROUPS: &str = "SELECT plan_id, interval, status, COUNT(*), COALESCE(SUM(quantity), 0) \
+     FROM subscriptions GROUP BY plan_id, interval, status";
+const NEW_SINCE: &str = "SELECT COUNT(*) FROM subscriptions WHERE created_at >= $1";
+const CHURNED_SINCE: &str = "SELECT COUNT(*) FROM subscriptions WHERE canceled_at >= $1";
+const LIVE_AT: &str = "SELECT COUNT(*) FROM subscriptions WHERE created_at < $1 \
+     AND (canceled_at IS NULL OR canceled_at >= $1) \
+     AND status NOT IN ('incomplete', 'incomplete_expired')";
 
 const CHANGE_SUBSCRIPTION: &str = "UPDATE subscriptions SET plan_id = $2, interval = $3, \
      quantity = $4, status = $5, current_period_start = $6, current_period_end = $7, \
@@ -129,6 +137,7 @@ where
     for<'r> (i64, i64): FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
     for<'r> (DbUuid,): FromRow<'r, DB::Row>,
+    for<'r> (String, String, String, i64, i64): FromRow<'r, DB::Row>,
 {
     pub(crate) async fn customer_for_org(
         conn: &mut DB::Connection,
@@ -198,6 +207,49 @@ where
             .arg(DbUuid::from(org))
             .fetch_optional(&mut *conn)
             .await)
+    }
+
+    pub(crate) async fn counts(
+        conn: &mut DB::Connection,
+        month_start: DateTime<Utc>,
+    ) -> Result<SubscriptionCounts, StoreError> {
+        let rows: Vec<(String, String, String, i64, i64)> =
+            sqlx::query_as::<DB, (String, String, String, i64, i64)>(GROUPS)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let mut groups = Vec::with_capacity(rows.len());
+        for (plan_id, interval, status, n, quantity) in rows {
+            groups.push(SubscriptionGroup {
+                status: status.parse().map_err(|_| {
+                    StoreError::Corrupt(format!("a subscription has the status {status:?}"))
+                })?,
+                plan_id,
+                interval,
+                subscriptions: count(n),
+                quantity: count(quantity),
+            });
+        }
+        let since = |sql: &'static str| sqlx::query_as::<DB, (i64,)>(sql).arg(DbTime(month_start));
+        let (new,) = since(NEW_SINCE)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let (churned,) = since(CHURNED_SINCE)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let (live,) = since(LIVE_AT)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        Ok(SubscriptionCounts {
+            groups,
+            new_this_month: count(new),
+            churned_this_month: count(churned),
+            live_at_month_start: count(live),
+        })
     }
 
     /// Inside the caller's write transaction, which it commits.
@@ -394,6 +446,17 @@ macro_rules! billing_store_impl {
             > {
                 let mut conn = self.read_conn().await?;
                 $crate::store::billing::Billing::<$db>::subscription(&mut conn, id).await
+            }
+
+            async fn subscription_counts(
+                &self,
+                month_start: chrono::DateTime<chrono::Utc>,
+            ) -> Result<
+                seatwarden_actors::domain::SubscriptionCounts,
+                seatwarden_actors::ports::StoreError,
+            > {
+                let mut conn = self.read_conn().await?;
+                $crate::store::billing::Billing::<$db>::counts(&mut conn, month_start).await
             }
 
             async fn subscription_for_org(

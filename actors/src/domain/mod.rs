@@ -69,7 +69,9 @@ id_type!(
 );
 
 mod billing;
-pub use billing::{Subscription, SubscriptionStatus};
+pub use billing::{
+    PlanRevenue, Revenue, Subscription, SubscriptionCounts, SubscriptionGroup, SubscriptionStatus,
+};
 
 mod machine;
 pub use machine::{Machine, MachineId, NewMachine};

@@ -3,7 +3,11 @@
 use async_trait::async_trait;
 
 use super::{NewMail, StoreError};
-use crate::domain::{ActionAudit, License, LicenseUpdate, NewLicense, OrgId, Subscription};
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    ActionAudit, License, LicenseUpdate, NewLicense, OrgId, Subscription, SubscriptionCounts,
+};
 
 /// What [`SubscriptionStore::start_subscription`] did.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,4 +80,12 @@ pub trait SubscriptionStore: Send + Sync + 'static {
 
     /// The organization's newest subscription, if any.
     async fn subscription_for_org(&self, org: OrgId) -> Result<Option<Subscription>, StoreError>;
+
+    /// Every subscription record counted by plan, interval and status, and
+    /// the month's movements since `month_start` (see
+    /// [`SubscriptionCounts`]), for revenue analytics.
+    async fn subscription_counts(
+        &self,
+        month_start: DateTime<Utc>,
+    ) -> Result<SubscriptionCounts, StoreError>;
 }
