@@ -14,91 +14,17 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use seatwarden::stripe::StripeGateway;
-use seatwarden_actors::domain::{LicenseStatus, OrgId, Subscription, SubscriptionStatus};
+use seatwarden_actors::domain::{LicenseStatus, OrgId, SubscriptionStatus};
 use seatwarden_actors::ports::{
     CheckoutRequest, IdempotencyKey, NewCustomer, PaymentGateway, PriceId,
 };
-use support::accounts::{Session, outbox_data};
+use support::accounts::outbox_data;
+use support::billing::{
+    Subscribed, WAIT, at_checkout, billing_app, billing_node, checkout_body, post, subscribed,
+};
+use support::eventually;
 use support::people::{owner, unique_email};
-use support::stripe::{FakeStripe, RetryPolicy, TEST_SECRET_KEY, TEST_WEBHOOK_SECRET};
-use support::{AppOptions, TestApp, eventually, spawn_app_with};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-async fn billing_app(fake: &FakeStripe) -> TestApp {
-    billing_node(fake, support::Backend::Embedded).await
-}
-
-/// A server whose Stripe is `fake`, on `backend`.
-async fn billing_node(fake: &FakeStripe, backend: support::Backend) -> TestApp {
-    let app = spawn_app_with(AppOptions {
-        backend,
-        overrides: vec![
-            ("stripe.secret_key", TEST_SECRET_KEY.into()),
-            ("stripe.webhook_secret", TEST_WEBHOOK_SECRET.into()),
-            ("stripe.api_base", fake.api_base().into()),
-            ("webhooks.poll_interval_ms", 100.into()),
-            ("webhooks.retry_base_secs", 1.into()),
-        ],
-        // Mail stays in the outbox, where the test reads the key: the
-        // mailer's next poll is an hour away.
-        mail_poll_ms: 3_600_000,
-        ..AppOptions::default()
-    })
-    .await;
-    fake.add_webhook_url(&app.url("/api/v1/webhooks/stripe"));
-    fake.set_retry_policy(RetryPolicy {
-        max_attempts: 1,
-        interval: Duration::from_millis(1),
-    });
-    app
-}
-
-/// A new owner who opened a checkout of `plan` through the API, and the
-/// Checkout Session's id.
-async fn at_checkout(app: &TestApp, plan: &str) -> (Session, String) {
-    let owner = support::accounts::register_and_login(app, &unique_email("owner")).await;
-    let response = post(
-        app,
-        "/api/v1/checkout/session",
-        &owner.access_token,
-        checkout_body(owner.org_id, plan),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let session: Value = response.json().await.unwrap();
-    let id = session["id"].as_str().unwrap().to_owned();
-    (owner, id)
-}
-
-/// An organization whose checkout of a plan the fake Stripe completed: its
-/// owner, the recorded subscription, and the license key from the email.
-struct Subscribed {
-    owner: Session,
-    subscription: Subscription,
-    key: String,
-}
-
-async fn subscribed(app: &TestApp, fake: &FakeStripe, plan: &str) -> Subscribed {
-    let (owner, session) = at_checkout(app, plan).await;
-    let sub_id = fake.complete_checkout(&session).await.subscription_id;
-    let subscription = eventually(WAIT, || async {
-        app.store.subscription(&sub_id).await.unwrap()
-    })
-    .await
-    .expect("subscribed");
-    let key = outbox_data(app, &owner.email, "license_issued")
-        .await
-        .expect("the license email")["license_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    Subscribed {
-        owner,
-        subscription,
-        key,
-    }
-}
+use support::stripe::{FakeStripe, TEST_SECRET_KEY};
 
 /// Opens a checkout for `quantity` of the Pro plan, as `POST
 /// /checkout/session` will: a customer, then a subscription-mode session
@@ -219,24 +145,6 @@ async fn a_completed_checkout_records_the_subscription_and_issues_a_license_once
     assert_eq!(app.store.licenses_for_org(org).await.unwrap().len(), 1);
     let count = support::accounts::outbox_count(&app, &email, "license_issued").await;
     assert_eq!(count, 1);
-}
-
-async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn checkout_body(org: OrgId, plan: &str) -> Value {
-    serde_json::json!({
-        "org_id": org, "plan_id": plan,
-        "success_url": "http://localhost:8080/billing/done",
-        "cancel_url": "http://localhost:8080/billing",
-    })
 }
 
 #[tokio::test]
@@ -667,9 +575,9 @@ async fn failed_payments_warn_then_suspend_and_a_payment_reactivates() {
         .unwrap()
         .unwrap();
     assert_eq!(license.status, LicenseStatus::Active);
-    let renewed = outbox_data(&app, &owner.email, "license_renewed")
+    let renewed = outbox_data(&app, &owner.email, "license_reactivated")
         .await
-        .unwrap();
+        .expect("the reactivation email");
     assert_eq!(renewed["reactivated"], true);
     let again = eventually(WAIT, || async {
         let r = app.acquire(&key, "laptop-2").await;

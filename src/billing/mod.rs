@@ -467,6 +467,25 @@ impl StripeEvents {
         if failures <= stored.failed_payments || stored.status == SubscriptionStatus::Canceled {
             return Ok(()); // applied before, or older than what is stored
         }
+        // A failure that arrives after the invoice was paid after all (Stripe
+        // promises no order) is history: Stripe, read back now, says whether
+        // a payment is still overdue.
+        let now_at_stripe: SubscriptionStatus = self
+            .retrieve(&sub_id)
+            .await?
+            .status
+            .parse()
+            .map_err(ProcessError::Permanent)?;
+        if !matches!(
+            now_at_stripe,
+            SubscriptionStatus::PastDue
+                | SubscriptionStatus::Unpaid
+                | SubscriptionStatus::Incomplete
+        ) {
+            tracing::info!(subscription = %sub_id, status = now_at_stripe.as_str(),
+                "a payment failure that was settled since; nothing to do");
+            return Ok(());
+        }
         let now = Utc::now();
         let grace = match failures {
             1 => Some(self.policy.first_grace),

@@ -506,6 +506,29 @@ impl TestApp {
         .await
     }
 
+    /// Verifies a signed license file as a client would, offline, against
+    /// this server's JWKS; its claims. Panics if it does not verify.
+    pub async fn verify_license_file(&self, jws: &str) -> Value {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+        let jwks: JwkSet = self
+            .get("/.well-known/jwks.json")
+            .await
+            .json()
+            .await
+            .expect("the JWKS");
+        let header = jsonwebtoken::decode_header(jws).expect("a JWS header");
+        assert_eq!(header.typ.as_deref(), Some("license+jwt"));
+        let kid = header.kid.expect("a kid");
+        let jwk = jwks.find(&kid).expect("the kid is in the JWKS");
+        let key = DecodingKey::from_jwk(jwk).expect("an RSA key");
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&["seatwarden"]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        jsonwebtoken::decode::<Value>(jws, &key, &validation)
+            .expect("the license file verifies against the JWKS")
+            .claims
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))

@@ -46,6 +46,8 @@ pub struct Received {
     pub envelope_to: String,
     pub text: String,
     pub html: String,
+    /// Attached files: `(filename, content)`.
+    pub attachments: Vec<(String, String)>,
 }
 
 impl Received {
@@ -73,6 +75,18 @@ impl Received {
             envelope_to: header("X-RcptTo"),
             text: part("text/plain"),
             html: part("text/html"),
+            attachments: parsed
+                .parts()
+                .filter_map(|p| {
+                    let d = p.get_content_disposition();
+                    (d.disposition == mailparse::DispositionType::Attachment).then(|| {
+                        (
+                            d.params.get("filename").cloned().unwrap_or_default(),
+                            p.get_body().unwrap_or_default(),
+                        )
+                    })
+                })
+                .collect(),
         })
     }
 

@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod app;
 pub mod backends;
+pub mod billing;
 pub mod mail;
 pub mod people;
 pub mod proxy;
