@@ -160,7 +160,7 @@ pub fn subsystems(
     tag = "ops",
     operation_id = "restart_subsystem",
     summary = "Restart a subsystem, a down one too",
-    params(("name" = String, Path, description = "The subsystem, e.g. `orgs`, `sweeper`.")),
+    params(("name" = String, Path, description = "The subsystem: `orgs`, `sweeper`, `watcher`, `mailer`, `webhooks` or `renewals`.")),
     security(("ops_token" = [])),
     responses(
         (status = 200, description = "It runs again: its line.", body = SubsystemLine),
