@@ -227,6 +227,10 @@ run() {
   done
 
   common=(--url "http://127.0.0.1:$port" --label "$name" --sessions "$sessions" --key-path "$SEATWARDEN__SIGNING__KEY_PATH" --sign-secs "$sign_secs")
+  # On Redis, the ledger's own heartbeat rate is the heartbeat's ceiling.
+  if [ -n "${SEATWARDEN__REDIS__URL:-}" ]; then
+    common+=(--redis-url "$SEATWARDEN__REDIS__URL")
+  fi
   echo
   echo "=== $name: one organization, $licenses licenses ==="
   "$bench" "${common[@]}" --shape one-org --concurrency "$concurrency" --license-keys-file "$work/$name-one-org.keys" \
@@ -274,7 +278,7 @@ echo
 jq -rs '
   def cell(p): if p == null then "-" else
     "\(p.rps) (\(p.p50_ms) / \(p.p99_ms))" + (if p.non_2xx > 0 then " [\(p.non_2xx)]" else "" end) end;
-  "| deployment | shape | acquire | heartbeat | release | sign ceiling/s | acquire / ceiling | non-2xx, all phases |",
-  "|---|---|---|---|---|---|---|---|",
-  (.[] | "| \(.label) | \(.shape) | \(cell(.phases.acquire)) | \(cell(.phases.heartbeat)) | \(cell(.phases.release)) | \(.signing.ceiling_per_s // "-") | \(.acquire_over_ceiling // "-") | \([.phases[].non_2xx] | add) |")
+  "| deployment | shape | acquire | heartbeat | release | sign ceiling/s | acquire / ceiling | ledger beats/s | heartbeat / ledger | non-2xx, all phases |",
+  "|---|---|---|---|---|---|---|---|---|---|",
+  (.[] | "| \(.label) | \(.shape) | \(cell(.phases.acquire)) | \(cell(.phases.heartbeat)) | \(cell(.phases.release)) | \(.signing.ceiling_per_s // "-") | \(.acquire_over_ceiling // "-") | \(.ledger_heartbeat_ceiling_per_s // "-") | \(.heartbeat_over_ledger_ceiling // "-") | \([.phases[].non_2xx] | add) |")
 ' "$jsonl"

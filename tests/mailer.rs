@@ -283,7 +283,7 @@ async fn an_unreachable_smtp_server_gets_retries_that_back_off_then_the_message_
         mail_retry_base_secs: 1,
         mail_max_attempts: 10,
         mail_send_timeout_secs: 2,
-        mail_claim_secs: 10,
+        mail_claim_secs: 30,
         ..AppOptions::default()
     })
     .await;
@@ -295,8 +295,13 @@ async fn an_unreachable_smtp_server_gets_retries_that_back_off_then_the_message_
         e.attempts == 1 && e.last_error.is_some() && e.next_attempt_at > e.created_at
     })
     .await;
+    // Settled, not merely claimed: a claim in flight also shows two
+    // attempts and the first error, but is due only when its 30 s lease
+    // ends, while the settled failure is due again about 2 s later.
     let second = entry_when(app.outbox.as_ref(), &m, "a second failure", |e| {
-        e.attempts == 2 && e.last_error.is_some()
+        e.attempts == 2
+            && e.last_error.is_some()
+            && e.next_attempt_at < first.next_attempt_at + chrono::TimeDelta::seconds(15)
     })
     .await;
     assert_eq!(second.status, MailStatus::Pending);

@@ -485,7 +485,7 @@ async fn the_ops_commands_list_and_restart_subsystems_of_a_running_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(listed["subsystems"].as_array().unwrap().len(), 5);
+    assert_eq!(listed["subsystems"].as_array().unwrap().len(), 6);
     assert_eq!(listed["subsystems"][0]["status"], "running");
 
     let out = ops_cli(&["restart", "sweeper", "--url", &url], Some(TOKEN)).await;

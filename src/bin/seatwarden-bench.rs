@@ -31,8 +31,13 @@
 //! the acquire phase and with the server idle, the signing ceiling: the
 //! rate of the server's own signer (`TokenSigner`) on all cores at once.
 //! Every acquire signs one token, so acquire/s can't exceed it; the output
-//! gives the ratio `acquire / ceiling`. A table for people is followed by
-//! one JSON line for machines.
+//! gives the ratio `acquire / ceiling`. Likewise, with `--redis-url`, right
+//! before the heartbeat phase it measures the ledger's heartbeat ceiling:
+//! the Redis ledger's own `heartbeat` (the same script, the same
+//! throttle check) called from this process at `--concurrency`, on as many
+//! leases over 100 licenses of a scratch organization, with no HTTP and no
+//! server work. A table for people is followed by one JSON line for
+//! machines.
 //!
 //! ```text
 //! seatwarden-bench --url http://127.0.0.1:8080 --license-keys-file keys.txt \
@@ -130,6 +135,11 @@ struct Args {
     /// How long to measure the signing ceiling for, in seconds.
     #[arg(long, default_value_t = 2.0)]
     sign_secs: f64,
+    /// The server's Redis, to measure the ledger's heartbeat ceiling (phases
+    /// mode): the Redis ledger's own heartbeat rate from this process at
+    /// the same concurrency, with no HTTP, right before the heartbeat phase.
+    #[arg(long)]
+    redis_url: Option<String>,
     /// Per-request timeout, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
@@ -472,6 +482,95 @@ async fn heartbeat_loop(
     .await
 }
 
+/// The ledger's heartbeat ceiling: what the Redis ledger alone does.
+struct LedgerCeiling {
+    concurrency: usize,
+    secs: f64,
+    per_s: f64,
+}
+
+/// Heartbeats straight to the Redis ledger at `concurrency`, for `duration`,
+/// on `sessions` leases of a scratch organization (removed afterwards).
+async fn measure_ledger_ceiling(
+    url: &str,
+    sessions: usize,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<LedgerCeiling> {
+    use seatwarden::ledger::redis::RedisLedger;
+    use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
+    use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, SeatLedger, Throttle};
+    let ledger = Arc::new(
+        RedisLedger::connect(url)
+            .await
+            .context("connecting to --redis-url")?,
+    );
+    let org = OrgId(uuid::Uuid::new_v4());
+    let licenses: Vec<LicenseId> = (0..100).map(|_| LicenseId::new()).collect();
+    let ttl = Duration::from_secs(360);
+    let mut leases = Vec::with_capacity(sessions);
+    for i in 0..sessions.max(1) {
+        let license = licenses[i % licenses.len()];
+        let session = SessionId::new();
+        let grant = ledger
+            .acquire(&LeaseRequest {
+                org,
+                license,
+                session,
+                hardware_id: format!("ceiling-{i}"),
+                max_seats: u32::try_from(sessions).unwrap_or(u32::MAX).max(1),
+                ttl,
+                grace: Duration::ZERO,
+                overdraft: 0,
+            })
+            .await
+            .context("a scratch lease")?;
+        if !matches!(grant, LeaseGrant::Granted { .. }) {
+            bail!("the ledger refused a scratch lease: {grant:?}");
+        }
+        leases.push((license, session));
+    }
+    // The bench server's throttle (1000000/sec): checked, never met.
+    let throttle = Throttle {
+        interval: Duration::from_micros(1),
+        burst: 1_000_000,
+    };
+    let leases = Arc::new(leases);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..concurrency.max(1)).map(|_| {
+        let (ledger, leases, next) = (ledger.clone(), leases.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut done = 0usize;
+            while started.elapsed() < duration {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (license, session) = leases[i % leases.len()];
+                if ledger
+                    .heartbeat(org, license, session, ttl, Some(throttle))
+                    .await
+                    .is_ok()
+                {
+                    done += 1;
+                }
+            }
+            done
+        })
+    });
+    let mut total = 0;
+    for w in futures::future::join_all(workers).await {
+        total += w.unwrap_or(0);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for license in &licenses {
+        let _ = ledger.revoke_license(org, *license).await;
+    }
+    Ok(LedgerCeiling {
+        concurrency: concurrency.max(1),
+        secs,
+        per_s: total as f64 / secs,
+    })
+}
+
 /// The signing ceiling: the rate of the server's own signer on all cores.
 struct SignCeiling {
     bits: usize,
@@ -609,6 +708,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Ok(Some(c))
     };
 
+    let mut ledger: Option<LedgerCeiling> = None;
     let (phases, sign) = match args.mode {
         Mode::Phases => {
             let sign = ceiling().await?;
@@ -624,6 +724,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await;
             let sessions = Arc::new(sessions);
             let count = sessions.len() * args.heartbeats_per_session;
+            if let Some(url) = &args.redis_url {
+                ledger = Some(
+                    measure_ledger_ceiling(url, sessions.len(), args.concurrency, sign_duration)
+                        .await?,
+                );
+            }
             let mut hb = heartbeat_loop(&api, &sessions, count, args.concurrency, limit).await;
             let heartbeat = PhaseStats::from_samples(
                 "heartbeat",
@@ -709,6 +815,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|s| s.per_s > 0.0)
         .map(|s| acquire_rate / s.per_s);
 
+    let heartbeat_rate = phases
+        .iter()
+        .find(|p| p.name == "heartbeat")
+        .map_or(0.0, PhaseStats::rate);
+    let ledger_ratio = ledger
+        .as_ref()
+        .filter(|l| l.per_s > 0.0)
+        .map(|l| heartbeat_rate / l.per_s);
+
     print_table(
         &args,
         &api.base,
@@ -718,6 +833,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sign.as_ref(),
         ratio,
     );
+    if let Some(l) = &ledger {
+        println!(
+            "ledger heartbeat ceiling (the Redis ledger alone from this process, concurrency {}, \
+             idle server, {:.1}s): {:.0} beats/s; heartbeat reached {:.2} of it",
+            l.concurrency,
+            l.secs,
+            l.per_s,
+            ledger_ratio.unwrap_or(0.0)
+        );
+    }
 
     let mut out = json!({
         "label": args.label,
@@ -730,6 +855,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "phases": {},
         "signing": null,
         "acquire_over_ceiling": ratio.map(|r| round(r, 3)),
+        "ledger_heartbeat_ceiling_per_s": ledger.as_ref().map(|l| round(l.per_s, 1)),
+        "heartbeat_over_ledger_ceiling": ledger_ratio.map(|r| round(r, 3)),
     });
     match args.mode {
         Mode::Phases => {
