@@ -527,3 +527,70 @@ async fn a_trial_whose_end_event_was_lost_is_reconciled_with_stripe_at_its_end()
         json!(trial)
     );
 }
+
+#[tokio::test]
+async fn failures_after_a_grace_period_ran_out_are_counted_without_a_second_suspension() {
+    let fake = FakeStripe::start().await;
+    let app = renewals_node(
+        &fake,
+        support::Backend::Embedded,
+        vec![("billing.first_grace_secs", 1.into())],
+    )
+    .await;
+    let Subscribed {
+        owner,
+        subscription,
+        key,
+    } = subscribed(&app, &fake, "pro").await;
+    let org = owner.org_id;
+    let suspended = || async {
+        eventually(WAIT, || async {
+            let l = app.store.license(subscription.license_id).await.unwrap()?;
+            (l.status == LicenseStatus::Suspended).then_some(l)
+        })
+        .await
+        .expect("suspended")
+    };
+    fake.emit_payment_failed(&subscription.id).await;
+    suspended().await;
+    assert_eq!(
+        outbox_count(&app, &owner.email, "license_suspended").await,
+        1
+    );
+
+    // Stripe's retries keep failing: counted, audited, but no new grace
+    // period is promised and the license is not suspended again.
+    for attempt in [2, 3] {
+        let event = fake.emit_payment_failed(&subscription.id).await;
+        processed(&app, &event.id).await;
+        let s = app
+            .store
+            .subscription(&subscription.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.failed_payments, attempt);
+        assert_eq!(s.grace_ends_at, None);
+    }
+    suspended().await;
+    assert_eq!(audits(&app, org, AuditEvent::PaymentFailed).await, 3);
+    assert_eq!(audits(&app, org, AuditEvent::LicenseSuspended).await, 1);
+    assert_eq!(outbox_count(&app, &owner.email, "payment_failed").await, 1);
+    assert_eq!(
+        outbox_count(&app, &owner.email, "license_suspended").await,
+        1
+    );
+
+    // Paid at last: back, with seats.
+    fake.emit_renewal_paid(&subscription.id).await;
+    let admitted = eventually(WAIT, || async {
+        let r = app.acquire(&key, "after-payment").await;
+        r.status().is_success().then_some(r)
+    })
+    .await;
+    assert!(admitted.is_some());
+    assert_eq!(
+        outbox_count(&app, &owner.email, "license_reactivated").await,
+        1
+    );
+}

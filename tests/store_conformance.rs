@@ -52,6 +52,7 @@ conformance! {
     a_created_license_is_active_and_can_be_read_by_id_and_by_key_hash => check_create_license,
     licenses_of_an_org_are_listed_oldest_first => check_licenses_for_org,
     updating_a_license_changes_only_the_given_fields => check_update_license,
+    a_plan_change_gives_a_license_its_tier_and_features => check_update_tier_and_features,
     a_license_for_an_unknown_org_is_not_found => check_license_for_unknown_org,
     a_second_license_with_the_same_key_hash_is_a_conflict => check_duplicate_key_hash,
     unknown_licenses_and_sessions_read_as_none => check_unknown_license_and_session,
@@ -246,6 +247,61 @@ async fn check_create_license(store: &dyn Store) {
     let read = store.license(perpetual.id).await.unwrap().unwrap();
     assert_eq!(read.expires_at, None);
     assert_eq!(read.features, Vec::<String>::new());
+}
+
+async fn check_update_tier_and_features(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let changed = store
+        .update_license(
+            license.id,
+            &LicenseUpdate {
+                seats: Some(3),
+                tier: Some("starter".into()),
+                features: Some(vec!["email support".into()]),
+                ..LicenseUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            changed.seats,
+            changed.tier.as_str(),
+            changed.features.clone()
+        ),
+        (3, "starter", vec!["email support".to_owned()])
+    );
+    assert_eq!(changed.status, license.status);
+    assert_eq!(
+        store.license(license.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    // Left out, they stay; an empty list empties.
+    let kept = store
+        .update_license(
+            license.id,
+            &LicenseUpdate {
+                seats: Some(4),
+                ..LicenseUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((kept.tier, kept.features), (changed.tier, changed.features));
+    let emptied = store
+        .update_license(
+            license.id,
+            &LicenseUpdate {
+                features: Some(vec![]),
+                ..LicenseUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(emptied.features.is_empty());
 }
 
 async fn check_update_license(store: &dyn Store) {

@@ -487,7 +487,17 @@ impl StripeEvents {
             return Ok(());
         }
         let now = Utc::now();
+        // Suspended already (its grace period ran out first): a further
+        // failure is counted and audited, with no new grace period to
+        // announce and no second suspension.
+        let suspended = self
+            .store
+            .license(stored.license_id)
+            .await
+            .map_err(store)?
+            .is_some_and(|l| l.status == LicenseStatus::Suspended);
         let grace = match failures {
+            _ if suspended => None,
             1 => Some(self.policy.first_grace),
             2 => Some(self.policy.second_grace),
             _ => None,
@@ -508,7 +518,8 @@ impl StripeEvents {
         )];
         let mut update = LicenseUpdate::default();
         let (org_name, plan_name) = names(self.store.as_ref(), &stored).await?;
-        let (kind, data) = match grace {
+        let notice = match grace {
+            None if suspended => None,
             Some(ends) => {
                 if failures == 1 {
                     audits.push(Self::audit(
@@ -516,7 +527,7 @@ impl StripeEvents {
                         format!("subscription={sub_id} until={}", ends.to_rfc3339()),
                     ));
                 }
-                (
+                Some((
                     MailKind::PaymentFailed,
                     json!({
                         "org_name": org_name,
@@ -524,7 +535,7 @@ impl StripeEvents {
                         "urgent": failures > 1,
                         "grace_ends_at": ends.format("%Y-%m-%d %H:%M UTC").to_string(),
                     }),
-                )
+                ))
             }
             None => {
                 update.status = Some(LicenseStatus::Suspended);
@@ -532,17 +543,20 @@ impl StripeEvents {
                     AuditEvent::LicenseSuspended,
                     format!("subscription={sub_id} failed_payments={failures}"),
                 ));
-                (
+                Some((
                     MailKind::LicenseSuspended,
                     json!({"org_name": org_name, "plan_name": plan_name}),
-                )
+                ))
             }
         };
-        let to = match invoice.customer_email.clone() {
-            Some(email) => Some(email),
-            None => owner_email(self.store.as_ref(), stored.org_id).await?,
+        let to = match (&notice, invoice.customer_email.clone()) {
+            (None, _) => None,
+            (Some(_), Some(email)) => Some(email),
+            (Some(_), None) => owner_email(self.store.as_ref(), stored.org_id).await?,
         };
-        let mail = to.map(|to| NewMail::once(&event.id, kind, to, data));
+        let mail = to
+            .zip(notice)
+            .map(|(to, (kind, data))| NewMail::once(&event.id, kind, to, data));
         self.store
             .change_subscription(&next, &update, audits, mail.as_ref())
             .await

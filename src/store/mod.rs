@@ -460,9 +460,10 @@ fn count(n: u32, what: &str) -> Result<i32, StoreError> {
 
 /// The body of `update_license`, on a connection inside the backend's
 /// write transaction (which the caller commits): the update under a new
-/// revision (`sql` from [`update_license_sql`]) and, when the license stops
-/// granting seats, the end of its open sessions as revoked with their
-/// audit entries.
+/// revision (`sql` from [`update_license_sql`]); when a status or expiry
+/// change leaves the license refusing seats (suspended, inactive, expired),
+/// the end of its open sessions as revoked with their audit entries; and
+/// when the expiry changes, its deadlines rescheduled.
 pub(crate) async fn update_license_in<DB>(
     conn: &mut DB::Connection,
     sql: &'static str,
