@@ -869,6 +869,23 @@ mod tests {
     }
 
     #[test]
+    fn renewals_default_to_a_week_of_warning_and_refuse_a_decision_longer_than_its_claim() {
+        let s = Settings::from_figment(Figment::from(Toml::string(DEFAULTS))).unwrap();
+        let r = s.renewal_timers();
+        assert_eq!(r.expiry_warning, Duration::from_secs(7 * 86_400));
+        assert!(r.decide_timeout < r.claim_lease);
+        for (key, value) in [
+            ("renewals.decide_timeout_secs", 120),
+            ("renewals.batch_size", 0),
+            ("renewals.poll_interval_ms", 0),
+        ] {
+            let f = Figment::from(Toml::string(DEFAULTS)).merge((key, value));
+            let error = Settings::from_figment(f).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
     fn a_rate_that_does_not_parse_is_refused_with_its_key() {
         let f = Figment::from(Toml::string(DEFAULTS))
             .merge(("rate_limits.login_per_ip", "5 per minute"));
