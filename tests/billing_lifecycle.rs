@@ -15,7 +15,7 @@ use seatwarden_actors::domain::{
     ActionAudit, AuditEvent, AuditFilter, ClientInfo, LicenseStatus, OrgId, PageRequest,
     SubscriptionStatus,
 };
-use seatwarden_actors::ports::DeadlineKind;
+use seatwarden_actors::ports::{DeadlineKind, WebhookStatus};
 use support::accounts::{outbox_count, outbox_data, register_and_login};
 use support::billing::{Subscribed, WAIT, at_checkout, billing_app, billing_node_with, subscribed};
 use support::people::{error_code, unique_email};
@@ -311,7 +311,8 @@ async fn an_update_that_arrives_before_its_checkout_completes_is_applied_after_i
     // Not recorded yet: the update waits for a retry.
     let waiting = eventually(WAIT, || async {
         let e = app.store.get(&update.id).await.unwrap()?;
-        (e.attempts >= 1 && e.next_attempt_at.is_some() && e.processed_at.is_none()).then_some(e)
+        // Settled as failed with a retry due, not merely claimed.
+        (e.status == WebhookStatus::Failed && e.next_attempt_at.is_some()).then_some(e)
     })
     .await
     .expect("the update is retried later");
@@ -592,5 +593,45 @@ async fn failures_after_a_grace_period_ran_out_are_counted_without_a_second_susp
     assert_eq!(
         outbox_count(&app, &owner.email, "license_reactivated").await,
         1
+    );
+}
+
+#[tokio::test]
+async fn an_older_invoice_paid_after_a_newer_failure_keeps_the_grace_period() {
+    let fake = FakeStripe::start().await;
+    let app = billing_app(&fake).await;
+    let (owner, session) = at_checkout(&app, "pro").await;
+    let completion = fake.build_checkout_completion(&session);
+    let (completed, first_paid) = (&completion.events[0], &completion.events[1]);
+    fake.deliver(completed).await;
+    processed(&app, &completed.id).await;
+    let sub = completion.subscription_id.clone();
+
+    // The next period's charge fails before the first invoice's payment
+    // event comes in.
+    let failed = fake.emit_payment_failed(&sub).await;
+    processed(&app, &failed.id).await;
+    fake.deliver(first_paid).await;
+    processed(&app, &first_paid.id).await;
+
+    let s = app.store.subscription(&sub).await.unwrap().unwrap();
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
+    assert_eq!(s.failed_payments, 1, "the failure stands");
+    let grace = s.grace_ends_at.expect("the grace period stands");
+    // The license works through its grace period: its expiry follows the
+    // period Stripe moved on to, past the grace period's end.
+    let license = app.store.license(s.license_id).await.unwrap().unwrap();
+    assert!(license.expires_at.unwrap() > grace, "{license:?}");
+    assert_eq!(license.status, LicenseStatus::Active);
+    assert_eq!(outbox_count(&app, &owner.email, "license_renewed").await, 0);
+    assert_eq!(outbox_count(&app, &owner.email, "payment_failed").await, 1);
+    assert!(
+        app.store
+            .deadlines_of(&sub)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.kind == DeadlineKind::GraceEnd && d.fired_at.is_none()),
+        "the grace period's end is still armed"
     );
 }

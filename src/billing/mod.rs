@@ -376,23 +376,32 @@ impl StripeEvents {
             .await
             .map_err(store)?
             .ok_or_else(|| ProcessError::Permanent(format!("no license for {sub_id}")))?;
-        let expires_at = snapshot.current_period_end + self.slack();
-        let renews = license.expires_at.is_none_or(|e| expires_at > e);
-        let reactivates = license.status == LicenseStatus::Suspended;
-        if !renews && !reactivates && stored.failed_payments == 0 && stored.grace_ends_at.is_none()
-        {
-            return Ok(());
-        }
         let status: SubscriptionStatus =
             snapshot.status.parse().map_err(ProcessError::Permanent)?;
+        // Settled: Stripe, read back now, has no payment overdue. An older
+        // invoice's payment arriving after a newer failure (Stripe keeps no
+        // order) leaves the failure, its grace period and a suspension be.
+        let settled = matches!(
+            status,
+            SubscriptionStatus::Active | SubscriptionStatus::Trialing
+        );
+        let expires_at = snapshot.current_period_end + self.slack();
+        let renews = license.expires_at.is_none_or(|e| expires_at > e);
+        let reactivates = settled && license.status == LicenseStatus::Suspended;
+        let forgives = settled && (stored.failed_payments > 0 || stored.grace_ends_at.is_some());
+        if !renews && !reactivates && !forgives {
+            return Ok(());
+        }
         let mut next = stored.clone();
         next.status = status;
         next.current_period_start = snapshot.current_period_start;
         next.current_period_end = snapshot.current_period_end;
         next.trial_end = snapshot.trial_end;
         next.quantity = snapshot.quantity.max(1);
-        next.failed_payments = 0;
-        next.grace_ends_at = None;
+        if settled {
+            next.failed_payments = 0;
+            next.grace_ends_at = None;
+        }
         next.last_event_at = stored.last_event_at.max(event.created);
         next.updated_at = Utc::now();
         let update = LicenseUpdate {
@@ -426,6 +435,9 @@ impl StripeEvents {
         } else {
             MailKind::LicenseRenewed
         };
+        // An older invoice paid while a newer one is overdue: no "your
+        // payment went through" while another one is failing.
+        let to = to.filter(|_| settled);
         let mail = to.map(|to| {
             NewMail::once(
                 &event.id,
@@ -470,12 +482,9 @@ impl StripeEvents {
         // A failure that arrives after the invoice was paid after all (Stripe
         // promises no order) is history: Stripe, read back now, says whether
         // a payment is still overdue.
-        let now_at_stripe: SubscriptionStatus = self
-            .retrieve(&sub_id)
-            .await?
-            .status
-            .parse()
-            .map_err(ProcessError::Permanent)?;
+        let snapshot = self.retrieve(&sub_id).await?;
+        let now_at_stripe: SubscriptionStatus =
+            snapshot.status.parse().map_err(ProcessError::Permanent)?;
         if !matches!(
             now_at_stripe,
             SubscriptionStatus::PastDue
@@ -490,12 +499,13 @@ impl StripeEvents {
         // Suspended already (its grace period ran out first): a further
         // failure is counted and audited, with no new grace period to
         // announce and no second suspension.
-        let suspended = self
+        let license = self
             .store
             .license(stored.license_id)
             .await
             .map_err(store)?
-            .is_some_and(|l| l.status == LicenseStatus::Suspended);
+            .ok_or_else(|| ProcessError::Permanent(format!("no license for {sub_id}")))?;
+        let suspended = license.status == LicenseStatus::Suspended;
         let grace = match failures {
             _ if suspended => None,
             1 => Some(self.policy.first_grace),
@@ -516,7 +526,17 @@ impl StripeEvents {
                 invoice.id.as_ref().map_or("-", |id| id.as_str())
             ),
         )];
-        let mut update = LicenseUpdate::default();
+        // The expiry follows Stripe's current period, which moved on with
+        // the invoice that failed: the grace period, not the old period's
+        // end, decides how long an unpaid license works.
+        let expires_at = snapshot.current_period_end + self.slack();
+        let mut update = LicenseUpdate {
+            expires_at: license
+                .expires_at
+                .is_some_and(|e| expires_at > e)
+                .then_some(Some(expires_at)),
+            ..LicenseUpdate::default()
+        };
         let (org_name, plan_name) = names(self.store.as_ref(), &stored).await?;
         let notice = match grace {
             None if suspended => None,
