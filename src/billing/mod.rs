@@ -354,18 +354,7 @@ impl StripeEvents {
         event: &WebhookEvent,
         invoice: &stripe_shared::Invoice,
     ) -> Result<(), ProcessError> {
-        let sub_id = invoice
-            .subscription
-            .as_ref()
-            .map(|s| s.id().to_string())
-            .or_else(|| {
-                invoice
-                    .parent
-                    .as_ref()
-                    .and_then(|p| p.subscription_details.as_ref())
-                    .map(|d| d.subscription.id().to_string())
-            });
-        let Some(sub_id) = sub_id else {
+        let Some(sub_id) = invoice_subscription(invoice) else {
             return Ok(()); // not a subscription's invoice
         };
         let stored = self.recorded(&sub_id).await?;
