@@ -63,10 +63,13 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     /// `created_at`, which never change); `license` is applied to its
     /// license as `LicenseStore::update_license` applies it (a new
     /// revision that every node hears; a suspension or deactivation ends
-    /// the license's open sessions as revoked); each of `audits` is written
-    /// with the license and organization filled in; `mail` is enqueued.
-    /// Returns the license as it now is, or `None`, writing nothing, for an
-    /// unknown subscription.
+    /// the license's open sessions as revoked; a new expiry reschedules its
+    /// deadlines); the subscription's grace-end and trial-end deadlines
+    /// follow its `grace_ends_at` and trial; each of `audits` is written
+    /// with the license and organization filled in; `mail` is enqueued
+    /// once (a mail id already queued is not queued again). Returns the
+    /// license as it now is, or `None`, writing nothing, for an unknown
+    /// subscription.
     async fn change_subscription(
         &self,
         subscription: &Subscription,
