@@ -16,8 +16,9 @@
 //! that effect together with the deadline's firing, fenced by the claim
 //! ([`DeadlineStore::complete_deadline`]). A node that crashes between
 //! claim and effect leaves its deadlines claimed; they come back when the
-//! lease ends and another node fires them, once. A claim that lapsed while
-//! its holder was still deciding can't commit: the fence refuses it.
+//! lease ends and another node fires them, once. A claim that lapsed and
+//! was taken over while its holder was still deciding can't commit: the
+//! fence refuses it.
 
 use std::sync::Arc;
 use std::time::Duration;

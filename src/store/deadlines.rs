@@ -6,8 +6,8 @@
 //! LOCKED` on PostgreSQL; nothing on SQLite, whose single writer serializes
 //! claims). Completing a deadline updates its row first, fenced by the
 //! claim's token, and commits the effect in the same transaction: a
-//! claimer whose lease ended, or whose deadline was moved or cancelled
-//! meanwhile, writes nothing at all.
+//! claimer whose deadline was claimed by another after its lease ended, or
+//! was moved or cancelled meanwhile, writes nothing at all.
 
 use std::marker::PhantomData;
 use std::time::Duration;
