@@ -301,6 +301,19 @@ impl StripeEvents {
             .map_err(|e| ProcessError::Retry(format!("could not sign the license file: {e}")))
     }
 
+    /// Who hears about an invoice: the address Stripe billed, else the
+    /// organization's first owner.
+    async fn invoice_recipient(
+        &self,
+        invoice: &stripe_shared::Invoice,
+        org: OrgId,
+    ) -> Result<Option<String>, ProcessError> {
+        match &invoice.customer_email {
+            Some(email) => Ok(Some(email.clone())),
+            None => owner_email(self.store.as_ref(), org).await,
+        }
+    }
+
     fn slack(&self) -> TimeDelta {
         TimeDelta::from_std(self.policy.expiry_slack).unwrap_or(TimeDelta::MAX)
     }
@@ -415,10 +428,6 @@ impl StripeEvents {
             ));
         }
         let (org_name, plan_name) = names(self.store.as_ref(), &stored).await?;
-        let to = match invoice.customer_email.clone() {
-            Some(email) => Some(email),
-            None => owner_email(self.store.as_ref(), stored.org_id).await?,
-        };
         let kind = if reactivates {
             MailKind::LicenseReactivated
         } else {
@@ -426,7 +435,11 @@ impl StripeEvents {
         };
         // An older invoice paid while a newer one is overdue: no "your
         // payment went through" while another one is failing.
-        let to = to.filter(|_| settled);
+        let to = if settled {
+            self.invoice_recipient(invoice, stored.org_id).await?
+        } else {
+            None
+        };
         let mail = to.map(|to| {
             NewMail::once(
                 &event.id,
@@ -558,10 +571,9 @@ impl StripeEvents {
                 ))
             }
         };
-        let to = match (&notice, invoice.customer_email.clone()) {
-            (None, _) => None,
-            (Some(_), Some(email)) => Some(email),
-            (Some(_), None) => owner_email(self.store.as_ref(), stored.org_id).await?,
+        let to = match notice {
+            Some(_) => self.invoice_recipient(invoice, stored.org_id).await?,
+            None => None,
         };
         let mail = to
             .zip(notice)
