@@ -386,13 +386,12 @@ async fn a_paid_renewal_extends_the_license_once_and_a_deleted_subscription_ends
     // Renewed: the expiry follows the new period, and the email goes out once
     // however often Stripe delivers the event.
     let renewal = fake.emit_renewal_paid(&sub_id).await;
-    let renewed = eventually(WAIT, || async {
-        let s = app.store.subscription(&sub_id).await.unwrap()?;
-        (s.current_period_end > first.current_period_end).then_some(s)
-    })
-    .await
-    .expect("renewed");
-    let license = app.store.license(first.license_id).await.unwrap().unwrap();
+    let renewed = app
+        .subscription_when(&sub_id, "renewed", |s| {
+            s.current_period_end > first.current_period_end
+        })
+        .await;
+    let license = app.license_now(first.license_id).await;
     assert_eq!(
         (license.expires_at.unwrap() - renewed.current_period_end).num_seconds(),
         3 * 86_400
@@ -412,13 +411,11 @@ async fn a_paid_renewal_extends_the_license_once_and_a_deleted_subscription_ends
 
     // Deleted: the license stops granting seats and the live session ends.
     fake.emit_subscription_deleted(&sub_id).await;
-    eventually(WAIT, || async {
-        let s = app.store.subscription(&sub_id).await.unwrap()?;
-        (s.status == SubscriptionStatus::Canceled).then_some(())
+    app.subscription_when(&sub_id, "cancelled", |s| {
+        s.status == SubscriptionStatus::Canceled
     })
-    .await
-    .expect("cancelled");
-    let license = app.store.license(first.license_id).await.unwrap().unwrap();
+    .await;
+    let license = app.license_now(first.license_id).await;
     assert_eq!(license.status, LicenseStatus::Inactive);
     let heartbeat = eventually(WAIT, || async {
         let r = app.heartbeat_of(&seat).await;
@@ -490,12 +487,10 @@ async fn failed_payments_warn_then_suspend_and_a_payment_reactivates() {
         let app = &app;
         let sub_id = sub_id.clone();
         async move {
-            eventually(WAIT, || async {
-                let s = app.store.subscription(&sub_id).await.unwrap()?;
-                (s.failed_payments >= n).then_some(s)
+            app.subscription_when(&sub_id, "the failure is applied", |s| {
+                s.failed_payments >= n
             })
             .await
-            .expect("the failure is applied")
         }
     };
 
@@ -536,12 +531,7 @@ async fn failed_payments_warn_then_suspend_and_a_payment_reactivates() {
     // Third: suspended; the live session ends and new seats are refused.
     fake.emit_payment_failed(&sub_id).await;
     failures_applied(3).await;
-    let license = app
-        .store
-        .license(subscribed.license_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let license = app.license_now(subscribed.license_id).await;
     assert_eq!(license.status, LicenseStatus::Suspended);
     let heartbeat = eventually(WAIT, || async {
         let r = app.heartbeat_of(&seat).await;
@@ -561,19 +551,13 @@ async fn failed_payments_warn_then_suspend_and_a_payment_reactivates() {
 
     // Paid: reactivated, and seats are granted again.
     fake.emit_renewal_paid(&sub_id).await;
-    let s = eventually(WAIT, || async {
-        let s = app.store.subscription(&sub_id).await.unwrap()?;
-        (s.failed_payments == 0).then_some(s)
-    })
-    .await
-    .expect("the payment is applied");
+    let s = app
+        .subscription_when(&sub_id, "the payment is applied", |s| {
+            s.failed_payments == 0
+        })
+        .await;
     assert_eq!(s.grace_ends_at, None);
-    let license = app
-        .store
-        .license(subscribed.license_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let license = app.license_now(subscribed.license_id).await;
     assert_eq!(license.status, LicenseStatus::Active);
     let renewed = outbox_data(&app, &owner.email, "license_reactivated")
         .await

@@ -12,8 +12,7 @@ use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use seatwarden_actors::domain::{
-    ActionAudit, AuditEvent, AuditFilter, ClientInfo, LicenseStatus, OrgId, PageRequest,
-    SubscriptionStatus,
+    ActionAudit, AuditEvent, ClientInfo, LicenseStatus, SubscriptionStatus,
 };
 use seatwarden_actors::ports::{DeadlineKind, WebhookStatus};
 use support::accounts::{outbox_count, outbox_data, register_and_login};
@@ -21,20 +20,6 @@ use support::billing::{Subscribed, WAIT, at_checkout, billing_app, billing_node_
 use support::people::{error_code, unique_email};
 use support::stripe::{FakeStripe, SubscriptionChange};
 use support::{AppOptions, TestApp, eventually};
-
-/// How many audit entries of `event` the organization has.
-async fn audits(app: &TestApp, org: OrgId, event: AuditEvent) -> usize {
-    let filter = AuditFilter {
-        event: Some(event),
-        ..AuditFilter::default()
-    };
-    app.store
-        .org_audit(org, &filter, PageRequest::first(200))
-        .await
-        .unwrap()
-        .items
-        .len()
-}
 
 /// Waits until the webhook event is settled as processed.
 async fn processed(app: &TestApp, event_id: &str) {
@@ -90,12 +75,7 @@ async fn the_license_email_carries_a_license_file_that_verifies_and_a_confirmati
     assert_eq!(claims["org_id"], owner.org_id.to_string());
     assert_eq!(claims["seats"], 10);
     assert_eq!(claims["tier"], "pro");
-    let license = app
-        .store
-        .license(subscription.license_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let license = app.license_now(subscription.license_id).await;
     assert_eq!(
         claims["license_expires_at"],
         license.expires_at.unwrap().timestamp()
@@ -148,23 +128,13 @@ async fn a_plan_change_sets_seats_tier_and_features_and_lowering_seats_evicts_no
         .emit_subscription_updated(&subscription.id, change)
         .await;
     processed(&app, &event.id).await;
-    let license = app
-        .store
-        .license(subscription.license_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let license = app.license_now(subscription.license_id).await;
     assert_eq!(license.seats, 3);
     assert_eq!(license.tier, "starter");
     assert_eq!(license.features, vec!["floating seats", "email support"]);
-    let recorded = app
-        .store
-        .subscription(&subscription.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let recorded = app.subscription_now(&subscription.id).await;
     assert_eq!(recorded.plan_id, "starter");
-    assert_eq!(audits(&app, org, AuditEvent::PlanChanged).await, 1);
+    assert_eq!(app.audit_count(org, AuditEvent::PlanChanged).await, 1);
     // Nobody is evicted; nobody new gets in while 4 of 3 are in use.
     for seat in &seats {
         assert_eq!(app.heartbeat_of(seat).await.status(), 200);
@@ -183,7 +153,7 @@ async fn a_plan_change_sets_seats_tier_and_features_and_lowering_seats_evicts_no
         .await
         .unwrap();
     processed(&app, &event.id).await;
-    assert_eq!(audits(&app, org, AuditEvent::PlanChanged).await, 1);
+    assert_eq!(app.audit_count(org, AuditEvent::PlanChanged).await, 1);
 
     // Three of Starter: 9 seats, and room again.
     let more = SubscriptionChange {
@@ -192,14 +162,9 @@ async fn a_plan_change_sets_seats_tier_and_features_and_lowering_seats_evicts_no
     };
     let event = fake.emit_subscription_updated(&subscription.id, more).await;
     processed(&app, &event.id).await;
-    let license = app
-        .store
-        .license(subscription.license_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let license = app.license_now(subscription.license_id).await;
     assert_eq!(license.seats, 9);
-    assert_eq!(audits(&app, org, AuditEvent::PlanChanged).await, 2);
+    assert_eq!(app.audit_count(org, AuditEvent::PlanChanged).await, 2);
     let admitted = eventually(WAIT, || async {
         let r = app.acquire(&key, "m-new").await;
         r.status().is_success().then_some(r)
@@ -274,12 +239,7 @@ async fn a_failure_that_arrives_after_its_invoice_was_paid_changes_nothing() {
     fake.deliver(&failed).await;
     processed(&app, &failed.id).await;
 
-    let s = app
-        .store
-        .subscription(&subscription.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let s = app.subscription_now(&subscription.id).await;
     assert_eq!(s.failed_payments, 0);
     assert_eq!(s.grace_ends_at, None);
     assert_ne!(s.status, SubscriptionStatus::PastDue);
@@ -320,14 +280,9 @@ async fn an_update_that_arrives_before_its_checkout_completes_is_applied_after_i
 
     fake.deliver_all(&completion.events).await;
     processed(&app, &update.id).await;
-    let s = app
-        .store
-        .subscription(&completion.subscription_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let s = app.subscription_now(&completion.subscription_id).await;
     assert_eq!(s.quantity, 2);
-    let license = app.store.license(s.license_id).await.unwrap().unwrap();
+    let license = app.license_now(s.license_id).await;
     assert_eq!(license.seats, 20, "the plan's 10 seats, twice");
     assert_eq!(outbox_count(&app, &owner.email, "license_issued").await, 1);
 }
@@ -352,12 +307,11 @@ async fn a_grace_period_ending_unpaid_suspends_once_on_two_nodes_after_a_claimer
     let on_b = b.acquire_ok(&key, "laptop-b").await;
 
     fake.emit_payment_failed(&subscription.id).await;
-    let s = eventually(WAIT, || async {
-        let s = a.store.subscription(&subscription.id).await.unwrap()?;
-        s.grace_ends_at.map(|_| s)
-    })
-    .await
-    .expect("a grace period starts");
+    let s = a
+        .subscription_when(&subscription.id, "a grace period starts", |s| {
+            s.grace_ends_at.is_some()
+        })
+        .await;
     let ends = s.grace_ends_at.unwrap();
 
     // A third node claims the grace period's end and dies before applying
@@ -383,15 +337,10 @@ async fn a_grace_period_ending_unpaid_suspends_once_on_two_nodes_after_a_claimer
         .expect("the heartbeat is refused");
         assert_eq!(error_code(refused).await, "license_suspended");
     }
-    let license = a
-        .store
-        .license(subscription.license_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let license = a.license_now(subscription.license_id).await;
     assert_eq!(license.status, LicenseStatus::Suspended);
     // Once: one suspension, one email, fired by a live node at attempt 2.
-    assert_eq!(audits(&a, org, AuditEvent::LicenseSuspended).await, 1);
+    assert_eq!(a.audit_count(org, AuditEvent::LicenseSuspended).await, 1);
     assert_eq!(outbox_count(&a, &owner.email, "license_suspended").await, 1);
     let fired = a
         .store
@@ -445,7 +394,8 @@ async fn a_license_past_its_expiry_ends_its_sessions_after_its_owners_were_warne
     .expect("the heartbeat is refused after the expiry");
     assert_eq!(error_code(refused).await, "license_expired");
     assert_eq!(
-        audits(&app, owner.org_id, AuditEvent::LicenseExpired).await,
+        app.audit_count(owner.org_id, AuditEvent::LicenseExpired)
+            .await,
         1
     );
     assert_eq!(outbox_count(&app, &owner.email, "expiry_warning").await, 1);
@@ -503,19 +453,15 @@ async fn a_trial_whose_end_event_was_lost_is_reconciled_with_stripe_at_its_end()
         .await
         .unwrap();
 
-    let reconciled = eventually(WAIT, || async {
-        let s = app.store.subscription(&subscription.id).await.unwrap()?;
-        (s.status != SubscriptionStatus::Trialing).then_some(s)
-    })
-    .await
-    .expect("the trial's end is read back from Stripe");
+    let reconciled = app
+        .subscription_when(
+            &subscription.id,
+            "the trial's end is read back from Stripe",
+            |s| s.status != SubscriptionStatus::Trialing,
+        )
+        .await;
     assert_eq!(reconciled.status, SubscriptionStatus::Active);
-    let license = app
-        .store
-        .license(subscription.license_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let license = app.license_now(subscription.license_id).await;
     assert_eq!(license.status, LicenseStatus::Active);
     let trial = app.store.deadlines_of(&subscription.id).await.unwrap();
     assert_eq!(
@@ -564,18 +510,13 @@ async fn failures_after_a_grace_period_ran_out_are_counted_without_a_second_susp
     for attempt in [2, 3] {
         let event = fake.emit_payment_failed(&subscription.id).await;
         processed(&app, &event.id).await;
-        let s = app
-            .store
-            .subscription(&subscription.id)
-            .await
-            .unwrap()
-            .unwrap();
+        let s = app.subscription_now(&subscription.id).await;
         assert_eq!(s.failed_payments, attempt);
         assert_eq!(s.grace_ends_at, None);
     }
     suspended().await;
-    assert_eq!(audits(&app, org, AuditEvent::PaymentFailed).await, 3);
-    assert_eq!(audits(&app, org, AuditEvent::LicenseSuspended).await, 1);
+    assert_eq!(app.audit_count(org, AuditEvent::PaymentFailed).await, 3);
+    assert_eq!(app.audit_count(org, AuditEvent::LicenseSuspended).await, 1);
     assert_eq!(outbox_count(&app, &owner.email, "payment_failed").await, 1);
     assert_eq!(
         outbox_count(&app, &owner.email, "license_suspended").await,
@@ -614,13 +555,13 @@ async fn an_older_invoice_paid_after_a_newer_failure_keeps_the_grace_period() {
     fake.deliver(first_paid).await;
     processed(&app, &first_paid.id).await;
 
-    let s = app.store.subscription(&sub).await.unwrap().unwrap();
+    let s = app.subscription_now(&sub).await;
     assert_eq!(s.status, SubscriptionStatus::PastDue);
     assert_eq!(s.failed_payments, 1, "the failure stands");
     let grace = s.grace_ends_at.expect("the grace period stands");
     // The license works through its grace period: its expiry follows the
     // period Stripe moved on to, past the grace period's end.
-    let license = app.store.license(s.license_id).await.unwrap().unwrap();
+    let license = app.license_now(s.license_id).await;
     assert!(license.expires_at.unwrap() > grace, "{license:?}");
     assert_eq!(license.status, LicenseStatus::Active);
     assert_eq!(outbox_count(&app, &owner.email, "license_renewed").await, 0);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use seatwarden_actors::domain::{AuditEvent, AuditFilter, OrgId, PageRequest};
+use seatwarden_actors::domain::AuditEvent;
 use support::accounts::register_and_login;
 use support::billing::{billing_node_with, checkout_body, post};
 use support::mail::{Received, address, smtp_url, wait_for_n};
@@ -48,19 +48,6 @@ async fn mail(to: &str, subject: &str) -> Received {
     })
     .await
     .unwrap_or_else(|| panic!("no mail to {to} about {subject:?}"))
-}
-
-async fn audited(app: &TestApp, org: OrgId, event: AuditEvent) -> usize {
-    let filter = AuditFilter {
-        event: Some(event),
-        ..AuditFilter::default()
-    };
-    app.store
-        .org_audit(org, &filter, PageRequest::first(200))
-        .await
-        .unwrap()
-        .items
-        .len()
 }
 
 /// Waits until `node` refuses the session's heartbeat; its error code.
@@ -168,7 +155,7 @@ async fn a_customer_subscribes_runs_falls_behind_is_suspended_pays_and_cancels()
         (AuditEvent::LicenseReactivated, 1),
         (AuditEvent::LicenseDeactivated, 1),
     ] {
-        assert_eq!(audited(&a, org, event).await, n, "{event:?}");
+        assert_eq!(a.audit_count(org, event).await, n, "{event:?}");
     }
     let all = wait_for_n(&email, 9, MAIL).await;
     let mut subjects: Vec<String> = all.iter().map(|m| m.subject.clone()).collect();

@@ -14,8 +14,6 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use futures::future::join_all;
-use seatwarden::store::postgres::PostgresStore;
-use seatwarden::store::sqlite::SqliteStore;
 use seatwarden_actors::domain::{
     ActionAudit, AuditEvent, ClientInfo, License, LicenseId, LicenseStatus, LicenseUpdate,
     NewLicense, Subscription, SubscriptionStatus,
@@ -25,61 +23,17 @@ use seatwarden_actors::ports::{
     Store,
 };
 
-struct Subject {
-    store: Arc<dyn Store>,
-    /// Another node's view of the same database.
-    other: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
-}
+use support::backends::TwoNodes as Subject;
 
 async fn sqlite() -> Subject {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}/seatwarden.db", dir.path().display());
-    let store = SqliteStore::connect(&url).await.expect("open SQLite file");
-    let other = SqliteStore::connect(&url).await.expect("open SQLite again");
-    Subject {
-        store: Arc::new(store),
-        other: Arc::new(other),
-        _dir: Some(dir),
-    }
+    support::backends::two_sqlite().await
 }
 
 async fn postgres() -> Subject {
-    let url = support::services::fresh_postgres_db().await;
-    let store = PostgresStore::connect(&url, 4)
-        .await
-        .expect("connect to the test PostgreSQL");
-    let other = PostgresStore::connect(&url, 4)
-        .await
-        .expect("connect again");
-    Subject {
-        store: Arc::new(store),
-        other: Arc::new(other),
-        _dir: None,
-    }
+    support::backends::two_postgres().await
 }
 
-/// One `#[tokio::test]` per check and backend: `sqlite::<sentence>` and
-/// `postgres::<sentence>`.
-macro_rules! conformance {
-    ($($name:ident => $check:ident,)*) => {
-        conformance!(@backend sqlite, sqlite, $($name => $check,)*);
-        conformance!(@backend postgres, postgres, $($name => $check,)*);
-    };
-    (@backend $backend:ident, $open:ident, $($name:ident => $check:ident,)*) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let subject = super::$open().await;
-                    super::$check(&subject).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance! {
+subject_conformance! {
     a_license_with_an_expiry_schedules_its_expiry_and_its_warning => check_license_schedules,
     an_expiry_is_claimable_when_due_and_its_warning_a_lead_before => check_due_and_lead,
     a_deadline_claimed_by_a_node_that_crashed_is_fired_by_another_once_its_lease_ends => check_crash_between_claim_and_effect,

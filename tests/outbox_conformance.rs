@@ -101,27 +101,7 @@ async fn postgres() -> Subject {
     }
 }
 
-/// One `#[tokio::test]` per check and backend: `sqlite::<sentence>` and
-/// `postgres::<sentence>`.
-macro_rules! conformance {
-    ($($name:ident => $check:ident,)*) => {
-        conformance!(@backend sqlite, sqlite, $($name => $check,)*);
-        conformance!(@backend postgres, postgres, $($name => $check,)*);
-    };
-    (@backend $backend:ident, $open:ident, $($name:ident => $check:ident,)*) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let subject = super::$open().await;
-                    super::$check(&subject).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance! {
+subject_conformance! {
     an_enqueued_message_is_claimed_with_its_data_as_attempt_one => check_claim,
     a_duplicate_message_id_is_a_conflict => check_duplicate,
     only_due_messages_are_claimed_oldest_due_first_up_to_the_limit => check_due_and_limit,

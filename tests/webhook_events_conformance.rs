@@ -12,68 +12,38 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use futures::future::join_all;
-use seatwarden::store::postgres::PostgresStore;
-use seatwarden::store::sqlite::SqliteStore;
 use seatwarden_actors::domain::{ActionAudit, AuditEvent, ClientInfo};
 use seatwarden_actors::ports::{
     ClaimedEvent, NewWebhookEvent, WebhookEventQuery, WebhookEventStore, WebhookStatus,
 };
+use support::backends::TwoNodes;
 
 struct Subject {
     store: Arc<dyn WebhookEventStore>,
     /// Another node's view of the same database.
     other: Arc<dyn WebhookEventStore>,
-    _dir: Option<tempfile::TempDir>,
+    _nodes: TwoNodes,
+}
+
+impl From<TwoNodes> for Subject {
+    fn from(nodes: TwoNodes) -> Self {
+        Self {
+            store: nodes.store.clone(),
+            other: nodes.other.clone(),
+            _nodes: nodes,
+        }
+    }
 }
 
 async fn sqlite() -> Subject {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}/seatwarden.db", dir.path().display());
-    let store = SqliteStore::connect(&url).await.expect("open SQLite file");
-    let other = SqliteStore::connect(&url).await.expect("open SQLite again");
-    Subject {
-        store: Arc::new(store),
-        other: Arc::new(other),
-        _dir: Some(dir),
-    }
+    support::backends::two_sqlite().await.into()
 }
 
 async fn postgres() -> Subject {
-    let url = support::services::fresh_postgres_db().await;
-    let store = PostgresStore::connect(&url, 4)
-        .await
-        .expect("connect to the test PostgreSQL");
-    let other = PostgresStore::connect(&url, 4)
-        .await
-        .expect("connect again");
-    Subject {
-        store: Arc::new(store),
-        other: Arc::new(other),
-        _dir: None,
-    }
+    support::backends::two_postgres().await.into()
 }
 
-/// One `#[tokio::test]` per check and backend: `sqlite::<sentence>` and
-/// `postgres::<sentence>`.
-macro_rules! conformance {
-    ($($name:ident => $check:ident,)*) => {
-        conformance!(@backend sqlite, sqlite, $($name => $check,)*);
-        conformance!(@backend postgres, postgres, $($name => $check,)*);
-    };
-    (@backend $backend:ident, $open:ident, $($name:ident => $check:ident,)*) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let subject = super::$open().await;
-                    super::$check(&subject).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance! {
+subject_conformance! {
     a_recorded_event_is_pending_and_claimed_with_its_payload_as_attempt_one => check_record_and_claim,
     recording_the_same_event_id_again_changes_nothing => check_duplicate,
     an_unreadable_event_is_kept_as_failed_and_never_claimed => check_unreadable,

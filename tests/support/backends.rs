@@ -73,3 +73,65 @@ macro_rules! store_conformance {
         }
     };
 }
+
+/// One database opened twice, as two nodes (or two processes sharing a
+/// SQLite file) see it: what the suites of claimed work (outbox, webhook
+/// inbox, deadlines) need to show that two claimers never share a row.
+pub struct TwoNodes {
+    pub store: Arc<dyn Store>,
+    /// Another node's view of the same database.
+    pub other: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// [`TwoNodes`] on a SQLite file in a fresh temporary directory.
+pub async fn two_sqlite() -> TwoNodes {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}/seatwarden.db", dir.path().display());
+    let store = SqliteStore::connect(&url).await.expect("open SQLite file");
+    let other = SqliteStore::connect(&url).await.expect("open SQLite again");
+    TwoNodes {
+        store: Arc::new(store),
+        other: Arc::new(other),
+        _dir: Some(dir),
+    }
+}
+
+/// [`TwoNodes`] on a fresh PostgreSQL database.
+pub async fn two_postgres() -> TwoNodes {
+    let url = super::services::fresh_postgres_db().await;
+    let connect = || async {
+        PostgresStore::connect(&url, PG_CONNECTIONS)
+            .await
+            .expect("connect to the test PostgreSQL")
+    };
+    TwoNodes {
+        store: Arc::new(connect().await),
+        other: Arc::new(connect().await),
+        _dir: None,
+    }
+}
+
+/// Generates, for SQLite and PostgreSQL, one `#[tokio::test]` per check,
+/// named by the sentence on the left: `sqlite::<sentence>` and
+/// `postgres::<sentence>`. The calling test crate defines `async fn
+/// sqlite() -> Subject` and `async fn postgres() -> Subject`, and each
+/// check is an `async fn(&Subject)`.
+#[macro_export]
+macro_rules! subject_conformance {
+    ($($name:ident => $check:ident,)*) => {
+        $crate::subject_conformance!(@backend sqlite, $($name => $check,)*);
+        $crate::subject_conformance!(@backend postgres, $($name => $check,)*);
+    };
+    (@backend $backend:ident, $($name:ident => $check:ident,)*) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let subject = super::$backend().await;
+                    super::$check(&subject).await;
+                }
+            )*
+        }
+    };
+}

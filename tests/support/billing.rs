@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use seatwarden_actors::domain::{OrgId, Subscription};
+use seatwarden_actors::domain::{
+    AuditEvent, AuditFilter, License, LicenseId, OrgId, PageRequest, Subscription,
+};
 
 use super::accounts::{Session, outbox_data};
 use super::people::unique_email;
@@ -115,4 +117,54 @@ pub fn checkout_body(org: OrgId, plan: &str) -> Value {
         "success_url": "http://localhost:8080/billing/done",
         "cancel_url": "http://localhost:8080/billing",
     })
+}
+
+impl TestApp {
+    /// A license the test knows exists, as the store has it now.
+    pub async fn license_now(&self, id: LicenseId) -> License {
+        self.store
+            .license(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("license {id} exists"))
+    }
+
+    /// A subscription the test knows is recorded, as the store has it now.
+    pub async fn subscription_now(&self, id: &str) -> Subscription {
+        self.store
+            .subscription(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("subscription {id} is recorded"))
+    }
+
+    /// The subscription once `ready` holds for it (bounded polling);
+    /// panics with `what` if it doesn't within [`WAIT`].
+    pub async fn subscription_when(
+        &self,
+        id: &str,
+        what: &str,
+        ready: impl Fn(&Subscription) -> bool,
+    ) -> Subscription {
+        eventually(WAIT, || async {
+            let s = self.store.subscription(id).await.unwrap()?;
+            ready(&s).then_some(s)
+        })
+        .await
+        .unwrap_or_else(|| panic!("subscription {id}: {what}"))
+    }
+
+    /// How many audit entries of `event` the organization has.
+    pub async fn audit_count(&self, org: OrgId, event: AuditEvent) -> usize {
+        let filter = AuditFilter {
+            event: Some(event),
+            ..AuditFilter::default()
+        };
+        self.store
+            .org_audit(org, &filter, PageRequest::first(200))
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
 }
