@@ -543,6 +543,15 @@ async fn check_subscription_schedules(s: &Subject) {
         license.id, sub.license_id,
         "the license takes the chosen id"
     );
+    let found = store.subscription_for_license(license.id).await.unwrap();
+    assert_eq!(found.map(|s| s.id), Some(sub.id.clone()));
+    assert!(
+        store
+            .subscription_for_license(LicenseId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
     let trial: Vec<_> = store
         .deadlines_of(&sub.id)
         .await

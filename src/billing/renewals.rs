@@ -143,10 +143,9 @@ impl Renewals {
         }
         let sub = self
             .store
-            .subscription_for_org(license.org_id)
+            .subscription_for_license(license.id)
             .await
-            .map_err(store)?
-            .filter(|s| s.license_id == license.id);
+            .map_err(store)?;
         if sub.as_ref().is_some_and(|s| {
             matches!(
                 s.status,

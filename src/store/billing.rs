@@ -42,6 +42,11 @@ const SUBSCRIPTION_FOR_ORG: &str = concat!(
     subscription_columns!(),
     " FROM subscriptions WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
 );
+const SUBSCRIPTION_FOR_LICENSE: &str = concat!(
+    "SELECT ",
+    subscription_columns!(),
+    " FROM subscriptions WHERE license_id = $1"
+);
 const INSERT_SUBSCRIPTION: &str = concat!(
     "INSERT INTO subscriptions (",
     subscription_columns!(),
@@ -207,6 +212,18 @@ where
             .arg(DbUuid::from(org))
             .fetch_optional(&mut *conn)
             .await)
+    }
+
+    pub(crate) async fn subscription_for_license(
+        conn: &mut DB::Connection,
+        license: LicenseId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        one(
+            sqlx::query_as::<DB, SubscriptionRow>(SUBSCRIPTION_FOR_LICENSE)
+                .arg(DbUuid::from(license))
+                .fetch_optional(&mut *conn)
+                .await,
+        )
     }
 
     pub(crate) async fn counts(
@@ -446,6 +463,18 @@ macro_rules! billing_store_impl {
             > {
                 let mut conn = self.read_conn().await?;
                 $crate::store::billing::Billing::<$db>::subscription(&mut conn, id).await
+            }
+
+            async fn subscription_for_license(
+                &self,
+                license: seatwarden_actors::domain::LicenseId,
+            ) -> Result<
+                Option<seatwarden_actors::domain::Subscription>,
+                seatwarden_actors::ports::StoreError,
+            > {
+                let mut conn = self.read_conn().await?;
+                $crate::store::billing::Billing::<$db>::subscription_for_license(&mut conn, license)
+                    .await
             }
 
             async fn subscription_counts(

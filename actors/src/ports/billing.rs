@@ -6,7 +6,8 @@ use super::{NewMail, StoreError};
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ActionAudit, License, LicenseUpdate, NewLicense, OrgId, Subscription, SubscriptionCounts,
+    ActionAudit, License, LicenseId, LicenseUpdate, NewLicense, OrgId, Subscription,
+    SubscriptionCounts,
 };
 
 /// What [`SubscriptionStore::start_subscription`] did.
@@ -24,8 +25,9 @@ pub enum StartOutcome {
 }
 
 /// Durable subscriptions and the organizations' customers at the payment
-/// provider. Contract shared by every implementation (checked by
-/// `tests/billing_conformance.rs`):
+/// provider. Contract shared by every implementation (checked on both
+/// backends by `tests/deadlines_conformance.rs`, and through the server by
+/// the `billing_*` suites):
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync + 'static {
     /// The provider customer recorded for an organization, if any.
@@ -83,6 +85,12 @@ pub trait SubscriptionStore: Send + Sync + 'static {
 
     /// The organization's newest subscription, if any.
     async fn subscription_for_org(&self, org: OrgId) -> Result<Option<Subscription>, StoreError>;
+
+    /// The subscription that pays for a license, if any (at most one does).
+    async fn subscription_for_license(
+        &self,
+        license: LicenseId,
+    ) -> Result<Option<Subscription>, StoreError>;
 
     /// Every subscription record counted by plan, interval and status, and
     /// the month's movements since `month_start` (see
