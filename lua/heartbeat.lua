@@ -1,4 +1,4 @@
--- Extends a live lease to now + TTL, if the session's heartbeat throttle
+-- Extends a live lease to now + TTL (never shortening it), if the session's heartbeat throttle
 -- allows it: the lease and the rate limit in one round trip.
 -- Runs after lease.lua (KEYS, now, grace, int, forget, touch_for).
 --
@@ -51,7 +51,11 @@ if interval > 0 then
   end
 end
 
+-- Never shorter: a borrowed lease keeps its end.
 local expires = now + ttl
+if tonumber(score) >= expires then
+  return {1, tonumber(score)}
+end
 redis.call('ZADD', leases, 'XX', int(expires), session)
 touch_for(expires, extra)
 return {1, expires}

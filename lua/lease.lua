@@ -9,6 +9,12 @@
 --   KEYS[4]  sw:{<org>}:lic:<license>:grace   STRING the license's offline grace (ms)
 --   KEYS[5]  sw:{<org>}:lic:<license>:beats   HASH session_id -> heartbeat throttle's
 --                                              theoretical arrival time (ms)
+--   KEYS[6]  sw:{<org>}:lic:<license>:line    ZSET ticket -> order of joining (FIFO)
+--   KEYS[7]  sw:{<org>}:lic:<license>:patience ZSET ticket -> when it leaves unless polled (ms)
+--   KEYS[8]  sw:{<org>}:lic:<license>:holds   ZSET ticket -> until when a freed seat is
+--                                              held for it (ms)
+--   KEYS[9]  sw:{<org>}:lic:<license>:tickets HASH ticket -> "<joined ms>\t<hardware id>",
+--                                              "hw:<hardware id>" -> ticket, "seq" -> counter
 --
 -- A lease is live iff now < expiry, and graced iff expiry <= now < expiry +
 -- grace: its token is still valid offline, so it still counts against
@@ -17,6 +23,7 @@
 -- clock is safe.
 
 local leases, hw_map, sess_map, grace_key, beats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local line, patience_key, holds, tickets = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 
 local now
 do
@@ -100,3 +107,74 @@ local function touch_keys(extra)
 end
 
 -- ---------------------------------------------------------------------------
+
+-- ---------------------------------------------------------------------------
+-- The line for seats (the seat queue): see the SeatLedger trait's docs.
+
+-- Free seats: live seats below max_seats, and no more than the overdraft
+-- bound on live and graced leases together allows. Call after purge().
+local function room(max_seats, overdraft, live, total)
+  return math.max(0, math.min(max_seats - live, max_seats + overdraft - total))
+end
+
+-- Takes a ticket out of the line, with its hardware mapping if that still
+-- points to it.
+local function ticket_drop(t)
+  local v = redis.call('HGET', tickets, t)
+  if v then
+    local hw = string.match(v, '^%-?%d+\t(.*)$')
+    if hw and redis.call('HGET', tickets, 'hw:' .. hw) == t then
+      redis.call('HDEL', tickets, 'hw:' .. hw)
+    end
+  end
+  redis.call('HDEL', tickets, t)
+  redis.call('ZREM', line, t)
+  redis.call('ZREM', patience_key, t)
+  redis.call('ZREM', holds, t)
+end
+
+-- When a ticket joined (ms), and its hardware id.
+local function ticket_info(t)
+  local v = redis.call('HGET', tickets, t)
+  if not v then
+    return nil, nil
+  end
+  local joined, hw = string.match(v, '^(%-?%d+)\t(.*)$')
+  return tonumber(joined), hw
+end
+
+-- Settles the line with `free` free seats: tickets whose patience or hold
+-- ran out leave it, the first `free` tickets hold a seat (a new hold lasts
+-- `hold` ms) and the rest hold none. Returns how many tickets hold one.
+-- Cost: one ZCARD without a line; else O((dropped + holders) log n).
+local function settle(free, hold)
+  if redis.call('ZCARD', line) == 0 then
+    return 0
+  end
+  for _, t in ipairs(redis.call('ZRANGEBYSCORE', patience_key, '-inf', int(now))) do
+    ticket_drop(t)
+  end
+  for _, t in ipairs(redis.call('ZRANGEBYSCORE', holds, '-inf', int(now))) do
+    ticket_drop(t)
+  end
+  for _, t in ipairs(redis.call('ZRANGE', holds, 0, -1)) do
+    local rank = redis.call('ZRANK', line, t)
+    if (not rank) or rank >= free then
+      redis.call('ZREM', holds, t)
+    end
+  end
+  if free > 0 then
+    for _, t in ipairs(redis.call('ZRANGE', line, 0, free - 1)) do
+      redis.call('ZADD', holds, 'NX', int(now + hold), t)
+    end
+  end
+  return math.min(free, redis.call('ZCARD', line))
+end
+
+-- Keeps the line's keys for `ms` more: every ticket leaves the line by
+-- itself within its patience plus a hold.
+local function line_touch(ms)
+  for _, k in ipairs({line, patience_key, holds, tickets}) do
+    redis.call('PEXPIRE', k, int(ms))
+  end
+end

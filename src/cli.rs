@@ -15,7 +15,7 @@ use seatwarden_actors::domain::{
 };
 use seatwarden_actors::ports::{Store, StoreError};
 
-use crate::licensing::LicenseSpec;
+use crate::licensing::{LicenseSpec, check_max_borrow_hours};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -134,6 +134,10 @@ pub enum LicenseCommand {
         /// organization.
         #[arg(long)]
         requires_user: bool,
+        /// The longest a machine may borrow a seat for offline work, in
+        /// hours. 0 (the default): no borrowing.
+        #[arg(long, default_value_t = 0)]
+        max_borrow_hours: u32,
     },
     /// Change a license's seats, status or expiry. Lowering seats never
     /// evicts live sessions; it only refuses new ones until usage is below.
@@ -159,6 +163,9 @@ pub enum LicenseCommand {
         /// true or false.
         #[arg(long)]
         requires_user: Option<bool>,
+        /// Hours; 0 turns borrowing off.
+        #[arg(long)]
+        max_borrow_hours: Option<u32>,
     },
     /// List an organization's licenses.
     List {
@@ -248,6 +255,7 @@ fn session_json(s: &SessionRecord) -> Value {
         "ip": s.client.ip,
         "user_agent": s.client.user_agent,
         "metadata": s.metadata,
+        "borrowed_until": s.borrowed_until,
     })
 }
 
@@ -324,6 +332,7 @@ pub async fn run_admin(
             offline_overdraft,
             max_machines,
             requires_user,
+            max_borrow_hours,
         }) => {
             let spec = LicenseSpec {
                 org_id: org,
@@ -335,6 +344,7 @@ pub async fn run_admin(
                 offline_overdraft,
                 max_machines,
                 requires_user,
+                max_borrow_hours,
             };
             let (new, key) = spec
                 .issue(key_prefix)
@@ -356,7 +366,11 @@ pub async fn run_admin(
             offline_overdraft,
             max_machines,
             requires_user,
+            max_borrow_hours,
         }) => {
+            if let Some(hours) = max_borrow_hours {
+                check_max_borrow_hours(hours).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            }
             let update = LicenseUpdate {
                 seats,
                 status,
@@ -374,6 +388,7 @@ pub async fn run_admin(
                     MachineLimit::None => None,
                 }),
                 requires_user,
+                max_borrow_hours,
                 ..LicenseUpdate::default()
             };
             if update.is_empty() {

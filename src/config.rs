@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use seatwarden_actors::domain::{DEFAULT_CURRENCY, NewPlan, PlanId};
+use seatwarden_actors::ports::LineRules;
 use seatwarden_actors::{
     CoordinatorSettings, MailerSettings, RenewalSettings, RestartPolicy, WebhookSettings,
 };
@@ -39,6 +40,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub webhooks: WebhooksSettings,
     pub renewals: RenewalsSettings,
+    pub queue: QueueSettings,
     pub billing: BillingSettings,
     /// `[plans.<id>]`: the plans seeded into the catalogue at start-up.
     #[serde(default)]
@@ -151,6 +153,19 @@ pub struct RenewalsSettings {
     pub batch_size: u32,
     pub claim_secs: u64,
     pub decide_timeout_secs: u64,
+}
+
+/// `[queue]`: the seat queue, where machines wait for a full license's
+/// next free seat.
+#[derive(Clone, Debug, Deserialize)]
+pub struct QueueSettings {
+    /// How long a freed seat is held for the ticket at the head of the line.
+    pub hold_secs: u64,
+    /// How often a waiting client polls its ticket; three missed polls and
+    /// the ticket leaves the line.
+    pub poll_secs: u64,
+    /// The longest line per license.
+    pub max_length: u32,
 }
 
 /// Billing through Stripe. Off while `secret_key` is unset.
@@ -563,7 +578,22 @@ impl Settings {
         self.validate_mail()?;
         self.validate_stripe()?;
         self.validate_renewals()?;
+        self.validate_queue()?;
         self.plan_seeds().map(drop)
+    }
+
+    fn validate_queue(&self) -> Result<(), ConfigError> {
+        let q = &self.queue;
+        if !(1..=3600).contains(&q.hold_secs) {
+            return Err(invalid("queue.hold_secs", "must be 1 to 3600"));
+        }
+        if !(1..=600).contains(&q.poll_secs) {
+            return Err(invalid("queue.poll_secs", "must be 1 to 600"));
+        }
+        if !(1..=100_000).contains(&q.max_length) {
+            return Err(invalid("queue.max_length", "must be 1 to 100000"));
+        }
+        Ok(())
     }
 
     fn validate_renewals(&self) -> Result<(), ConfigError> {
@@ -775,6 +805,12 @@ impl Settings {
             mailer: self.mailer(),
             webhooks: self.webhook_processing(),
             renewals: self.renewal_timers(),
+            line: LineRules {
+                hold: Duration::from_secs(self.queue.hold_secs),
+                patience: Duration::from_secs(self.queue.poll_secs.saturating_mul(3)),
+                max_len: self.queue.max_length,
+            },
+            queue_poll: Duration::from_secs(self.queue.poll_secs),
         }
     }
 

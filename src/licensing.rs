@@ -24,6 +24,8 @@ pub struct LicenseSpec {
     pub offline_overdraft: u32,
     pub max_machines: Option<u32>,
     pub requires_user: bool,
+    /// The longest borrow, in hours; 0 turns borrowing off.
+    pub max_borrow_hours: u32,
 }
 
 /// A field of a [`LicenseSpec`] out of its domain: the API's error code
@@ -65,6 +67,20 @@ pub fn check_max_machines(max: Option<u32>) -> Result<(), InvalidSpec> {
         )),
         _ => Ok(()),
     }
+}
+
+/// The longest borrow a license may allow: a year.
+pub const MAX_BORROW_HOURS: u32 = 24 * 366;
+
+/// Checks a borrowing policy (also for changes).
+pub fn check_max_borrow_hours(hours: u32) -> Result<(), InvalidSpec> {
+    if hours > MAX_BORROW_HOURS {
+        return Err(invalid(
+            "invalid_max_borrow_hours",
+            format!("max_borrow_hours must be 0 (off) to {MAX_BORROW_HOURS}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_name(name: &str, code: &'static str, what: &str) -> Result<(), InvalidSpec> {
@@ -110,6 +126,7 @@ impl LicenseSpec {
                 format!("offline_grace_secs and offline_overdraft must be at most {MAX_COUNT}"),
             ));
         }
+        check_max_borrow_hours(self.max_borrow_hours)?;
         let key = LicenseKey::generate(key_prefix);
         let new = NewLicense {
             org_id: self.org_id,
@@ -123,6 +140,7 @@ impl LicenseSpec {
             offline_overdraft: self.offline_overdraft,
             max_machines: self.max_machines,
             requires_user: self.requires_user,
+            max_borrow_hours: self.max_borrow_hours,
         };
         Ok((new, key))
     }

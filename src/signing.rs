@@ -193,6 +193,10 @@ pub struct SeatClaims {
     /// before this claim existed). Clients heartbeat well before it.
     #[serde(default)]
     pub lease_exp: i64,
+    /// A borrowed seat: held with no heartbeats until `exp`, which is its
+    /// lease's end exactly (no grace, no skew allowance).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub borrowed: bool,
 }
 
 /// The header `typ` of a license file.
@@ -769,6 +773,7 @@ fn bench_claims() -> SeatClaims {
         iat: now,
         exp: now + 3600,
         lease_exp: now + 3570,
+        borrowed: false,
     }
 }
 

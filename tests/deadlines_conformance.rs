@@ -70,6 +70,7 @@ fn new_license(org: seatwarden_actors::domain::OrgId, expires: Option<i64>) -> N
         offline_overdraft: 0,
         max_machines: None,
         requires_user: false,
+        max_borrow_hours: 0,
     }
 }
 
@@ -529,6 +530,7 @@ async fn check_subscription_schedules(s: &Subject) {
                     offline_overdraft: 0,
                     max_machines: None,
                     requires_user: false,
+                    max_borrow_hours: 0,
                 },
                 AuditEvent::LicenseIssued,
             ),

@@ -443,6 +443,7 @@ async fn subscription(
         offline_overdraft: 0,
         max_machines: None,
         requires_user: false,
+        max_borrow_hours: 0,
     };
     let audit = ActionAudit {
         at: now,

@@ -148,6 +148,7 @@ impl License {
             ttl,
             grace: Duration::ZERO,
             overdraft: 0,
+            line: Default::default(),
         }
     }
 
@@ -294,7 +295,8 @@ async fn check_grant_then_full(ledger: Ledger) {
         lic.acquire(&ledger, "d", LONG).await,
         LeaseGrant::Full {
             seats_used: 3,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
     assert_eq!(lic.live(&ledger).await.len(), 3);
@@ -328,7 +330,8 @@ async fn check_renewal(ledger: Ledger) {
         lic.acquire(&ledger, "c", LONG).await,
         LeaseGrant::Full {
             seats_used: 2,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
     // A full license still renews the seats it holds.
@@ -348,13 +351,14 @@ async fn check_heartbeat_extends(ledger: Ledger) {
     assert!(extended >= expiry + chrono::Duration::seconds(49));
     assert_eq!(lic.live(&ledger).await, vec![(session, extended)]);
 
-    // A heartbeat may also shorten the lease: it sets now + ttl.
-    let shorter = lic
+    // A heartbeat never shortens a lease (a borrowed seat keeps its end):
+    // it answers the later of the two.
+    let kept = lic
         .heartbeat(&ledger, session, Duration::from_secs(5))
         .await
         .expect("still live");
-    assert!(shorter < extended);
-    assert_eq!(lic.live(&ledger).await, vec![(session, shorter)]);
+    assert_eq!(kept, extended);
+    assert_eq!(lic.live(&ledger).await, vec![(session, extended)]);
 }
 
 async fn check_lapse_frees_seat(ledger: Ledger) {
@@ -365,7 +369,8 @@ async fn check_lapse_frees_seat(ledger: Ledger) {
         lic.acquire(&ledger, "b", LONG).await,
         LeaseGrant::Full {
             seats_used: 1,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
 
@@ -451,7 +456,8 @@ async fn check_release_frees_seat(ledger: Ledger) {
         lic.acquire(&ledger, "b", LONG).await,
         LeaseGrant::Full {
             seats_used: 1,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
     assert!(lic.release(&ledger, session).await);
@@ -506,7 +512,8 @@ async fn check_lower_max_seats(ledger: Ledger) {
         lic.acquire(&ledger, "d", LONG).await,
         LeaseGrant::Full {
             seats_used: 3,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
     assert_eq!(lic.live(&ledger).await.len(), 3, "nobody was evicted");
@@ -524,7 +531,8 @@ async fn check_lower_max_seats(ledger: Ledger) {
         lic.acquire(&ledger, "d", LONG).await,
         LeaseGrant::Full {
             seats_used: 2,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
     assert!(lic.release(&ledger, sessions[1]).await);
@@ -532,7 +540,8 @@ async fn check_lower_max_seats(ledger: Ledger) {
         lic.acquire(&ledger, "d", LONG).await,
         LeaseGrant::Full {
             seats_used: 1,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
     assert!(lic.release(&ledger, sessions[2]).await);
@@ -570,7 +579,8 @@ async fn check_isolation(ledger: Ledger) {
         full.acquire(&ledger, "b", LONG).await,
         LeaseGrant::Full {
             seats_used: 1,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
 
@@ -613,7 +623,8 @@ async fn check_zero_seats(ledger: Ledger) {
         lic.acquire(&ledger, "a", LONG).await,
         LeaseGrant::Full {
             seats_used: 0,
-            graced: 0
+            graced: 0,
+            queued: 0
         }
     );
     assert!(lic.live(&ledger).await.is_empty());
@@ -870,11 +881,13 @@ mod redis_only {
             .await
             .unwrap();
         keys.sort();
-        // The throttle's hash appears with the first throttled heartbeat.
+        // The throttle's hash appears with the first throttled heartbeat,
+        // the line's keys with the first machine that waits.
         let all = RedisLedger::license_keys(lic.org, lic.license).to_vec();
+        let later = [":beats", ":line", ":patience", ":holds", ":tickets"];
         let mut expected: Vec<String> = all
             .iter()
-            .filter(|k| !k.ends_with(":beats"))
+            .filter(|k| !later.iter().any(|suffix| k.ends_with(suffix)))
             .cloned()
             .collect();
         expected.sort();
@@ -895,7 +908,10 @@ mod redis_only {
             .beat(&ledger, a, Duration::from_secs(120), Some(THROTTLE))
             .await;
         assert!(matches!(beat, BeatOutcome::Extended(_)), "{beat:?}");
-        let mut keys = all;
+        let mut keys: Vec<String> = all
+            .into_iter()
+            .filter(|k| !later[1..].iter().any(|suffix| k.ends_with(suffix)))
+            .collect();
         keys.sort();
         for key in &keys {
             let ttl: i64 = ::redis::cmd("PTTL")
@@ -936,7 +952,8 @@ async fn check_graced_lease(ledger: Ledger) {
         refused,
         LeaseGrant::Full {
             seats_used: 0,
-            graced: 1
+            graced: 1,
+            queued: 0
         }
     );
     assert!(lic.live(&ledger).await.is_empty());
@@ -1014,7 +1031,8 @@ async fn check_overdraft(ledger: Ledger) {
         c,
         LeaseGrant::Full {
             seats_used: 1,
-            graced: 1
+            graced: 1,
+            queued: 0
         }
     );
     // Nor may a graced machine come back while they are full.
@@ -1023,7 +1041,8 @@ async fn check_overdraft(ledger: Ledger) {
         back,
         LeaseGrant::Full {
             seats_used: 1,
-            graced: 1
+            graced: 1,
+            queued: 0
         }
     );
     assert!(lic.release(&ledger, a).await, "a graced lease is held");

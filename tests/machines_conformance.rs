@@ -48,6 +48,7 @@ fn new_license(org: OrgId, max_machines: Option<u32>) -> NewLicense {
         offline_overdraft: 0,
         max_machines,
         requires_user: false,
+        max_borrow_hours: 0,
     }
 }
 

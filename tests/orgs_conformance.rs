@@ -151,6 +151,7 @@ fn new_license(org: OrgId, tier: &str, expires_at: Option<DateTime<Utc>>) -> New
         offline_overdraft: 0,
         max_machines: None,
         requires_user: false,
+        max_borrow_hours: 0,
     }
 }
 
@@ -167,6 +168,7 @@ fn session(license: &License, hardware_id: &str, started: DateTime<Utc>) -> Sess
         end_reason: None,
         client: ClientInfo::default(),
         metadata: None,
+        borrowed_until: None,
     }
 }
 

@@ -416,6 +416,7 @@ async fn an_unknown_key_is_remembered_briefly_so_a_flood_of_bad_keys_spares_the_
             offline_overdraft: 0,
             max_machines: None,
             requires_user: false,
+            max_borrow_hours: 0,
         })
         .await
         .unwrap();

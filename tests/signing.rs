@@ -65,6 +65,7 @@ fn claims() -> SeatClaims {
         iat: now(),
         exp: now() + 600,
         lease_exp: now() + 570,
+        borrowed: false,
     }
 }
 

@@ -79,6 +79,8 @@ conformance! {
     suspending_a_license_ends_its_open_sessions_as_revoked => check_suspension_revokes,
     a_session_of_a_license_that_is_not_active_is_refused_and_writes_nothing => check_start_on_suspended,
     the_offline_policy_round_trips_and_can_go_back_to_the_default => check_offline_policy,
+    the_borrowing_policy_round_trips => check_borrow_policy,
+    a_borrowed_session_is_counted_until_its_end_and_its_lease_only_moves_forward => check_borrowed_sessions,
 }
 
 // ---------------------------------------------------------------------------
@@ -104,6 +106,7 @@ fn new_license(org: OrgId, seats: u32) -> NewLicense {
         offline_overdraft: 0,
         max_machines: None,
         requires_user: false,
+        max_borrow_hours: 0,
     }
 }
 
@@ -132,6 +135,7 @@ fn session(license: &License, hardware_id: &str, started: DateTime<Utc>) -> Sess
             user_agent: Some("seatwarden-client/1.2".to_owned()),
         },
         metadata: Some(json!({"app": "cad", "version": "4.2.0"})),
+        borrowed_until: None,
     }
 }
 
@@ -1289,4 +1293,88 @@ async fn check_start_on_suspended(store: &dyn Store) {
     };
     store.update_license(license.id, &active).await.unwrap();
     assert!(store.start_session(&s, &acquired(&s)).await.unwrap());
+}
+
+async fn check_borrow_policy(store: &dyn Store) {
+    let org = store.create_org("Acme").await.unwrap();
+    let created = store
+        .create_license(NewLicense {
+            max_borrow_hours: 72,
+            ..new_license(org.id, 3)
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.max_borrow_hours, 72);
+    assert_eq!(store.license(created.id).await.unwrap().unwrap(), created);
+    let off = LicenseUpdate {
+        max_borrow_hours: Some(0),
+        ..LicenseUpdate::default()
+    };
+    let updated = store
+        .update_license(created.id, &off)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((updated.max_borrow_hours, updated.seats), (0, 3));
+}
+
+async fn check_borrowed_sessions(store: &dyn Store) {
+    let (org, license) = org_with_license(store).await;
+    let borrowed = SessionRecord {
+        lease_expires_at: at(3 * 3600),
+        borrowed_until: Some(at(3 * 3600)),
+        ..session(&license, "laptop", at(0))
+    };
+    start(store, &borrowed).await;
+    let plain = session(&license, "desk", at(0));
+    start(store, &plain).await;
+    assert_eq!(
+        get_session(store, borrowed.id).await.borrowed_until,
+        Some(at(3 * 3600)),
+        "a borrow is recorded with the session"
+    );
+    assert_eq!(
+        store.borrowed_counts(at(60)).await.unwrap(),
+        vec![(org.id, license.id, 1)]
+    );
+    assert!(
+        store
+            .borrowed_counts(at(3 * 3600))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a borrow that has run out is not counted"
+    );
+
+    // The plain session is borrowed later, for longer: its lease moves out.
+    assert!(store.borrow_session(plain.id, at(7200)).await.unwrap());
+    let now_borrowed = get_session(store, plain.id).await;
+    assert_eq!(now_borrowed.borrowed_until, Some(at(7200)));
+    assert_eq!(now_borrowed.lease_expires_at, at(7200));
+    assert_eq!(
+        store.borrowed_counts(at(60)).await.unwrap(),
+        vec![(org.id, license.id, 2)]
+    );
+    // A borrow never moves a lease back.
+    assert!(store.borrow_session(borrowed.id, at(60)).await.unwrap());
+    assert_eq!(
+        get_session(store, borrowed.id).await.lease_expires_at,
+        at(3 * 3600)
+    );
+
+    // Ended sessions are not counted, and cannot be borrowed.
+    store
+        .end_session(
+            plain.id,
+            at(120),
+            EndReason::Released,
+            &released(&plain, at(120)),
+        )
+        .await
+        .unwrap();
+    assert!(!store.borrow_session(plain.id, at(9000)).await.unwrap());
+    assert_eq!(
+        store.borrowed_counts(at(130)).await.unwrap(),
+        vec![(org.id, license.id, 1)]
+    );
 }

@@ -18,20 +18,20 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{
     ActionAudit, AuditEntry, AuditEvent, Caller, ClientInfo, EndReason, License, LicenseId,
-    LicenseKey, OrgId, SessionId, SessionRecord,
+    LicenseKey, OrgId, SessionId, SessionRecord, TicketId,
 };
 use crate::error::CoordinatorError;
 use crate::mailer::MailerArguments;
 use crate::messages::{
-    Acquired, Beat, MailerMessage, OrgMessage, OrgSupervisorMessage, Released, RootMessage,
-    SessionRef, WebhookMessage,
+    Acquired, Admission, Beat, MailerMessage, OrgMessage, OrgSupervisorMessage, Queued, Released,
+    RootMessage, SeatRequest, SessionRef, WebhookMessage,
 };
 use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{
     BeatOutcome, DeadlineHandler, DeadlineStore, EndOutcome, LeaseGrant, LeaseRequest,
-    LicenseStore, MachineStore, MailSender, Outbox, SeatLedger, SessionStore, Throttle,
-    WebhookEventStore, WebhookProcessor,
+    LicenseStore, LineRequest, MachineStore, MailSender, Outbox, SeatLedger, SessionStore,
+    Throttle, TicketPoll, WebhookEventStore, WebhookProcessor,
 };
 use crate::renewals::RenewalArguments;
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
@@ -210,16 +210,47 @@ impl Coordinator {
         metadata: Option<serde_json::Value>,
         caller: &Caller,
     ) -> Result<Acquired, CoordinatorError> {
+        let plain = SeatRequest::default();
+        match self
+            .request_seat(license_key, hardware_id, client, metadata, caller, &plain)
+            .await?
+        {
+            Admission::Seat(acquired) => Ok(acquired),
+            Admission::Queued(_) => Err(CoordinatorError::Internal(
+                "a request that does not wait was queued".into(),
+            )),
+        }
+    }
+
+    /// A seat as `request` asks for it: a plain acquire, a borrow, a wait
+    /// in the license's line, or a claim with a ticket from it. Checks as
+    /// [`Coordinator::acquire_as`] does, then one ledger call decides.
+    pub async fn request_seat(
+        &self,
+        license_key: &str,
+        hardware_id: String,
+        client: ClientInfo,
+        metadata: Option<serde_json::Value>,
+        caller: &Caller,
+        request: &SeatRequest,
+    ) -> Result<Admission, CoordinatorError> {
         let target = self.resolve_key(license_key).await?;
         let license = self.license(target.org, target.license).await?;
         // A license that grants no seats (suspended, expired) is refused as
         // such before its own checks: they would only hide why.
         let result = match license.refusal(Utc::now()) {
             Some(refused) => Err(refused.into()),
-            None => match self.admit(&license, &hardware_id, caller).await {
+            None => match self.admit(&license, &hardware_id, caller, request).await {
                 Ok(()) => {
-                    self.acquire_seat(&license, hardware_id.clone(), &client, metadata, caller)
-                        .await
+                    self.acquire_seat(
+                        &license,
+                        hardware_id.clone(),
+                        &client,
+                        metadata,
+                        caller,
+                        request,
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             },
@@ -246,13 +277,24 @@ impl Coordinator {
     }
 
     /// The checks a license that grants seats adds before one: its
-    /// identity requirement and its machine activations.
+    /// borrowing policy, its identity requirement and its machine
+    /// activations.
     async fn admit(
         &self,
         license: &License,
         hardware_id: &str,
         caller: &Caller,
+        request: &SeatRequest,
     ) -> Result<(), CoordinatorError> {
+        if let Some(borrow) = request.borrow {
+            let max_hours = license.max_borrow_hours;
+            if max_hours == 0 {
+                return Err(CoordinatorError::BorrowingDisabled);
+            }
+            if borrow > Duration::from_secs(u64::from(max_hours) * 3600) {
+                return Err(CoordinatorError::BorrowTooLong { max_hours });
+            }
+        }
         if license.requires_user {
             match caller {
                 Caller::Anonymous => return Err(CoordinatorError::IdentityRequired),
@@ -298,7 +340,8 @@ impl Coordinator {
         client: &ClientInfo,
         metadata: Option<serde_json::Value>,
         caller: &Caller,
-    ) -> Result<Acquired, CoordinatorError> {
+        seat: &SeatRequest,
+    ) -> Result<Admission, CoordinatorError> {
         let now = Utc::now();
         let settings = &self.inner.settings;
         let request = LeaseRequest {
@@ -307,9 +350,14 @@ impl Coordinator {
             session: SessionId::new(),
             hardware_id,
             max_seats: license.seats,
-            ttl: settings.lease_ttl,
+            ttl: seat.borrow.unwrap_or(settings.lease_ttl),
             grace: license.offline_grace(settings.offline_grace),
             overdraft: license.offline_overdraft,
+            line: LineRequest {
+                rules: settings.line,
+                join: seat.wait.then(TicketId::new),
+                claim: seat.ticket,
+            },
         };
         let ledger = &self.inner.ports.ledger;
         match ledger.acquire(&request).await? {
@@ -317,8 +365,14 @@ impl Coordinator {
                 expires_at,
                 seats_used,
                 graced,
+                waited,
+                queued,
             } => {
                 crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
+                crate::metrics::queue_gauge(license.org_id, license.id, queued);
+                if let Some(waited) = waited {
+                    metrics::histogram!(crate::metrics::QUEUE_WAIT).record(waited.as_secs_f64());
+                }
                 let record = SessionRecord {
                     id: request.session,
                     license_id: license.id,
@@ -331,6 +385,7 @@ impl Coordinator {
                     end_reason: None,
                     client: client.clone(),
                     metadata,
+                    borrowed_until: seat.borrow.map(|_| expires_at),
                 };
                 let entry = AuditEntry {
                     at: now,
@@ -363,14 +418,15 @@ impl Coordinator {
                     Ok(false) => return Err(self.refused_after_change(license).await),
                     Err(e) => return Err(e.into()),
                 }
-                Ok(Acquired {
+                Ok(Admission::Seat(Acquired {
                     created: true,
                     session_id: record.id,
                     hardware_id: record.hardware_id,
                     expires_at,
                     license: license.clone(),
                     seats_used,
-                })
+                    borrowed_until: record.borrowed_until,
+                }))
             }
             // The ledger is the truth for live seats: its session is
             // answered as it is, even if another node's store write for it
@@ -382,6 +438,22 @@ impl Coordinator {
                 graced,
             } => {
                 crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
+                // A borrow of a seat the machine held already: the ledger
+                // moved its end out; the record says it is borrowed now.
+                // Should this write fail, the answer is the error and a
+                // retry writes it (the ledger never shortens the lease).
+                if seat.borrow.is_some()
+                    && !self
+                        .inner
+                        .ports
+                        .sessions
+                        .borrow_session(session, expires_at)
+                        .await?
+                {
+                    // The ledger holds a lease whose record is not open: a
+                    // store write of another node still in flight.
+                    tracing::warn!(session_id = %session, "borrowed a seat whose record is not open");
+                }
                 self.cast(
                     license.org_id,
                     OrgMessage::Beat {
@@ -391,17 +463,31 @@ impl Coordinator {
                     },
                 )
                 .await;
-                Ok(Acquired {
+                Ok(Admission::Seat(Acquired {
                     created: false,
                     session_id: session,
                     hardware_id: request.hardware_id,
                     expires_at,
                     license: license.clone(),
                     seats_used,
-                })
+                    borrowed_until: seat.borrow.map(|_| expires_at),
+                }))
             }
-            LeaseGrant::Full { seats_used, graced } => {
+            LeaseGrant::Queued(place) => {
+                crate::metrics::queue_gauge(license.org_id, license.id, place.length);
+                Ok(Admission::Queued(Queued {
+                    license: license.clone(),
+                    place,
+                }))
+            }
+            LeaseGrant::NoTicket => Err(CoordinatorError::TicketNotFound),
+            LeaseGrant::Full {
+                seats_used,
+                graced,
+                queued,
+            } => {
                 crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
+                crate::metrics::queue_gauge(license.org_id, license.id, queued);
                 // Graced sessions hold seats too (their tokens are valid),
                 // so count them, up to the seats, as used: a 409 never says
                 // fewer seats are used than there are.
@@ -412,6 +498,56 @@ impl Coordinator {
                 })
             }
         }
+    }
+
+    /// Where a ticket stands in its license's line, renewing its patience
+    /// (a poll). [`CoordinatorError::TicketNotFound`] once it has left the
+    /// line; the license's refusal if it no longer grants seats.
+    pub async fn poll_ticket(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        ticket: TicketId,
+    ) -> Result<Queued, CoordinatorError> {
+        let license = self.license(org, license).await?;
+        if let Some(refused) = license.refusal(Utc::now()) {
+            return Err(refused.into());
+        }
+        let settings = &self.inner.settings;
+        let poll = TicketPoll {
+            org: license.org_id,
+            license: license.id,
+            ticket,
+            max_seats: license.seats,
+            overdraft: license.offline_overdraft,
+            grace: license.offline_grace(settings.offline_grace),
+            rules: settings.line,
+        };
+        let place = self
+            .inner
+            .ports
+            .ledger
+            .poll_ticket(&poll)
+            .await?
+            .ok_or(CoordinatorError::TicketNotFound)?;
+        crate::metrics::queue_gauge(license.org_id, license.id, place.length);
+        Ok(Queued { license, place })
+    }
+
+    /// Takes a ticket out of its license's line. Returns whether it was in
+    /// it; idempotent.
+    pub async fn leave_line(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        ticket: TicketId,
+    ) -> Result<bool, CoordinatorError> {
+        Ok(self
+            .inner
+            .ports
+            .ledger
+            .leave_line(org, license, ticket)
+            .await?)
     }
 
     /// Extends the lease of a session. Needs only the ledger: the store

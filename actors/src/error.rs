@@ -32,6 +32,16 @@ pub enum CoordinatorError {
     /// outside the license's organization.
     #[error("your credentials do not allow this")]
     IdentityForbidden,
+    /// Borrowing is off for the license (`max_borrow_hours` is 0).
+    #[error("this license does not allow borrowing seats")]
+    BorrowingDisabled,
+    /// A borrow longer than the license allows.
+    #[error("this license allows borrowing a seat for at most {max_hours} hours")]
+    BorrowTooLong { max_hours: u32 },
+    /// The ticket is not in the license's line (never was, left, dropped
+    /// out for missed polls or an unclaimed hold, or is another machine's).
+    #[error("no such ticket in the line")]
+    TicketNotFound,
     #[error("no such session")]
     SessionNotFound,
     #[error("the session's lease has lapsed")]
@@ -73,6 +83,9 @@ impl CoordinatorError {
             Self::IdentityRequired => "identity_required",
             Self::IdentityInvalid => "unauthorized",
             Self::IdentityForbidden => "forbidden",
+            Self::BorrowingDisabled => "borrowing_disabled",
+            Self::BorrowTooLong { .. } => "borrow_too_long",
+            Self::TicketNotFound => "queue_ticket_not_found",
             Self::SessionNotFound => "session_not_found",
             Self::SessionExpired => "session_expired",
             Self::SessionEnded(_) => "session_ended",

@@ -60,7 +60,7 @@ pub mod webhooks;
 
 pub use coordinator::{Coordinator, Ports, token_expiry};
 pub use error::CoordinatorError;
-pub use messages::{Acquired, Beat, Released, SessionRef};
+pub use messages::{Acquired, Admission, Beat, Queued, Released, SeatRequest, SessionRef};
 pub use root::Subsystem;
 pub use settings::{CoordinatorSettings, MailerSettings, RenewalSettings, WebhookSettings};
 pub use supervision::{RestartPolicy, SubsystemInfo, SubsystemStatus};

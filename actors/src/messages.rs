@@ -3,12 +3,14 @@
 //! so the supervision tree has no import cycles.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::{ActorRef, RpcReplyPort};
 
-use crate::domain::{AuditEntry, EndReason, License, LicenseId, OrgId, SessionId};
+use crate::domain::{AuditEntry, EndReason, License, LicenseId, OrgId, SessionId, TicketId};
 use crate::error::CoordinatorError;
+use crate::ports::Place;
 use crate::root::Subsystem;
 
 /// A granted, renewed or reclaimed seat.
@@ -22,6 +24,36 @@ pub struct Acquired {
     pub expires_at: DateTime<Utc>,
     pub license: Arc<License>,
     pub seats_used: u32,
+    /// Set when the seat was borrowed by this request: it is held with no
+    /// heartbeats until then (also `expires_at`).
+    pub borrowed_until: Option<DateTime<Utc>>,
+}
+
+/// How a machine asks for a seat, beyond a plain acquire.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeatRequest {
+    /// Wait in the license's line when no seat is free, instead of being
+    /// refused.
+    pub wait: bool,
+    /// The ticket this request claims a seat with.
+    pub ticket: Option<TicketId>,
+    /// Borrow the seat for this long: held with no heartbeats. The license's
+    /// `max_borrow_hours` bounds it.
+    pub borrow: Option<Duration>,
+}
+
+/// The answer to a [`SeatRequest`]: a seat, or a place in line.
+#[derive(Clone, Debug)]
+pub enum Admission {
+    Seat(Acquired),
+    Queued(Queued),
+}
+
+/// A machine's place in a license's line.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub license: Arc<License>,
+    pub place: Place,
 }
 
 /// An extended lease.

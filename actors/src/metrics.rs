@@ -23,6 +23,15 @@ pub const ACTOR_RESTARTS: &str = "seatwarden_actor_restarts_total";
 /// Gauge, by `name`: 1 while the subsystem runs, 0 while it restarts or is
 /// down. Set from the root's board when `/metrics` is scraped.
 pub const SUBSYSTEM_UP: &str = "seatwarden_subsystem_up";
+/// Gauge, by `org_id` and `license_id`: tickets waiting in the license's
+/// line, as last seen by this node.
+pub const QUEUE_LENGTH: &str = "seatwarden_queue_length";
+/// Histogram: how long a ticket waited in line before its machine got the
+/// seat, in seconds.
+pub const QUEUE_WAIT: &str = "seatwarden_queue_wait_seconds";
+/// Gauge, by `org_id` and `license_id`: borrowed seats held (set from the
+/// store when `/metrics` is scraped).
+pub const BORROWED_SESSIONS: &str = "seatwarden_borrowed_sessions";
 /// Counter: sessions closed because their lease lapsed.
 pub const SESSIONS_EXPIRED: &str = "seatwarden_sessions_expired_total";
 
@@ -84,6 +93,16 @@ pub fn describe() {
         SUBSYSTEM_UP,
         "1 while the subsystem runs, 0 while it restarts or is down"
     );
+    metrics::describe_gauge!(QUEUE_LENGTH, "Tickets waiting in a license's line");
+    metrics::describe_histogram!(
+        QUEUE_WAIT,
+        metrics::Unit::Seconds,
+        "How long a ticket waited in line before its machine got the seat"
+    );
+    metrics::describe_gauge!(
+        BORROWED_SESSIONS,
+        "Borrowed seats held per license (no heartbeats until their end)"
+    );
     metrics::describe_counter!(
         SESSIONS_EXPIRED,
         "Sessions closed because heartbeats stopped"
@@ -112,6 +131,12 @@ pub fn seat_gauges(
         .set(f64::from(live));
     metrics::gauge!(GRACED_SESSIONS, "org_id" => org, "license_id" => license)
         .set(f64::from(graced));
+}
+
+/// Sets the queue-length gauge of a license from a ledger answer.
+pub fn queue_gauge(org: crate::domain::OrgId, license: crate::domain::LicenseId, length: u32) {
+    metrics::gauge!(QUEUE_LENGTH, "org_id" => org.to_string(), "license_id" => license.to_string())
+        .set(f64::from(length));
 }
 
 /// Sets `seatwarden_subsystem_up` from the root's board. Called right

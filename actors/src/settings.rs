@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::ports::LineRules;
 use crate::supervision::RestartPolicy;
 
 /// Tunables of the coordinator.
@@ -50,6 +51,13 @@ pub struct CoordinatorSettings {
     pub webhooks: WebhookSettings,
     /// The renewals subsystem's tunables.
     pub renewals: RenewalSettings,
+    /// The seat queue: how long a freed seat is held for the head of a
+    /// license's line, how long a ticket waits between polls, how long a
+    /// line may grow.
+    pub line: LineRules,
+    /// How often a waiting client is told to poll its ticket. A ticket that
+    /// misses three polls leaves the line (`line.patience` is three of these).
+    pub queue_poll: Duration,
 }
 
 /// Tunables of the renewals subsystem.
@@ -218,6 +226,8 @@ impl Default for CoordinatorSettings {
             mailer: MailerSettings::default(),
             webhooks: WebhookSettings::default(),
             renewals: RenewalSettings::default(),
+            line: LineRules::default(),
+            queue_poll: Duration::from_secs(5),
         }
     }
 }

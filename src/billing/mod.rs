@@ -172,6 +172,7 @@ impl StripeEvents {
             offline_overdraft: 0,
             max_machines: None,
             requires_user: false,
+            max_borrow_hours: 0,
         };
         let (new_license, key) = spec
             .issue(&self.policy.key_prefix)
@@ -293,6 +294,7 @@ impl StripeEvents {
             offline_overdraft: new.offline_overdraft,
             max_machines: new.max_machines,
             requires_user: new.requires_user,
+            max_borrow_hours: new.max_borrow_hours,
         };
         let claims = LicenseFileClaims::for_license(&license, now, self.policy.file_ttl_days);
         self.signer

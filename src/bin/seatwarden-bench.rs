@@ -522,6 +522,7 @@ async fn measure_ledger_ceiling(
                 ttl,
                 grace: Duration::ZERO,
                 overdraft: 0,
+                line: Default::default(),
             })
             .await
             .context("a scratch lease")?;
@@ -599,6 +600,7 @@ fn bench_claims() -> SeatClaims {
         iat: now,
         exp: now + 360 + 30,
         lease_exp: now + 360,
+        borrowed: false,
     }
 }
 

@@ -21,9 +21,10 @@ use utoipa::{IntoParams, ToSchema};
 use warp::Filter;
 use warp::reply::Response;
 
+use seatwarden_actors::CoordinatorError;
 use seatwarden_actors::domain::{
     ActionAudit, AuditEvent, ClientInfo, License, LicenseId, LicenseStatus, LicenseUpdate, OrgId,
-    Revenue, User, UserId,
+    Revenue, SessionId, User, UserId,
 };
 use seatwarden_actors::ports::{
     LicenseFilter, MailCursor, MailFilter, MailKind, MailStatus, PageRequest, StoreError,
@@ -34,12 +35,15 @@ use super::openapi::{
     AdminOrg, AdminUser, Analytics, EmailEntry, ErrorBody, IssuedLicense, LicenseRecord,
     PayloadTooLarge, Unauthorized, Unavailable,
 };
+use super::org_licenses::SessionView;
 use super::paging::{self, PageBody};
 use super::principal::{forbidden, user};
 use super::with_ctx;
 use super::{ApiError, AppContext, client, json_body, rejected, reply};
 use crate::auth::AccessClaims;
-use crate::licensing::{InvalidSpec, LicenseSpec, check_max_machines, check_seats};
+use crate::licensing::{
+    InvalidSpec, LicenseSpec, check_max_borrow_hours, check_max_machines, check_seats,
+};
 
 /// Listing page sizes.
 const DEFAULT_LIMIT: u32 = 50;
@@ -92,7 +96,9 @@ pub fn routes(
         .unify()
         .or(analytics(ctx.clone()))
         .unify()
-        .or(list_emails(ctx))
+        .or(list_emails(ctx.clone()))
+        .unify()
+        .or(revoke_session(ctx))
         .unify()
         .boxed()
 }
@@ -432,6 +438,11 @@ pub struct IssueRequest {
     #[serde(default)]
     #[schema(maximum = 2147483647)]
     offline_overdraft: u32,
+    /// The longest a machine may borrow a seat, in hours; 0 (the default)
+    /// turns borrowing off.
+    #[serde(default)]
+    #[schema(maximum = 8784)]
+    max_borrow_hours: u32,
 }
 
 fn default_tier() -> String {
@@ -491,6 +502,7 @@ async fn issue(
         offline_overdraft: body.offline_overdraft,
         max_machines: body.max_machines,
         requires_user: body.requires_user,
+        max_borrow_hours: body.max_borrow_hours,
     };
     let (new, key) = spec.issue(&ctx.licenses.key_prefix).map_err(invalid_spec)?;
     let mut audit = admin_audit(AuditEvent::LicenseIssued, admin, client);
@@ -547,6 +559,10 @@ pub struct PatchRequest {
     max_machines: Option<Option<u32>>,
     #[serde(default)]
     requires_user: Option<bool>,
+    /// Hours; 0 turns borrowing off.
+    #[serde(default)]
+    #[schema(maximum = 8784)]
+    max_borrow_hours: Option<u32>,
 }
 
 /// PATCH /api/v1/admin/licenses/{id}: seats, status, expiry, machine limit
@@ -608,18 +624,23 @@ async fn update(
     if let Some(max) = body.max_machines {
         check_max_machines(max).map_err(invalid_spec)?;
     }
+    if let Some(hours) = body.max_borrow_hours {
+        check_max_borrow_hours(hours).map_err(invalid_spec)?;
+    }
     let update = LicenseUpdate {
         seats: body.seats,
         status: body.status,
         expires_at: body.expires_at,
         max_machines: body.max_machines,
         requires_user: body.requires_user,
+        max_borrow_hours: body.max_borrow_hours,
         ..LicenseUpdate::default()
     };
     if update.is_empty() {
         return Err(ApiError::bad_request(
             "empty_update",
-            "give at least one of seats, status, expires_at, max_machines, requires_user",
+            "give at least one of seats, status, expires_at, max_machines, requires_user, \
+             max_borrow_hours",
         ));
     }
     let changed: Vec<&str> = [
@@ -628,6 +649,7 @@ async fn update(
         ("expires_at", update.expires_at.is_some()),
         ("max_machines", update.max_machines.is_some()),
         ("requires_user", update.requires_user.is_some()),
+        ("max_borrow_hours", update.max_borrow_hours.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))
@@ -640,6 +662,59 @@ async fn update(
         .await?
         .ok_or_else(license_not_found)?;
     Ok(reply(StatusCode::OK, &license_json(&license)))
+}
+
+// ---------------------------------------------------------------------------
+// Sessions
+
+/// DELETE /api/v1/admin/sessions/{id}
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/sessions/{id}",
+    tag = "admin",
+    operation_id = "admin_revoke_session",
+    summary = "Take a seat back",
+    description = "A platform administrator's access token (the flag is re-read from the store). Ends the session as `revoked` on every node, a borrowed seat included; its holder's next heartbeat gets 410 `session_revoked`. Audited `SESSION_REVOKED`. Idempotent: a session that had ended is answered as it ended.",
+    params(("id" = uuid::Uuid, Path, description = "The session.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session as it now is.", body = SessionView),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: not a platform administrator (an API key never is).", body = ErrorBody),
+        (status = 404, description = "`session_not_found`.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub fn revoke_session(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "admin" / "sessions" / String)
+        .and(warp::delete())
+        .and(platform_admin(ctx.clone()))
+        .and(client(ctx.client_ip))
+        .and(with_ctx(ctx))
+        .and_then(
+            |id: String, admin: PlatformAdmin, client: ClientInfo, ctx: AppContext| async move {
+                revoke(&ctx, &id, admin, client).await.map_err(rejected)
+            },
+        )
+}
+
+async fn revoke(
+    ctx: &AppContext,
+    id: &str,
+    admin: PlatformAdmin,
+    client: ClientInfo,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::from(CoordinatorError::SessionNotFound);
+    let id: SessionId = id.parse().map_err(|_| not_found())?;
+    let session = ctx.store.session(id).await?.ok_or_else(not_found)?;
+    let mut audit = admin_audit(AuditEvent::SessionRevoked, admin, client);
+    audit.org_id = Some(session.org_id);
+    audit.license_id = Some(session.license_id);
+    audit.detail = Some("platform_admin".to_owned());
+    let record = ctx.coordinator.revoke_session(id, audit).await?;
+    Ok(reply(StatusCode::OK, &SessionView::from(record)))
 }
 
 // ---------------------------------------------------------------------------

@@ -94,8 +94,12 @@ impl From<CoordinatorError> for ApiError {
     fn from(e: CoordinatorError) -> Self {
         use CoordinatorError as E;
         let (status, retry_after, public_message) = match &e {
-            E::LicenseNotFound | E::SessionNotFound => (StatusCode::NOT_FOUND, None, None),
-            E::LicenseSuspended
+            E::LicenseNotFound | E::SessionNotFound | E::TicketNotFound => {
+                (StatusCode::NOT_FOUND, None, None)
+            }
+            E::BorrowTooLong { .. } => (StatusCode::BAD_REQUEST, None, None),
+            E::BorrowingDisabled
+            | E::LicenseSuspended
             | E::LicenseExpired
             | E::LicenseInactive
             | E::MachineNotActivated
@@ -147,6 +151,7 @@ impl From<CoordinatorError> for ApiError {
                 .with("seats_used", seats_used)
                 .with("max_seats", max_seats),
             E::SessionEnded(reason) => error.with("end_reason", reason.as_str()),
+            E::BorrowTooLong { max_hours } => error.with("max_borrow_hours", max_hours),
             E::SessionRevoked => error.with("end_reason", EndReason::Revoked.as_str()),
             _ => error,
         }

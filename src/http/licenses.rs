@@ -1,5 +1,6 @@
-//! License operations: acquire, heartbeat and release a seat, and the keys
-//! clients verify seat tokens with.
+//! License operations: acquire, borrow, heartbeat and release a seat, wait
+//! in a license's line for one, and the keys clients verify seat tokens
+//! with.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use http::StatusCode;
@@ -13,8 +14,10 @@ use std::time::Duration;
 
 use utoipa::ToSchema;
 
-use seatwarden_actors::domain::{ClientInfo, LicenseId, LicenseKey, OrgId, SessionId};
-use seatwarden_actors::{Acquired, CoordinatorError, SessionRef, token_expiry};
+use seatwarden_actors::domain::{ClientInfo, LicenseId, LicenseKey, OrgId, SessionId, TicketId};
+use seatwarden_actors::{
+    Acquired, Admission, CoordinatorError, Queued, SeatRequest, SessionRef, token_expiry,
+};
 
 use super::openapi::{BadRequest, ErrorBody, JwkSet, PayloadTooLarge, RateLimited, Unavailable};
 use super::{ApiError, AppContext, client, json_body, with_ctx};
@@ -62,6 +65,64 @@ pub struct AcquireRequest {
     #[serde(default)]
     #[schema(max_length = 253)]
     hostname: Option<String>,
+    /// On a full license, wait in its line: 202 with a ticket instead of
+    /// 409.
+    #[serde(default)]
+    wait: bool,
+    /// Claim the seat held for this ticket (from a 202). Anyone else's
+    /// acquire on the license meanwhile gets 409.
+    #[serde(default)]
+    #[schema(max_length = 128)]
+    queue_ticket: Option<String>,
+}
+
+/// The body of a borrow: an acquire's fields (no waiting in line) and how
+/// many hours the seat is borrowed for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BorrowRequest {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
+    license_key: String,
+    #[schema(min_length = 1, max_length = 256)]
+    hardware_id: String,
+    /// Whole hours, 1 to the license's `max_borrow_hours`.
+    #[schema(minimum = 1, maximum = 8784)]
+    hours: u32,
+    #[serde(default)]
+    #[schema(additional_properties)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    #[schema(max_length = 64)]
+    client_version: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 128)]
+    os: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 253)]
+    hostname: Option<String>,
+}
+
+/// A place in a license's line: the answer to an acquire that waits, and
+/// to a poll of its ticket.
+#[derive(Debug, Serialize, ToSchema)]
+struct QueueResponse {
+    /// Poll it at `GET /api/v1/licenses/queue/{ticket}`, claim the seat
+    /// with it; it is bound to the machine that joined.
+    queue_ticket: String,
+    /// 1 is the head of the line.
+    position: u32,
+    /// `waiting`, or `ready` while a seat is held for this ticket (claim
+    /// it with an acquire carrying `queue_ticket` before
+    /// `hold_expires_at`).
+    #[schema(example = "waiting")]
+    state: &'static str,
+    /// Poll at least this often: a ticket that misses three polls leaves
+    /// the line.
+    poll_after_secs: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_expires_at: Option<DateTime<Utc>>,
+    /// How many tickets are in line.
+    queue_length: u32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -84,6 +145,10 @@ struct AcquireResponse {
     /// and verify it offline with the JWKS.
     token: String,
     token_expires_at: DateTime<Utc>,
+    /// A borrowed seat: no heartbeats are needed until it ends here (also
+    /// `expires_at` and `token_expires_at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    borrowed_until: Option<DateTime<Utc>>,
 }
 
 /// A hardware id is 1 to 256 printable characters.
@@ -135,7 +200,102 @@ pub(super) fn validate_fact(
     Ok(())
 }
 
+/// What acquire and borrow share: the license key, the machine and the
+/// optional client facts.
+struct SeatAsk {
+    license_key: String,
+    hardware_id: String,
+    metadata: Option<Map<String, Value>>,
+    client_version: Option<String>,
+    os: Option<String>,
+    hostname: Option<String>,
+}
+
 impl AcquireRequest {
+    /// Splits the request into what it shares with a borrow and how it
+    /// asks for the seat (waiting, or with a ticket).
+    fn split(self) -> Result<(SeatAsk, SeatRequest), ApiError> {
+        let ticket = self
+            .queue_ticket
+            .as_deref()
+            .map(|t| QueueTicket::parse(t).map(|t| t.ticket))
+            .transpose()?;
+        let ask = SeatAsk {
+            license_key: self.license_key,
+            hardware_id: self.hardware_id,
+            metadata: self.metadata,
+            client_version: self.client_version,
+            os: self.os,
+            hostname: self.hostname,
+        };
+        let request = SeatRequest {
+            wait: self.wait,
+            ticket,
+            borrow: None,
+        };
+        Ok((ask, request))
+    }
+}
+
+impl BorrowRequest {
+    fn split(self) -> Result<(SeatAsk, SeatRequest), ApiError> {
+        if !(1..=crate::licensing::MAX_BORROW_HOURS).contains(&self.hours) {
+            return Err(ApiError::bad_request(
+                "invalid_hours",
+                format!(
+                    "hours must be 1 to {} (and at most the license's max_borrow_hours)",
+                    crate::licensing::MAX_BORROW_HOURS
+                ),
+            ));
+        }
+        let ask = SeatAsk {
+            license_key: self.license_key,
+            hardware_id: self.hardware_id,
+            metadata: self.metadata,
+            client_version: self.client_version,
+            os: self.os,
+            hostname: self.hostname,
+        };
+        let request = SeatRequest {
+            borrow: Some(Duration::from_secs(u64::from(self.hours) * 3600)),
+            ..SeatRequest::default()
+        };
+        Ok((ask, request))
+    }
+}
+
+/// A ticket as clients see it: `<org>.<license>.<ticket>`, so that a poll
+/// finds its license's line without a database read. The ticket part is a
+/// random v4 UUID, which is what makes it unguessable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct QueueTicket {
+    org: OrgId,
+    license: LicenseId,
+    ticket: TicketId,
+}
+
+impl QueueTicket {
+    fn parse(text: &str) -> Result<Self, ApiError> {
+        let mut parts = text.split('.');
+        let parsed = (|| {
+            let ticket = Self {
+                org: parts.next()?.parse().ok()?,
+                license: parts.next()?.parse().ok()?,
+                ticket: parts.next()?.parse().ok()?,
+            };
+            parts.next().is_none().then_some(ticket)
+        })();
+        parsed.ok_or_else(|| CoordinatorError::TicketNotFound.into())
+    }
+}
+
+impl std::fmt::Display for QueueTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.org, self.license, self.ticket)
+    }
+}
+
+impl SeatAsk {
     /// Validates the fields and gathers the optional client facts into one
     /// JSON object.
     fn validate(self) -> Result<(String, String, Option<Value>), ApiError> {
@@ -188,10 +348,11 @@ impl AcquireRequest {
     responses(
         (status = 201, description = "A new session.", body = AcquireResponse),
         (status = 200, description = "This machine already held a live session; its lease is extended.", body = AcquireResponse),
+        (status = 202, description = "With `wait`: no seat is free for this machine, and it waits in the license's line (FIFO across all nodes). Poll the ticket; claim the seat with an acquire carrying `queue_ticket` once its `state` is `ready`.", body = QueueResponse),
         (status = 400, response = BadRequest),
         (status = 403, description = "`license_suspended`, `license_expired` or `license_inactive`.", body = ErrorBody),
-        (status = 404, description = "`license_not_found`.", body = ErrorBody),
-        (status = 409, description = "`no_seats_available`, with `seats_used` and `max_seats`.", body = ErrorBody),
+        (status = 404, description = "`license_not_found`, or `queue_ticket_not_found` for a `queue_ticket` that is not in line (left, dropped out, or another machine's).", body = ErrorBody),
+        (status = 409, description = "`no_seats_available`, with `seats_used` and `max_seats`: every seat is taken or held for a ticket ahead in line.", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = RateLimited),
         (status = 503, response = Unavailable),
@@ -241,7 +402,66 @@ async fn acquire_seat(
     auth: Option<&str>,
     ctx: &AppContext,
 ) -> Result<(Response, &'static str), ApiError> {
-    let (key, hardware_id, metadata) = body.validate()?;
+    let (ask, request) = body.split()?;
+    seat(ask, &request, client, auth, ctx).await
+}
+
+/// POST /api/v1/licenses/borrow
+#[utoipa::path(
+    post,
+    path = "/api/v1/licenses/borrow",
+    tag = "seats",
+    operation_id = "borrow",
+    summary = "Borrow a seat for planned offline work",
+    description = "Checks out a seat for `hours`, held in the ledger with no heartbeats for the whole period, up to the license's `max_borrow_hours` (0, the default, turns borrowing off). The token is valid exactly until `borrowed_until`. Return it early with `DELETE /api/v1/licenses/sessions/{id}`. A machine that already holds a seat borrows that one (same session). Borrowed seats count against `seats` like any other.",
+    request_body = BorrowRequest,
+    responses(
+        (status = 201, description = "A new, borrowed session.", body = AcquireResponse),
+        (status = 200, description = "This machine's session, now borrowed.", body = AcquireResponse),
+        (status = 400, description = "`invalid_hours`, `borrow_too_long` (with `max_borrow_hours`), or a bad field as for acquire.", body = ErrorBody),
+        (status = 403, description = "`borrowing_disabled`, `license_suspended`, `license_expired` or `license_inactive`.", body = ErrorBody),
+        (status = 404, description = "`license_not_found`.", body = ErrorBody),
+        (status = 409, description = "`no_seats_available`.", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub fn borrow(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / "borrow")
+        .and(warp::post())
+        .and(json_body::<BorrowRequest>())
+        .and(client(ctx.client_ip))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with_ctx(ctx))
+        .and_then(
+            |body: BorrowRequest,
+             client: ClientInfo,
+             auth: Option<String>,
+             ctx: AppContext| async move {
+                let result = match body.split() {
+                    Ok((ask, request)) => seat(ask, &request, client, auth.as_deref(), &ctx)
+                        .await
+                        .map(|(response, _)| (response, "borrowed")),
+                    Err(e) => Err(e),
+                };
+                counted(ACQUIRES, result)
+            },
+        )
+}
+
+/// The seat an acquire or a borrow asks for: checks, one coordinator call,
+/// and the answer (a seat with its token, or a place in line).
+async fn seat(
+    ask: SeatAsk,
+    request: &SeatRequest,
+    client: ClientInfo,
+    auth: Option<&str>,
+    ctx: &AppContext,
+) -> Result<(Response, &'static str), ApiError> {
+    let (key, hardware_id, metadata) = ask.validate()?;
     ctx.rate_limit(Limit::AcquirePerMachine, &machine_key(&key, &hardware_id))
         .await?;
     // Only a license that requires a user pays for reading the caller's
@@ -253,10 +473,18 @@ async fn acquire_seat(
     } else {
         super::machines::named_actor(ctx, auth)
     };
-    let acquired = ctx
+    let acquired = match ctx
         .coordinator
-        .acquire_as(&key, hardware_id, client, metadata, &caller)
-        .await?;
+        .request_seat(&key, hardware_id, client, metadata, &caller, request)
+        .await?
+    {
+        Admission::Seat(acquired) => acquired,
+        Admission::Queued(queued) => {
+            let body = queue_body(ctx, &queued);
+            let response = warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED);
+            return Ok((response.into_response(), "queued"));
+        }
+    };
     let settings = ctx.coordinator.settings();
     let grace = acquired.license.offline_grace(settings.offline_grace);
     let claims = SeatClaims {
@@ -272,6 +500,7 @@ async fn acquire_seat(
         iat: 0,
         exp: 0,
         lease_exp: 0,
+        borrowed: acquired.borrowed_until.is_some(),
     };
     let (token, token_expires_at) = sign_token(ctx, claims, acquired.expires_at, grace).await?;
     let Acquired {
@@ -281,6 +510,7 @@ async fn acquire_seat(
         expires_at,
         license,
         seats_used,
+        borrowed_until,
     } = acquired;
     let body = AcquireResponse {
         session_id,
@@ -295,6 +525,7 @@ async fn acquire_seat(
         features: license.features.clone(),
         token,
         token_expires_at,
+        borrowed_until,
     };
     let (status, outcome) = if created {
         (StatusCode::CREATED, "created")
@@ -316,18 +547,23 @@ fn machine_key(license_key: &str, hardware_id: &str) -> RateKey {
 
 /// Signs `claims` for a lease ending at `lease_expires_at`: the token lets
 /// the client run offline until then, plus the license's offline grace and
-/// the clock-skew allowance, and no longer.
+/// the clock-skew allowance, and no longer. A borrowed seat's token ends
+/// with its borrow exactly.
 async fn sign_token(
     ctx: &AppContext,
     mut claims: SeatClaims,
     lease_expires_at: DateTime<Utc>,
     grace: Duration,
 ) -> Result<(String, DateTime<Utc>), ApiError> {
-    let exp = token_expiry(
-        lease_expires_at,
-        grace,
-        ctx.coordinator.settings().token_skew,
-    );
+    let exp = if claims.borrowed {
+        lease_expires_at
+    } else {
+        token_expiry(
+            lease_expires_at,
+            grace,
+            ctx.coordinator.settings().token_skew,
+        )
+    };
     claims.iat = Utc::now().timestamp();
     claims.exp = exp.timestamp();
     claims.lease_exp = lease_expires_at.timestamp();
@@ -477,8 +713,10 @@ async fn heartbeat_session(
     // next heartbeat is due: one signature per session and interval at
     // most, none for clients that heartbeat early.
     let next_due = Utc::now().timestamp() + settings.heartbeat_interval.as_secs() as i64;
+    // A borrowed seat's token already runs to the borrow's end, which a
+    // heartbeat never moves.
     let (token, token_expires_at) =
-        if claims.exp - (settings.token_skew.as_secs() as i64) <= next_due {
+        if !claims.borrowed && claims.exp - (settings.token_skew.as_secs() as i64) <= next_due {
             let (token, exp) = sign_token(
                 ctx,
                 (*claims).clone(),
@@ -569,6 +807,118 @@ async fn release_session(
         end_reason: released.reason.as_str(),
     };
     Ok((warp::reply::json(&body).into_response(), "ok"))
+}
+
+/// The answer that shows a place in line.
+fn queue_body(ctx: &AppContext, queued: &Queued) -> QueueResponse {
+    let place = &queued.place;
+    let ticket = QueueTicket {
+        org: queued.license.org_id,
+        license: queued.license.id,
+        ticket: place.ticket,
+    };
+    QueueResponse {
+        queue_ticket: ticket.to_string(),
+        position: place.position,
+        state: if place.hold_until.is_some() {
+            "ready"
+        } else {
+            "waiting"
+        },
+        poll_after_secs: ctx.coordinator.settings().queue_poll.as_secs(),
+        hold_expires_at: place.hold_until,
+        queue_length: place.length,
+    }
+}
+
+/// GET /api/v1/licenses/queue/{ticket}
+#[utoipa::path(
+    get,
+    path = "/api/v1/licenses/queue/{ticket}",
+    tag = "seats",
+    operation_id = "queue_status",
+    summary = "Where a ticket stands in its license's line",
+    description = "Also keeps the ticket in line: a ticket not polled for three `poll_after_secs` leaves it by itself. When `state` is `ready`, a seat is held for this ticket until `hold_expires_at`: claim it with an acquire carrying `queue_ticket`, or lose the place.",
+    params(("ticket" = String, Path, description = "The `queue_ticket` from a 202 acquire; it is the credential.")),
+    responses(
+        (status = 200, description = "The ticket's place.", body = QueueResponse),
+        (status = 403, description = "`license_suspended`, `license_expired` or `license_inactive`.", body = ErrorBody),
+        (status = 404, description = "`queue_ticket_not_found`: it left the line (claimed, left, missed its polls or its hold), or never was in it.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub fn queue_status(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / "queue" / String)
+        .and(warp::get())
+        .and(with_ctx(ctx))
+        .and_then(|ticket: String, ctx: AppContext| async move {
+            poll_ticket(&ctx, &ticket)
+                .await
+                .map_err(warp::reject::custom)
+        })
+}
+
+async fn poll_ticket(ctx: &AppContext, ticket: &str) -> Result<Response, ApiError> {
+    let t = QueueTicket::parse(ticket)?;
+    let queued = ctx
+        .coordinator
+        .poll_ticket(t.org, t.license, t.ticket)
+        .await
+        .map_err(|e| match e {
+            // An unknown license behind a well-formed ticket: no such ticket.
+            CoordinatorError::LicenseNotFound => CoordinatorError::TicketNotFound,
+            other => other,
+        })?;
+    Ok(warp::reply::json(&queue_body(ctx, &queued)).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct LeftResponse {
+    queue_ticket: String,
+    /// Whether the ticket was in line until now.
+    left: bool,
+}
+
+/// DELETE /api/v1/licenses/queue/{ticket}
+#[utoipa::path(
+    delete,
+    path = "/api/v1/licenses/queue/{ticket}",
+    tag = "seats",
+    operation_id = "queue_leave",
+    summary = "Leave the line (idempotent)",
+    params(("ticket" = String, Path, description = "The `queue_ticket` from a 202 acquire.")),
+    responses(
+        (status = 200, description = "The ticket is out of the line (`left` says whether it was in it).", body = LeftResponse),
+        (status = 404, description = "`queue_ticket_not_found`: not a ticket.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub fn queue_leave(
+    ctx: AppContext,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::path!("api" / "v1" / "licenses" / "queue" / String)
+        .and(warp::delete())
+        .and(with_ctx(ctx))
+        .and_then(|ticket: String, ctx: AppContext| async move {
+            leave_line(&ctx, &ticket)
+                .await
+                .map_err(warp::reject::custom)
+        })
+}
+
+async fn leave_line(ctx: &AppContext, ticket: &str) -> Result<Response, ApiError> {
+    let t = QueueTicket::parse(ticket)?;
+    let left = ctx
+        .coordinator
+        .leave_line(t.org, t.license, t.ticket)
+        .await?;
+    let body = LeftResponse {
+        queue_ticket: t.to_string(),
+        left,
+    };
+    Ok(warp::reply::json(&body).into_response())
 }
 
 /// GET /api/v1/licenses/public-key

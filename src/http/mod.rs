@@ -317,6 +317,12 @@ fn api(
 + Sync
 + 'static {
     licenses::acquire(ctx.clone())
+        .or(licenses::borrow(ctx.clone()))
+        .unify()
+        .or(licenses::queue_status(ctx.clone()))
+        .unify()
+        .or(licenses::queue_leave(ctx.clone()))
+        .unify()
         .or(licenses::heartbeat(ctx.clone()))
         .unify()
         .or(licenses::release(ctx.clone()))

@@ -38,6 +38,9 @@ use warp::reply::{Reply, Response as WarpResponse};
     ),
     paths(
         super::licenses::acquire,
+        super::licenses::borrow,
+        super::licenses::queue_status,
+        super::licenses::queue_leave,
         super::licenses::heartbeat,
         super::licenses::heartbeat_patch,
         super::licenses::release,
@@ -86,6 +89,7 @@ use warp::reply::{Reply, Response as WarpResponse};
         super::admin::update_license,
         super::admin::analytics,
         super::admin::list_emails,
+        super::admin::revoke_session,
         super::plans::list_plans,
         super::plans::get_plan,
         super::plans::admin_list_plans,

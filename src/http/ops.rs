@@ -341,15 +341,54 @@ fn subsystem_states(subsystems: &[SubsystemInfo]) -> Value {
 pub fn metrics(
     ctx: AppContext,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path!("metrics").and(warp::get()).map(move || {
-        seatwarden_actors::metrics::subsystem_gauges(&ctx.coordinator.subsystems());
-        let mut response = ctx.metrics.render().into_response();
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        response
+    warp::path!("metrics").and(warp::get()).then(move || {
+        let ctx = ctx.clone();
+        async move {
+            seatwarden_actors::metrics::subsystem_gauges(&ctx.coordinator.subsystems());
+            borrowed_gauges(&ctx).await;
+            let mut response = ctx.metrics.render().into_response();
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
     })
+}
+
+/// Sets `seatwarden_borrowed_sessions` from the store, which is the truth
+/// for borrowed seats (they change by the hour, not by the heartbeat): one
+/// indexed count per scrape. Licenses counted before and not now go to 0.
+/// With the store down the gauges keep their last values; the scrape
+/// itself never fails on it.
+async fn borrowed_gauges(ctx: &AppContext) {
+    use seatwarden_actors::domain::{LicenseId, OrgId};
+    use std::collections::HashSet;
+    static SEEN: std::sync::Mutex<Option<HashSet<(OrgId, LicenseId)>>> =
+        std::sync::Mutex::new(None);
+    let counts = match ctx.store.borrowed_counts(chrono::Utc::now()).await {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count borrowed seats for /metrics");
+            return;
+        }
+    };
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seen = seen.get_or_insert_with(HashSet::new);
+    let now: HashSet<(OrgId, LicenseId)> = counts.iter().map(|&(o, l, _)| (o, l)).collect();
+    for &(org, license) in seen.difference(&now) {
+        metrics::gauge!(seatwarden_actors::metrics::BORROWED_SESSIONS,
+            "org_id" => org.to_string(), "license_id" => license.to_string())
+        .set(0.0);
+    }
+    for (org, license, n) in counts {
+        metrics::gauge!(seatwarden_actors::metrics::BORROWED_SESSIONS,
+            "org_id" => org.to_string(), "license_id" => license.to_string())
+        .set(f64::from(n));
+    }
+    *seen = now;
 }
 
 /// The route template of a path, so that latency is labelled by endpoint and
@@ -358,6 +397,9 @@ fn route_of(path: &str) -> &'static str {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["api", "v1", "licenses", "acquire"] => "/api/v1/licenses/acquire",
+        ["api", "v1", "licenses", "borrow"] => "/api/v1/licenses/borrow",
+        ["api", "v1", "licenses", "queue", _] => "/api/v1/licenses/queue/{ticket}",
+        ["api", "v1", "admin", "sessions", _] => "/api/v1/admin/sessions/{id}",
         ["api", "v1", "licenses", "public-key"] => "/api/v1/licenses/public-key",
         ["api", "v1", "licenses", "sessions", _, "heartbeat"] => {
             "/api/v1/licenses/sessions/{id}/heartbeat"

@@ -150,13 +150,14 @@ impl LicenseView {
 }
 
 #[derive(Serialize, ToSchema)]
-struct SessionView {
+pub(super) struct SessionView {
     #[schema(value_type = uuid::Uuid)]
     id: SessionId,
     #[schema(value_type = uuid::Uuid)]
     license_id: LicenseId,
     hardware_id: String,
-    /// `live` while the record is open, `ended` after.
+    /// `live` while the record is open (`borrowed` for a borrowed seat),
+    /// `ended` after.
     #[schema(example = "live")]
     status: &'static str,
     started_at: DateTime<Utc>,
@@ -172,12 +173,21 @@ struct SessionView {
     /// `os`, `hostname`).
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
+    /// Whether the seat is borrowed: held with no heartbeats until
+    /// `borrowed_until`.
+    borrowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    borrowed_until: Option<DateTime<Utc>>,
 }
 
 impl From<SessionRecord> for SessionView {
     fn from(s: SessionRecord) -> Self {
         Self {
-            status: if s.is_open() { "live" } else { "ended" },
+            status: match (s.is_open(), s.borrowed_until.is_some()) {
+                (true, true) => "borrowed",
+                (true, false) => "live",
+                (false, _) => "ended",
+            },
             id: s.id,
             license_id: s.license_id,
             hardware_id: s.hardware_id,
@@ -189,6 +199,8 @@ impl From<SessionRecord> for SessionView {
             ip: s.client.ip,
             user_agent: s.client.user_agent,
             metadata: s.metadata,
+            borrowed: s.borrowed_until.is_some(),
+            borrowed_until: s.borrowed_until,
         }
     }
 }

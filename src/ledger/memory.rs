@@ -1,14 +1,15 @@
 //! The in-process seat ledger, for the single-machine embedded default.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
+use seatwarden_actors::domain::{LicenseId, OrgId, SessionId, TicketId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger, Throttle,
+    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, Throttle,
+    TicketPoll,
 };
 
 use super::{from_ms, grace_ms, ttl_ms};
@@ -63,6 +64,69 @@ struct Leases {
     by_hardware: HashMap<String, SessionId>,
     /// The offline grace last passed by an acquire, in ms.
     grace_ms: i64,
+    /// Machines waiting for a seat, in the order they joined.
+    line: Line,
+}
+
+/// A license's line for seats: the in-memory counterpart of the Redis
+/// line ZSET and its tickets hash.
+#[derive(Default)]
+struct Line {
+    tickets: VecDeque<Ticket>,
+}
+
+struct Ticket {
+    id: TicketId,
+    hardware_id: String,
+    /// The ticket leaves the line at this instant unless polled.
+    deadline_ms: i64,
+    /// Set while a freed seat is held for it.
+    hold_until_ms: Option<i64>,
+    joined_ms: i64,
+}
+
+impl Line {
+    /// Drops tickets whose patience or hold ran out.
+    fn drop_lapsed(&mut self, now: i64) {
+        self.tickets
+            .retain(|t| t.deadline_ms > now && t.hold_until_ms.is_none_or(|h| h > now));
+    }
+
+    /// Settles the line with `room` free seats: drops lapsed tickets, then
+    /// the first `room` tickets hold a seat (a new hold lasts `hold_ms`) and
+    /// the rest hold none. Returns how many tickets hold one.
+    fn settle(&mut self, now: i64, room: usize, hold_ms: i64) -> usize {
+        self.drop_lapsed(now);
+        for (i, t) in self.tickets.iter_mut().enumerate() {
+            if i < room {
+                t.hold_until_ms.get_or_insert(now + hold_ms);
+            } else {
+                t.hold_until_ms = None;
+            }
+        }
+        room.min(self.tickets.len())
+    }
+
+    fn position_of(&self, hardware_id: &str) -> Option<usize> {
+        self.tickets
+            .iter()
+            .position(|t| t.hardware_id == hardware_id)
+    }
+
+    fn position_of_ticket(&self, ticket: TicketId) -> Option<usize> {
+        self.tickets.iter().position(|t| t.id == ticket)
+    }
+
+    /// The place of the ticket at index `i`.
+    fn place(&self, i: usize) -> Result<Place, LedgerError> {
+        let t = &self.tickets[i];
+        Ok(Place {
+            ticket: t.id,
+            position: seats(i + 1),
+            hold_until: t.hold_until_ms.map(from_ms).transpose()?,
+            length: seats(self.tickets.len()),
+        })
+    }
 }
 
 struct Lease {
@@ -123,7 +187,17 @@ impl Leases {
     /// Whether the entry holds nothing worth keeping (the grace is
     /// re-sent with every acquire).
     fn is_empty(&self) -> bool {
-        self.by_session.is_empty() && self.by_hardware.is_empty()
+        self.by_session.is_empty() && self.by_hardware.is_empty() && self.line.tickets.is_empty()
+    }
+
+    /// Free seats: live seats below `max_seats`, and no more than the
+    /// overdraft bound on live and graced leases together allows.
+    fn room(&self, now: i64, max_seats: usize, overdraft: usize) -> usize {
+        let live = self.live(now);
+        let total = self.by_session.len();
+        max_seats
+            .saturating_sub(live)
+            .min((max_seats + overdraft).saturating_sub(total))
     }
 }
 
@@ -149,6 +223,7 @@ impl MemoryLedger {
         if state.calls.is_multiple_of(SWEEP_EVERY) {
             state.licenses.retain(|_, leases| {
                 leases.purge(now);
+                leases.line.drop_lapsed(now);
                 !leases.is_empty()
             });
         }
@@ -236,57 +311,9 @@ impl SeatLedger for MemoryLedger {
         let ttl = ttl_ms(req.ttl);
         let (mut state, now) = self.lock();
         let leases = state.licenses.entry((req.org, req.license)).or_default();
-        leases.grace_ms = grace_ms(req.grace);
-        leases.purge(now);
-        let expires_ms = now + ttl;
-        let live = leases.live(now);
-        let total = leases.by_session.len();
-        let max_seats = req.max_seats as usize;
-
-        // One lease per hardware id: renew it if live, reclaim it if graced
-        // and a live seat is free, keeping its session id either way.
-        if let Some(&held) = leases.by_hardware.get(&req.hardware_id) {
-            match leases.by_session.get_mut(&held) {
-                Some(lease) => {
-                    let was_live = lease.expires_ms > now;
-                    if !was_live && live >= max_seats {
-                        return Ok(LeaseGrant::Full {
-                            seats_used: seats(live),
-                            graced: seats(total - live),
-                        });
-                    }
-                    lease.expires_ms = expires_ms;
-                    let live = if was_live { live } else { live + 1 };
-                    return Ok(LeaseGrant::Renewed {
-                        session: held,
-                        expires_at: from_ms(expires_ms)?,
-                        seats_used: seats(live),
-                        graced: seats(total - live),
-                    });
-                }
-                // A stale mapping (its lease is gone): drop it.
-                None => {
-                    leases.by_hardware.remove(&req.hardware_id);
-                }
-            }
-        }
-
-        let overdraft = req.overdraft as usize;
-        if live >= max_seats || total >= max_seats + overdraft {
-            let grant = LeaseGrant::Full {
-                seats_used: seats(live),
-                graced: seats(total - live),
-            };
-            state.forget_if_empty((req.org, req.license));
-            return Ok(grant);
-        }
-
-        leases.insert(req.session, req.hardware_id.clone(), expires_ms);
-        Ok(LeaseGrant::Granted {
-            expires_at: from_ms(expires_ms)?,
-            seats_used: seats(live + 1),
-            graced: seats(total - live),
-        })
+        let grant = acquire_in(leases, req, now, ttl);
+        state.forget_if_empty((req.org, req.license));
+        grant
     }
 
     async fn heartbeat(
@@ -314,7 +341,8 @@ impl SeatLedger for MemoryLedger {
                     }
                     lease.beat_tat_ms = Some(tat.max(now) + throttle.interval_ms());
                 }
-                lease.expires_ms = now + ttl;
+                // Never shorter: a borrowed lease keeps its end.
+                lease.expires_ms = lease.expires_ms.max(now + ttl);
                 lease.expires_ms
             }
             Some(lease) => {
@@ -410,4 +438,160 @@ impl SeatLedger for MemoryLedger {
             .remove(&(org, license))
             .map_or(0, |l| seats(l.by_session.len())))
     }
+
+    async fn poll_ticket(&self, poll: &TicketPoll) -> Result<Option<Place>, LedgerError> {
+        let (mut state, now) = self.lock();
+        let Some(leases) = state.licenses.get_mut(&(poll.org, poll.license)) else {
+            return Ok(None);
+        };
+        leases.grace_ms = grace_ms(poll.grace);
+        leases.purge(now);
+        let room = leases.room(now, poll.max_seats as usize, poll.overdraft as usize);
+        leases.line.settle(now, room, ttl_ms(poll.rules.hold));
+        let place = match leases.line.position_of_ticket(poll.ticket) {
+            Some(i) => {
+                leases.line.tickets[i].deadline_ms = now + ttl_ms(poll.rules.patience);
+                Some(leases.line.place(i)?)
+            }
+            None => None,
+        };
+        state.forget_if_empty((poll.org, poll.license));
+        Ok(place)
+    }
+
+    async fn leave_line(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        ticket: TicketId,
+    ) -> Result<bool, LedgerError> {
+        let (mut state, _) = self.lock();
+        let Some(leases) = state.licenses.get_mut(&(org, license)) else {
+            return Ok(false);
+        };
+        let left = match leases.line.position_of_ticket(ticket) {
+            Some(i) => leases.line.tickets.remove(i).is_some(),
+            None => false,
+        };
+        state.forget_if_empty((org, license));
+        Ok(left)
+    }
+}
+
+/// [`SeatLedger::acquire`] on one license's state, at `now`, for a lease of
+/// `ttl` ms: the rules of the trait's docs, step by step as in
+/// `lua/acquire.lua`.
+fn acquire_in(
+    leases: &mut Leases,
+    req: &LeaseRequest,
+    now: i64,
+    ttl: i64,
+) -> Result<LeaseGrant, LedgerError> {
+    leases.grace_ms = grace_ms(req.grace);
+    leases.purge(now);
+    let expires_ms = now + ttl;
+    let max_seats = req.max_seats as usize;
+    let live = leases.live(now);
+    let total = leases.by_session.len();
+    let room = leases.room(now, max_seats, req.overdraft as usize);
+    let held = leases.line.settle(now, room, ttl_ms(req.line.rules.hold));
+
+    // The machine's ticket, if it has one: named, or found by hardware id.
+    let mine = match req.line.claim {
+        Some(ticket) => match leases.line.position_of_ticket(ticket) {
+            Some(i) if leases.line.tickets[i].hardware_id == req.hardware_id => Some(i),
+            _ => return Ok(LeaseGrant::NoTicket),
+        },
+        None => leases.line.position_of(&req.hardware_id),
+    };
+    // Whether this request may take a free seat: its ticket holds one, or
+    // one is free beyond those held for tickets.
+    let holding = mine.is_some_and(|i| i < held);
+    let waited = mine.filter(|_| holding).map(|i| {
+        Duration::from_millis(u64::try_from(now - leases.line.tickets[i].joined_ms).unwrap_or(0))
+    });
+    let full = LeaseGrant::Full {
+        seats_used: seats(live),
+        graced: seats(total - live),
+        queued: seats(leases.line.tickets.len()),
+    };
+
+    // One lease per hardware id: renew it if live, reclaim it if graced
+    // and a live seat is free for it, keeping its session id either way.
+    if let Some(&session) = leases.by_hardware.get(&req.hardware_id) {
+        match leases.by_session.get(&session).map(|l| l.expires_ms) {
+            Some(current) => {
+                let was_live = current > now;
+                if !(was_live || holding || max_seats.saturating_sub(live) > held) {
+                    return Ok(wait_or_refuse(leases, req, mine, now, full));
+                }
+                if let Some(i) = mine {
+                    leases.line.tickets.remove(i);
+                }
+                let expires = current.max(expires_ms);
+                if let Some(lease) = leases.by_session.get_mut(&session) {
+                    lease.expires_ms = expires;
+                }
+                let live = if was_live { live } else { live + 1 };
+                return Ok(LeaseGrant::Renewed {
+                    session,
+                    expires_at: from_ms(expires)?,
+                    seats_used: seats(live),
+                    graced: seats(total - live),
+                });
+            }
+            // A stale mapping (its lease is gone): drop it.
+            None => {
+                leases.by_hardware.remove(&req.hardware_id);
+            }
+        }
+    }
+
+    if !(holding || room > held) {
+        return Ok(wait_or_refuse(leases, req, mine, now, full));
+    }
+    if let Some(i) = mine {
+        leases.line.tickets.remove(i);
+    }
+    leases.insert(req.session, req.hardware_id.clone(), expires_ms);
+    Ok(LeaseGrant::Granted {
+        expires_at: from_ms(expires_ms)?,
+        seats_used: seats(live + 1),
+        graced: seats(total - live),
+        waited,
+        queued: seats(leases.line.tickets.len()),
+    })
+}
+
+/// No seat for this request: its place in line if it joins (renewing the
+/// patience of the ticket it has, or appending a new one if the line has
+/// room), else `full`.
+fn wait_or_refuse(
+    leases: &mut Leases,
+    req: &LeaseRequest,
+    mine: Option<usize>,
+    now: i64,
+    full: LeaseGrant,
+) -> LeaseGrant {
+    let Some(new_ticket) = req.line.join else {
+        return full;
+    };
+    let rules = &req.line.rules;
+    let line = &mut leases.line;
+    let i = match mine {
+        Some(i) => i,
+        None if line.tickets.len() < rules.max_len as usize => {
+            line.tickets.push_back(Ticket {
+                id: new_ticket,
+                hardware_id: req.hardware_id.clone(),
+                deadline_ms: now,
+                hold_until_ms: None,
+                joined_ms: now,
+            });
+            line.tickets.len() - 1
+        }
+        None => return full,
+    };
+    line.tickets[i].deadline_ms = now + ttl_ms(rules.patience);
+    line.place(i).map_or(full, LeaseGrant::Queued)
 }

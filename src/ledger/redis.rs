@@ -9,6 +9,11 @@
 //! | `sw:{<org>}:lic:<license>:hw`         | HASH | hardware id → session id       |
 //! | `sw:{<org>}:lic:<license>:sess`       | HASH | session id → hardware id       |
 //! | `sw:{<org>}:lic:<license>:grace`      | STR  | the license's offline grace (ms) |
+//! | `sw:{<org>}:lic:<license>:beats`      | HASH | session id → heartbeat throttle state |
+//! | `sw:{<org>}:lic:<license>:line`       | ZSET | ticket → order of joining (FIFO) |
+//! | `sw:{<org>}:lic:<license>:patience`   | ZSET | ticket → when it leaves unless polled (ms) |
+//! | `sw:{<org>}:lic:<license>:holds`      | ZSET | ticket → until when a seat is held for it (ms) |
+//! | `sw:{<org>}:lic:<license>:tickets`    | HASH | ticket → joined and hardware id; hardware id → ticket |
 //!
 //! The `{<org>}` hash tag puts all keys of an organization in one cluster
 //! slot, and scripts receive every key they touch in `KEYS`, so they run on
@@ -26,9 +31,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
-use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
+use seatwarden_actors::domain::{LicenseId, OrgId, SessionId, TicketId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger, Throttle,
+    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, Throttle,
+    TicketPoll,
 };
 
 use super::{from_ms, grace_ms, ttl_ms};
@@ -63,6 +69,8 @@ static RELEASE: LazyLock<Script> = ledger_script!("release.lua");
 static LIVE: LazyLock<Script> = ledger_script!("live.lua");
 static STATES: LazyLock<Script> = ledger_script!("states.lua");
 static REVOKE: LazyLock<Script> = ledger_script!("revoke.lua");
+static POLL: LazyLock<Script> = ledger_script!("poll.lua");
+static LEAVE: LazyLock<Script> = ledger_script!("leave.lua");
 
 /// A [`SeatLedger`] on Redis (7 or newer, standalone or a single cluster
 /// slot per organization).
@@ -79,8 +87,8 @@ pub struct RedisLedger {
     keys: Arc<Mutex<HashMap<(OrgId, LicenseId), KeyNames>>>,
 }
 
-/// The four key names of one license, in script order.
-type KeyNames = Arc<[String; 5]>;
+/// The key names of one license, in script order.
+type KeyNames = Arc<[String; 9]>;
 
 /// Bound on the key-name cache; it is cleared when full.
 const KEY_NAMES_LIMIT: usize = 100_000;
@@ -121,16 +129,13 @@ impl RedisLedger {
         self.timeout
     }
 
-    /// The five keys of a license, in the order every script expects them.
-    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; 5] {
+    /// The keys of a license, in the order every script expects them.
+    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; 9] {
         let prefix = key_prefix(org, license);
         [
-            format!("{prefix}:leases"),
-            format!("{prefix}:hw"),
-            format!("{prefix}:sess"),
-            format!("{prefix}:grace"),
-            format!("{prefix}:beats"),
+            "leases", "hw", "sess", "grace", "beats", "line", "patience", "holds", "tickets",
         ]
+        .map(|name| format!("{prefix}:{name}"))
     }
 
     /// The license's key names, from the cache.
@@ -246,7 +251,9 @@ impl SeatLedger for RedisLedger {
     }
 
     async fn acquire(&self, req: &LeaseRequest) -> Result<LeaseGrant, LedgerError> {
-        let (code, session, expires_ms, used, graced): (i64, String, i64, i64, i64) = self
+        let rules = &req.line.rules;
+        let ticket = |t: Option<TicketId>| t.map(|t| t.to_string()).unwrap_or_default();
+        let (code, id, a, b, c, queued, waited): (i64, String, i64, i64, i64, i64, i64) = self
             .run(
                 ACQUIRE
                     .arg(req.session.to_string())
@@ -255,25 +262,43 @@ impl SeatLedger for RedisLedger {
                     .arg(req.max_seats)
                     .arg(KEY_GRACE_MS)
                     .arg(grace_ms(req.grace))
-                    .arg(req.overdraft),
+                    .arg(req.overdraft)
+                    .arg(ttl_ms(rules.hold))
+                    .arg(ttl_ms(rules.patience))
+                    .arg(rules.max_len)
+                    .arg(ticket(req.line.join))
+                    .arg(ticket(req.line.claim)),
                 req.org,
                 req.license,
             )
             .await?;
-        let (seats_used, graced) = (to_u32(used), to_u32(graced));
+        let (seats_used, graced, queued) = (to_u32(b), to_u32(c), to_u32(queued));
         match code {
-            0 => Ok(LeaseGrant::Full { seats_used, graced }),
-            1 => Ok(LeaseGrant::Granted {
-                expires_at: from_ms(expires_ms)?,
+            0 => Ok(LeaseGrant::Full {
                 seats_used,
                 graced,
+                queued,
+            }),
+            1 => Ok(LeaseGrant::Granted {
+                expires_at: from_ms(a)?,
+                seats_used,
+                graced,
+                waited: u64::try_from(waited).ok().map(Duration::from_millis),
+                queued,
             }),
             2 => Ok(LeaseGrant::Renewed {
-                session: parse_session(&session)?,
-                expires_at: from_ms(expires_ms)?,
+                session: parse_session(&id)?,
+                expires_at: from_ms(a)?,
                 seats_used,
                 graced,
             }),
+            3 => Ok(LeaseGrant::Queued(Place {
+                ticket: parse_ticket(&id)?,
+                position: to_u32(a),
+                hold_until: hold_until(b)?,
+                length: to_u32(c),
+            })),
+            4 => Ok(LeaseGrant::NoTicket),
             other => Err(LedgerError::Corrupt(format!(
                 "acquire script returned unknown code {other}"
             ))),
@@ -379,6 +404,55 @@ impl SeatLedger for RedisLedger {
         let held: i64 = self.run(&mut REVOKE.prepare_invoke(), org, license).await?;
         Ok(to_u32(held))
     }
+
+    async fn poll_ticket(&self, poll: &TicketPoll) -> Result<Option<Place>, LedgerError> {
+        let (position, hold, length): (i64, i64, i64) = self
+            .run(
+                POLL.arg(poll.ticket.to_string())
+                    .arg(poll.max_seats)
+                    .arg(poll.overdraft)
+                    .arg(grace_ms(poll.grace))
+                    .arg(ttl_ms(poll.rules.hold))
+                    .arg(ttl_ms(poll.rules.patience))
+                    .arg(KEY_GRACE_MS),
+                poll.org,
+                poll.license,
+            )
+            .await?;
+        if position <= 0 {
+            return Ok(None);
+        }
+        Ok(Some(Place {
+            ticket: poll.ticket,
+            position: to_u32(position),
+            hold_until: hold_until(hold)?,
+            length: to_u32(length),
+        }))
+    }
+
+    async fn leave_line(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        ticket: TicketId,
+    ) -> Result<bool, LedgerError> {
+        self.run(&mut LEAVE.arg(ticket.to_string()), org, license)
+            .await
+    }
+}
+
+fn parse_ticket(ticket: &str) -> Result<TicketId, LedgerError> {
+    ticket
+        .parse()
+        .map_err(|_| LedgerError::Corrupt(format!("ledger holds a bad ticket id {ticket:?}")))
+}
+
+/// A hold's end from a script: 0 for none.
+fn hold_until(ms: i64) -> Result<Option<DateTime<Utc>>, LedgerError> {
+    if ms <= 0 {
+        return Ok(None);
+    }
+    from_ms(ms).map(Some)
 }
 
 #[cfg(test)]

@@ -46,13 +46,13 @@ macro_rules! org_columns {
 macro_rules! license_columns {
     () => {
         "id, org_id, key_hint, seats, tier, features, status, expires_at, created_at, \
-         offline_grace_secs, offline_overdraft, max_machines, requires_user"
+         offline_grace_secs, offline_overdraft, max_machines, requires_user, max_borrow_hours"
     };
 }
 macro_rules! session_columns {
     () => {
         "id, license_id, org_id, hardware_id, started_at, last_heartbeat_at, \
-         lease_expires_at, ended_at, end_reason, ip, user_agent, metadata"
+         lease_expires_at, ended_at, end_reason, ip, user_agent, metadata, borrowed_until"
     };
 }
 macro_rules! audit_columns {
@@ -83,7 +83,7 @@ const INSERT_ORG: &str = concat!(
 const INSERT_LICENSE: &str = concat!(
     "INSERT INTO licenses (",
     license_columns!(),
-    ", key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ", key_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
 );
 /// Inserts a session; see [`bind_session`]. The sweep first looks at it
 /// when its lease runs out (`sweep_at`, bound last).
@@ -92,7 +92,7 @@ macro_rules! insert_session_sql {
         concat!(
             "INSERT INTO sessions (",
             session_columns!(),
-            ", sweep_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ", sweep_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         )
     };
 }
@@ -117,10 +117,10 @@ pub(crate) const START_SESSION_ONE_STATEMENT: &str = concat!(
     "WITH l AS (SELECT id FROM licenses WHERE id = $2 AND status = 'active' FOR SHARE), \
      s AS (INSERT INTO sessions (",
     session_columns!(),
-    ", sweep_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM l \
+    ", sweep_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM l \
      RETURNING id) INSERT INTO audit_log (",
     audit_columns!(),
-    ") SELECT $14, $15, $16, $17, $18, $19, $20, $21, $22, $23 FROM s"
+    ") SELECT $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM s"
 );
 
 /// A license's status, to tell an unknown license from one that no longer
@@ -166,6 +166,7 @@ macro_rules! update_license_sql {
              max_machines = CASE WHEN $9 = 1 THEN $10 ELSE max_machines END, \
              requires_user = COALESCE($11, requires_user), \
              tier = COALESCE($12, tier), features = COALESCE($13, features), \
+             max_borrow_hours = COALESCE($14, max_borrow_hours), \
              revision = ",
             $revision,
             " WHERE id = $1 RETURNING ",
@@ -501,6 +502,10 @@ where
         .flatten()
         .map(|m| count(m, "max_machines"))
         .transpose()?;
+    let borrow = update
+        .max_borrow_hours
+        .map(|h| count(h, "max_borrow_hours"))
+        .transpose()?;
     let license: Option<License> = one(sqlx::query_as::<DB, LicenseRow>(sql)
         .arg(DbUuid::from(id))
         .arg(seats)
@@ -515,6 +520,7 @@ where
         .arg(update.requires_user)
         .arg(update.tier.clone())
         .arg(update.features.clone().map(Json))
+        .arg(borrow)
         .fetch_optional(&mut *conn)
         .await)?;
     let Some(license) = license else {
@@ -584,6 +590,7 @@ pub(crate) fn insert_license<DB: Backend>(
         .arg(overdraft)
         .arg(machines)
         .arg(license.requires_user)
+        .arg(count(license.max_borrow_hours, "max_borrow_hours")?)
         .arg(key_hash.to_owned()))
 }
 
@@ -592,7 +599,7 @@ pub(crate) fn insert_session<DB: Backend>(s: &SessionRecord) -> Query<DB> {
     bind_session(sqlx::query(INSERT_SESSION), s)
 }
 
-/// Binds a session's 13 values, in the order of [`INSERT_SESSION`].
+/// Binds a session's 14 values, in the order of [`INSERT_SESSION`].
 pub(crate) fn bind_session<DB: Backend, Q: Arg<DB>>(q: Q, s: &SessionRecord) -> Q {
     let q = q
         .arg(DbUuid::from(s.id))
@@ -606,6 +613,7 @@ pub(crate) fn bind_session<DB: Backend, Q: Arg<DB>>(q: Q, s: &SessionRecord) -> 
         .arg(s.end_reason.map(|r| r.as_str().to_owned()));
     bind_client(q, &s.client)
         .arg(s.metadata.clone().map(Json))
+        .arg(s.borrowed_until.map(DbTime))
         .arg(DbTime(s.lease_expires_at))
 }
 
@@ -827,6 +835,7 @@ pub(crate) fn new_license(new: NewLicense) -> (License, String) {
         offline_overdraft: new.offline_overdraft,
         max_machines: new.max_machines,
         requires_user: new.requires_user,
+        max_borrow_hours: new.max_borrow_hours,
     };
     (license, new.key_hash)
 }
@@ -867,6 +876,68 @@ where
         .await
         .map_err(db_error)?;
     Ok(true)
+}
+
+/// Marks an open session borrowed until `$2`, its borrow, lease and sweep
+/// moved forward to it (never back). See `SessionStore::borrow_session`.
+const BORROW_SESSION: &str = "UPDATE sessions SET borrowed_until = \
+     CASE WHEN borrowed_until IS NULL OR borrowed_until < $2 THEN $2 ELSE borrowed_until END, \
+     lease_expires_at = CASE WHEN lease_expires_at < $2 THEN $2 ELSE lease_expires_at END, \
+     sweep_at = CASE WHEN sweep_at < $2 THEN $2 ELSE sweep_at END \
+     WHERE id = $1 AND ended_at IS NULL RETURNING id";
+
+/// Open borrowed seats per license (index `sessions_open_borrowed`).
+const BORROWED_COUNTS: &str = "SELECT org_id, license_id, COUNT(*) FROM sessions \
+     WHERE ended_at IS NULL AND borrowed_until IS NOT NULL AND borrowed_until > $1 \
+     GROUP BY org_id, license_id";
+
+/// The body of `borrow_session`, on a write connection.
+pub(crate) async fn borrow_session_in<DB>(
+    conn: &mut DB::Connection,
+    id: SessionId,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError>
+where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    (DbUuid,): for<'r> FromRow<'r, DB::Row>,
+{
+    let done: Option<(DbUuid,)> = sqlx::query_as(BORROW_SESSION)
+        .arg(DbUuid::from(id))
+        .arg(DbTime(until))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(done.is_some())
+}
+
+/// The body of `borrowed_counts`.
+pub(crate) async fn borrowed_counts_in<DB>(
+    conn: &mut DB::Connection,
+    now: DateTime<Utc>,
+) -> Result<Vec<(OrgId, LicenseId, u32)>, StoreError>
+where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    (DbUuid, DbUuid, i64): for<'r> FromRow<'r, DB::Row>,
+{
+    let rows: Vec<(DbUuid, DbUuid, i64)> = sqlx::query_as(BORROWED_COUNTS)
+        .arg(DbTime(now))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|(org, license, n)| {
+            (
+                OrgId(org.0),
+                LicenseId(license.0),
+                u32::try_from(n).unwrap_or(u32::MAX),
+            )
+        })
+        .collect())
 }
 
 /// The body of `end_session`, on a connection inside the backend's write
@@ -956,6 +1027,7 @@ pub(crate) struct LicenseRow {
     offline_overdraft: i32,
     max_machines: Option<i32>,
     requires_user: bool,
+    max_borrow_hours: i32,
 }
 
 #[derive(sqlx::FromRow)]
@@ -995,6 +1067,7 @@ pub(crate) struct SessionRow {
     ip: Option<String>,
     user_agent: Option<String>,
     metadata: Option<Json<serde_json::Value>>,
+    borrowed_until: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1137,6 +1210,8 @@ impl TryFrom<LicenseRow> for License {
                 .transpose()
                 .map_err(|e| corrupt("license", e))?,
             requires_user: r.requires_user,
+            max_borrow_hours: u32::try_from(r.max_borrow_hours)
+                .map_err(|e| corrupt("license", e))?,
         })
     }
 }
@@ -1163,6 +1238,7 @@ impl TryFrom<SessionRow> for SessionRecord {
                 user_agent: r.user_agent,
             },
             metadata: r.metadata.map(|m| m.0),
+            borrowed_until: r.borrowed_until,
         })
     }
 }

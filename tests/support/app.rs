@@ -397,6 +397,7 @@ impl TestApp {
                 offline_overdraft,
                 max_machines,
                 requires_user,
+                max_borrow_hours: 0,
             }),
         )
         .await
@@ -422,6 +423,28 @@ impl TestApp {
                 offline_overdraft: None,
                 max_machines: None,
                 requires_user: None,
+                max_borrow_hours: None,
+            }),
+        )
+        .await
+        .expect("update license");
+    }
+
+    /// Sets a license's borrowing policy through the CLI's code path.
+    pub async fn set_max_borrow_hours(&self, id: LicenseId, hours: u32) {
+        run_admin(
+            self.store.as_ref(),
+            &self.settings.licenses.key_prefix,
+            Command::License(LicenseCommand::Update {
+                id,
+                seats: None,
+                status: None,
+                expires_at: None,
+                offline_grace_secs: None,
+                offline_overdraft: None,
+                max_machines: None,
+                requires_user: None,
+                max_borrow_hours: Some(hours),
             }),
         )
         .await

@@ -119,6 +119,7 @@ pub async fn license_of(
             offline_overdraft: 0,
             max_machines,
             requires_user,
+            max_borrow_hours: 0,
         }),
     )
     .await

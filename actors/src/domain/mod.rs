@@ -67,6 +67,10 @@ id_type!(
     /// One machine's hold on one seat, from acquire to release or expiry.
     SessionId
 );
+id_type!(
+    /// One machine's place in a license's line for a seat (the seat queue).
+    TicketId
+);
 
 mod billing;
 pub use billing::{
@@ -165,6 +169,10 @@ pub struct License {
     /// organization (an access token of a member, or an org API key).
     #[serde(default)]
     pub requires_user: bool,
+    /// The longest a machine may borrow a seat for planned offline work,
+    /// in hours; 0 (the default) turns borrowing off.
+    #[serde(default)]
+    pub max_borrow_hours: u32,
 }
 
 impl License {
@@ -222,6 +230,7 @@ pub struct NewLicense {
     pub offline_overdraft: u32,
     pub max_machines: Option<u32>,
     pub requires_user: bool,
+    pub max_borrow_hours: u32,
 }
 
 /// A change to a license; `None` leaves a field as it is.
@@ -238,6 +247,7 @@ pub struct LicenseUpdate {
     /// activated deactivates none: it only refuses new activations.
     pub max_machines: Option<Option<u32>>,
     pub requires_user: Option<bool>,
+    pub max_borrow_hours: Option<u32>,
     /// Billing changes these with a subscription's plan.
     pub tier: Option<String>,
     pub features: Option<Vec<String>>,
@@ -254,6 +264,7 @@ impl LicenseUpdate {
             && self.offline_overdraft.is_none()
             && self.max_machines.is_none()
             && self.requires_user.is_none()
+            && self.max_borrow_hours.is_none()
     }
 }
 
@@ -339,6 +350,9 @@ pub struct SessionRecord {
     pub client: ClientInfo,
     /// Optional client-supplied metadata (app version, OS, ...), as JSON.
     pub metadata: Option<serde_json::Value>,
+    /// Set for a borrowed seat: held with no heartbeats until this instant
+    /// (the lease's own expiry).
+    pub borrowed_until: Option<DateTime<Utc>>,
 }
 
 impl SessionRecord {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{LicenseId, OrgId, SessionId};
+use crate::domain::{LicenseId, OrgId, SessionId, TicketId};
 
 /// A failure of the seat ledger.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,57 @@ pub struct LeaseRequest {
     /// How many leases beyond `max_seats` may be held at once by lapsed
     /// leases within their grace.
     pub overdraft: u32,
+    /// The license's line for seats: its rules, and whether this request
+    /// joins it or claims a place in it.
+    pub line: LineRequest,
+}
+
+/// The rules of a license's line for seats (the seat queue). Passed with
+/// every call that may change the line, like the grace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineRules {
+    /// How long a freed seat is held for the ticket it was given to. A
+    /// ticket that does not claim it in time leaves the line, and the seat
+    /// is held for the next one.
+    pub hold: Duration,
+    /// How long a ticket stays in line after it joined or was last polled.
+    pub patience: Duration,
+    /// The longest a line may grow; a join beyond it is refused as full.
+    pub max_len: u32,
+}
+
+impl Default for LineRules {
+    fn default() -> Self {
+        Self {
+            hold: Duration::from_secs(30),
+            patience: Duration::from_secs(15),
+            max_len: 1000,
+        }
+    }
+}
+
+/// What an acquire does with the line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LineRequest {
+    pub rules: LineRules,
+    /// If no seat is free for this machine, join the line under this new
+    /// ticket (or answer with the ticket the machine already has).
+    pub join: Option<TicketId>,
+    /// The ticket the caller claims a seat with. A machine that has a
+    /// ticket claims with it even if it does not name it.
+    pub claim: Option<TicketId>,
+}
+
+/// A place in a license's line, as the ledger sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub ticket: TicketId,
+    /// 1 is the head of the line.
+    pub position: u32,
+    /// Set while a freed seat is held for this ticket: until when.
+    pub hold_until: Option<DateTime<Utc>>,
+    /// How many tickets are in line.
+    pub length: u32,
 }
 
 /// The answer to a [`LeaseRequest`]. `seats_used` counts live leases;
@@ -48,6 +99,10 @@ pub enum LeaseGrant {
         expires_at: DateTime<Utc>,
         seats_used: u32,
         graced: u32,
+        /// When the seat went to a ticket: how long it waited in line.
+        waited: Option<Duration>,
+        /// How many tickets are left in line.
+        queued: u32,
     },
     /// This hardware id already held a lease on the license, live or within
     /// its grace; it was extended (made live again) and keeps its original
@@ -59,8 +114,19 @@ pub enum LeaseGrant {
         graced: u32,
     },
     /// Every seat is taken by a live lease, or live and graced leases
-    /// together fill `max_seats + overdraft`.
-    Full { seats_used: u32, graced: u32 },
+    /// together fill `max_seats + overdraft`, or the free seats are held
+    /// for tickets ahead in line (or the line is full).
+    Full {
+        seats_used: u32,
+        graced: u32,
+        queued: u32,
+    },
+    /// No seat for this machine now; it waits in line (a new ticket, or
+    /// the one it had, its patience renewed).
+    Queued(Place),
+    /// The claimed ticket is not in line (never was, left, dropped out, or
+    /// is another machine's).
+    NoTicket,
 }
 
 /// A per-session limit on heartbeats, enforced by the ledger in the same
@@ -148,6 +214,31 @@ pub struct LeaseStates {
 /// - At most one lease (live or graced) per `(license, hardware_id)`.
 /// - Lowering `max_seats` never evicts leases; it only refuses new ones
 ///   until usage is below the limit.
+/// - **A lease is never shortened** by an acquire or a heartbeat: each sets
+///   the expiry to the later of the current one and `now + ttl`. A borrowed
+///   lease (an acquire with a TTL of hours) therefore keeps its end however
+///   its machine heartbeats or acquires meanwhile.
+///
+/// **The line (seat queue).** Per license, a FIFO line of tickets, one per
+/// machine. Every call that passes [`LineRules`] first *settles* the line:
+/// leases past their grace are forgotten; tickets whose patience ran out
+/// (`now >= deadline`) or whose hold ran out without a claim leave it; then
+/// with `room = min(max_seats - live, max_seats + overdraft - (live +
+/// graced))` free seats, the first `min(room, length)` tickets hold one each
+/// (a hold that starts gets `now + hold`), and the tickets behind hold none.
+/// Then:
+/// - an acquire without a ticket gets a new lease only if a seat is free
+///   beyond the held ones (a graced lease is reclaimed likewise); a renewal
+///   of a live lease needs no seat and always succeeds;
+/// - an acquire whose machine has a ticket claims with it: a holding
+///   ticket turns into a lease and leaves the line; a waiting one is
+///   answered with its place (and its patience renewed) if the request
+///   joins, else refused as full;
+/// - a join by a machine without a ticket appends one, if the line is
+///   shorter than `max_len`.
+///
+/// So the line is FIFO across every caller: nobody outside it takes a seat
+/// while a ticket waits, and seats go to tickets in the order they joined.
 #[async_trait]
 pub trait SeatLedger: Send + Sync + 'static {
     /// Checks that the ledger answers. Used by `/health/ready`.
@@ -197,7 +288,33 @@ pub trait SeatLedger: Send + Sync + 'static {
         sessions: &[SessionId],
     ) -> Result<LeaseStates, LedgerError>;
 
-    /// Drops every lease of the license (suspension, deactivation) and
-    /// returns how many were held. Idempotent.
+    /// Drops every lease of the license (suspension, deactivation), and
+    /// its line, and returns how many leases were held. Idempotent.
     async fn revoke_license(&self, org: OrgId, license: LicenseId) -> Result<u32, LedgerError>;
+
+    /// Settles the line (see the trait docs) and answers where the ticket
+    /// stands, renewing its patience; `None` if it is not in line.
+    async fn poll_ticket(&self, poll: &TicketPoll) -> Result<Option<Place>, LedgerError>;
+
+    /// Takes `ticket` out of the line. Returns whether it was in it.
+    /// Idempotent.
+    async fn leave_line(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        ticket: TicketId,
+    ) -> Result<bool, LedgerError>;
+}
+
+/// A poll of a ticket: the license's seat policy, which settling the line
+/// needs, and the line's rules.
+#[derive(Clone, Debug)]
+pub struct TicketPoll {
+    pub org: OrgId,
+    pub license: LicenseId,
+    pub ticket: TicketId,
+    pub max_seats: u32,
+    pub overdraft: u32,
+    pub grace: Duration,
+    pub rules: LineRules,
 }

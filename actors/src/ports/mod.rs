@@ -51,7 +51,8 @@ pub use deadlines::{
     ClaimedDeadline, Deadline, DeadlineEffect, DeadlineHandler, DeadlineKind, DeadlineStore,
 };
 pub use ledger::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, SeatLedger, Throttle,
+    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, LineRequest, LineRules, Place,
+    SeatLedger, Throttle, TicketPoll,
 };
 pub use licenses::{LicenseChange, LicenseStore};
 pub use machines::{Activation, Deactivation, MachineStore};

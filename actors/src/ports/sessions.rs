@@ -127,6 +127,19 @@ pub trait SessionStore: Send + Sync + 'static {
         license: LicenseId,
     ) -> Result<Vec<SessionRecord>, StoreError>;
 
+    /// Marks an open session as a borrowed seat until `until`, moving its
+    /// borrow's end, its lease expiry and the sweep's next look forward to
+    /// `until` if they were earlier; never backward. Returns whether the session was open.
+    async fn borrow_session(&self, id: SessionId, until: DateTime<Utc>)
+    -> Result<bool, StoreError>;
+
+    /// Open borrowed sessions whose borrow runs past `now`, counted per
+    /// license: `(org, license, count)`, licenses with none left out.
+    async fn borrowed_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(OrgId, LicenseId, u32)>, StoreError>;
+
     /// Appends one audit entry.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
 

@@ -378,6 +378,23 @@ impl SessionStore for PostgresStore {
             .await)
     }
 
+    async fn borrow_session(
+        &self,
+        id: SessionId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        crate::store::borrow_session_in::<Postgres>(&mut conn, id, until).await
+    }
+
+    async fn borrowed_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(OrgId, LicenseId, u32)>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        crate::store::borrowed_counts_in::<Postgres>(&mut conn, now).await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         insert_audit(entry)
             .execute(&self.pool)

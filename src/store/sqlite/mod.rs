@@ -399,6 +399,25 @@ impl SessionStore for SqliteStore {
             .await)
     }
 
+    async fn borrow_session(
+        &self,
+        id: SessionId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let open = crate::store::borrow_session_in::<Sqlite>(&mut tx, id, until).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(open)
+    }
+
+    async fn borrowed_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(OrgId, LicenseId, u32)>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(db_error)?;
+        crate::store::borrowed_counts_in::<Sqlite>(&mut conn, now).await
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         insert_audit(entry)
             .execute(&self.writer)
