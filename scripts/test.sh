@@ -5,7 +5,9 @@
 # Installs redis-server and PostgreSQL if they are missing (Debian), starts
 # throwaway instances on free loopback ports (PostgreSQL as the unprivileged
 # `postgres` user), runs every test of the workspace against them, and
-# removes them afterwards. CI (.ci/run) runs exactly this.
+# removes them afterwards; then runs the Python client's tests (pytest, in
+# a virtualenv under target/) against real servers. CI (.ci/run) runs
+# exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +21,8 @@ fi
 set -euo pipefail
 
 cargo test --workspace --locked "$@"
+
+# The Python client (clients/python) against real servers: the binary the
+# test build above left in target/debug, embedded and on the Redis and
+# PostgreSQL started above.
+SEATWARDEN_BIN="$PWD/target/debug/seatwarden" bash clients/python/run-tests.sh
