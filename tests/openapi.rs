@@ -383,6 +383,19 @@ struct Fixtures {
     /// A platform administrator's access token on the server whose
     /// database is cut off: every store-backed route answers it 503.
     stranded_root: String,
+    /// Borrowing: a license that allows 8 hours, whose machine `b0` holds a
+    /// seat, and a full one that allows it too.
+    borrow_key: String,
+    borrow_full_key: String,
+    /// Tickets in the full license's line: one to poll, one to leave; a
+    /// well-formed ticket of the suspended license, and of the broken
+    /// server's license.
+    ticket: String,
+    ticket_to_leave: String,
+    suspended_ticket: String,
+    broken_ticket: String,
+    /// A live session a platform administrator revokes.
+    to_revoke: String,
 }
 
 /// Organization A: one person of each standing, its API keys and
@@ -576,6 +589,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 .repeated(),
         ]);
     }
+    cases.extend(borrow_and_queue_cases(f));
     cases.extend(org_cases(f));
     cases.extend(org_license_cases(f));
     cases.extend(machine_cases(f));
@@ -584,6 +598,48 @@ fn cases(f: &Fixtures) -> Vec<Case> {
     cases.extend(webhook_cases(f));
     cases.extend(billing_cases(f));
     cases
+}
+
+/// `src/http/licenses.rs`: borrowing and the seat queue.
+fn borrow_and_queue_cases(f: &Fixtures) -> Vec<Case> {
+    const ACQUIRE: &str = "/api/v1/licenses/acquire";
+    const BORROW: &str = "/api/v1/licenses/borrow";
+    const QUEUE: &str = "/api/v1/licenses/queue/{ticket}";
+    const REVOKE: &str = "/api/v1/admin/sessions/{id}";
+    let borrow = |key: &str, machine: &str, hours: u32| json!({"license_key": key, "hardware_id": machine, "hours": hours});
+    let queue = |ticket: &str| fill(QUEUE, ticket);
+    let revoke = |id: &str| fill(REVOKE, id);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    vec![
+        Case::at("POST", ACQUIRE, 202)
+            .json(json!({"license_key": f.full_key, "hardware_id": "q3", "wait": true})),
+        Case::at("POST", BORROW, 201).json(borrow(&f.borrow_key, "b1", 8)),
+        Case::at("POST", BORROW, 200).json(borrow(&f.borrow_key, "b0", 2)),
+        Case::at("POST", BORROW, 400).json(borrow(&f.borrow_key, "b2", 9)),
+        Case::at("POST", BORROW, 403).json(borrow(&f.license_key, "b1", 1)),
+        Case::at("POST", BORROW, 404).json(borrow("NO-SUCH-KEY", "b1", 1)),
+        Case::at("POST", BORROW, 409).json(borrow(&f.borrow_full_key, "b1", 1)),
+        Case::at("POST", BORROW, 413).too_large(),
+        Case::at("POST", BORROW, 429)
+            .on(On::Limited)
+            .json(borrow(&f.limited_key, "b1", 1))
+            .repeated(),
+        Case::at("POST", BORROW, 503)
+            .on(On::Broken)
+            .json(borrow(&f.broken_key, "b1", 1)),
+        Case::new("GET", QUEUE, 200, queue(&f.ticket)),
+        Case::new("GET", QUEUE, 403, queue(&f.suspended_ticket)),
+        Case::new("GET", QUEUE, 404, queue("not-a-ticket")),
+        Case::new("GET", QUEUE, 503, queue(&f.broken_ticket)).on(On::Broken),
+        Case::new("DELETE", QUEUE, 200, queue(&f.ticket_to_leave)),
+        Case::new("DELETE", QUEUE, 404, queue("not-a-ticket")),
+        Case::new("DELETE", QUEUE, 503, queue(&f.broken_ticket)).on(On::Broken),
+        Case::new("DELETE", REVOKE, 200, revoke(&f.to_revoke)).bearer(&f.root),
+        Case::new("DELETE", REVOKE, 401, revoke(&f.to_revoke)),
+        Case::new("DELETE", REVOKE, 403, revoke(&f.to_revoke)).bearer(&f.org.owner.access_token),
+        Case::new("DELETE", REVOKE, 404, revoke(&unknown)).bearer(&f.root),
+        stranded(f, "DELETE", REVOKE),
+    ]
 }
 
 /// The answer of a store-backed route when its database is cut off: a
@@ -1341,6 +1397,24 @@ async fn fixtures(
     plain
         .update_license(suspended.id, None, Some("suspended"))
         .await;
+    let wait =
+        |machine: &str| json!({"license_key": full.key, "hardware_id": machine, "wait": true});
+    let mut tickets = Vec::new();
+    for machine in ["q1", "q2"] {
+        let queued = plain
+            .post_json("/api/v1/licenses/acquire", &wait(machine))
+            .await;
+        assert_eq!(queued.status(), 202);
+        let body: Value = queued.json().await.unwrap();
+        tickets.push(body["queue_ticket"].as_str().unwrap().to_owned());
+    }
+    let borrowing = plain.create_license(5).await;
+    plain.set_max_borrow_hours(borrowing.id, 8).await;
+    plain.acquire_ok(&borrowing.key, "b0").await;
+    let borrow_full = plain.create_license(1).await;
+    plain.set_max_borrow_hours(borrow_full.id, 8).await;
+    plain.acquire_ok(&borrow_full.key, "b0").await;
+    let to_revoke = plain.acquire_ok(&lic.key, "m-revoke").await;
 
     verified(plain, "ada@example.com").await;
     let first = log_in(plain, "ada@example.com").await;
@@ -1365,6 +1439,12 @@ async fn fixtures(
     let root = people::platform_admin(plain).await.token;
 
     let broken_lic = broken.create_license(5).await;
+    let broken_ticket = format!(
+        "{}.{}.{}",
+        broken_lic.org,
+        broken_lic.id,
+        uuid::Uuid::new_v4()
+    );
     assert!(
         broken
             .coordinator
@@ -1407,6 +1487,18 @@ async fn fixtures(
         limited_license: limited_lic.id.to_string(),
         limited_machine,
         stranded_root,
+        borrow_key: borrowing.key,
+        borrow_full_key: borrow_full.key,
+        ticket: tickets[0].clone(),
+        ticket_to_leave: tickets[1].clone(),
+        suspended_ticket: format!(
+            "{}.{}.{}",
+            suspended.org,
+            suspended.id,
+            uuid::Uuid::new_v4()
+        ),
+        broken_ticket,
+        to_revoke: session_of(&to_revoke).0,
     }
 }
 
@@ -1470,6 +1562,8 @@ async fn every_documented_response_code_is_produced_by_a_real_request() {
             ("stripe.secret_key", support::stripe::TEST_SECRET_KEY.into()),
             ("stripe.api_base", stripe.api_base().into()),
             ("webhooks.poll_interval_ms", 100.into()),
+            // The fixtures' tickets wait unpolled while the cases run.
+            ("queue.poll_secs", 600.into()),
         ],
         ..AppOptions::default()
     })

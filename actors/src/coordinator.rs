@@ -535,18 +535,20 @@ impl Coordinator {
     }
 
     /// Takes a ticket out of its license's line. Returns whether it was in
-    /// it; idempotent.
+    /// it; idempotent. [`CoordinatorError::LicenseNotFound`] for a ticket
+    /// of no license (of another organization's, say).
     pub async fn leave_line(
         &self,
         org: OrgId,
         license: LicenseId,
         ticket: TicketId,
     ) -> Result<bool, CoordinatorError> {
+        let license = self.license(org, license).await?;
         Ok(self
             .inner
             .ports
             .ledger
-            .leave_line(org, license, ticket)
+            .leave_line(license.org_id, license.id, ticket)
             .await?)
     }
 

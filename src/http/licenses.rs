@@ -866,12 +866,16 @@ async fn poll_ticket(ctx: &AppContext, ticket: &str) -> Result<Response, ApiErro
         .coordinator
         .poll_ticket(t.org, t.license, t.ticket)
         .await
-        .map_err(|e| match e {
-            // An unknown license behind a well-formed ticket: no such ticket.
-            CoordinatorError::LicenseNotFound => CoordinatorError::TicketNotFound,
-            other => other,
-        })?;
+        .map_err(no_such_ticket)?;
     Ok(warp::reply::json(&queue_body(ctx, &queued)).into_response())
+}
+
+/// An unknown license behind a well-formed ticket: no such ticket.
+fn no_such_ticket(e: CoordinatorError) -> CoordinatorError {
+    match e {
+        CoordinatorError::LicenseNotFound => CoordinatorError::TicketNotFound,
+        other => other,
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -891,7 +895,7 @@ struct LeftResponse {
     params(("ticket" = String, Path, description = "The `queue_ticket` from a 202 acquire.")),
     responses(
         (status = 200, description = "The ticket is out of the line (`left` says whether it was in it).", body = LeftResponse),
-        (status = 404, description = "`queue_ticket_not_found`: not a ticket.", body = ErrorBody),
+        (status = 404, description = "`queue_ticket_not_found`: not a ticket of any license.", body = ErrorBody),
         (status = 503, response = Unavailable),
     )
 )]
@@ -913,7 +917,8 @@ async fn leave_line(ctx: &AppContext, ticket: &str) -> Result<Response, ApiError
     let left = ctx
         .coordinator
         .leave_line(t.org, t.license, t.ticket)
-        .await?;
+        .await
+        .map_err(no_such_ticket)?;
     let body = LeftResponse {
         queue_ticket: t.to_string(),
         left,
