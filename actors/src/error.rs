@@ -17,7 +17,7 @@ pub enum CoordinatorError {
     LicenseExpired,
     #[error("the license is not active")]
     LicenseInactive,
-    #[error("all {max_seats} seats are in use")]
+    #[error("every seat is in use ({seats_used} of {max_seats})")]
     NoSeatsAvailable { seats_used: u32, max_seats: u32 },
     /// The license has `max_machines` and this machine is not activated.
     #[error("this machine is not activated on the license")]
