@@ -22,6 +22,137 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use seatwarden_actors::ports::MailKind;
 use serde_json::json;
 
+/// The shipped template directory, relative to the working directory.
+pub const DEFAULT_DIR: &str = "config/templates/email";
+
+/// The shipped templates, built into the binary: what a server uses when
+/// `mail.template_dir` is left at [`DEFAULT_DIR`] and it is started
+/// somewhere that directory does not exist (an installed binary, a
+/// container). An operator who wants other wording points
+/// `mail.template_dir` at a copy.
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "account_exists.txt",
+        include_str!("../../config/templates/email/account_exists.txt"),
+    ),
+    (
+        "account_exists.html",
+        include_str!("../../config/templates/email/account_exists.html"),
+    ),
+    (
+        "account_locked.txt",
+        include_str!("../../config/templates/email/account_locked.txt"),
+    ),
+    (
+        "account_locked.html",
+        include_str!("../../config/templates/email/account_locked.html"),
+    ),
+    (
+        "expiry_warning.txt",
+        include_str!("../../config/templates/email/expiry_warning.txt"),
+    ),
+    (
+        "expiry_warning.html",
+        include_str!("../../config/templates/email/expiry_warning.html"),
+    ),
+    (
+        "invitation.txt",
+        include_str!("../../config/templates/email/invitation.txt"),
+    ),
+    (
+        "invitation.html",
+        include_str!("../../config/templates/email/invitation.html"),
+    ),
+    (
+        "license_issued.txt",
+        include_str!("../../config/templates/email/license_issued.txt"),
+    ),
+    (
+        "license_issued.html",
+        include_str!("../../config/templates/email/license_issued.html"),
+    ),
+    (
+        "license_reactivated.txt",
+        include_str!("../../config/templates/email/license_reactivated.txt"),
+    ),
+    (
+        "license_reactivated.html",
+        include_str!("../../config/templates/email/license_reactivated.html"),
+    ),
+    (
+        "license_renewed.txt",
+        include_str!("../../config/templates/email/license_renewed.txt"),
+    ),
+    (
+        "license_renewed.html",
+        include_str!("../../config/templates/email/license_renewed.html"),
+    ),
+    (
+        "license_suspended.txt",
+        include_str!("../../config/templates/email/license_suspended.txt"),
+    ),
+    (
+        "license_suspended.html",
+        include_str!("../../config/templates/email/license_suspended.html"),
+    ),
+    (
+        "password_reset.txt",
+        include_str!("../../config/templates/email/password_reset.txt"),
+    ),
+    (
+        "password_reset.html",
+        include_str!("../../config/templates/email/password_reset.html"),
+    ),
+    (
+        "payment_failed.txt",
+        include_str!("../../config/templates/email/payment_failed.txt"),
+    ),
+    (
+        "payment_failed.html",
+        include_str!("../../config/templates/email/payment_failed.html"),
+    ),
+    (
+        "subscription_cancelled.txt",
+        include_str!("../../config/templates/email/subscription_cancelled.txt"),
+    ),
+    (
+        "subscription_cancelled.html",
+        include_str!("../../config/templates/email/subscription_cancelled.html"),
+    ),
+    (
+        "subscription_confirmed.txt",
+        include_str!("../../config/templates/email/subscription_confirmed.txt"),
+    ),
+    (
+        "subscription_confirmed.html",
+        include_str!("../../config/templates/email/subscription_confirmed.html"),
+    ),
+    (
+        "trial_ending.txt",
+        include_str!("../../config/templates/email/trial_ending.txt"),
+    ),
+    (
+        "trial_ending.html",
+        include_str!("../../config/templates/email/trial_ending.html"),
+    ),
+    (
+        "verify.txt",
+        include_str!("../../config/templates/email/verify.txt"),
+    ),
+    (
+        "verify.html",
+        include_str!("../../config/templates/email/verify.html"),
+    ),
+    (
+        "welcome.txt",
+        include_str!("../../config/templates/email/welcome.txt"),
+    ),
+    (
+        "welcome.html",
+        include_str!("../../config/templates/email/welcome.html"),
+    ),
+];
+
 /// A rendered message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendered {
@@ -34,8 +165,8 @@ pub struct Rendered {
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "cannot read the email template directory {dir}; run the server from the repository \
-         root or set mail.template_dir (SEATWARDEN__MAIL__TEMPLATE_DIR)"
+        "cannot read the email template directory {dir} (set by mail.template_dir, \
+         SEATWARDEN__MAIL__TEMPLATE_DIR)"
     )]
     Directory {
         dir: PathBuf,
@@ -85,6 +216,21 @@ impl Templates {
         };
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        if dir == Path::new(DEFAULT_DIR) && !dir.exists() {
+            tracing::info!(
+                dir = DEFAULT_DIR,
+                "no template directory here; using the built-in email templates"
+            );
+            for (name, source) in BUILT_IN {
+                env.add_template(name, source)
+                    .map_err(|e| TemplateError::Invalid {
+                        dir: dir.to_owned(),
+                        file: (*name).to_owned(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            return Self::checked(env, dir, public_url);
+        }
         for entry in std::fs::read_dir(dir).map_err(directory)? {
             let path = entry.map_err(directory)?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -102,6 +248,16 @@ impl Templates {
             env.add_template_owned(name.to_owned(), source)
                 .map_err(|e| invalid(e.to_string()))?;
         }
+        Self::checked(env, dir, public_url)
+    }
+
+    /// Checks that every kind has its pair of templates and that each
+    /// renders with [`sample_data`].
+    fn checked(
+        env: Environment<'static>,
+        dir: &Path,
+        public_url: &str,
+    ) -> Result<Self, TemplateError> {
         let templates = Self {
             env,
             public_url: public_url.trim_end_matches('/').to_owned(),
@@ -295,6 +451,33 @@ mod tests {
         let (subject, body) = split_subject("Subject: Hi there\n\nBody\n").unwrap();
         assert_eq!(subject, "Hi there");
         assert_eq!(body, "Body\n");
+    }
+
+    #[test]
+    fn the_built_in_templates_are_the_shipped_directory_and_all_render() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_DIR);
+        let mut shipped: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        shipped.sort();
+        let mut built_in: Vec<(String, String)> = BUILT_IN
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+            .collect();
+        built_in.sort();
+        assert_eq!(built_in, shipped, "BUILT_IN lists every shipped template");
+
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        for (name, source) in BUILT_IN {
+            env.add_template(name, source).unwrap();
+        }
+        Templates::checked(env, Path::new(DEFAULT_DIR), "http://x").unwrap();
     }
 
     #[test]
