@@ -480,6 +480,14 @@ async fn a_ticket_is_bound_to_its_machine_and_anything_else_is_no_ticket() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{bad}: {body}");
         assert_eq!(body["error"], "queue_ticket_not_found");
     }
+    // A ticket is sealed: naming another organization (or anything else)
+    // in a real ticket is refused before any organization is looked up.
+    let stranger = uuid::Uuid::new_v4();
+    let forged = format!("{stranger}{}", &ticket[36..]);
+    let (status, _) = json_of(app.get(&format!("/api/v1/licenses/queue/{forged}")).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!app.coordinator.org_actor_running(stranger.into()));
+
     // The waiter is still in line.
     let (status, polled) = poll(&app, &json!(ticket)).await;
     assert_eq!(

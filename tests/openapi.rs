@@ -1393,21 +1393,17 @@ async fn fixtures(
     assert_eq!(plain.release_of(&released).await.status(), 200);
     let full = plain.create_license(1).await;
     plain.acquire_ok(&full.key, "f1").await;
+    let mut tickets = Vec::new();
+    for machine in ["q1", "q2"] {
+        tickets.push(queue_ticket(plain, &full.key, machine).await);
+    }
+    // A ticket of a license suspended since.
     let suspended = plain.create_license(1).await;
+    plain.acquire_ok(&suspended.key, "s1").await;
+    let suspended_ticket = queue_ticket(plain, &suspended.key, "s2").await;
     plain
         .update_license(suspended.id, None, Some("suspended"))
         .await;
-    let wait =
-        |machine: &str| json!({"license_key": full.key, "hardware_id": machine, "wait": true});
-    let mut tickets = Vec::new();
-    for machine in ["q1", "q2"] {
-        let queued = plain
-            .post_json("/api/v1/licenses/acquire", &wait(machine))
-            .await;
-        assert_eq!(queued.status(), 202);
-        let body: Value = queued.json().await.unwrap();
-        tickets.push(body["queue_ticket"].as_str().unwrap().to_owned());
-    }
     let borrowing = plain.create_license(5).await;
     plain.set_max_borrow_hours(borrowing.id, 8).await;
     plain.acquire_ok(&borrowing.key, "b0").await;
@@ -1439,12 +1435,9 @@ async fn fixtures(
     let root = people::platform_admin(plain).await.token;
 
     let broken_lic = broken.create_license(5).await;
-    let broken_ticket = format!(
-        "{}.{}.{}",
-        broken_lic.org,
-        broken_lic.id,
-        uuid::Uuid::new_v4()
-    );
+    let broken_full = broken.create_license(1).await;
+    broken.acquire_ok(&broken_full.key, "f1").await;
+    let broken_ticket = queue_ticket(broken, &broken_full.key, "q1").await;
     assert!(
         broken
             .coordinator
@@ -1491,15 +1484,19 @@ async fn fixtures(
         borrow_full_key: borrow_full.key,
         ticket: tickets[0].clone(),
         ticket_to_leave: tickets[1].clone(),
-        suspended_ticket: format!(
-            "{}.{}.{}",
-            suspended.org,
-            suspended.id,
-            uuid::Uuid::new_v4()
-        ),
+        suspended_ticket,
         broken_ticket,
         to_revoke: session_of(&to_revoke).0,
     }
+}
+
+/// A machine's ticket in the line of a full license.
+async fn queue_ticket(app: &TestApp, key: &str, machine: &str) -> String {
+    let body = json!({"license_key": key, "hardware_id": machine, "wait": true});
+    let queued = app.post_json("/api/v1/licenses/acquire", &body).await;
+    assert_eq!(queued.status(), 202);
+    let body: Value = queued.json().await.unwrap();
+    body["queue_ticket"].as_str().unwrap().to_owned()
 }
 
 /// The documented response of an (operation, status), `$ref` resolved.

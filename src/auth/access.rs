@@ -57,6 +57,8 @@ pub struct AccessTokens {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    /// Queue tickets, under a key derived from the same secret.
+    tickets: super::TicketSeal,
 }
 
 /// The key, once loaded; redacted.
@@ -81,7 +83,14 @@ impl AccessTokens {
             decoding: DecodingKey::from_secret(key),
             validation,
             ttl,
+            tickets: super::TicketSeal::new(key),
         }
+    }
+
+    /// The seal of queue tickets, keyed from this secret (which every node
+    /// shares).
+    pub fn tickets(&self) -> &super::TicketSeal {
+        &self.tickets
     }
 
     /// The configured secret, or the one in `<data_dir>/access-token.key`,

@@ -9,6 +9,8 @@
 
 pub mod access;
 pub mod passwords;
+pub mod tickets;
 pub mod tokens;
 
 pub use access::{AccessClaims, AccessTokens, OrgRole};
+pub use tickets::TicketSeal;

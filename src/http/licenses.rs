@@ -214,11 +214,11 @@ struct SeatAsk {
 impl AcquireRequest {
     /// Splits the request into what it shares with a borrow and how it
     /// asks for the seat (waiting, or with a ticket).
-    fn split(self) -> Result<(SeatAsk, SeatRequest), ApiError> {
+    fn split(self, ctx: &AppContext) -> Result<(SeatAsk, SeatRequest), ApiError> {
         let ticket = self
             .queue_ticket
             .as_deref()
-            .map(|t| QueueTicket::parse(t).map(|t| t.ticket))
+            .map(|t| QueueTicket::open(ctx, t).map(|t| t.ticket))
             .transpose()?;
         let ask = SeatAsk {
             license_key: self.license_key,
@@ -264,9 +264,9 @@ impl BorrowRequest {
     }
 }
 
-/// A ticket as clients see it: `<org>.<license>.<ticket>`, so that a poll
-/// finds its license's line without a database read. The ticket part is a
-/// random v4 UUID, which is what makes it unguessable.
+/// A ticket as clients see it: `<org>.<license>.<ticket>.<mac>`, so that a
+/// poll finds its license's line without a database read, sealed (see
+/// [`crate::auth::TicketSeal`]) so that a forged one costs no I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct QueueTicket {
     org: OrgId,
@@ -275,8 +275,14 @@ struct QueueTicket {
 }
 
 impl QueueTicket {
-    fn parse(text: &str) -> Result<Self, ApiError> {
-        let mut parts = text.split('.');
+    /// The ticket a client presents, if this deployment sealed it.
+    fn open(ctx: &AppContext, text: &str) -> Result<Self, ApiError> {
+        let body = ctx
+            .access
+            .tickets()
+            .open(text)
+            .ok_or_else(|| ApiError::from(CoordinatorError::TicketNotFound))?;
+        let mut parts = body.split('.');
         let parsed = (|| {
             let ticket = Self {
                 org: parts.next()?.parse().ok()?,
@@ -287,11 +293,11 @@ impl QueueTicket {
         })();
         parsed.ok_or_else(|| CoordinatorError::TicketNotFound.into())
     }
-}
 
-impl std::fmt::Display for QueueTicket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.org, self.license, self.ticket)
+    /// The ticket as handed to the client.
+    fn seal(&self, ctx: &AppContext) -> String {
+        let body = format!("{}.{}.{}", self.org, self.license, self.ticket);
+        ctx.access.tickets().seal(&body)
     }
 }
 
@@ -402,7 +408,7 @@ async fn acquire_seat(
     auth: Option<&str>,
     ctx: &AppContext,
 ) -> Result<(Response, &'static str), ApiError> {
-    let (ask, request) = body.split()?;
+    let (ask, request) = body.split(ctx)?;
     seat(ask, &request, client, auth, ctx).await
 }
 
@@ -818,7 +824,7 @@ fn queue_body(ctx: &AppContext, queued: &Queued) -> QueueResponse {
         ticket: place.ticket,
     };
     QueueResponse {
-        queue_ticket: ticket.to_string(),
+        queue_ticket: ticket.seal(ctx),
         position: place.position,
         state: if place.hold_until.is_some() {
             "ready"
@@ -861,7 +867,7 @@ pub fn queue_status(
 }
 
 async fn poll_ticket(ctx: &AppContext, ticket: &str) -> Result<Response, ApiError> {
-    let t = QueueTicket::parse(ticket)?;
+    let t = QueueTicket::open(ctx, ticket)?;
     let queued = ctx
         .coordinator
         .poll_ticket(t.org, t.license, t.ticket)
@@ -913,14 +919,14 @@ pub fn queue_leave(
 }
 
 async fn leave_line(ctx: &AppContext, ticket: &str) -> Result<Response, ApiError> {
-    let t = QueueTicket::parse(ticket)?;
+    let t = QueueTicket::open(ctx, ticket)?;
     let left = ctx
         .coordinator
         .leave_line(t.org, t.license, t.ticket)
         .await
         .map_err(no_such_ticket)?;
     let body = LeftResponse {
-        queue_ticket: t.to_string(),
+        queue_ticket: t.seal(ctx),
         left,
     };
     Ok(warp::reply::json(&body).into_response())
