@@ -325,6 +325,43 @@ async fn suspending_a_license_ends_its_sessions_on_redis_and_postgresql() {
     suspension_ends_sessions(shared_backend().await).await;
 }
 
+/// A suspension undone before any node's watcher polls: the watcher sees
+/// the license active, yet the store ended its sessions. Their leases must
+/// not keep seats for records that have ended.
+async fn undone_suspension_frees_seats(backend: Backend) {
+    let app = spawn_app_with(AppOptions {
+        backend,
+        // Long enough for both changes to land between two polls.
+        overrides: vec![("seats.license_watch_ms", 1500.into())],
+        ..AppOptions::default()
+    })
+    .await;
+    let lic = app.create_license(1).await;
+    let s = app.acquire_ok(&lic.key, "m1").await;
+    app.update_license(lic.id, None, Some("suspended")).await;
+    app.update_license(lic.id, None, Some("active")).await;
+    let record = app.store.session(session_id(&s)).await.unwrap().unwrap();
+    assert_eq!(record.end_reason, Some(EndReason::Revoked));
+
+    // Within a poll, the revoked session's lease is gone: its heartbeat is
+    // refused, and its seat goes to the next machine.
+    let refused = heartbeat_refused(&app, &s, 410).await;
+    assert_eq!(refused["error"], "session_revoked");
+    app.acquire_eventually(&lic.key, "m2", LIMIT)
+        .await
+        .expect("the seat of the revoked session is free");
+}
+
+#[tokio::test]
+async fn a_suspension_undone_between_two_polls_still_frees_its_sessions_seats() {
+    undone_suspension_frees_seats(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_suspension_undone_between_two_polls_frees_seats_on_redis_and_postgresql() {
+    undone_suspension_frees_seats(shared_backend().await).await;
+}
+
 #[tokio::test]
 async fn a_corrupt_license_row_is_a_500_internal_not_a_503() {
     let app = spawn_app_with(AppOptions::default()).await;

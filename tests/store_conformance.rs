@@ -81,6 +81,7 @@ conformance! {
     the_offline_policy_round_trips_and_can_go_back_to_the_default => check_offline_policy,
     the_borrowing_policy_round_trips => check_borrow_policy,
     a_borrowed_session_is_counted_until_its_end_and_its_lease_only_moves_forward => check_borrowed_sessions,
+    ended_among_names_only_the_ended_sessions => check_ended_among,
 }
 
 // ---------------------------------------------------------------------------
@@ -1377,4 +1378,30 @@ async fn check_borrowed_sessions(store: &dyn Store) {
         store.borrowed_counts(at(130)).await.unwrap(),
         vec![(org.id, license.id, 1)]
     );
+}
+
+async fn check_ended_among(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let open = session(&license, "open", at(0));
+    let ended = session(&license, "ended", at(0));
+    start(store, &open).await;
+    start(store, &ended).await;
+    store
+        .end_session(
+            ended.id,
+            at(5),
+            EndReason::Released,
+            &released(&ended, at(5)),
+        )
+        .await
+        .unwrap();
+    let unknown = SessionId::new();
+    assert_eq!(
+        store
+            .ended_among(&[open.id, ended.id, unknown])
+            .await
+            .unwrap(),
+        vec![ended.id]
+    );
+    assert!(store.ended_among(&[]).await.unwrap().is_empty());
 }

@@ -131,6 +131,7 @@ impl Coordinator {
             watcher: WatcherArguments {
                 names: names.clone(),
                 licenses: ports.licenses.clone(),
+                sessions: ports.sessions.clone(),
                 ledger: ports.ledger.clone(),
                 settings: settings.clone(),
             },

@@ -8,6 +8,13 @@
 //! is refused. Dropping leases is idempotent, so every node doing it is
 //! harmless; the store has already ended the sessions as `revoked` in the
 //! transaction that changed the status.
+//!
+//! A poll sees each license as it is now, not each revision: a suspension
+//! undone before the next poll looks like no suspension at all, yet the
+//! store ended the license's sessions. So for a license that grants seats,
+//! the watcher also drops the leases whose records have ended (one ledger
+//! read and one store read per changed license): a lease never outlives its
+//! session's record by more than one poll.
 
 use std::sync::Arc;
 
@@ -18,7 +25,7 @@ use crate::error::CoordinatorError;
 use crate::messages::{OrgMessage, WatcherMessage};
 use crate::metrics as m;
 use crate::names::Names;
-use crate::ports::{LicenseStore, SeatLedger};
+use crate::ports::{LicenseStore, SeatLedger, SessionStore};
 use crate::settings::CoordinatorSettings;
 
 /// Changes read per poll; a poll with more reads again at once.
@@ -28,6 +35,7 @@ const BATCH: u32 = 1000;
 pub struct WatcherArguments {
     pub names: Names,
     pub licenses: Arc<dyn LicenseStore>,
+    pub sessions: Arc<dyn SessionStore>,
     pub ledger: Arc<dyn SeatLedger>,
     pub settings: Arc<CoordinatorSettings>,
 }
@@ -80,6 +88,33 @@ impl Actor for LicenseWatcherActor {
 }
 
 impl LicenseWatcherState {
+    /// Frees the ledger leases of a license whose session records have
+    /// ended (revoked by a change this poll did not see as such).
+    async fn drop_ended_leases(
+        &self,
+        org: crate::domain::OrgId,
+        license: crate::domain::LicenseId,
+    ) -> Result<(), CoordinatorError> {
+        let ledger = &self.args.ledger;
+        let live: Vec<_> = ledger
+            .live_leases(org, license)
+            .await?
+            .into_iter()
+            .map(|(session, _)| session)
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let ended = self.args.sessions.ended_among(&live).await?;
+        for session in &ended {
+            ledger.release(org, license, *session).await?;
+        }
+        if !ended.is_empty() {
+            tracing::info!(license_id = %license, dropped = ended.len(), "dropped leases of ended sessions");
+        }
+        Ok(())
+    }
+
     async fn poll(&mut self) -> Result<(), CoordinatorError> {
         let Some(mut seen) = self.seen else {
             self.seen = Some(self.args.licenses.license_revision().await?);
@@ -107,6 +142,8 @@ impl LicenseWatcherState {
                         .await?;
                     metrics::counter!(m::LICENSES_REVOKED).increment(1);
                     tracing::info!(license_id = %license.id, ?refusal, dropped, "license no longer grants seats; leases revoked");
+                } else {
+                    self.drop_ended_leases(license.org_id, license.id).await?;
                 }
                 // Only now: a failure above retries this change next poll.
                 seen = change.revision;

@@ -140,6 +140,10 @@ pub trait SessionStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<(OrgId, LicenseId, u32)>, StoreError>;
 
+    /// Of `ids`, those whose sessions have ended; unknown and open ones are
+    /// left out. One read whatever the number of ids.
+    async fn ended_among(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError>;
+
     /// Appends one audit entry.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
 

@@ -395,6 +395,18 @@ impl SessionStore for PostgresStore {
         crate::store::borrowed_counts_in::<Postgres>(&mut conn, now).await
     }
 
+    async fn ended_among(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let ended: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE id = ANY($1) AND ended_at IS NOT NULL",
+        )
+        .bind(&ids[..])
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(ended.into_iter().map(SessionId).collect())
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         insert_audit(entry)
             .execute(&self.pool)

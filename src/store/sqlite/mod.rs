@@ -418,6 +418,28 @@ impl SessionStore for SqliteStore {
         crate::store::borrowed_counts_in::<Sqlite>(&mut conn, now).await
     }
 
+    async fn ended_among(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError> {
+        let mut ended = Vec::new();
+        // SQLite binds at most 32766 parameters; chunks keep far below.
+        for chunk in ids.chunks(500) {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT id FROM sessions WHERE ended_at IS NOT NULL AND id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(DbUuid::from(*id));
+            }
+            query.push(")");
+            let rows: Vec<DbUuid> = query
+                .build_query_scalar()
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_error)?;
+            ended.extend(rows.into_iter().map(|id| SessionId(id.0)));
+        }
+        Ok(ended)
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         insert_audit(entry)
             .execute(&self.writer)
