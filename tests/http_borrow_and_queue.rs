@@ -307,6 +307,49 @@ async fn a_platform_administrator_takes_a_borrowed_seat_back() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn a_platform_administrator_sets_the_borrowing_policy_on_the_admin_api() {
+    let app = app().await;
+    let license = app.create_license(1).await;
+    let admin = platform_admin(&app).await;
+    let path = format!("/api/v1/admin/licenses/{}", license.id);
+    let patch = |body: Value| {
+        app.client
+            .patch(app.url(&path))
+            .bearer_auth(&admin.token)
+            .json(&body)
+            .send()
+    };
+    let (status, body) = json_of(patch(json!({"max_borrow_hours": 12})).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["max_borrow_hours"], 12);
+    let (status, body) = json_of(patch(json!({"max_borrow_hours": 9000})).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_max_borrow_hours");
+
+    let issued = app
+        .client
+        .post(app.url("/api/v1/admin/licenses"))
+        .bearer_auth(&admin.token)
+        .json(&json!({"org_id": license.org, "seats": 2, "max_borrow_hours": 24}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(issued).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["max_borrow_hours"], 24);
+    let key = body["key"].as_str().unwrap();
+    let (status, body) = json_of(
+        app.post_json(
+            "/api/v1/licenses/borrow",
+            &json!({"license_key": key, "hardware_id": "laptop", "hours": 24}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 // ---------------------------------------------------------------------------
 // The seat queue
 
