@@ -42,9 +42,13 @@ local expires = now + ttl
 local live = live_count()
 local total = redis.call('ZCARD', leases)
 local free = room(max_seats, overdraft, live, total)
-local held = settle(free, hold)
+local held, waiting = settle(free, hold)
 
+-- Tickets in line now (the common case, no line, costs no call).
 local function queued()
+  if waiting == 0 then
+    return 0
+  end
   return redis.call('ZCARD', line)
 end
 
@@ -56,7 +60,7 @@ if claim ~= '' then
     return {4, '', 0, 0, 0, 0, -1}
   end
   mine = claim
-else
+elseif waiting > 0 then
   mine = redis.call('HGET', tickets, 'hw:' .. hw)
   if mine and not redis.call('ZSCORE', line, mine) then
     mine = false
@@ -79,13 +83,14 @@ end
 local function wait_or_refuse()
   touch_keys(extra)
   local t = mine
-  if join == '' or (not t and queued() >= max_len) then
+  if join == '' or (not t and waiting >= max_len) then
     return {0, '', 0, live, total - live, queued(), -1}
   end
   if not t then
     t = join
     redis.call('ZADD', line, redis.call('HINCRBY', tickets, 'seq', 1), t)
     redis.call('HSET', tickets, t, int(now) .. '\t' .. hw, 'hw:' .. hw, t)
+    waiting = waiting + 1
   end
   redis.call('ZADD', patience_key, int(now + patience), t)
   line_touch(patience + hold + extra)

@@ -2,7 +2,8 @@
 -- to each operation's script, so these rules exist once; each script is
 -- still loaded and run on its own (EVALSHA).
 --
--- KEYS, the same for every script:
+-- KEYS, in this order; scripts that touch only the leases (heartbeat,
+-- release, live, states) get the first five, the others all nine:
 --   KEYS[1]  sw:{<org>}:lic:<license>:leases  ZSET session_id -> lease expiry (ms)
 --   KEYS[2]  sw:{<org>}:lic:<license>:hw      HASH hardware_id -> session_id
 --   KEYS[3]  sw:{<org>}:lic:<license>:sess    HASH session_id -> hardware_id
@@ -145,11 +146,12 @@ end
 
 -- Settles the line with `free` free seats: tickets whose patience or hold
 -- ran out leave it, the first `free` tickets hold a seat (a new hold lasts
--- `hold` ms) and the rest hold none. Returns how many tickets hold one.
--- Cost: one ZCARD without a line; else O((dropped + holders) log n).
+-- `hold` ms) and the rest hold none. Returns how many tickets hold one, and
+-- how many are in line. Cost: one ZCARD without a line; else
+-- O((dropped + holders) log n).
 local function settle(free, hold)
   if redis.call('ZCARD', line) == 0 then
-    return 0
+    return 0, 0
   end
   for _, t in ipairs(redis.call('ZRANGEBYSCORE', patience_key, '-inf', int(now))) do
     ticket_drop(t)
@@ -168,7 +170,8 @@ local function settle(free, hold)
       redis.call('ZADD', holds, 'NX', int(now + hold), t)
     end
   end
-  return math.min(free, redis.call('ZCARD', line))
+  local length = redis.call('ZCARD', line)
+  return math.min(free, length), length
 end
 
 -- Keeps the line's keys for `ms` more: every ticket leaves the line by

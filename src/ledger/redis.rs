@@ -88,7 +88,14 @@ pub struct RedisLedger {
 }
 
 /// The key names of one license, in script order.
-type KeyNames = Arc<[String; 9]>;
+type KeyNames = Arc<[String; ALL_KEYS]>;
+
+/// Keys of a license: the leases' five, then the line's four.
+const ALL_KEYS: usize = 9;
+/// The keys a script that touches only the leases needs (Redis Cluster
+/// wants every key a script touches declared; these scripts touch no
+/// other).
+const LEASE_KEYS: usize = 5;
 
 /// Bound on the key-name cache; it is cleared when full.
 const KEY_NAMES_LIMIT: usize = 100_000;
@@ -130,7 +137,7 @@ impl RedisLedger {
     }
 
     /// The keys of a license, in the order every script expects them.
-    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; 9] {
+    pub fn license_keys(org: OrgId, license: LicenseId) -> [String; ALL_KEYS] {
         let prefix = key_prefix(org, license);
         [
             "leases", "hw", "sess", "grace", "beats", "line", "patience", "holds", "tickets",
@@ -168,8 +175,30 @@ impl RedisLedger {
         org: OrgId,
         license: LicenseId,
     ) -> Result<T, LedgerError> {
+        self.run_with(invocation, org, license, ALL_KEYS).await
+    }
+
+    /// [`RedisLedger::run`] for a script that touches the leases only (not
+    /// the line): it gets the first [`LEASE_KEYS`] keys, which keeps the
+    /// hot paths' requests as small as before the line existed.
+    async fn run_leases<T: redis::FromRedisValue>(
+        &self,
+        invocation: &mut ScriptInvocation<'_>,
+        org: OrgId,
+        license: LicenseId,
+    ) -> Result<T, LedgerError> {
+        self.run_with(invocation, org, license, LEASE_KEYS).await
+    }
+
+    async fn run_with<T: redis::FromRedisValue>(
+        &self,
+        invocation: &mut ScriptInvocation<'_>,
+        org: OrgId,
+        license: LicenseId,
+        count: usize,
+    ) -> Result<T, LedgerError> {
         let keys = self.key_names(org, license);
-        for key in keys.iter() {
+        for key in &keys[..count] {
             invocation.key(key.as_str());
         }
         let mut con = self.con.clone();
@@ -317,7 +346,7 @@ impl SeatLedger for RedisLedger {
         let (interval, tolerance) =
             throttle.map_or((0, 0), |t| (t.interval_ms(), t.tolerance_ms()));
         let (code, value): (i64, i64) = self
-            .run(
+            .run_leases(
                 HEARTBEAT
                     .arg(session.to_string())
                     .arg(ttl_ms(ttl))
@@ -346,7 +375,7 @@ impl SeatLedger for RedisLedger {
         license: LicenseId,
         session: SessionId,
     ) -> Result<bool, LedgerError> {
-        self.run(&mut RELEASE.arg(session.to_string()), org, license)
+        self.run_leases(&mut RELEASE.arg(session.to_string()), org, license)
             .await
     }
 
@@ -355,7 +384,9 @@ impl SeatLedger for RedisLedger {
         org: OrgId,
         license: LicenseId,
     ) -> Result<Vec<(SessionId, DateTime<Utc>)>, LedgerError> {
-        let rows: Vec<(String, i64)> = self.run(&mut LIVE.prepare_invoke(), org, license).await?;
+        let rows: Vec<(String, i64)> = self
+            .run_leases(&mut LIVE.prepare_invoke(), org, license)
+            .await?;
         rows.into_iter()
             .map(|(session, expires_ms)| Ok((parse_session(&session)?, from_ms(expires_ms)?)))
             .collect()
@@ -371,7 +402,7 @@ impl SeatLedger for RedisLedger {
         for s in sessions {
             invocation.arg(s.to_string());
         }
-        let row: Vec<i64> = self.run(&mut invocation, org, license).await?;
+        let row: Vec<i64> = self.run_leases(&mut invocation, org, license).await?;
         let [now, grace, live, graced, expiries @ ..] = row.as_slice() else {
             return Err(LedgerError::Corrupt(
                 "states script returned too little".into(),
