@@ -72,7 +72,7 @@ pub struct AcquireRequest {
     /// Claim the seat held for this ticket (from a 202). Anyone else's
     /// acquire on the license meanwhile gets 409.
     #[serde(default)]
-    #[schema(max_length = 128)]
+    #[schema(max_length = 200)]
     queue_ticket: Option<String>,
 }
 
