@@ -24,6 +24,8 @@
 --               (a renewal or a reclaim: session is the original one)
 --   3 queued     {3, ticket, position, hold_until_ms or 0, queued, 0, -1}
 --   4 no ticket  {4, "", 0, 0, 0, 0, -1}
+--   5 unseeded   {5, "", 0, 0, 0, 0, -1}: this ledger lost the license's
+--               leases; nothing was done (seed.lua, then ask again)
 -- A lease is never shortened: a renewal keeps the later of its expiry and
 -- now + TTL. Cost: O(forgotten + log n), plus the line's settle when there
 -- is a line.
@@ -33,6 +35,9 @@ local ttl, max_seats, extra = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARG
 local overdraft = tonumber(ARGV[7])
 local hold, patience, max_len = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local join, claim = ARGV[11], ARGV[12]
+if redis.call('EXISTS', seeded) == 0 then
+  return {5, '', 0, 0, 0, 0, -1}
+end
 grace = tonumber(ARGV[6])
 redis.call('SET', grace_key, int(grace), 'KEEPTTL')
 

@@ -24,6 +24,11 @@ local interval, tolerance = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local score = redis.call('ZSCORE', leases, session)
 if not score then
+  -- Gone, or lost with the rest of this ledger's data: {3, 0} asks the
+  -- caller to seed the license and beat again.
+  if redis.call('EXISTS', seeded) == 0 then
+    return {3, 0}
+  end
   return {0, 0}
 end
 

@@ -3,18 +3,22 @@
 -- still loaded and run on its own (EVALSHA).
 --
 -- KEYS, in this order; scripts that touch only the leases (heartbeat,
--- release, live, states) get the first five, the others all nine:
+-- release, live, states) get the first six, the others all ten:
 --   KEYS[1]  sw:{<org>}:lic:<license>:leases  ZSET session_id -> lease expiry (ms)
 --   KEYS[2]  sw:{<org>}:lic:<license>:hw      HASH hardware_id -> session_id
 --   KEYS[3]  sw:{<org>}:lic:<license>:sess    HASH session_id -> hardware_id
 --   KEYS[4]  sw:{<org>}:lic:<license>:grace   STRING the license's offline grace (ms)
 --   KEYS[5]  sw:{<org>}:lic:<license>:beats   HASH session_id -> heartbeat throttle's
 --                                              theoretical arrival time (ms)
---   KEYS[6]  sw:{<org>}:lic:<license>:line    ZSET ticket -> order of joining (FIFO)
---   KEYS[7]  sw:{<org>}:lic:<license>:patience ZSET ticket -> when it leaves unless polled (ms)
---   KEYS[8]  sw:{<org>}:lic:<license>:holds   ZSET ticket -> until when a freed seat is
+--   KEYS[6]  sw:{<org>}:lic:<license>:seeded  STRING present while this ledger holds the
+--                                              license's leases; absent after Redis lost
+--                                              its data (restart without persistence,
+--                                              failover, eviction) until a seed
+--   KEYS[7]  sw:{<org>}:lic:<license>:line    ZSET ticket -> order of joining (FIFO)
+--   KEYS[8]  sw:{<org>}:lic:<license>:patience ZSET ticket -> when it leaves unless polled (ms)
+--   KEYS[9]  sw:{<org>}:lic:<license>:holds   ZSET ticket -> until when a freed seat is
 --                                              held for it (ms)
---   KEYS[9]  sw:{<org>}:lic:<license>:tickets HASH ticket -> "<joined ms>\t<hardware id>",
+--   KEYS[10] sw:{<org>}:lic:<license>:tickets HASH ticket -> "<joined ms>\t<hardware id>",
 --                                              "hw:<hardware id>" -> ticket, "seq" -> counter
 --
 -- A lease is live iff now < expiry, and graced iff expiry <= now < expiry +
@@ -24,7 +28,8 @@
 -- clock is safe.
 
 local leases, hw_map, sess_map, grace_key, beats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local line, patience_key, holds, tickets = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local seeded = KEYS[6]
+local line, patience_key, holds, tickets = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 
 local now
 do
@@ -83,6 +88,7 @@ local function touch_for(expires, extra)
     redis.call('PEXPIRE', sess_map, ms)
     redis.call('PEXPIRE', grace_key, ms)
     redis.call('PEXPIRE', beats, ms)
+    redis.call('PEXPIRE', seeded, ms)
   end
 end
 
@@ -101,6 +107,7 @@ local function touch_keys(extra)
       redis.call('PEXPIRE', sess_map, ms)
       redis.call('PEXPIRE', grace_key, ms)
       redis.call('PEXPIRE', beats, ms)
+      redis.call('PEXPIRE', seeded, ms)
     end
   else
     redis.call('DEL', grace_key, beats)

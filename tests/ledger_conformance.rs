@@ -17,7 +17,7 @@ use seatwarden::ledger::memory::MemoryLedger;
 use seatwarden::ledger::redis::RedisLedger;
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LedgerError, SeatLedger, Throttle,
+    BeatOutcome, LeaseGrant, LeaseRequest, LedgerError, SeatLedger, SeedLease, Throttle,
 };
 
 type Ledger = Arc<dyn SeatLedger>;
@@ -47,7 +47,7 @@ async fn redis_nodes(n: usize) -> Vec<Ledger> {
         let ledger = RedisLedger::connect(&url)
             .await
             .expect("connect to the test Redis");
-        nodes.push(Arc::new(ledger) as Ledger);
+        nodes.push(support::seeded::Seeded::wrap(Arc::new(ledger)));
     }
     nodes
 }
@@ -735,11 +735,11 @@ mod redis_only {
 
     #[tokio::test]
     async fn calls_keep_working_after_the_script_cache_is_flushed() {
-        let ledger: Ledger = Arc::new(
+        let ledger: Ledger = support::seeded::Seeded::wrap(Arc::new(
             RedisLedger::connect(&support::services::redis_url())
                 .await
                 .unwrap(),
-        );
+        ));
         let lic = License::new(2);
         let (a, _) = lic.grant(&ledger, "a", LONG).await;
 
@@ -833,14 +833,14 @@ mod redis_only {
         let proxy =
             support::proxy::CuttableProxy::start(support::proxy::host_port(&upstream)).await;
         let port = proxy.port;
-        let ledger: Ledger = Arc::new(
+        let ledger: Ledger = support::seeded::Seeded::wrap(Arc::new(
             RedisLedger::connect_with_timeout(
                 &format!("redis://127.0.0.1:{port}"),
                 Duration::from_millis(500),
             )
             .await
             .unwrap(),
-        );
+        ));
         let lic = License::new(1);
         let (a, _) = lic.grant(&ledger, "a", LONG).await;
 
@@ -866,11 +866,11 @@ mod redis_only {
 
     #[tokio::test]
     async fn keys_carry_the_organization_hash_tag_and_expire_after_the_last_lease() {
-        let ledger: Ledger = Arc::new(
+        let ledger: Ledger = support::seeded::Seeded::wrap(Arc::new(
             RedisLedger::connect(&support::services::redis_url())
                 .await
                 .unwrap(),
-        );
+        ));
         let lic = License::new(2);
         let (a, _) = lic.grant(&ledger, "a", Duration::from_secs(30)).await;
 
@@ -922,14 +922,93 @@ mod redis_only {
             assert!((120_000..=130_000).contains(&ttl), "{key}: {ttl}");
         }
 
-        // Releasing the last lease leaves nothing behind.
+        // Releasing the last lease leaves only the seed marker, which
+        // expires with the keys it vouched for.
         assert!(lic.release(&ledger, a).await);
         let left: Vec<String> = ::redis::cmd("KEYS")
             .arg(format!("*{}*", lic.org))
             .query_async(&mut admin)
             .await
             .unwrap();
-        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].ends_with(":seeded"), "{left:?}");
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(&left[0])
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!((0..=130_000).contains(&ttl), "the marker expires: {ttl}");
+    }
+
+    /// Redis lost its data (FLUSHALL, as a restart without persistence
+    /// would): the ledger refuses to act on the license until it is seeded,
+    /// so it never grants a seat a live session holds; seeded from the
+    /// store's open sessions, the live ones keep heartbeating.
+    #[tokio::test]
+    async fn a_ledger_that_lost_its_data_grants_nothing_until_seeded_from_the_store() {
+        let raw: Ledger = Arc::new(
+            RedisLedger::connect(&support::services::redis_url())
+                .await
+                .unwrap(),
+        );
+        let lic = License::new(1);
+        // A fresh license is unseeded too; seeding it with nothing lets it work.
+        assert_eq!(lic.acquire(&raw, "a", LONG).await, LeaseGrant::Unseeded);
+        assert_eq!(
+            raw.seed(lic.org, lic.license, Duration::ZERO, &[])
+                .await
+                .unwrap(),
+            Some(0)
+        );
+        let (a, expires) = lic.grant(&raw, "a", LONG).await;
+
+        // The data is lost (only this license's keys: other tests share
+        // the server).
+        let mut admin = admin().await;
+        for key in RedisLedger::license_keys(lic.org, lic.license) {
+            let _: i64 = ::redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+        assert_eq!(lic.acquire(&raw, "b", LONG).await, LeaseGrant::Unseeded);
+        assert_eq!(
+            raw.heartbeat(lic.org, lic.license, a, LONG, None)
+                .await
+                .unwrap(),
+            BeatOutcome::Unseeded
+        );
+
+        // Seeded with the open session: the seat is a's again, b is refused.
+        let open = [SeedLease {
+            session: a,
+            hardware_id: "a".into(),
+            expires_at: expires,
+        }];
+        assert_eq!(
+            raw.seed(lic.org, lic.license, Duration::ZERO, &open)
+                .await
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            raw.seed(lic.org, lic.license, Duration::ZERO, &open)
+                .await
+                .unwrap(),
+            None,
+            "a second seed (another node's) writes nothing"
+        );
+        assert!(matches!(
+            raw.heartbeat(lic.org, lic.license, a, LONG, None)
+                .await
+                .unwrap(),
+            BeatOutcome::Extended(_)
+        ));
+        assert!(matches!(
+            lic.acquire(&raw, "b", LONG).await,
+            LeaseGrant::Full { seats_used: 1, .. }
+        ));
     }
 }
 

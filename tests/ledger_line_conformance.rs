@@ -25,6 +25,9 @@ use seatwarden_actors::ports::{
     BeatOutcome, LeaseGrant, LeaseRequest, LineRequest, LineRules, Place, SeatLedger, TicketPoll,
 };
 
+#[path = "support/seeded.rs"]
+mod seeded;
+
 type Ledger = Arc<dyn SeatLedger>;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -66,7 +69,7 @@ async fn redis_nodes(n: usize) -> Vec<Ledger> {
         let ledger = RedisLedger::connect(&url)
             .await
             .expect("connect to the test Redis");
-        nodes.push(Arc::new(ledger) as Ledger);
+        nodes.push(seeded::Seeded::wrap(Arc::new(ledger)));
     }
     nodes
 }

@@ -362,6 +362,41 @@ async fn a_suspension_undone_between_two_polls_frees_seats_on_redis_and_postgres
     undone_suspension_frees_seats(shared_backend().await).await;
 }
 
+/// Redis loses the ledger's data (as a restart without persistence, a
+/// failover to a lagging replica or an eviction would): the next call on
+/// the license seeds it from the store's open sessions first, so the live
+/// session keeps its seat and heartbeats, and no second seat is granted.
+#[tokio::test]
+async fn a_ledger_that_lost_its_data_is_seeded_from_the_store_before_granting_a_seat() {
+    let app = spawn_app_with(AppOptions {
+        backend: shared_backend().await,
+        ..AppOptions::default()
+    })
+    .await;
+    let lic = app.create_license(1).await;
+    let s = app.acquire_ok(&lic.key, "m1").await;
+
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    for key in seatwarden::ledger::redis::RedisLedger::license_keys(lic.org, lic.id) {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+
+    let refused = app.acquire(&lic.key, "m2").await;
+    assert_eq!(refused.status(), 409, "no seat beyond the one m1 holds");
+    assert_eq!(
+        app.heartbeat_of(&s).await.status(),
+        200,
+        "m1 keeps its seat"
+    );
+    let again = app.acquire(&lic.key, "m2").await;
+    assert_eq!(again.status(), 409);
+}
+
 #[tokio::test]
 async fn a_corrupt_license_row_is_a_500_internal_not_a_503() {
     let app = spawn_app_with(AppOptions::default()).await;

@@ -30,8 +30,8 @@ use crate::names::Names;
 use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{
     BeatOutcome, DeadlineHandler, DeadlineStore, EndOutcome, LeaseGrant, LeaseRequest,
-    LicenseStore, LineRequest, MachineStore, MailSender, Outbox, SeatLedger, SessionStore,
-    Throttle, TicketPoll, WebhookEventStore, WebhookProcessor,
+    LicenseStore, LineRequest, MachineStore, MailSender, Outbox, SeatLedger, SeedLease,
+    SessionStore, Throttle, TicketPoll, WebhookEventStore, WebhookProcessor,
 };
 use crate::renewals::RenewalArguments;
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
@@ -361,7 +361,15 @@ impl Coordinator {
             },
         };
         let ledger = &self.inner.ports.ledger;
-        match ledger.acquire(&request).await? {
+        let grant = match ledger.acquire(&request).await? {
+            LeaseGrant::Unseeded => {
+                self.seed_license(license.org_id, license.id).await?;
+                ledger.acquire(&request).await?
+            }
+            grant => grant,
+        };
+        match grant {
+            LeaseGrant::Unseeded => Err(unseedable()),
             LeaseGrant::Granted {
                 expires_at,
                 seats_used,
@@ -561,19 +569,24 @@ impl Coordinator {
         session: &SessionRef,
         throttle: Option<Throttle>,
     ) -> Result<Beat, CoordinatorError> {
-        let outcome = self
-            .inner
-            .ports
-            .ledger
-            .heartbeat(
+        let beat = || {
+            self.inner.ports.ledger.heartbeat(
                 session.org,
                 session.license,
                 session.session,
                 self.inner.settings.lease_ttl,
                 throttle,
             )
-            .await?;
+        };
+        let outcome = match beat().await? {
+            BeatOutcome::Unseeded => {
+                self.seed_license(session.org, session.license).await?;
+                beat().await?
+            }
+            outcome => outcome,
+        };
         match outcome {
+            BeatOutcome::Unseeded => Err(unseedable()),
             BeatOutcome::Extended(expires_at) => {
                 self.cast(
                     session.org,
@@ -594,6 +607,45 @@ impl Coordinator {
             }
             BeatOutcome::Gone => Err(self.why_gone(session).await),
         }
+    }
+
+    /// Puts back a license's leases after the ledger lost them (see
+    /// [`SeatLedger::seed`]): the store's open sessions of the license,
+    /// with the lease ends last written, which trail the ledger's by at
+    /// most one heartbeat flush. A live session whose heartbeats go on
+    /// keeps its seat; a lapsed one not yet swept gets none.
+    async fn seed_license(&self, org: OrgId, license: LicenseId) -> Result<(), CoordinatorError> {
+        let policy = self.license(org, license).await?;
+        let grace = policy.offline_grace(self.inner.settings.offline_grace);
+        let leases: Vec<SeedLease> = self
+            .inner
+            .ports
+            .sessions
+            .open_sessions(org)
+            .await?
+            .into_iter()
+            .filter(|s| s.license_id == license)
+            .map(|s| SeedLease {
+                session: s.id,
+                hardware_id: s.hardware_id,
+                expires_at: s.lease_expires_at,
+            })
+            .collect();
+        let open = leases.len();
+        if let Some(put) = self
+            .inner
+            .ports
+            .ledger
+            .seed(org, license, grace, &leases)
+            .await?
+        {
+            metrics::counter!(crate::metrics::LEDGER_SEEDS).increment(1);
+            if put > 0 {
+                tracing::warn!(license_id = %license, restored = put, open,
+                    "the seat ledger had lost this license's leases; put them back from the store");
+            }
+        }
+        Ok(())
     }
 
     /// Why a session the ledger no longer holds is gone, from its record.
@@ -1028,4 +1080,10 @@ pub fn token_expiry(
 ) -> DateTime<Utc> {
     let extra = TimeDelta::from_std(grace + skew).unwrap_or(TimeDelta::days(365));
     lease_expires_at + extra
+}
+
+/// A license the ledger still reports unseeded right after a seed: it lost
+/// its data again in between. Retried by the client like any outage.
+fn unseedable() -> CoordinatorError {
+    CoordinatorError::LedgerUnavailable("the seat ledger lost its data; retry".into())
 }

@@ -32,6 +32,9 @@ pub const QUEUE_WAIT: &str = "seatwarden_queue_wait_seconds";
 /// Gauge, by `org_id` and `license_id`: borrowed seats held (set from the
 /// store when `/metrics` is scraped).
 pub const BORROWED_SESSIONS: &str = "seatwarden_borrowed_sessions";
+/// Counter: licenses seeded into the seat ledger from the store (its first
+/// use, or after the ledger lost its data).
+pub const LEDGER_SEEDS: &str = "seatwarden_ledger_seeds_total";
 /// Counter: sessions closed because their lease lapsed.
 pub const SESSIONS_EXPIRED: &str = "seatwarden_sessions_expired_total";
 
@@ -94,6 +97,10 @@ pub fn describe() {
         "1 while the subsystem runs, 0 while it restarts or is down"
     );
     metrics::describe_gauge!(QUEUE_LENGTH, "Tickets waiting in a license's line");
+    metrics::describe_counter!(
+        LEDGER_SEEDS,
+        "Licenses seeded into the seat ledger from the store"
+    );
     metrics::describe_histogram!(
         QUEUE_WAIT,
         metrics::Unit::Seconds,

@@ -507,6 +507,12 @@ async fn measure_ledger_ceiling(
     );
     let org = OrgId(uuid::Uuid::new_v4());
     let licenses: Vec<LicenseId> = (0..100).map(|_| LicenseId::new()).collect();
+    for &license in &licenses {
+        ledger
+            .seed(org, license, Duration::ZERO, &[])
+            .await
+            .context("seeding a scratch license")?;
+    }
     let ttl = Duration::from_secs(360);
     let mut leases = Vec::with_capacity(sessions);
     for i in 0..sessions.max(1) {

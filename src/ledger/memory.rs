@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId, TicketId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, Throttle,
-    TicketPoll,
+    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, SeedLease,
+    Throttle, TicketPoll,
 };
 
 use super::{from_ms, grace_ms, ttl_ms};
@@ -457,6 +457,16 @@ impl SeatLedger for MemoryLedger {
         };
         state.forget_if_empty((poll.org, poll.license));
         Ok(place)
+    }
+
+    async fn seed(
+        &self,
+        _org: OrgId,
+        _license: LicenseId,
+        _grace: Duration,
+        _leases: &[SeedLease],
+    ) -> Result<Option<u32>, LedgerError> {
+        Ok(None)
     }
 
     async fn leave_line(

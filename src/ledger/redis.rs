@@ -33,8 +33,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId, TicketId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, Throttle,
-    TicketPoll,
+    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, SeedLease,
+    Throttle, TicketPoll,
 };
 
 use super::{from_ms, grace_ms, ttl_ms};
@@ -71,6 +71,7 @@ static STATES: LazyLock<Script> = ledger_script!("states.lua");
 static REVOKE: LazyLock<Script> = ledger_script!("revoke.lua");
 static POLL: LazyLock<Script> = ledger_script!("poll.lua");
 static LEAVE: LazyLock<Script> = ledger_script!("leave.lua");
+static SEED: LazyLock<Script> = ledger_script!("seed.lua");
 
 /// A [`SeatLedger`] on Redis (7 or newer, standalone or a single cluster
 /// slot per organization).
@@ -90,12 +91,12 @@ pub struct RedisLedger {
 /// The key names of one license, in script order.
 type KeyNames = Arc<[String; ALL_KEYS]>;
 
-/// Keys of a license: the leases' five, then the line's four.
-const ALL_KEYS: usize = 9;
+/// Keys of a license: the leases' five, the seed marker, the line's four.
+const ALL_KEYS: usize = 10;
 /// The keys a script that touches only the leases needs (Redis Cluster
 /// wants every key a script touches declared; these scripts touch no
 /// other).
-const LEASE_KEYS: usize = 5;
+const LEASE_KEYS: usize = 6;
 
 /// Bound on the key-name cache; it is cleared when full.
 const KEY_NAMES_LIMIT: usize = 100_000;
@@ -140,7 +141,8 @@ impl RedisLedger {
     pub fn license_keys(org: OrgId, license: LicenseId) -> [String; ALL_KEYS] {
         let prefix = key_prefix(org, license);
         [
-            "leases", "hw", "sess", "grace", "beats", "line", "patience", "holds", "tickets",
+            "leases", "hw", "sess", "grace", "beats", "seeded", "line", "patience", "holds",
+            "tickets",
         ]
         .map(|name| format!("{prefix}:{name}"))
     }
@@ -328,6 +330,7 @@ impl SeatLedger for RedisLedger {
                 length: to_u32(c),
             })),
             4 => Ok(LeaseGrant::NoTicket),
+            5 => Ok(LeaseGrant::Unseeded),
             other => Err(LedgerError::Corrupt(format!(
                 "acquire script returned unknown code {other}"
             ))),
@@ -363,6 +366,7 @@ impl SeatLedger for RedisLedger {
             2 => Ok(BeatOutcome::Throttled {
                 retry_after: Duration::from_millis(u64::try_from(value).unwrap_or(0)),
             }),
+            3 => Ok(BeatOutcome::Unseeded),
             other => Err(LedgerError::Corrupt(format!(
                 "heartbeat script returned unknown code {other}"
             ))),
@@ -459,6 +463,25 @@ impl SeatLedger for RedisLedger {
             hold_until: hold_until(hold)?,
             length: to_u32(length),
         }))
+    }
+
+    async fn seed(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        grace: Duration,
+        leases: &[SeedLease],
+    ) -> Result<Option<u32>, LedgerError> {
+        let mut invocation = SEED.prepare_invoke();
+        invocation.arg(grace_ms(grace)).arg(KEY_GRACE_MS);
+        for lease in leases {
+            invocation
+                .arg(lease.session.to_string())
+                .arg(lease.hardware_id.as_str())
+                .arg(lease.expires_at.timestamp_millis());
+        }
+        let put: i64 = self.run_leases(&mut invocation, org, license).await?;
+        Ok(u32::try_from(put).ok())
     }
 
     async fn leave_line(

@@ -14,6 +14,7 @@ pub mod billing;
 pub mod mail;
 pub mod people;
 pub mod proxy;
+pub mod seeded;
 pub mod services;
 pub mod stripe;
 

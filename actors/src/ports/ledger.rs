@@ -127,6 +127,11 @@ pub enum LeaseGrant {
     /// The claimed ticket is not in line (never was, left, dropped out, or
     /// is another machine's).
     NoTicket,
+    /// The ledger does not hold this license's leases (it lost its data:
+    /// Redis restarted empty, failed over to a lagging replica, evicted);
+    /// nothing was done. [`SeatLedger::seed`] it from the store and ask
+    /// again.
+    Unseeded,
 }
 
 /// A per-session limit on heartbeats, enforced by the ledger in the same
@@ -178,6 +183,16 @@ pub enum BeatOutcome {
     /// The lease is live but the session is over its [`Throttle`]: nothing
     /// changed, not even the throttle's state.
     Throttled { retry_after: Duration },
+    /// As [`LeaseGrant::Unseeded`]: seed the license, then beat again.
+    Unseeded,
+}
+
+/// A lease to seed a license with: an open session as the store has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedLease {
+    pub session: SessionId,
+    pub hardware_id: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// What the ledger holds of some sessions of one license, for the sweep.
@@ -304,6 +319,25 @@ pub trait SeatLedger: Send + Sync + 'static {
         license: LicenseId,
         ticket: TicketId,
     ) -> Result<bool, LedgerError>;
+
+    /// Puts back the leases of a license this ledger reported as
+    /// [`LeaseGrant::Unseeded`] (or [`BeatOutcome::Unseeded`]): the open
+    /// sessions of the store. Leases past `grace` are skipped; of two of one
+    /// machine the later wins. Until a license is seeded, acquires and
+    /// heartbeats on it do nothing, so a ledger that lost its data never
+    /// grants a seat that a live session holds. Returns how many leases it
+    /// put back, or `None` if the license was seeded already (by another
+    /// node): then nothing is written.
+    ///
+    /// A ledger that cannot lose its data (the in-process one, restored at
+    /// start) is always seeded.
+    async fn seed(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+        grace: Duration,
+        leases: &[SeedLease],
+    ) -> Result<Option<u32>, LedgerError>;
 }
 
 /// A poll of a ticket: the license's seat policy, which settling the line

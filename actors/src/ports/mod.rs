@@ -52,7 +52,7 @@ pub use deadlines::{
 };
 pub use ledger::{
     BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, LineRequest, LineRules, Place,
-    SeatLedger, Throttle, TicketPoll,
+    SeatLedger, SeedLease, Throttle, TicketPoll,
 };
 pub use licenses::{LicenseChange, LicenseStore};
 pub use machines::{Activation, Deactivation, MachineStore};
