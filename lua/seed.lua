@@ -12,7 +12,10 @@
 --
 -- Returns how many leases were put back, or -1 if the license was seeded
 -- already (by another node; nothing written). Leases past their grace are
--- skipped; of two leases of one machine the later wins. Cost: O(n log n).
+-- skipped; a lease the ledger still holds keeps the ledger's expiry (it is
+-- the truth, and the store's may trail it: a ledger upgraded from before
+-- the marker existed holds its leases and no marker); of two leases of one
+-- machine the later wins. Cost: O(n log n).
 
 if redis.call('EXISTS', seeded) == 1 then
   return -1
@@ -22,7 +25,7 @@ local extra = tonumber(ARGV[2])
 local put = 0
 for i = 3, #ARGV, 3 do
   local session, hw, expires = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  if expires + grace > now then
+  if expires + grace > now and not redis.call('ZSCORE', leases, session) then
     local other = redis.call('HGET', hw_map, hw)
     local other_expires = other and redis.call('ZSCORE', leases, other)
     if not other_expires or tonumber(other_expires) < expires then
@@ -37,7 +40,10 @@ for i = 3, #ARGV, 3 do
     end
   end
 end
-redis.call('SET', grace_key, int(grace))
+redis.call('SET', grace_key, int(grace), 'KEEPTTL')
 redis.call('SET', seeded, '1', 'PX', int(extra))
 touch_keys(extra)
+-- The marker lives as long as the leases it vouches for (touch_keys leaves
+-- keys whose expiry is long enough alone).
+redis.call('PEXPIRE', seeded, int(math.max(redis.call('PTTL', leases), extra)))
 return put

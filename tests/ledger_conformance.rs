@@ -940,6 +940,55 @@ mod redis_only {
         assert!((0..=130_000).contains(&ttl), "the marker expires: {ttl}");
     }
 
+    /// A ledger that holds leases but no seed marker (one upgraded from
+    /// before the marker existed) is seeded without losing the expiry it
+    /// holds, which is the truth when the store's trails it.
+    #[tokio::test]
+    async fn seeding_keeps_the_leases_the_ledger_still_holds() {
+        let raw: Ledger = Arc::new(
+            RedisLedger::connect(&support::services::redis_url())
+                .await
+                .unwrap(),
+        );
+        let lic = License::new(1);
+        raw.seed(lic.org, lic.license, Duration::ZERO, &[])
+            .await
+            .unwrap();
+        let (a, expires) = lic.grant(&raw, "a", LONG).await;
+        let mut admin = admin().await;
+        let marker = RedisLedger::license_keys(lic.org, lic.license)
+            .into_iter()
+            .find(|k| k.ends_with(":seeded"))
+            .unwrap();
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(&marker)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+
+        let stale = [SeedLease {
+            session: a,
+            hardware_id: "a".into(),
+            expires_at: expires - chrono::Duration::seconds(30),
+        }];
+        assert_eq!(
+            raw.seed(lic.org, lic.license, Duration::ZERO, &stale)
+                .await
+                .unwrap(),
+            Some(0)
+        );
+        assert_eq!(lic.live(&raw).await, vec![(a, expires)]);
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(&marker)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(
+            ttl > 50_000,
+            "the marker lives as long as the leases: {ttl}"
+        );
+    }
+
     /// Redis lost its data (FLUSHALL, as a restart without persistence
     /// would): the ledger refuses to act on the license until it is seeded,
     /// so it never grants a seat a live session holds; seeded from the
