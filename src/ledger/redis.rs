@@ -10,6 +10,7 @@
 //! | `sw:{<org>}:lic:<license>:sess`       | HASH | session id → hardware id       |
 //! | `sw:{<org>}:lic:<license>:grace`      | STR  | the license's offline grace (ms) |
 //! | `sw:{<org>}:lic:<license>:beats`      | HASH | session id → heartbeat throttle state |
+//! | `sw:{<org>}:lic:<license>:seeded`     | STR  | present while the leases are this ledger's (see `SeatLedger::seed`) |
 //! | `sw:{<org>}:lic:<license>:line`       | ZSET | ticket → order of joining (FIFO) |
 //! | `sw:{<org>}:lic:<license>:patience`   | ZSET | ticket → when it leaves unless polled (ms) |
 //! | `sw:{<org>}:lic:<license>:holds`      | ZSET | ticket → until when a seat is held for it (ms) |
@@ -19,9 +20,10 @@
 //! slot, and scripts receive every key they touch in `KEYS`, so they run on
 //! Redis Cluster too. Expiry lives in the ZSET scores: scripts forget members
 //! past their grace (`score <= now - grace`) before counting, so a holder that dies frees its seat
-//! by itself, and nothing like an `INCR` counter can drift. The three keys get
-//! a `PEXPIRE` a little beyond the furthest lease, refreshed on each write,
-//! so an idle license leaves no garbage behind.
+//! by itself, and nothing like an `INCR` counter can drift. The lease keys
+//! (and the seed marker) get a `PEXPIRE` a little beyond the furthest lease,
+//! refreshed on each write, and the line's keys one beyond its last ticket's
+//! patience and hold, so an idle license leaves no garbage behind.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
