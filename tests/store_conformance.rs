@@ -81,7 +81,7 @@ conformance! {
     the_offline_policy_round_trips_and_can_go_back_to_the_default => check_offline_policy,
     the_borrowing_policy_round_trips => check_borrow_policy,
     a_borrowed_session_is_counted_until_its_end_and_its_lease_only_moves_forward => check_borrowed_sessions,
-    ended_among_names_only_the_ended_sessions => check_ended_among,
+    ended_among_and_open_sessions_of_license_tell_ended_from_open => check_ended_among,
 }
 
 // ---------------------------------------------------------------------------
@@ -1395,6 +1395,11 @@ async fn check_ended_among(store: &dyn Store) {
         )
         .await
         .unwrap();
+    let open_now = store.open_sessions_of_license(license.id).await.unwrap();
+    assert_eq!(
+        open_now.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![open.id]
+    );
     let unknown = SessionId::new();
     assert_eq!(
         store

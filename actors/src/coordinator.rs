@@ -621,10 +621,9 @@ impl Coordinator {
             .inner
             .ports
             .sessions
-            .open_sessions(org)
+            .open_sessions_of_license(license)
             .await?
             .into_iter()
-            .filter(|s| s.license_id == license)
             .map(|s| SeedLease {
                 session: s.id,
                 hardware_id: s.hardware_id,

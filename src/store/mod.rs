@@ -215,6 +215,12 @@ pub(crate) const LICENSE_BY_KEY_HASH: &str = concat!(
     license_columns!(),
     " FROM licenses WHERE key_hash = $1"
 );
+/// The open sessions of a license (index `sessions_open_by_license`).
+pub(crate) const OPEN_SESSIONS_OF_LICENSE: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE license_id = $1 AND ended_at IS NULL"
+);
 /// Organizations with at least one open session.
 pub(crate) const ORGS_WITH_OPEN_SESSIONS: &str =
     "SELECT DISTINCT org_id FROM sessions WHERE ended_at IS NULL ORDER BY org_id";

@@ -118,6 +118,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The open sessions of an organization, oldest first.
     async fn open_sessions(&self, org: OrgId) -> Result<Vec<SessionRecord>, StoreError>;
 
+    /// The open sessions of one license, in no particular order (index
+    /// `sessions_open_by_license`): what seeds a ledger that lost them.
+    async fn open_sessions_of_license(
+        &self,
+        license: LicenseId,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
     /// Organizations that have at least one open session.
     async fn orgs_with_open_sessions(&self) -> Result<Vec<OrgId>, StoreError>;
 

@@ -360,6 +360,18 @@ impl SessionStore for PostgresStore {
             .await)
     }
 
+    async fn open_sessions_of_license(
+        &self,
+        license: LicenseId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        all(
+            sqlx::query_as::<_, SessionRow>(crate::store::OPEN_SESSIONS_OF_LICENSE)
+                .bind(license.0)
+                .fetch_all(&self.pool)
+                .await,
+        )
+    }
+
     async fn orgs_with_open_sessions(&self) -> Result<Vec<OrgId>, StoreError> {
         let ids = sqlx::query_scalar::<_, Uuid>(ORGS_WITH_OPEN_SESSIONS)
             .fetch_all(&self.pool)

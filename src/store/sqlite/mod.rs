@@ -381,6 +381,18 @@ impl SessionStore for SqliteStore {
             .await)
     }
 
+    async fn open_sessions_of_license(
+        &self,
+        license: LicenseId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        all(
+            sqlx::query_as::<_, SessionRow>(crate::store::OPEN_SESSIONS_OF_LICENSE)
+                .bind(DbUuid::from(license))
+                .fetch_all(&self.reader)
+                .await,
+        )
+    }
+
     async fn orgs_with_open_sessions(&self) -> Result<Vec<OrgId>, StoreError> {
         let ids = sqlx::query_scalar::<_, DbUuid>(ORGS_WITH_OPEN_SESSIONS)
             .fetch_all(&self.reader)
