@@ -377,8 +377,13 @@ impl Coordinator {
                 waited,
                 queued,
             } => {
-                crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
-                crate::metrics::queue_gauge(license.org_id, license.id, queued);
+                crate::metrics::seat_gauges(
+                    license.org_id,
+                    license.id,
+                    seats_used,
+                    graced,
+                    Some(queued),
+                );
                 if let Some(waited) = waited {
                     metrics::histogram!(crate::metrics::QUEUE_WAIT).record(waited.as_secs_f64());
                 }
@@ -446,7 +451,7 @@ impl Coordinator {
                 seats_used,
                 graced,
             } => {
-                crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
+                crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced, None);
                 // A borrow of a seat the machine held already: the ledger
                 // moved its end out; the record says it is borrowed now.
                 // Should this write fail, the answer is the error and a
@@ -495,8 +500,13 @@ impl Coordinator {
                 graced,
                 queued,
             } => {
-                crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced);
-                crate::metrics::queue_gauge(license.org_id, license.id, queued);
+                crate::metrics::seat_gauges(
+                    license.org_id,
+                    license.id,
+                    seats_used,
+                    graced,
+                    Some(queued),
+                );
                 // Graced sessions hold seats too (their tokens are valid),
                 // so count them, up to the seats, as used: a 409 never says
                 // fewer seats are used than there are.

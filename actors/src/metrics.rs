@@ -125,17 +125,24 @@ pub fn describe() {
     );
 }
 
-/// Sets the seat gauges of a license from a ledger answer: live leases, and
-/// lapsed ones still within their grace.
+/// Sets the seat gauges of a license from a ledger answer: live leases,
+/// lapsed ones still within their grace, and the tickets in line when the
+/// answer says. The labels are formatted once for all of them: acquire
+/// calls this on every request.
 pub fn seat_gauges(
     org: crate::domain::OrgId,
     license: crate::domain::LicenseId,
     live: u32,
     graced: u32,
+    queued: Option<u32>,
 ) {
     let (org, license) = (org.to_string(), license.to_string());
     metrics::gauge!(SEATS_IN_USE, "org_id" => org.clone(), "license_id" => license.clone())
         .set(f64::from(live));
+    if let Some(queued) = queued {
+        metrics::gauge!(QUEUE_LENGTH, "org_id" => org.clone(), "license_id" => license.clone())
+            .set(f64::from(queued));
+    }
     metrics::gauge!(GRACED_SESSIONS, "org_id" => org, "license_id" => license)
         .set(f64::from(graced));
 }

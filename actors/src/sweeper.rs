@@ -160,7 +160,7 @@ async fn settle(
     if !later.is_empty() {
         args.sessions.reschedule_sweep(&later).await?;
     }
-    m::seat_gauges(org, license, states.live, states.graced);
+    m::seat_gauges(org, license, states.live, states.graced, None);
     Ok(())
 }
 
