@@ -528,7 +528,7 @@ impl Coordinator {
         license: LicenseId,
         ticket: TicketId,
     ) -> Result<Queued, CoordinatorError> {
-        let license = self.license(org, license).await?;
+        let license = self.ticket_license(org, license).await?;
         if let Some(refused) = license.refusal(Utc::now()) {
             return Err(refused.into());
         }
@@ -554,15 +554,15 @@ impl Coordinator {
     }
 
     /// Takes a ticket out of its license's line. Returns whether it was in
-    /// it; idempotent. [`CoordinatorError::LicenseNotFound`] for a ticket
-    /// of no license (of another organization's, say).
+    /// it; idempotent. [`CoordinatorError::TicketNotFound`] for a ticket
+    /// of no license.
     pub async fn leave_line(
         &self,
         org: OrgId,
         license: LicenseId,
         ticket: TicketId,
     ) -> Result<bool, CoordinatorError> {
-        let license = self.license(org, license).await?;
+        let license = self.ticket_license(org, license).await?;
         Ok(self
             .inner
             .ports
@@ -617,6 +617,18 @@ impl Coordinator {
             }
             BeatOutcome::Gone => Err(self.why_gone(session).await),
         }
+    }
+
+    /// The license a ticket names; a ticket of no license is no ticket.
+    async fn ticket_license(
+        &self,
+        org: OrgId,
+        license: LicenseId,
+    ) -> Result<Arc<License>, CoordinatorError> {
+        self.license(org, license).await.map_err(|e| match e {
+            CoordinatorError::LicenseNotFound => CoordinatorError::TicketNotFound,
+            other => other,
+        })
     }
 
     /// Puts back a license's leases after the ledger lost them (see

@@ -871,17 +871,8 @@ async fn poll_ticket(ctx: &AppContext, ticket: &str) -> Result<Response, ApiErro
     let queued = ctx
         .coordinator
         .poll_ticket(t.org, t.license, t.ticket)
-        .await
-        .map_err(no_such_ticket)?;
+        .await?;
     Ok(warp::reply::json(&queue_body(ctx, &queued)).into_response())
-}
-
-/// An unknown license behind a well-formed ticket: no such ticket.
-fn no_such_ticket(e: CoordinatorError) -> CoordinatorError {
-    match e {
-        CoordinatorError::LicenseNotFound => CoordinatorError::TicketNotFound,
-        other => other,
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -923,8 +914,7 @@ async fn leave_line(ctx: &AppContext, ticket: &str) -> Result<Response, ApiError
     let left = ctx
         .coordinator
         .leave_line(t.org, t.license, t.ticket)
-        .await
-        .map_err(no_such_ticket)?;
+        .await?;
     let body = LeftResponse {
         queue_ticket: t.seal(ctx),
         left,
