@@ -3,6 +3,9 @@
 # ports for the test suite and the benchmark, and exports their URLs:
 #
 #   SEATWARDEN_TEST_REDIS_URL  redis://127.0.0.1:PORT
+#   SEATWARDEN_TEST_REDIS_CLUSTER_URLS
+#                              redis://127.0.0.1:P1,...:P2,...:P3, a Redis
+#                              Cluster of three masters
 #   SEATWARDEN_TEST_PG_URL     postgres://postgres@127.0.0.1:PORT/postgres
 #   SEATWARDEN_TEST_SMTP_URL   smtp://127.0.0.1:PORT (aiosmtpd, no TLS, no auth)
 #   SEATWARDEN_TEST_SMTP_DIR   the Maildir it stores every message in (DIR/new/),
@@ -52,6 +55,41 @@ redis-server --port "$sw_redis_port" --bind 127.0.0.1 --save '' --appendonly no 
   --logfile "$SW_SERVICES_DIR/redis.log" >/dev/null
 export SEATWARDEN_TEST_REDIS_URL="redis://127.0.0.1:$sw_redis_port"
 
+# --- Redis Cluster: three masters, no replicas ---------------------------------
+# Each node's cluster bus gets a free port of its own (--cluster-port), not
+# the default port+10000, which another process may hold.
+sw_cluster_nodes=()
+sw_cluster_urls=()
+for sw_i in 1 2 3; do
+  sw_port=$(sw_free_port)
+  sw_bus=$(sw_free_port)
+  mkdir -p "$SW_SERVICES_DIR/cluster$sw_i"
+  redis-server --port "$sw_port" --cluster-port "$sw_bus" --bind 127.0.0.1 \
+    --cluster-enabled yes --cluster-config-file "$SW_SERVICES_DIR/cluster$sw_i/nodes.conf" \
+    --save '' --appendonly no --dir "$SW_SERVICES_DIR/cluster$sw_i" --daemonize yes \
+    --pidfile "$SW_SERVICES_DIR/cluster$sw_i/redis.pid" \
+    --logfile "$SW_SERVICES_DIR/cluster$sw_i/redis.log" >/dev/null
+  sw_cluster_nodes+=("127.0.0.1:$sw_port")
+  sw_cluster_urls+=("redis://127.0.0.1:$sw_port")
+done
+for sw_node in "${sw_cluster_nodes[@]}"; do
+  for _ in $(seq 1 100); do
+    redis-cli -h 127.0.0.1 -p "${sw_node#*:}" ping >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+done
+redis-cli --cluster create "${sw_cluster_nodes[@]}" --cluster-replicas 0 --cluster-yes \
+  >"$SW_SERVICES_DIR/cluster-create.log" 2>&1
+# Every node must agree that all slots are served before a test uses it.
+for sw_node in "${sw_cluster_nodes[@]}"; do
+  for _ in $(seq 1 200); do
+    redis-cli -h 127.0.0.1 -p "${sw_node#*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+    sleep 0.05
+  done
+done
+SEATWARDEN_TEST_REDIS_CLUSTER_URLS=$(IFS=,; echo "${sw_cluster_urls[*]}")
+export SEATWARDEN_TEST_REDIS_CLUSTER_URLS
+
 # --- PostgreSQL --------------------------------------------------------------
 sw_pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
@@ -96,9 +134,12 @@ sw_stop_services() {
   kill "$sw_smtp_pid" 2>/dev/null || true
   "${sw_as_pg[@]}" "$sw_pg_bin/pg_ctl" -D "$sw_pg_data" -m immediate stop >/dev/null 2>&1 || true
   [ -f "$SW_SERVICES_DIR/redis.pid" ] && kill "$(cat "$SW_SERVICES_DIR/redis.pid")" 2>/dev/null || true
+  for sw_pid in "$SW_SERVICES_DIR"/cluster*/redis.pid; do
+    [ -f "$sw_pid" ] && kill "$(cat "$sw_pid")" 2>/dev/null || true
+  done
   rm -rf "$SW_SERVICES_DIR"
 }
 trap sw_stop_services EXIT
 
-echo "services: redis at $SEATWARDEN_TEST_REDIS_URL, postgres at $SEATWARDEN_TEST_PG_URL, smtp at $SEATWARDEN_TEST_SMTP_URL" >&2
+echo "services: redis at $SEATWARDEN_TEST_REDIS_URL, cluster at $SEATWARDEN_TEST_REDIS_CLUSTER_URLS, postgres at $SEATWARDEN_TEST_PG_URL, smtp at $SEATWARDEN_TEST_SMTP_URL" >&2
 set +euo pipefail

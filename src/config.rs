@@ -11,6 +11,7 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::redis_link::RedisTarget;
 use seatwarden_actors::domain::{DEFAULT_CURRENCY, NewPlan, PlanId};
 use seatwarden_actors::ports::LineRules;
 use seatwarden_actors::{
@@ -62,6 +63,9 @@ pub struct HttpSettings {
     pub keep_alive_idle_secs: u64,
     /// Open connections beyond this are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// On SIGTERM, the whole drain (in-flight requests, batched heartbeats,
+    /// subsystems) must be done within this.
+    pub shutdown_grace_secs: u64,
     /// When set, `/metrics` is served only here and not on `listen`.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
@@ -95,9 +99,54 @@ pub struct DatabaseSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct RedisSettings {
-    /// Secret: may carry a password. `None` means the in-process ledger.
+    /// Secret: may carry a password. `None` (and no `cluster_urls`) means
+    /// the in-process ledger.
     pub url: Option<SecretString>,
+    /// Redis Cluster: some of its nodes' URLs (the rest are discovered). A
+    /// list in TOML, a comma-separated list in
+    /// `SEATWARDEN__REDIS__CLUSTER_URLS`. Secret, like `url`. Excludes `url`.
+    #[serde(default, deserialize_with = "url_list")]
+    pub cluster_urls: Vec<SecretString>,
     pub timeout_ms: u64,
+}
+
+impl RedisSettings {
+    /// Where the shared ledger and rate limits live; `None` for the
+    /// embedded, in-process default.
+    pub fn target(&self) -> Option<RedisTarget> {
+        if !self.cluster_urls.is_empty() {
+            let urls = self
+                .cluster_urls
+                .iter()
+                .map(|u| u.expose_secret().to_owned());
+            return Some(RedisTarget::Cluster(urls.collect()));
+        }
+        self.url
+            .as_ref()
+            .map(|u| RedisTarget::Single(u.expose_secret().to_owned()))
+    }
+}
+
+/// A list of URLs given as a list, or as one comma-separated string (an
+/// environment variable). Blank entries are dropped, so an empty variable
+/// means none.
+fn url_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    let urls = match Urls::deserialize(d)? {
+        Urls::One(s) => s.split(',').map(str::to_owned).collect(),
+        Urls::Many(v) => v,
+    };
+    Ok(urls
+        .into_iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .map(SecretString::from)
+        .collect())
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -514,9 +563,26 @@ impl Settings {
             ("http.header_timeout_secs", h.header_timeout_secs),
             ("http.body_timeout_secs", h.body_timeout_secs),
             ("http.keep_alive_idle_secs", h.keep_alive_idle_secs),
+            ("http.shutdown_grace_secs", h.shutdown_grace_secs),
         ] {
             if secs == 0 {
                 return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.redis.url.is_some() && !self.redis.cluster_urls.is_empty() {
+            return Err(invalid(
+                "redis.cluster_urls",
+                "set either redis.url (one server) or redis.cluster_urls (a cluster), not both",
+            ));
+        }
+        for url in &self.redis.cluster_urls {
+            if !url.expose_secret().starts_with("redis://")
+                && !url.expose_secret().starts_with("rediss://")
+            {
+                return Err(invalid(
+                    "redis.cluster_urls",
+                    "every entry must start with redis:// or rediss://",
+                ));
             }
         }
         if h.max_connections == 0 {
@@ -1011,6 +1077,36 @@ mod tests {
             Settings::from_figment(f).unwrap().lease_ttl(),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn cluster_urls_come_as_a_list_or_as_one_comma_separated_string() {
+        let from_toml = Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(
+            "[redis]\ncluster_urls = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]",
+        ));
+        let from_env = Figment::from(Toml::string(DEFAULTS)).merge((
+            "redis.cluster_urls",
+            "redis://127.0.0.1:7000, redis://127.0.0.1:7001,",
+        ));
+        for f in [from_toml, from_env] {
+            let s = Settings::from_figment(f).unwrap();
+            assert_eq!(
+                s.redis.target(),
+                Some(RedisTarget::Cluster(vec![
+                    "redis://127.0.0.1:7000".into(),
+                    "redis://127.0.0.1:7001".into()
+                ]))
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_and_cluster_urls_together_are_refused() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("redis.url", "redis://127.0.0.1:6379"))
+            .merge(("redis.cluster_urls", "redis://127.0.0.1:7000"));
+        let err = Settings::from_figment(f).unwrap_err().to_string();
+        assert!(err.contains("redis.cluster_urls"), "{err}");
     }
 
     #[test]

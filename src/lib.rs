@@ -15,6 +15,7 @@ pub mod licensing;
 pub mod mail;
 pub mod ratelimit;
 pub mod redact;
+pub mod redis_link;
 pub mod signing;
 pub mod startup;
 pub mod store;

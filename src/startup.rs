@@ -4,8 +4,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::FutureExt;
@@ -69,23 +69,28 @@ pub async fn seed_plans(settings: &Settings, store: &dyn Store) -> anyhow::Resul
     Ok(())
 }
 
-/// Opens the ledger: Redis when `redis.url` is set, else in-process. The
-/// in-process ledger starts empty, so it is refilled from the store's open
-/// sessions: restarting a single-node server keeps every client's seat.
+/// Opens the ledger: Redis when `redis.url` or `redis.cluster_urls` is
+/// set, else in-process. The in-process ledger starts empty, so it is
+/// refilled from the store's open sessions: restarting a single-node server
+/// keeps every client's seat.
+///
+/// A Redis whose persistence or eviction settings can lose leases gets a
+/// warning per setting, at start: the server still runs (the ledger
+/// re-seeds itself after a loss), but the operator should know.
 pub async fn open_ledger(
     settings: &Settings,
     store: &dyn Store,
 ) -> anyhow::Result<Arc<dyn SeatLedger>> {
-    match &settings.redis.url {
-        Some(url) => {
-            let url = url.expose_secret();
-            let ledger = RedisLedger::connect_with_timeout(
-                url,
-                Duration::from_millis(settings.redis.timeout_ms),
-            )
-            .await
-            .with_context(|| format!("connecting to {}", redact_url(url)))?;
-            tracing::info!(redis = %redact_url(url), "Redis seat ledger ready");
+    match settings.redis.target() {
+        Some(target) => {
+            let ledger =
+                RedisLedger::open(&target, Duration::from_millis(settings.redis.timeout_ms))
+                    .await
+                    .with_context(|| format!("connecting to {}", target.redacted()))?;
+            for warning in ledger.durability_warnings().await {
+                tracing::warn!(redis = %target.redacted(), "{warning}");
+            }
+            tracing::info!(redis = %target.redacted(), "Redis seat ledger ready");
             Ok(Arc::new(ledger))
         }
         None => {
@@ -125,21 +130,20 @@ fn payment_gateway(
     Ok(gateway.map(|g| Arc::new(g) as Arc<dyn seatwarden_actors::ports::PaymentGateway>))
 }
 
-/// Opens the rate limiter: in Redis when `redis.url` is set, so that limits
-/// hold across all nodes together, else in this process. Starts the
-/// housekeeping that keeps the in-process maps small (the Redis limiter's
-/// own for outages included).
+/// Opens the rate limiter: in Redis (one server or a cluster) when it is
+/// configured, so that limits hold across all nodes together, else in this
+/// process. Starts the housekeeping that keeps the in-process maps small
+/// (the Redis limiter's own for outages included).
 pub async fn open_rate_limiter(settings: &Settings) -> anyhow::Result<Arc<dyn RateLimiter>> {
     let rates = settings.rate_limits.rates();
     let clock = Arc::new(SystemClock);
-    match &settings.redis.url {
-        Some(url) => {
-            let url = url.expose_secret();
+    match settings.redis.target() {
+        Some(target) => {
             let timeout = Duration::from_millis(settings.redis.timeout_ms);
-            let limiter = RedisRateLimiter::connect(url, timeout, rates, clock)
+            let limiter = RedisRateLimiter::open(&target, timeout, rates, clock)
                 .await
                 .map_err(anyhow::Error::msg)
-                .with_context(|| format!("connecting to {} for rate limits", redact_url(url)))?;
+                .with_context(|| format!("connecting to {} for rate limits", target.redacted()))?;
             limiter.fallback().spawn_housekeeping(HOUSEKEEPING_INTERVAL);
             Ok(Arc::new(limiter))
         }
@@ -157,7 +161,7 @@ pub async fn open_rate_limiter(settings: &Settings) -> anyhow::Result<Arc<dyn Ra
 /// the servers' next license poll. Best effort: the servers' license
 /// watchers do the same within `seats.license_watch_ms`.
 pub async fn revoke_if_refused(settings: &Settings, license: &serde_json::Value) {
-    let Some(url) = &settings.redis.url else {
+    let Some(target) = settings.redis.target() else {
         return;
     };
     let parsed: Result<License, _> = serde_json::from_value(license.clone());
@@ -168,7 +172,7 @@ pub async fn revoke_if_refused(settings: &Settings, license: &serde_json::Value)
         return;
     }
     let timeout = Duration::from_millis(settings.redis.timeout_ms);
-    let result = match RedisLedger::connect_with_timeout(url.expose_secret(), timeout).await {
+    let result = match RedisLedger::open(&target, timeout).await {
         Ok(ledger) => ledger
             .revoke_license(license.org_id, license.id)
             .await
@@ -258,7 +262,7 @@ impl Application {
         let signer = load_signer(&settings).await?;
         // The in-process ledger is only correct with one process per data
         // directory: a second one would grant the same seats again.
-        let lock = match settings.redis.url {
+        let lock = match settings.redis.target() {
             None => Some(DataDirLock::acquire(&settings.data_dir)?),
             Some(_) => None,
         };
@@ -385,11 +389,21 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains connections and stops
-    /// the coordinator, which flushes batched heartbeats.
+    /// the coordinator, which flushes batched heartbeats: all of it within
+    /// `http.shutdown_grace_secs` of the signal.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let addr = self.local_addr();
         tracing::info!(%addr, "seatwarden listening");
         let coordinator = self.context.coordinator.clone();
+        let grace = self.limits.shutdown_grace;
+        let signalled = Arc::new(OnceLock::new());
+        let shutdown = {
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                let _ = signalled.set(Instant::now());
+            }
+        };
         match self.metrics_listener {
             None => {
                 http::serve(
@@ -411,7 +425,13 @@ impl Application {
                 );
             }
         }
-        coordinator.shutdown().await;
+        // What the HTTP drain left of the grace, but never less than a
+        // moment: batched heartbeats are worth a flush even when late.
+        let left = signalled
+            .get()
+            .map_or(grace, |at: &Instant| grace.saturating_sub(at.elapsed()))
+            .max(Duration::from_millis(500));
+        coordinator.shutdown(left).await;
         tracing::info!("seatwarden stopped");
     }
 }

@@ -52,8 +52,23 @@ async fn redis_nodes(n: usize) -> Vec<Ledger> {
     nodes
 }
 
+/// `n` separate connections to the test Redis Cluster: several server
+/// nodes, with each organization's keys on whichever master owns its slot.
+async fn cluster_nodes(n: usize) -> Vec<Ledger> {
+    let target = support::services::redis_cluster();
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ledger = RedisLedger::open(&target, Duration::from_secs(2))
+            .await
+            .expect("connect to the test Redis Cluster");
+        nodes.push(support::seeded::Seeded::wrap(Arc::new(ledger)));
+    }
+    nodes
+}
+
 /// Generates, for each backend, one `#[tokio::test]` per check, named by
-/// the sentence on the left: `memory::<sentence>` and `redis::<sentence>`.
+/// the sentence on the left: `memory::<sentence>`, `redis::<sentence>` and
+/// `redis_cluster::<sentence>`.
 /// `one:` checks get a single ledger, `nodes:` checks a `Vec` of two.
 macro_rules! conformance {
     (
@@ -62,6 +77,7 @@ macro_rules! conformance {
     ) => {
         conformance!(@backend memory, memory_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
         conformance!(@backend redis, redis_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
+        conformance!(@backend redis_cluster, cluster_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
     };
     (
         @backend $backend:ident, $nodes:ident,
@@ -731,6 +747,44 @@ mod redis_only {
     fn closed_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_may_lose_or_evict_leases_is_reported_and_a_durable_one_is_not() {
+        let redis = support::services::OwnRedis::start();
+        let ledger = RedisLedger::connect(&redis.url()).await.unwrap();
+        // OwnRedis runs with `--appendonly no` and Redis's default eviction
+        // policy (noeviction), so only the persistence is reported.
+        let warnings = ledger.durability_warnings().await;
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("appendonly"), "{warnings:?}");
+
+        let mut con = ::redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let set = |name: &'static str, value: &'static str| {
+            let mut cmd = ::redis::cmd("CONFIG");
+            cmd.arg("SET").arg(name).arg(value);
+            cmd
+        };
+        let () = set("maxmemory-policy", "allkeys-lru")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let warnings = ledger.durability_warnings().await;
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[1].contains("maxmemory-policy"), "{warnings:?}");
+
+        for (name, value) in [
+            ("appendonly", "yes"),
+            ("appendfsync", "everysec"),
+            ("maxmemory-policy", "noeviction"),
+        ] {
+            let () = set(name, value).query_async(&mut con).await.unwrap();
+        }
+        assert_eq!(ledger.durability_warnings().await, Vec::<String>::new());
     }
 
     #[tokio::test]

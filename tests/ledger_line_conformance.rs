@@ -25,8 +25,9 @@ use seatwarden_actors::ports::{
     BeatOutcome, LeaseGrant, LeaseRequest, LineRequest, LineRules, Place, SeatLedger, TicketPoll,
 };
 
-#[path = "support/seeded.rs"]
-mod seeded;
+mod support;
+
+use support::seeded;
 
 type Ledger = Arc<dyn SeatLedger>;
 
@@ -46,15 +47,6 @@ const PATIENT: LineRules = LineRules {
 // ---------------------------------------------------------------------------
 // Backends
 
-/// URL of the throwaway Redis server (as `support::services::redis_url`).
-/// Tests isolate themselves by using fresh organization ids, which every
-/// ledger key is scoped to.
-fn redis_url() -> String {
-    std::env::var("SEATWARDEN_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!("SEATWARDEN_TEST_REDIS_URL is not set: run the test suite with scripts/test.sh, which starts a real Redis server")
-    })
-}
-
 /// `n` handles on one in-process ledger: several callers of one process.
 async fn memory_nodes(n: usize) -> Vec<Ledger> {
     let ledger: Ledger = Arc::new(MemoryLedger::new());
@@ -63,12 +55,26 @@ async fn memory_nodes(n: usize) -> Vec<Ledger> {
 
 /// `n` separate connections to the test Redis: several server nodes.
 async fn redis_nodes(n: usize) -> Vec<Ledger> {
-    let url = redis_url();
+    let url = support::services::redis_url();
     let mut nodes = Vec::with_capacity(n);
     for _ in 0..n {
         let ledger = RedisLedger::connect(&url)
             .await
             .expect("connect to the test Redis");
+        nodes.push(seeded::Seeded::wrap(Arc::new(ledger)));
+    }
+    nodes
+}
+
+/// `n` separate connections to the test Redis Cluster: several server
+/// nodes.
+async fn cluster_nodes(n: usize) -> Vec<Ledger> {
+    let target = support::services::redis_cluster();
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ledger = RedisLedger::open(&target, Duration::from_secs(2))
+            .await
+            .expect("connect to the test Redis Cluster");
         nodes.push(seeded::Seeded::wrap(Arc::new(ledger)));
     }
     nodes
@@ -84,6 +90,7 @@ macro_rules! conformance {
     ) => {
         conformance!(@backend memory, memory_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
         conformance!(@backend redis, redis_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
+        conformance!(@backend redis_cluster, cluster_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
     };
     (
         @backend $backend:ident, $nodes:ident,

@@ -476,7 +476,7 @@ async fn restarting_the_mailer_while_mail_is_pending_loses_none_and_sends_none_t
 async fn kicking_a_mailer_that_is_not_running_is_harmless() {
     let app = spawn_app_with(smtp_options()).await;
     let outbox: Arc<dyn Outbox> = app.outbox.clone();
-    app.coordinator.shutdown().await;
+    app.coordinator.shutdown(Duration::from_secs(15)).await;
     assert!(app.coordinator.mailer_id().is_none());
     app.coordinator.kick_mailer();
     // The mail waits in the outbox for the next start.

@@ -29,6 +29,11 @@ struct ClusterOptions {
     lease_ttl_secs: u64,
     /// Extra arguments of `license create`.
     license_args: Vec<&'static str>,
+    /// The ledger on the test Redis Cluster instead of the single server.
+    redis_cluster: bool,
+    /// Also how often an organization's batched heartbeats are written.
+    sweep_interval_secs: u64,
+    shutdown_grace_secs: u64,
 }
 
 impl Default for ClusterOptions {
@@ -36,6 +41,9 @@ impl Default for ClusterOptions {
         Self {
             lease_ttl_secs: 360,
             license_args: Vec::new(),
+            redis_cluster: false,
+            sweep_interval_secs: 1,
+            shutdown_grace_secs: 20,
         }
     }
 }
@@ -53,10 +61,18 @@ struct Shared {
 impl Shared {
     fn env(&self) -> Vec<(String, String)> {
         let ttl = self.opts.lease_ttl_secs;
+        let redis = match self.opts.redis_cluster {
+            false => ("SEATWARDEN__REDIS__URL", self.redis_url.clone()),
+            true => (
+                "SEATWARDEN__REDIS__CLUSTER_URLS",
+                std::env::var("SEATWARDEN_TEST_REDIS_CLUSTER_URLS")
+                    .expect("SEATWARDEN_TEST_REDIS_CLUSTER_URLS (scripts/test.sh sets it)"),
+            ),
+        };
         [
             ("SEATWARDEN__DATABASE__URL", self.database_url.clone()),
             ("SEATWARDEN__DATABASE__MAX_CONNECTIONS", "10".into()),
-            ("SEATWARDEN__REDIS__URL", self.redis_url.clone()),
+            redis,
             (
                 "SEATWARDEN__SIGNING__KEY_PATH",
                 self.key_path.display().to_string(),
@@ -74,7 +90,14 @@ impl Shared {
                 "SEATWARDEN__SEATS__HEARTBEAT_INTERVAL_SECS",
                 ttl.min(300).to_string(),
             ),
-            ("SEATWARDEN__SEATS__SWEEP_INTERVAL_SECS", "1".into()),
+            (
+                "SEATWARDEN__SEATS__SWEEP_INTERVAL_SECS",
+                self.opts.sweep_interval_secs.to_string(),
+            ),
+            (
+                "SEATWARDEN__HTTP__SHUTDOWN_GRACE_SECS",
+                self.opts.shutdown_grace_secs.to_string(),
+            ),
             ("SEATWARDEN__SEATS__LICENSE_WATCH_MS", "100".into()),
             ("SEATWARDEN__LOG__LEVEL", "info".into()),
             // Nodes run in their data dirs, away from the repository's
@@ -355,7 +378,21 @@ fn cli(shared: &Shared, args: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_acquires_across_two_nodes_grant_exactly_the_ten_seats() {
-    let cluster = Arc::new(Cluster::start(10).await);
+    two_hundred_acquires_grant_ten(ClusterOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_redis_cluster_two_hundred_concurrent_acquires_across_two_nodes_grant_exactly_the_ten_seats()
+ {
+    two_hundred_acquires_grant_ten(ClusterOptions {
+        redis_cluster: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+}
+
+async fn two_hundred_acquires_grant_ten(opts: ClusterOptions) {
+    let cluster = Arc::new(Cluster::start_with(10, opts).await);
     let barrier = Arc::new(Barrier::new(200));
 
     let attempts = (0..200).map(|i| {
@@ -605,6 +642,65 @@ async fn sessions_of_a_killed_node_are_closed_by_the_node_that_survives() {
 }
 
 #[tokio::test]
+async fn a_node_stopped_with_sigterm_flushes_batched_heartbeats_and_exits_cleanly_within_its_grace()
+{
+    // Beats reach the store only at a tick (an hour here) or at shutdown,
+    // so a heartbeat time in the store proves the shutdown flushed it.
+    let mut cluster = Cluster::start_with(
+        2,
+        ClusterOptions {
+            sweep_interval_secs: 3600,
+            shutdown_grace_secs: 5,
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    let (session, token) = cluster.acquire_ok(&cluster.a, "machine-1").await;
+    let acquired_beat = cluster.sessions()[0]["last_heartbeat_at"].clone();
+    let (status, body) = cluster.heartbeat(&cluster.a, &session, &token).await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut child = cluster.a.child.take().expect("node A runs");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(term.success(), "kill -TERM: {term}");
+    let deadline = Instant::now() + Duration::from_secs(5 + 10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait for node A") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node A still runs 10 s past its 5 s shutdown grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        exit.success(),
+        "node A exited with {exit}: {}",
+        cluster.a.log()
+    );
+    let log = cluster.a.log();
+    assert!(log.contains("seatwarden stopped"), "{log}");
+
+    let sessions = cluster.sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert!(
+        sessions[0]["ended_at"].is_null(),
+        "no session is lost: {sessions:?}"
+    );
+    assert_ne!(
+        sessions[0]["last_heartbeat_at"], acquired_beat,
+        "the batched heartbeat reached the store at shutdown: {sessions:?}"
+    );
+    // The other node carries on with the session.
+    let (status, body) = cluster.heartbeat(&cluster.b, &session, &token).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn suspending_a_license_with_the_cli_stops_heartbeats_on_every_node() {
     let cluster = Cluster::start(3).await;
     let (on_a, token_a) = cluster.acquire_ok(&cluster.a, "machine-1").await;
@@ -651,6 +747,7 @@ async fn valid_tokens_never_exceed_seats_plus_overdraft_across_two_nodes() {
             ClusterOptions {
                 lease_ttl_secs: 1,
                 license_args: vec!["--offline-grace-secs", "600", "--offline-overdraft", "1"],
+                ..ClusterOptions::default()
             },
         )
         .await,

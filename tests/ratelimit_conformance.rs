@@ -73,8 +73,23 @@ async fn redis_nodes(n: usize, clock: Arc<ManualClock>) -> Vec<Limiter> {
     nodes
 }
 
+/// `n` limiters with their own connections to the test Redis Cluster.
+async fn cluster_nodes(n: usize, clock: Arc<ManualClock>) -> Vec<Limiter> {
+    let target = support::services::redis_cluster();
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let limiter =
+            RedisRateLimiter::open(&target, Duration::from_secs(2), rates(), clock.clone())
+                .await
+                .expect("connect to the test Redis Cluster");
+        nodes.push(Arc::new(limiter) as Limiter);
+    }
+    nodes
+}
+
 /// Generates, for each backend, one `#[tokio::test]` per check, named by
-/// the sentence on the left: `local::<sentence>` and `redis::<sentence>`.
+/// the sentence on the left: `local::<sentence>`, `redis::<sentence>` and
+/// `redis_cluster::<sentence>`.
 /// `one:` checks get one limiter, `nodes:` checks two; both get the clock.
 macro_rules! conformance {
     (
@@ -83,6 +98,7 @@ macro_rules! conformance {
     ) => {
         conformance!(@backend local, local_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
         conformance!(@backend redis, redis_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
+        conformance!(@backend redis_cluster, cluster_nodes, one: { $($name => $check,)* } nodes: { $($mname => $mcheck,)* });
     };
     (
         @backend $backend:ident, $nodes:ident,

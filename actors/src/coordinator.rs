@@ -907,13 +907,21 @@ impl Coordinator {
             .map_err(|e| CoordinatorError::Busy(e.to_string()))
     }
 
-    /// Stops the supervision tree, flushing what the actors have batched.
-    pub async fn shutdown(&self) {
-        let _ = self
+    /// Stops the supervision tree, flushing what the actors have batched,
+    /// waiting at most `within` for it.
+    pub async fn shutdown(&self, within: Duration) {
+        if self
             .inner
             .root
-            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(15)))
-            .await;
+            .stop_and_wait(Some("shutdown".into()), Some(within))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                within_ms = within.as_millis() as u64,
+                "the supervision tree did not stop in time"
+            );
+        }
     }
 
     async fn resolve_key(&self, license_key: &str) -> Result<KeyTarget, CoordinatorError> {

@@ -195,6 +195,8 @@ pub struct ServeLimits {
     pub keep_alive_idle: Duration,
     /// Open connections beyond this are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Once shutdown starts, in-flight requests have this long to finish.
+    pub shutdown_grace: Duration,
 }
 
 impl ServeLimits {
@@ -204,6 +206,7 @@ impl ServeLimits {
             body_timeout: Duration::from_secs(http.body_timeout_secs),
             keep_alive_idle: Duration::from_secs(http.keep_alive_idle_secs),
             max_connections: http.max_connections,
+            shutdown_grace: Duration::from_secs(http.shutdown_grace_secs),
         }
     }
 }
@@ -216,6 +219,7 @@ impl Default for ServeLimits {
             body_timeout: Duration::from_secs(10),
             keep_alive_idle: Duration::from_secs(75),
             max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -462,7 +466,10 @@ fn org_license_routes(
 }
 
 /// Serves `routes` on `listener` within `limits` until `shutdown`
-/// completes, then lets in-flight requests finish (for up to ten seconds).
+/// completes, then stops accepting and lets in-flight requests finish,
+/// for up to `limits.shutdown_grace`. hyper's graceful shutdown answers the
+/// requests in flight, then closes each connection (no more keep-alive), so
+/// clients reconnect to another node rather than meet a reset mid-request.
 ///
 /// At `limits.max_connections` open connections, a new one is accepted and
 /// closed at once rather than left waiting in the kernel's backlog: the
@@ -546,11 +553,14 @@ pub async fn serve<F, R>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after 10 s; closing them");
+        tracing::warn!(
+            grace_secs = limits.shutdown_grace.as_secs(),
+            "connections still open at the end of the shutdown grace; closing them"
+        );
     }
 }
 

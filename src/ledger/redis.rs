@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId, TicketId};
 use seatwarden_actors::ports::{
@@ -40,7 +39,8 @@ use seatwarden_actors::ports::{
 };
 
 use super::{from_ms, grace_ms, ttl_ms};
-use crate::redact::{scrub, url_password_forms};
+use crate::redact::scrub;
+use crate::redis_link::{self, RedisLink, RedisTarget};
 
 /// How long a call may take, connection included, before it fails with
 /// [`LedgerError::Unavailable`].
@@ -75,14 +75,15 @@ static POLL: LazyLock<Script> = ledger_script!("poll.lua");
 static LEAVE: LazyLock<Script> = ledger_script!("leave.lua");
 static SEED: LazyLock<Script> = ledger_script!("seed.lua");
 
-/// A [`SeatLedger`] on Redis (7 or newer, standalone or a single cluster
-/// slot per organization).
+/// A [`SeatLedger`] on Redis (7 or newer, standalone or Redis Cluster with
+/// one slot per organization).
 ///
-/// Holds one multiplexed [`ConnectionManager`], which reconnects by itself
-/// after the server goes away; cloning the ledger shares it.
+/// Holds one multiplexed [`RedisLink`], which reconnects by itself after
+/// the server goes away (and follows a cluster's slots); cloning the ledger
+/// shares it.
 #[derive(Clone)]
 pub struct RedisLedger {
-    con: ConnectionManager,
+    con: RedisLink,
     timeout: Duration,
     /// Strings to scrub from error messages (the URL's password).
     secrets: Vec<String>,
@@ -123,7 +124,13 @@ impl RedisLedger {
     /// fails with [`LedgerError::Unavailable`] after `timeout` instead of
     /// hanging. Error messages never contain the URL's password.
     pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, LedgerError> {
-        let (con, secrets) = connect_manager(url, timeout)
+        Self::open(&RedisTarget::Single(url.to_owned()), timeout).await
+    }
+
+    /// Connects to one server or a cluster; otherwise as
+    /// [`RedisLedger::connect_with_timeout`].
+    pub async fn open(target: &RedisTarget, timeout: Duration) -> Result<Self, LedgerError> {
+        let (con, secrets) = redis_link::connect(target, timeout)
             .await
             .map_err(LedgerError::Unavailable)?;
         Ok(Self {
@@ -137,6 +144,13 @@ impl RedisLedger {
     /// The per-call timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Differences between the server's persistence and eviction settings
+    /// and what the ledger needs; see [`redis_link::durability_warnings`].
+    pub async fn durability_warnings(&self) -> Vec<String> {
+        let mut con = self.con.clone();
+        redis_link::durability_warnings(&mut con, self.timeout).await
     }
 
     /// The keys of a license, in the order every script expects them.
@@ -222,40 +236,6 @@ impl RedisLedger {
             ))),
         }
     }
-}
-
-/// Connects a [`ConnectionManager`] to `url`, failing after `timeout`
-/// instead of hanging, with per-call timeouts of `timeout` too. Returns
-/// it with the forms of the URL's password to scrub from error messages;
-/// an error message has them scrubbed already.
-pub(crate) async fn connect_manager(
-    url: &str,
-    timeout: Duration,
-) -> Result<(ConnectionManager, Vec<String>), String> {
-    let secrets = url_password_forms(url);
-    let fail = |what: &str, detail: String| scrub(&format!("{what}: {detail}"), &secrets);
-    let client = redis::Client::open(url).map_err(|e| fail("invalid Redis URL", e.to_string()))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_max_delay(Duration::from_secs(2));
-    // One plain attempt first: the connection manager retries with
-    // backoff, which would turn "connection refused" or a failed AUTH into
-    // a bare timeout.
-    let connecting = async {
-        client.get_multiplexed_async_connection().await?;
-        ConnectionManager::new_with_config(client, config).await
-    };
-    let con = tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| {
-            fail(
-                "cannot connect to Redis",
-                format!("timed out after {timeout:?}"),
-            )
-        })?
-        .map_err(|e| fail("cannot connect to Redis", e.to_string()))?;
-    Ok((con, secrets))
 }
 
 /// `sw:{<org>}:lic:<license>`: the hash tag keeps an organization's keys in

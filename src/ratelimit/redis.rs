@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use super::local::LocalRateLimiter;
 use super::{Clock, Decision, Gcra, Limit, OutagePolicy, RateKey, RateLimiter, Rates};
-use crate::ledger::redis::connect_manager;
 use crate::redact::scrub;
+use crate::redis_link::{self, RedisLink, RedisTarget};
 use crate::telemetry::{RATE_LIMIT_ERRORS, RATE_LIMITED};
 
 static RATELIMIT: LazyLock<Script> =
@@ -27,7 +26,7 @@ static RATELIMIT: LazyLock<Script> =
 
 /// A [`RateLimiter`] shared by every node through Redis.
 pub struct RedisRateLimiter {
-    con: ConnectionManager,
+    con: RedisLink,
     timeout: Duration,
     /// Strings to scrub from error messages (the URL's password).
     secrets: Vec<String>,
@@ -57,7 +56,19 @@ impl RedisRateLimiter {
         rates: Rates,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
-        let (con, secrets) = connect_manager(url, timeout).await?;
+        Self::open(&RedisTarget::Single(url.to_owned()), timeout, rates, clock).await
+    }
+
+    /// Connects to one server or a cluster; otherwise as
+    /// [`RedisRateLimiter::connect`]. Each check touches one key, so a
+    /// cluster spreads the limits over its slots.
+    pub async fn open(
+        target: &RedisTarget,
+        timeout: Duration,
+        rates: Rates,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
+        let (con, secrets) = redis_link::connect(target, timeout).await?;
         Ok(Self {
             con,
             timeout,

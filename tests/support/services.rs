@@ -15,6 +15,13 @@ pub fn redis_url() -> String {
     required_env("SEATWARDEN_TEST_REDIS_URL")
 }
 
+/// The throwaway Redis Cluster (three masters): its nodes' URLs.
+#[allow(dead_code)]
+pub fn redis_cluster() -> seatwarden::redis_link::RedisTarget {
+    let urls = required_env("SEATWARDEN_TEST_REDIS_CLUSTER_URLS");
+    seatwarden::redis_link::RedisTarget::Cluster(urls.split(',').map(str::to_owned).collect())
+}
+
 /// Creates a fresh, empty PostgreSQL database and returns its URL, so that
 /// tests never see each other's rows.
 pub async fn fresh_postgres_db() -> String {
