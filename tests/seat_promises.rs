@@ -498,3 +498,85 @@ async fn an_unknown_key_is_remembered_briefly_so_a_flood_of_bad_keys_spares_the_
     let granted = app.acquire_eventually(key, "m1", LIMIT).await;
     assert!(granted.is_some(), "the new key was never looked up again");
 }
+
+/// A lease can reach Redis without its record reaching the store: an
+/// acquire whose ledger call timed out (503) after Redis had queued it, or
+/// a node that died between the grant and its write. The machine's retry
+/// renews that lease; the session it is told about must then have a
+/// record, or release and force-release answer 404 and the seat stays
+/// taken by a session nobody can see. Found by `scripts/chaos.sh`.
+#[tokio::test]
+async fn a_lease_granted_without_its_record_is_adopted_by_the_machines_next_acquire() {
+    use seatwarden::ledger::redis::RedisLedger;
+    use seatwarden_actors::ports::{LeaseGrant, LeaseRequest, LineRequest, LineRules, SeatLedger};
+
+    let app = spawn_app_with(AppOptions {
+        backend: shared_backend().await,
+        ..AppOptions::default()
+    })
+    .await;
+    let lic = app.create_license(2).await;
+    // Seeds the license in the ledger, as any first call does.
+    app.acquire_ok(&lic.key, "m0").await;
+
+    // The late grant: a lease for m1 that no store write follows.
+    let ledger = RedisLedger::connect(&redis_url()).await.unwrap();
+    let orphan = SessionId::new();
+    let grant = ledger
+        .acquire(&LeaseRequest {
+            org: lic.org,
+            license: lic.id,
+            session: orphan,
+            hardware_id: "m1".into(),
+            max_seats: 2,
+            ttl: Duration::from_secs(360),
+            grace: Duration::ZERO,
+            overdraft: 0,
+            line: LineRequest {
+                rules: LineRules {
+                    hold: Duration::from_secs(30),
+                    patience: Duration::from_secs(15),
+                    max_len: 1000,
+                },
+                join: None,
+                claim: None,
+            },
+        })
+        .await
+        .unwrap();
+    assert!(matches!(grant, LeaseGrant::Granted { .. }), "{grant:?}");
+    assert_eq!(app.store.session(orphan).await.unwrap(), None);
+
+    // m1 retries: the same session, now on record with its audit entry.
+    let again = app.acquire(&lic.key, "m1").await;
+    assert_eq!(again.status(), 200, "a renewal of the lease it holds");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(session_id(&again), orphan);
+    let record = app.store.session(orphan).await.unwrap().expect("adopted");
+    assert_eq!(record.hardware_id, "m1");
+    assert!(record.ended_at.is_none());
+    let audit = app.store.audit_for_license(lic.id).await.unwrap();
+    let acquired: Vec<_> = audit
+        .iter()
+        .filter(|e| e.session_id == Some(orphan) && e.event == AuditEvent::LicenseAcquired)
+        .collect();
+    assert_eq!(acquired.len(), 1, "{audit:?}");
+
+    // A second renewal adds no second audit entry.
+    assert_eq!(app.acquire(&lic.key, "m1").await.status(), 200);
+    let audit = app.store.audit_for_license(lic.id).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.session_id == Some(orphan) && e.event == AuditEvent::LicenseAcquired)
+            .count(),
+        1
+    );
+
+    // The seat can be given back, and is free for another machine.
+    let released = app.release_of(&again).await;
+    assert_eq!(released.status(), 200, "{}", released.text().await.unwrap());
+    let record = app.store.session(orphan).await.unwrap().unwrap();
+    assert_eq!(record.end_reason, Some(EndReason::Released));
+    app.acquire_ok(&lic.key, "m2").await;
+}

@@ -59,6 +59,10 @@ conformance! {
     starting_a_session_stores_it_with_its_audit_entry => check_start_session,
     starting_a_session_twice_is_a_conflict_and_writes_no_second_audit_entry => check_duplicate_session,
     a_session_of_an_unknown_license_is_not_found_and_writes_no_audit_entry => check_session_for_unknown_license,
+    adopting_an_unrecorded_session_records_it_once_with_one_audit_entry => check_adopt_session,
+    adopting_a_recorded_session_leaves_it_as_it_is => check_adopt_recorded,
+    adopting_on_a_license_that_is_not_active_writes_nothing => check_adopt_refused,
+    of_a_start_and_an_adoption_racing_for_one_session_exactly_one_records_it => check_adopt_races_start,
     fifty_concurrent_session_starts_all_succeed => check_concurrent_starts,
     heartbeats_move_the_heartbeat_and_the_lease_forward => check_heartbeat_moves_forward,
     a_late_heartbeat_never_moves_a_lease_back => check_late_heartbeat,
@@ -473,6 +477,100 @@ async fn check_duplicate_session(store: &dyn Store) {
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(get_session(store, s.id).await, s, "the first one stays");
     assert_eq!(audit_of(store, license.id, s.id).await, vec![acquired(&s)]);
+}
+
+async fn check_adopt_session(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    assert!(store.adopt_session(&s, &acquired(&s)).await.unwrap());
+    assert_eq!(get_session(store, s.id).await, s);
+    assert_eq!(audit_of(store, license.id, s.id).await, vec![acquired(&s)]);
+
+    // Adopting again, as every later renewal does, changes nothing.
+    let later = SessionRecord {
+        started_at: at(5),
+        lease_expires_at: at(500),
+        ..s.clone()
+    };
+    assert!(
+        store
+            .adopt_session(&later, &acquired(&later))
+            .await
+            .unwrap()
+    );
+    assert_eq!(get_session(store, s.id).await, s);
+    assert_eq!(audit_of(store, license.id, s.id).await, vec![acquired(&s)]);
+}
+
+async fn check_adopt_recorded(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let s = session(&license, "hw-1", at(0));
+    start(store, &s).await;
+    store
+        .end_session(s.id, at(10), EndReason::Released, &released(&s, at(10)))
+        .await
+        .unwrap();
+    let before = get_session(store, s.id).await;
+    let again = SessionRecord {
+        started_at: at(20),
+        ..s.clone()
+    };
+    assert!(
+        store
+            .adopt_session(&again, &acquired(&again))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        get_session(store, s.id).await,
+        before,
+        "an ended record stays ended"
+    );
+    assert_eq!(audit_of(store, license.id, s.id).await.len(), 2);
+}
+
+async fn check_adopt_refused(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    let suspend = LicenseUpdate {
+        status: Some(LicenseStatus::Suspended),
+        ..LicenseUpdate::default()
+    };
+    store.update_license(license.id, &suspend).await.unwrap();
+    let s = session(&license, "hw-1", at(0));
+    assert!(!store.adopt_session(&s, &acquired(&s)).await.unwrap());
+    assert_eq!(store.session(s.id).await.unwrap(), None);
+    assert!(audit_of(store, license.id, s.id).await.is_empty());
+
+    let ghost = License {
+        id: LicenseId::new(),
+        ..license
+    };
+    let s = session(&ghost, "hw-1", at(0));
+    let err = store.adopt_session(&s, &acquired(&s)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+/// The node that granted a lease writes its record while another node,
+/// answering the same machine's renewal, adopts it: one record and one
+/// audit entry, whichever comes first, and the start that loses says
+/// `Conflict` (which the coordinator takes as recorded).
+async fn check_adopt_races_start(store: &dyn Store) {
+    let (_, license) = org_with_license(store).await;
+    for _ in 0..10 {
+        let s = session(&license, "hw-1", at(0));
+        let entry = acquired(&s);
+        let (started, adopted) = tokio::join!(
+            store.start_session(&s, &entry),
+            store.adopt_session(&s, &entry)
+        );
+        assert!(adopted.unwrap());
+        match started {
+            Ok(true) | Err(StoreError::Conflict(_)) => {}
+            other => panic!("start_session: {other:?}"),
+        }
+        assert_eq!(get_session(store, s.id).await, s);
+        assert_eq!(audit_of(store, license.id, s.id).await, vec![acquired(&s)]);
+    }
 }
 
 async fn check_session_for_unknown_license(store: &dyn Store) {

@@ -31,7 +31,7 @@ use crate::org_supervisor::OrgSupervisorArguments;
 use crate::ports::{
     BeatOutcome, DeadlineHandler, DeadlineStore, EndOutcome, LeaseGrant, LeaseRequest,
     LicenseStore, LineRequest, MachineStore, MailSender, Outbox, SeatLedger, SeedLease,
-    SessionStore, Throttle, TicketPoll, WebhookEventStore, WebhookProcessor,
+    SessionStore, StoreError, Throttle, TicketPoll, WebhookEventStore, WebhookProcessor,
 };
 use crate::renewals::RenewalArguments;
 use crate::root::{RootArguments, RootSupervisor, Subsystem, SupervisionArguments};
@@ -412,12 +412,19 @@ impl Coordinator {
                     detail: None,
                     actor_id: caller.actor_id(),
                 };
-                let started = self
+                let started = match self
                     .inner
                     .ports
                     .sessions
                     .start_session(&record, &entry)
-                    .await;
+                    .await
+                {
+                    // The id is new, so only an adoption (a renewal of this
+                    // lease on another node, see `adopt_session`) can have
+                    // recorded it first: the record exists, as wanted.
+                    Err(StoreError::Conflict(_)) => Ok(true),
+                    started => started,
+                };
                 if !matches!(started, Ok(true)) {
                     // Nothing half done: the seat goes back before the answer.
                     if let Err(le) = ledger.release(license.org_id, license.id, record.id).await {
@@ -443,8 +450,9 @@ impl Coordinator {
                 }))
             }
             // The ledger is the truth for live seats: its session is
-            // answered as it is, even if another node's store write for it
-            // has not landed yet (two acquires from one machine at once).
+            // answered, and adopted into the store if no record of it
+            // landed (a grant whose answer timed out, a node that died
+            // before its write, or another node's write still in flight).
             LeaseGrant::Renewed {
                 session,
                 expires_at,
@@ -452,6 +460,40 @@ impl Coordinator {
                 graced,
             } => {
                 crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced, None);
+                let record = SessionRecord {
+                    id: session,
+                    license_id: license.id,
+                    org_id: license.org_id,
+                    hardware_id: request.hardware_id.clone(),
+                    started_at: now,
+                    last_heartbeat_at: now,
+                    lease_expires_at: expires_at,
+                    ended_at: None,
+                    end_reason: None,
+                    client: client.clone(),
+                    metadata,
+                    borrowed_until: seat.borrow.map(|_| expires_at),
+                };
+                let entry = AuditEntry {
+                    at: now,
+                    event: AuditEvent::LicenseAcquired,
+                    org_id: license.org_id,
+                    license_id: license.id,
+                    session_id: Some(session),
+                    hardware_id: Some(record.hardware_id.clone()),
+                    client: client.clone(),
+                    detail: Some("adopted".to_owned()),
+                    actor_id: caller.actor_id(),
+                };
+                if !self
+                    .inner
+                    .ports
+                    .sessions
+                    .adopt_session(&record, &entry)
+                    .await?
+                {
+                    return Err(self.refused_after_change(license).await);
+                }
                 // A borrow of a seat the machine held already: the ledger
                 // moved its end out; the record says it is borrowed now.
                 // Should this write fail, the answer is the error and a

@@ -123,6 +123,28 @@ pub(crate) const START_SESSION_ONE_STATEMENT: &str = concat!(
     ") SELECT $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM s"
 );
 
+/// [`START_SESSION_ONE_STATEMENT`] for `adopt_session`: an id recorded
+/// already is left alone (and gets no second audit entry). It answers the
+/// license's status (NULL for an unknown license) and whether it inserted:
+/// on an active license, a session it did not insert was recorded before,
+/// as the conflict is the only other way for the insert to do nothing.
+pub(crate) const ADOPT_SESSION_ONE_STATEMENT: &str = concat!(
+    "WITH l AS (SELECT id FROM licenses WHERE id = $2 AND status = 'active' FOR SHARE), \
+     s AS (INSERT INTO sessions (",
+    session_columns!(),
+    ", sweep_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM l \
+     ON CONFLICT (id) DO NOTHING RETURNING id), a AS (INSERT INTO audit_log (",
+    audit_columns!(),
+    ") SELECT $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM s RETURNING 1) \
+     SELECT (SELECT status FROM licenses WHERE id = $2), (SELECT COUNT(*) FROM a)"
+);
+
+/// [`INSERT_SESSION`] that leaves a recorded id alone.
+const INSERT_SESSION_IF_NEW: &str = concat!(
+    insert_session_sql!(),
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+);
+
 /// A license's status, to tell an unknown license from one that no longer
 /// grants seats.
 pub(crate) const LICENSE_STATUS: &str = "SELECT status FROM licenses WHERE id = $1";
@@ -881,6 +903,44 @@ where
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
+    Ok(true)
+}
+
+/// The body of `adopt_session` on SQLite, inside its write transaction.
+pub(crate) async fn adopt_session_in<DB>(
+    conn: &mut DB::Connection,
+    session: &SessionRecord,
+    audit: &AuditEntry,
+) -> Result<bool, StoreError>
+where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    String: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+    (DbUuid,): for<'r> FromRow<'r, DB::Row>,
+{
+    let status: Option<(String,)> = sqlx::query_as::<DB, (String,)>(LICENSE_STATUS)
+        .arg(DbUuid::from(session.license_id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if status
+        .as_ref()
+        .is_none_or(|(s,)| s != LicenseStatus::Active.as_str())
+    {
+        return start_refused(status.map(|(s,)| s), session.license_id);
+    }
+    let inserted: Option<(DbUuid,)> = bind_session(sqlx::query_as(INSERT_SESSION_IF_NEW), session)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if inserted.is_some() {
+        insert_audit::<DB>(audit)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
     Ok(true)
 }
 

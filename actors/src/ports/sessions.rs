@@ -57,6 +57,29 @@ pub trait SessionStore: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
 
+    /// Makes sure a session the ledger holds a lease for has its record:
+    /// inserts it with its `LICENSE_ACQUIRED` entry (atomically, as
+    /// [`SessionStore::start_session`]) when its id is not recorded yet;
+    /// otherwise leaves the record, open or ended, as it is and writes no
+    /// audit entry. Returns `Ok(true)` when the record exists afterwards,
+    /// and `Ok(false)`, writing nothing, when the license is not active
+    /// (the same atomic check as `start_session`). `NotFound` for an
+    /// unknown license.
+    ///
+    /// Why: a lease can reach the ledger without its record reaching the
+    /// store, when the ledger call timed out after Redis had queued it, or
+    /// the node died between the two. The machine's next acquire renews
+    /// that lease; adopting it there means every seat a client was told
+    /// about has a record that release, force-release and the sweep find.
+    /// A concurrent `start_session` of the same id (the node that granted
+    /// it, still writing) then fails with `Conflict`, which its caller
+    /// takes as "recorded".
+    async fn adopt_session(
+        &self,
+        session: &SessionRecord,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
     /// The session, open or ended, or `None`.
     async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
 

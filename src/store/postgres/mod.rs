@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{
-    ActionAudit, AuditEntry, EndReason, License, LicenseId, LicenseUpdate, NewLicense, Org, OrgId,
-    SessionId, SessionRecord,
+    ActionAudit, AuditEntry, EndReason, License, LicenseId, LicenseStatus, LicenseUpdate,
+    NewLicense, Org, OrgId, SessionId, SessionRecord,
 };
 use seatwarden_actors::ports::{
     EndOutcome, LicenseChange, LicenseStore, SessionStore, StoreError, SweepCandidate,
@@ -16,12 +16,13 @@ use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use uuid::Uuid;
 
 use super::{
-    AUDIT_OF_LICENSE, Arg, AuditRow, DbTime, DbUuid, END_SESSION_ONE_STATEMENT, LICENSE_BY_ID,
-    LICENSE_BY_KEY_HASH, LICENSE_CHANGES, LICENSE_REVISION, LICENSE_STATUS, LicenseChangeRow,
-    LicenseRow, ORG_BY_ID, ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID,
-    START_SESSION_ONE_STATEMENT, SessionRow, SweepRow, all, bind_audit, bind_session, db_error,
-    insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error, new_license,
-    new_org, one, start_refused, sweep_columns, update_license_in, update_license_sql,
+    ADOPT_SESSION_ONE_STATEMENT, AUDIT_OF_LICENSE, Arg, AuditRow, DbTime, DbUuid,
+    END_SESSION_ONE_STATEMENT, LICENSE_BY_ID, LICENSE_BY_KEY_HASH, LICENSE_CHANGES,
+    LICENSE_REVISION, LICENSE_STATUS, LicenseChangeRow, LicenseRow, ORG_BY_ID,
+    ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, START_SESSION_ONE_STATEMENT, SessionRow,
+    SweepRow, all, bind_audit, bind_session, db_error, insert_audit, insert_license, insert_org,
+    merge_heartbeats, migrate_error, new_license, new_org, one, start_refused, sweep_columns,
+    update_license_in, update_license_sql,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -249,6 +250,23 @@ impl SessionStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error)?;
+        start_refused(status, session.license_id)
+    }
+
+    /// One statement: see [`ADOPT_SESSION_ONE_STATEMENT`].
+    async fn adopt_session(
+        &self,
+        session: &SessionRecord,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let q = bind_session::<Postgres, _>(sqlx::query_as(ADOPT_SESSION_ONE_STATEMENT), session);
+        let (status, inserted): (Option<String>, i64) = bind_audit::<Postgres, _>(q, audit)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if inserted > 0 || status.as_deref() == Some(LicenseStatus::Active.as_str()) {
+            return Ok(true);
+        }
         start_refused(status, session.license_id)
     }
 
