@@ -36,6 +36,13 @@ pub const WEBHOOKS_REFUSED: &str = "seatwarden_webhooks_refused_total";
 /// Counter, by `limit`: rate-limit checks that Redis failed, answered by
 /// the limit's outage policy instead.
 pub const RATE_LIMIT_ERRORS: &str = "seatwarden_rate_limit_errors_total";
+/// Gauge, by `dependency` (`store`, `ledger`): 1 when it answered the
+/// last scrape's ping, else 0.
+pub const DEPENDENCY_UP: &str = "seatwarden_dependency_up";
+/// Gauge: mail pending in the outbox (not yet delivered nor given up).
+pub const OUTBOX_PENDING: &str = "seatwarden_outbox_pending";
+/// Gauge: age in seconds of the oldest pending mail, 0 when none.
+pub const OUTBOX_OLDEST: &str = "seatwarden_outbox_oldest_seconds";
 /// Histogram, by `route`, `method` and `status`.
 pub const REQUEST_DURATION: &str = "seatwarden_http_request_duration_seconds";
 
@@ -43,6 +50,13 @@ pub const REQUEST_DURATION: &str = "seatwarden_http_request_duration_seconds";
 /// ms), heartbeats take well under one.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets of the time a queued machine waited for its seat: seconds to an
+/// hour. A histogram (not the exporter's default summary) so that nodes
+/// aggregate.
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
 /// The process-wide Prometheus recorder. The `metrics` facade has one global
@@ -58,6 +72,11 @@ pub fn metrics_handle() -> PrometheusHandle {
                     LATENCY_BUCKETS,
                 )
                 .expect("latency buckets are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(seatwarden_actors::metrics::QUEUE_WAIT.into()),
+                    QUEUE_WAIT_BUCKETS,
+                )
+                .expect("queue-wait buckets are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             // Without the exporter's own HTTP listener, someone has to drain
@@ -83,6 +102,16 @@ pub fn metrics_handle() -> PrometheusHandle {
             metrics::describe_counter!(
                 RATE_LIMIT_ERRORS,
                 "Rate-limit checks Redis failed (the limit's outage policy answered), by limit"
+            );
+            metrics::describe_gauge!(
+                DEPENDENCY_UP,
+                "1 when the dependency (store, ledger) answered the last scrape's ping"
+            );
+            metrics::describe_gauge!(OUTBOX_PENDING, "Mail pending in the outbox");
+            metrics::describe_gauge!(
+                OUTBOX_OLDEST,
+                metrics::Unit::Seconds,
+                "Age of the oldest pending mail, 0 when none"
             );
             metrics::describe_histogram!(
                 REQUEST_DURATION,

@@ -113,6 +113,7 @@ subject_conformance! {
     a_released_message_is_due_at_once_and_its_attempt_is_given_back => check_release,
     a_stale_claim_can_neither_settle_nor_release_a_message_claimed_again => check_fencing,
     the_email_log_lists_newest_first_with_filters_and_pages => check_email_log,
+    the_backlog_counts_pending_mail_claimed_or_not_and_dates_the_oldest => check_backlog,
 }
 
 // ---------------------------------------------------------------------------
@@ -261,6 +262,38 @@ async fn check_concurrent_claims(s: &Subject) {
     let distinct: HashSet<Uuid> = claimed.iter().copied().collect();
     assert_eq!(claimed.len(), distinct.len(), "a message was claimed twice");
     assert_eq!(distinct, all, "every message was claimed");
+}
+
+async fn check_backlog(s: &Subject) {
+    use seatwarden_actors::ports::OutboxBacklog;
+    assert_eq!(s.outbox.backlog().await.unwrap(), OutboxBacklog::default());
+    let (first, second, third) = (
+        mail("a@example.com", 5),
+        mail("b@example.com", 7),
+        mail("c@example.com", 9),
+    );
+    for m in [&second, &first, &third] {
+        enqueue(s, m).await;
+    }
+    let backlog = s.outbox.backlog().await.unwrap();
+    assert_eq!(backlog.pending, 3);
+    assert_eq!(backlog.oldest, Some(at(5)));
+
+    // Claimed is still pending; sent and given up are not.
+    let mut claimed = claim(s.outbox.as_ref(), 10, 60, 10).await;
+    assert_eq!(s.outbox.backlog().await.unwrap().pending, 3);
+    claimed.sort_by_key(|q| q.created_at);
+    let (a, b) = (&claimed[0], &claimed[1]);
+    assert!(s.outbox.mark_sent(a.id, a.claim, at(11)).await.unwrap());
+    assert!(
+        s.outbox
+            .mark_failed(b.id, b.claim, "refused", at(11))
+            .await
+            .unwrap()
+    );
+    let backlog = s.outbox.backlog().await.unwrap();
+    assert_eq!(backlog.pending, 1);
+    assert_eq!(backlog.oldest, Some(at(9)));
 }
 
 async fn check_sent(s: &Subject) {

@@ -345,7 +345,7 @@ pub fn metrics(
         let ctx = ctx.clone();
         async move {
             seatwarden_actors::metrics::subsystem_gauges(&ctx.coordinator.subsystems());
-            borrowed_gauges(&ctx).await;
+            tokio::join!(borrowed_gauges(&ctx), dependency_gauges(&ctx));
             let mut response = ctx.metrics.render().into_response();
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -389,6 +389,32 @@ async fn borrowed_gauges(ctx: &AppContext) {
         .set(f64::from(n));
     }
     *seen = now;
+}
+
+/// How long a scrape waits for each dependency before it counts it as down.
+const SCRAPE_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sets `seatwarden_dependency_up` for the store and the ledger from a ping
+/// each, and the outbox backlog gauges (kept at their last values while the
+/// store is down, like the borrowed gauges): what the alerts on an
+/// unavailable dependency and on mail stuck in the outbox read.
+async fn dependency_gauges(ctx: &AppContext) {
+    use crate::telemetry::{DEPENDENCY_UP, OUTBOX_OLDEST, OUTBOX_PENDING};
+    let (store, ledger, backlog) = tokio::join!(
+        tokio::time::timeout(SCRAPE_PROBE, ctx.store.ping()),
+        tokio::time::timeout(SCRAPE_PROBE, ctx.ledger.ping()),
+        tokio::time::timeout(SCRAPE_PROBE, ctx.store.backlog())
+    );
+    let up = |ok: bool| if ok { 1.0 } else { 0.0 };
+    metrics::gauge!(DEPENDENCY_UP, "dependency" => "store").set(up(matches!(store, Ok(Ok(())))));
+    metrics::gauge!(DEPENDENCY_UP, "dependency" => "ledger").set(up(matches!(ledger, Ok(Ok(())))));
+    if let Ok(Ok(backlog)) = backlog {
+        metrics::gauge!(OUTBOX_PENDING).set(backlog.pending as f64);
+        let age = backlog
+            .oldest
+            .map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+        metrics::gauge!(OUTBOX_OLDEST).set(age);
+    }
 }
 
 /// The route template of a path, so that latency is labelled by endpoint and

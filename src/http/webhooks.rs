@@ -115,6 +115,12 @@ async fn receive(ctx: &AppContext, signature: &str, body: &[u8]) -> Result<Respo
             "a verified webhook event does not parse; recorded as failed, replay it after an upgrade");
     }
     let fresh = ctx.store.record(&event).await?;
+    if fresh && event.unreadable.is_some() {
+        // Recorded as failed without a processing attempt: counted here,
+        // so the webhook-failure alert sees it too.
+        metrics::counter!(seatwarden_actors::metrics::WEBHOOKS_FAILED, "kind" => event.kind.clone())
+            .increment(1);
+    }
     if fresh {
         ctx.coordinator.kick_webhooks();
     }

@@ -1161,6 +1161,11 @@ pub(crate) struct QueuedRow {
     created_at: DateTime<Utc>,
 }
 
+/// The outbox's backlog: pending messages and the oldest one's enqueue
+/// time (index `outbox_due` covers the filter).
+pub(crate) const OUTBOX_BACKLOG: &str =
+    "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'";
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct MailLogRow {
     id: DbUuid,

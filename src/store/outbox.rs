@@ -120,6 +120,21 @@ macro_rules! outbox_store_impl {
                     filter,
                 )
             }
+
+            async fn backlog(
+                &self,
+            ) -> Result<seatwarden_actors::ports::OutboxBacklog, seatwarden_actors::ports::StoreError>
+            {
+                let (pending, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) =
+                    sqlx::query_as($crate::store::OUTBOX_BACKLOG)
+                        .fetch_one(&self.$reader)
+                        .await
+                        .map_err($crate::store::db_error)?;
+                Ok(seatwarden_actors::ports::OutboxBacklog {
+                    pending: u64::try_from(pending).unwrap_or(0),
+                    oldest,
+                })
+            }
         }
     };
 }

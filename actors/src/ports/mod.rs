@@ -59,7 +59,7 @@ pub use machines::{Activation, Deactivation, MachineStore};
 pub use orgs::OrgStore;
 pub use outbox::{
     MailCursor, MailFilter, MailKind, MailPage, MailRecord, MailSender, MailStatus, NewMail,
-    Outbox, QueuedMail, SendError,
+    Outbox, OutboxBacklog, QueuedMail, SendError,
 };
 pub use payments::{
     CheckoutRequest, CheckoutSession, CheckoutSessionId, CustomerId, EventId, GatewayError,

@@ -322,6 +322,16 @@ pub struct MailPage {
     pub next: Option<MailCursor>,
 }
 
+/// Mail not yet delivered nor given up: what `seatwarden_outbox_pending`
+/// and `seatwarden_outbox_oldest_seconds` show, so that mail stuck behind
+/// a broken SMTP relay raises an alert rather than silence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    pub pending: u64,
+    /// When the oldest pending message was enqueued.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
 /// The outbox: the durable queue of email and its delivery record.
 ///
 /// # Contract
@@ -394,6 +404,10 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// A page of the email log, newest first (by `created_at`, then id).
     async fn email_log(&self, filter: &MailFilter) -> Result<MailPage, StoreError>;
+
+    /// How many messages are pending (claimed or not), and the oldest's
+    /// enqueue time.
+    async fn backlog(&self) -> Result<OutboxBacklog, StoreError>;
 }
 
 /// Why a message could not be sent.
