@@ -26,3 +26,11 @@ cargo test --workspace --locked "$@"
 # test build above left in target/debug, embedded and on the Redis and
 # PostgreSQL started above.
 SEATWARDEN_BIN="$PWD/target/debug/seatwarden" bash clients/python/run-tests.sh
+
+# Operations: the chaos run (three nodes under load while Redis, PostgreSQL,
+# a node and a subsystem fail; its own Redis and PostgreSQL), the Helm
+# chart rendered and validated offline, and the container image when an
+# engine can pull its base images here (otherwise it says why it skipped).
+SEATWARDEN_BIN="$PWD/target/debug/seatwarden" bash scripts/chaos.sh --duration "${CHAOS_SECS:-60}"
+SEATWARDEN_BIN="$PWD/target/debug/seatwarden" bash scripts/helm-check.sh
+bash scripts/container-check.sh
