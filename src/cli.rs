@@ -50,6 +50,85 @@ pub enum Command {
     /// Manage platform administrators.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Manage the seat-signing keys. Running servers pick up a change
+    /// within signing.reload_secs, with no restart.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print the key set as JSON: kid, algorithm, created, active, retired.
+    List,
+    /// Make a new key the active one: generated (--bits, default
+    /// signing.rsa_bits), or imported from a PEM file (--import). Older keys
+    /// keep verifying what they signed until retired.
+    Rotate {
+        /// RSA modulus size of a generated key: 2048, 3072 or 4096.
+        #[arg(long, conflicts_with = "import")]
+        bits: Option<usize>,
+        /// A PEM private key (PKCS#8 or PKCS#1) to import instead.
+        #[arg(long)]
+        import: Option<PathBuf>,
+    },
+    /// Retire a key: it leaves the JWKS and stops verifying, so tokens and
+    /// license files it signed are refused from then on. Not the active key.
+    Retire {
+        /// The key's kid, as `keys list` prints it.
+        kid: String,
+    },
+}
+
+/// Runs a `keys` command against the key set in `store`, sealing new keys
+/// with `seal`; `default_bits` is `signing.rsa_bits`.
+pub async fn run_keys(
+    store: &dyn Store,
+    seal: &crate::signing::keys::KeySeal,
+    default_bits: usize,
+    command: KeysCommand,
+) -> anyhow::Result<Value> {
+    use crate::signing::keys::{self, KeyInfo};
+    use seatwarden_actors::ports::Retirement;
+    let list = |stored: &[seatwarden_actors::ports::StoredKey]| json!({"keys": stored.iter().map(KeyInfo::from).collect::<Vec<_>>()});
+    match command {
+        KeysCommand::List => Ok(list(&store.signing_keys().await?)),
+        KeysCommand::Rotate { bits, import } => {
+            let pem = match import {
+                Some(path) => secrecy::SecretString::from(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => {
+                    let bits = bits.unwrap_or(default_bits);
+                    tokio::task::spawn_blocking(move || keys::generate_pem(bits))
+                        .await
+                        .context("key generation task")??
+                }
+            };
+            let key = keys::stored_key(&pem, seal, chrono::Utc::now())?;
+            if !store.add_signing_key(&key, true).await? {
+                bail!("key {} is in the key set already", key.kid);
+            }
+            let stored = store.signing_keys().await?;
+            let added = stored
+                .iter()
+                .find(|k| k.kid == key.kid)
+                .map(KeyInfo::from)
+                .context("the new key is not in the key set")?;
+            Ok(json!({"rotated_to": added, "keys": list(&stored)["keys"]}))
+        }
+        KeysCommand::Retire { kid } => {
+            match store.retire_signing_key(&kid, chrono::Utc::now()).await? {
+                Retirement::Retired | Retirement::AlreadyRetired => {
+                    Ok(list(&store.signing_keys().await?))
+                }
+                Retirement::Active => {
+                    bail!("{kid} is the active key: rotate to another key first")
+                }
+                Retirement::NotFound => bail!("no key {kid} in the key set"),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +378,7 @@ pub async fn run_admin(
     match command {
         Command::Serve => bail!("serve is not an admin command"),
         Command::Ops(_) => bail!("ops commands call a running server: see run_ops"),
+        Command::Keys(_) => bail!("keys commands need the key seal: see run_keys"),
         Command::Admin(AdminCommand::Create {
             email,
             full_name,

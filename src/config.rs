@@ -277,6 +277,9 @@ pub struct SigningSettings {
     pub key_path: Option<PathBuf>,
     pub rsa_bits: usize,
     pub generate_if_missing: bool,
+    /// How often a node re-reads the key set, so that a rotation reaches
+    /// it without a restart.
+    pub reload_secs: u64,
 }
 
 /// Logins, their tokens and the lockout.
@@ -564,6 +567,7 @@ impl Settings {
             ("http.body_timeout_secs", h.body_timeout_secs),
             ("http.keep_alive_idle_secs", h.keep_alive_idle_secs),
             ("http.shutdown_grace_secs", h.shutdown_grace_secs),
+            ("signing.reload_secs", self.signing.reload_secs),
         ] {
             if secs == 0 {
                 return Err(invalid(key, "must be at least 1"));

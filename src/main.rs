@@ -50,6 +50,16 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Keys(keys) => {
+            let result = async {
+                let store = startup::open_store(&settings).await?;
+                let seal = startup::key_seal(&settings)?;
+                seatwarden::cli::run_keys(store.as_ref(), &seal, settings.signing.rsa_bits, keys)
+                    .await
+            }
+            .await;
+            print_outcome(result)
+        }
         admin => {
             let result = async {
                 let store = startup::open_store(&settings).await?;
@@ -63,19 +73,25 @@ async fn main() -> ExitCode {
                 anyhow::Ok(out)
             }
             .await;
-            match result {
-                Ok(out) => {
-                    println!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!(
-                        "{}",
-                        json!({"error": "command_failed", "message": format!("{e:#}")})
-                    );
-                    ExitCode::FAILURE
-                }
-            }
+            print_outcome(result)
+        }
+    }
+}
+
+/// Prints a command's JSON on stdout, or its failure as one JSON line on
+/// stderr.
+fn print_outcome(result: anyhow::Result<serde_json::Value>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "{}",
+                json!({"error": "command_failed", "message": format!("{e:#}")})
+            );
+            ExitCode::FAILURE
         }
     }
 }

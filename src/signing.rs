@@ -29,6 +29,7 @@
 //! Verification is a public key operation (tens of microseconds) and runs
 //! inline.
 
+pub mod keys;
 mod verified_cache;
 
 pub use verified_cache::DEFAULT_VERIFIED_CACHE_CAPACITY;
@@ -50,6 +51,7 @@ use rsa::RsaPrivateKey;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -330,6 +332,18 @@ impl TokenSigner {
             }),
             None => Self::generate_and_persist(path, cfg.rsa_bits),
         }
+    }
+
+    /// The PEM of the key file `cfg` names, generating it first as
+    /// [`TokenSigner::load_or_generate`] does: what the key set imports
+    /// when it starts empty. Blocking.
+    pub fn load_or_generate_pem(cfg: &SigningConfig) -> Result<SecretString, SigningError> {
+        Self::load_or_generate(cfg)?;
+        read_key_file(&cfg.key_path)?
+            .map(SecretString::from)
+            .ok_or_else(|| SigningError::KeyMissing {
+                path: cfg.key_path.clone(),
+            })
     }
 
     /// Builds a signer from a PEM private key (PKCS#8 `PRIVATE KEY` or PKCS#1
@@ -788,6 +802,16 @@ pub fn rsa_jwk_thumbprint(n_b64url: &str, e_b64url: &str) -> String {
 /// Rejects tokens whose header is malformed, whose `alg` is not exactly
 /// RS256, or whose `kid` is not ours, before any signature work.
 fn check_header(token: &str, kid: &str) -> Result<(), SigningError> {
+    match header_kid(token)? {
+        k if k == kid => Ok(()),
+        _ => Err(SigningError::UnknownKey),
+    }
+}
+
+/// The `kid` of a seat token's header, after the header checks that need
+/// no key: three parts, `alg` RS256, a seat token's `typ`, no `crit`.
+/// `UnknownKey` when it names none.
+pub fn header_kid(token: &str) -> Result<String, SigningError> {
     let mut parts = token.split('.');
     let (Some(header), Some(_payload), Some(_sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -821,8 +845,8 @@ fn check_header(token: &str, kid: &str) -> Result<(), SigningError> {
         ));
     }
     match header.get("kid").and_then(|k| k.as_str()) {
-        Some(k) if k == kid => Ok(()),
-        _ => Err(SigningError::UnknownKey),
+        Some(k) => Ok(k.to_owned()),
+        None => Err(SigningError::UnknownKey),
     }
 }
 

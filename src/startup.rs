@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use seatwarden_actors::domain::License;
-use seatwarden_actors::ports::{MailSender, Outbox, SeatLedger, Store};
+use seatwarden_actors::ports::{KeyStore, MailSender, Outbox, SeatLedger, Store};
 use seatwarden_actors::{Coordinator, Ports};
 
 use crate::auth::AccessTokens;
@@ -26,6 +26,7 @@ use crate::ratelimit::local::{HOUSEKEEPING_INTERVAL, LocalRateLimiter};
 use crate::ratelimit::redis::RedisRateLimiter;
 use crate::ratelimit::{Limit, RateLimiter, SystemClock};
 use crate::redact::redact_url;
+use crate::signing::keys::{KeySeal, SigningKeys};
 use crate::signing::{SigningConfig, TokenSigner};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -184,24 +185,44 @@ pub async fn revoke_if_refused(settings: &Settings, license: &serde_json::Value)
     }
 }
 
-/// Loads the signing key, generating it first if allowed. Generation takes
-/// seconds of CPU, so it runs on a blocking thread.
-pub async fn load_signer(settings: &Settings) -> anyhow::Result<TokenSigner> {
+/// Opens the signing key set in `store`. When the set is empty, the key at
+/// `signing.key_path` (generated first if allowed, on a blocking thread:
+/// seconds of CPU) becomes its first, active key.
+pub async fn open_signing_keys(
+    settings: &Settings,
+    store: &dyn KeyStore,
+    seal: &KeySeal,
+) -> anyhow::Result<SigningKeys> {
     let cfg = SigningConfig {
         key_path: settings.key_path(),
         rsa_bits: settings.signing.rsa_bits,
         generate_if_missing: settings.signing.generate_if_missing,
     };
-    let signer = tokio::task::spawn_blocking(move || TokenSigner::load_or_generate(&cfg))
+    let bootstrap = || async move {
+        tokio::task::spawn_blocking(move || TokenSigner::load_or_generate_pem(&cfg))
+            .await
+            .map_err(|e| crate::signing::SigningError::Task(e.to_string()))?
+    };
+    let keys = SigningKeys::open(store, seal, bootstrap)
         .await
-        .context("key loading task")?
-        .context("loading the signing key")?;
-    tracing::info!(
-        kid = signer.kid(),
-        bits = signer.key_bits(),
-        "signing key ready"
-    );
-    Ok(signer)
+        .context("opening the signing key set")?;
+    tracing::info!(kid = %keys.kid(), keys = keys.jwks()["keys"].as_array().map_or(0, Vec::len),
+        "signing keys ready");
+    Ok(keys)
+}
+
+/// The seal of the stored signing keys, from the access-token secret every
+/// node shares (generated in the data directory when allowed, as for
+/// serving).
+pub fn key_seal(settings: &Settings) -> anyhow::Result<KeySeal> {
+    AccessTokens::load(
+        settings.auth.access_token_secret.as_ref(),
+        &settings.data_dir,
+        settings.signing.generate_if_missing,
+        Duration::from_secs(settings.auth.access_token_ttl_secs),
+    )
+    .context("loading the access-token key")
+    .map(|access| access.key_seal())
 }
 
 /// A built server, bound to its port but not yet serving.
@@ -213,6 +234,17 @@ pub struct Application {
     context: AppContext,
     /// Held while the application lives (embedded default only).
     _lock: Option<DataDirLock>,
+    /// Re-reads the signing key set; stopped when the application goes.
+    _key_reload: AbortOnDrop,
+}
+
+/// A background task that lives as long as its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// An exclusive OS lock on `<data_dir>/seatwarden.lock`, held for the life
@@ -259,7 +291,6 @@ impl Application {
         // directory stops the server now, not the first email later.
         let mail: Arc<dyn MailSender> =
             Arc::new(LettreMailer::new(&settings.mail_config()).context("setting up mail")?);
-        let signer = load_signer(&settings).await?;
         // The in-process ledger is only correct with one process per data
         // directory: a second one would grant the same seats again.
         let lock = match settings.redis.target() {
@@ -268,6 +299,19 @@ impl Application {
         };
         let store = open_store(&settings).await?;
         seed_plans(&settings, store.as_ref()).await?;
+        let access = AccessTokens::load(
+            settings.auth.access_token_secret.as_ref(),
+            &settings.data_dir,
+            settings.signing.generate_if_missing,
+            Duration::from_secs(settings.auth.access_token_ttl_secs),
+        )
+        .context("loading the access-token key")?;
+        let signer = open_signing_keys(&settings, store.as_ref(), &access.key_seal()).await?;
+        let key_reload = signer.spawn_reload(
+            store.clone(),
+            access.key_seal(),
+            Duration::from_secs(settings.signing.reload_secs),
+        );
         let ledger = open_ledger(&settings, store.as_ref()).await?;
         let payments = payment_gateway(&settings)?;
         let ports = Ports {
@@ -312,13 +356,6 @@ impl Application {
         };
         let rate_limiter = open_rate_limiter(&settings).await?;
         let limits = http::ServeLimits::from_settings(&settings.http);
-        let access = AccessTokens::load(
-            settings.auth.access_token_secret.as_ref(),
-            &settings.data_dir,
-            settings.signing.generate_if_missing,
-            Duration::from_secs(settings.auth.access_token_ttl_secs),
-        )
-        .context("loading the access-token key")?;
         let context = AppContext::new(AppState {
             coordinator,
             signer,
@@ -356,6 +393,7 @@ impl Application {
             limits,
             context,
             _lock: lock,
+            _key_reload: AbortOnDrop(key_reload),
         })
     }
 
@@ -384,7 +422,7 @@ impl Application {
         self.context.store.clone()
     }
 
-    pub fn signer(&self) -> &crate::signing::TokenSigner {
+    pub fn signer(&self) -> &SigningKeys {
         &self.context.signer
     }
 

@@ -172,6 +172,10 @@ fn in_production_a_missing_signing_key_stops_the_node_from_starting() {
             format!("sqlite://{}/db.sqlite", dir.path().display()),
         )
         .env("SEATWARDEN__SIGNING__KEY_PATH", &key_path)
+        .env(
+            "SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET",
+            "production-test-access-token-secret-0123456789",
+        )
         .env("SEATWARDEN__HTTP__LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();

@@ -805,3 +805,121 @@ async fn valid_tokens_never_exceed_seats_plus_overdraft_across_two_nodes() {
         "2 seats, then 1 more on the overdraft: {valid:?}"
     );
 }
+
+/// Runs the CLI expecting it to fail; returns what it printed on stderr.
+fn cli_failure(shared: &Shared, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("cli data dir");
+    let out = shared
+        .command(dir.path())
+        .args(args)
+        .output()
+        .expect("run seatwarden CLI");
+    assert!(!out.status.success(), "seatwarden {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The `kid` in a compact JWS's header.
+fn token_kid(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().expect("a JWS");
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .expect("base64url header"),
+    )
+    .expect("JSON header");
+    header["kid"].as_str().expect("kid").to_owned()
+}
+
+impl Cluster {
+    async fn jwks_kids(&self, node: &Node) -> Vec<String> {
+        let jwks: Value = self
+            .client
+            .get(node.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .expect("jwks request")
+            .json()
+            .await
+            .expect("jwks JSON");
+        jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kid"].as_str().expect("kid").to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_key_rotation_reaches_both_nodes_without_a_restart_and_old_tokens_verify_until_retired() {
+    let cluster = Cluster::start(3).await;
+    let (session, old_token) = cluster.acquire_ok(&cluster.a, "machine-1").await;
+    let old_kid = token_kid(&old_token);
+
+    let listed = cli(&cluster.shared, &["keys", "list"]);
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["keys"][0]["kid"], old_kid.as_str());
+    assert_eq!(listed["keys"][0]["active"], true);
+    assert_eq!(listed["keys"][0]["algorithm"], "RS256");
+
+    let rotated = cli(&cluster.shared, &["keys", "rotate", "--bits", "2048"]);
+    let new_kid = rotated["rotated_to"]["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert_eq!(rotated["rotated_to"]["active"], true);
+
+    // Both nodes publish both keys and sign with the new one, unrestarted.
+    for (node, machine) in [(&cluster.a, "machine-2"), (&cluster.b, "machine-3")] {
+        let both = eventually(Duration::from_secs(15), || async {
+            let kids = cluster.jwks_kids(node).await;
+            (kids.contains(&old_kid) && kids.contains(&new_kid)).then_some(kids)
+        })
+        .await;
+        assert!(
+            both.is_some(),
+            "node {} did not pick up the rotation",
+            node.name
+        );
+        let (_, token) = cluster.acquire_ok(node, machine).await;
+        assert_eq!(
+            token_kid(&token),
+            new_kid,
+            "node {} signs with the new key",
+            node.name
+        );
+    }
+    // What the old key signed keeps verifying, on either node.
+    let (status, body) = cluster.heartbeat(&cluster.b, &session, &old_token).await;
+    assert_eq!(status, 200, "{body}");
+
+    let refused = cli_failure(&cluster.shared, &["keys", "retire", &new_kid]);
+    assert!(refused.contains("active key"), "{refused}");
+    let retired = cli(&cluster.shared, &["keys", "retire", &old_kid]);
+    assert!(
+        retired["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == old_kid.as_str() && !k["retired"].is_null()),
+        "{retired}"
+    );
+    for node in [&cluster.a, &cluster.b] {
+        let gone = eventually(Duration::from_secs(15), || async {
+            let kids = cluster.jwks_kids(node).await;
+            (!kids.contains(&old_kid) && kids.contains(&new_kid)).then_some(())
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "node {} still publishes the retired key",
+            node.name
+        );
+    }
+    let (status, body) = cluster.heartbeat(&cluster.a, &session, &old_token).await;
+    assert_eq!(status, 401, "a retired key's token is refused: {body}");
+    // The machine gets its seat back under the new key by acquiring again.
+    let (status, body) = cluster.acquire(&cluster.a, "machine-1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["session_id"], session.as_str());
+    assert_eq!(token_kid(body["token"].as_str().unwrap()), new_kid);
+}

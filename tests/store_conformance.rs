@@ -18,7 +18,9 @@ use seatwarden_actors::domain::{
     AuditEntry, AuditEvent, ClientInfo, EndReason, License, LicenseId, LicenseStatus,
     LicenseUpdate, NewLicense, Org, OrgId, SessionId, SessionRecord,
 };
-use seatwarden_actors::ports::{EndOutcome, LicenseStore, Store, StoreError};
+use seatwarden_actors::ports::{
+    EndOutcome, LicenseStore, Retirement, Store, StoreError, StoredKey,
+};
 use serde_json::json;
 
 use support::backends::{postgres, sqlite_file, sqlite_memory};
@@ -59,6 +61,8 @@ conformance! {
     starting_a_session_stores_it_with_its_audit_entry => check_start_session,
     starting_a_session_twice_is_a_conflict_and_writes_no_second_audit_entry => check_duplicate_session,
     a_session_of_an_unknown_license_is_not_found_and_writes_no_audit_entry => check_session_for_unknown_license,
+    the_key_set_keeps_one_active_key_and_retires_only_inactive_ones => check_key_set,
+    of_racing_rotations_exactly_one_active_key_remains => check_racing_rotations,
     adopting_an_unrecorded_session_records_it_once_with_one_audit_entry => check_adopt_session,
     adopting_a_recorded_session_leaves_it_as_it_is => check_adopt_recorded,
     adopting_on_a_license_that_is_not_active_writes_nothing => check_adopt_refused,
@@ -477,6 +481,93 @@ async fn check_duplicate_session(store: &dyn Store) {
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(get_session(store, s.id).await, s, "the first one stays");
     assert_eq!(audit_of(store, license.id, s.id).await, vec![acquired(&s)]);
+}
+
+fn stored_key(kid: &str, created: DateTime<Utc>) -> StoredKey {
+    StoredKey {
+        kid: kid.to_owned(),
+        algorithm: "RS256".into(),
+        public_jwk: format!("{{\"kid\":\"{kid}\"}}"),
+        sealed_private: vec![0, 1, 2, 255],
+        created_at: created,
+        active: false,
+        retired_at: None,
+    }
+}
+
+async fn check_key_set(store: &dyn Store) {
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    assert!(
+        store
+            .add_signing_key(&stored_key("k1", at(0)), true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add_signing_key(&stored_key("k1", at(1)), true)
+            .await
+            .unwrap(),
+        "same kid"
+    );
+    assert!(
+        store
+            .add_signing_key(&stored_key("k2", at(5)), true)
+            .await
+            .unwrap()
+    );
+    let keys = store.signing_keys().await.unwrap();
+    let shape: Vec<(&str, bool)> = keys.iter().map(|k| (k.kid.as_str(), k.active)).collect();
+    assert_eq!(shape, vec![("k1", false), ("k2", true)], "oldest first");
+    assert_eq!(keys[0].sealed_private, vec![0, 1, 2, 255]);
+    assert_eq!(keys[0].created_at, at(0));
+
+    assert_eq!(
+        store.retire_signing_key("k2", at(9)).await.unwrap(),
+        Retirement::Active
+    );
+    assert_eq!(
+        store.retire_signing_key("nope", at(9)).await.unwrap(),
+        Retirement::NotFound
+    );
+    assert_eq!(
+        store.retire_signing_key("k1", at(9)).await.unwrap(),
+        Retirement::Retired
+    );
+    assert_eq!(
+        store.retire_signing_key("k1", at(10)).await.unwrap(),
+        Retirement::AlreadyRetired
+    );
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys[0].retired_at, Some(at(9)));
+    assert_eq!(keys[1].retired_at, None);
+    // An added key that is not activated leaves the active one alone.
+    assert!(
+        store
+            .add_signing_key(&stored_key("k3", at(11)), false)
+            .await
+            .unwrap()
+    );
+    let active: Vec<String> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.active)
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(active, vec!["k2".to_owned()]);
+}
+
+async fn check_racing_rotations(store: &dyn Store) {
+    let rotations = (0..8).map(|i| {
+        let key = stored_key(&format!("race-{i}"), at(i));
+        async move { store.add_signing_key(&key, true).await }
+    });
+    let results = futures::future::join_all(rotations).await;
+    assert!(results.iter().any(|r| matches!(r, Ok(true))), "{results:?}");
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys.iter().filter(|k| k.active).count(), 1, "{keys:?}");
 }
 
 async fn check_adopt_session(store: &dyn Store) {

@@ -59,6 +59,8 @@ pub struct AccessTokens {
     ttl: Duration,
     /// Queue tickets, under a key derived from the same secret.
     tickets: super::TicketSeal,
+    /// Stored signing keys, under another key derived from it.
+    key_seal: crate::signing::keys::KeySeal,
 }
 
 /// The key, once loaded; redacted.
@@ -84,7 +86,14 @@ impl AccessTokens {
             validation,
             ttl,
             tickets: super::TicketSeal::new(key),
+            key_seal: crate::signing::keys::KeySeal::new(key),
         }
+    }
+
+    /// The seal of stored signing keys, keyed from this secret (which every
+    /// node shares).
+    pub fn key_seal(&self) -> crate::signing::keys::KeySeal {
+        self.key_seal.clone()
     }
 
     /// The seal of queue tickets, keyed from this secret (which every node

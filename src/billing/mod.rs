@@ -45,7 +45,8 @@ use seatwarden_actors::ports::{
 };
 
 use crate::licensing::LicenseSpec;
-use crate::signing::{LicenseFileClaims, TokenSigner};
+use crate::signing::LicenseFileClaims;
+use crate::signing::keys::SigningKeys;
 
 mod renewals;
 use crate::stripe::webhook::parse_recorded;
@@ -75,7 +76,7 @@ pub struct StripeEvents {
     /// need Stripe's API then fail, to be replayed once it is configured.
     gateway: Option<Arc<dyn PaymentGateway>>,
     /// Signs the license file attached to a new license's email.
-    signer: TokenSigner,
+    signer: SigningKeys,
     policy: BillingPolicy,
 }
 
@@ -83,7 +84,7 @@ impl StripeEvents {
     pub fn new(
         store: Arc<dyn Store>,
         gateway: Option<Arc<dyn PaymentGateway>>,
-        signer: TokenSigner,
+        signer: SigningKeys,
         policy: BillingPolicy,
     ) -> Self {
         Self {

@@ -59,7 +59,7 @@ use seatwarden_actors::ports::{SeatLedger, Store};
 
 use crate::config::{ClientIpSource, HttpSettings};
 use crate::ratelimit::{Decision, Limit, RateKey, RateLimiter};
-use crate::signing::TokenSigner;
+use crate::signing::keys::SigningKeys;
 
 pub use error::ApiError;
 pub use ops::{Operator, OperatorToken};
@@ -90,7 +90,7 @@ impl std::ops::Deref for AppContext {
 /// What the handlers share, behind [`AppContext`].
 pub struct AppState {
     pub coordinator: Coordinator,
-    pub signer: TokenSigner,
+    pub signer: SigningKeys,
     pub store: Arc<dyn Store>,
     pub ledger: Arc<dyn SeatLedger>,
     pub metrics: PrometheusHandle,

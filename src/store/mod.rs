@@ -65,6 +65,7 @@ pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod billing;
 pub(crate) mod deadlines;
+pub(crate) mod keys;
 pub(crate) mod machines;
 pub(crate) mod orgs;
 pub(crate) mod outbox;

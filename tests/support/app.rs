@@ -125,7 +125,7 @@ pub struct TestApp {
     pub coordinator: Coordinator,
     pub store: std::sync::Arc<dyn Store>,
     pub outbox: std::sync::Arc<dyn Outbox>,
-    pub signer: TokenSigner,
+    pub signer: seatwarden::signing::keys::SigningKeys,
     pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,

@@ -27,6 +27,8 @@
 //!   licenses across tenants) and its numbers, for platform administrators.
 //! - [`PlanStore`]: the plan catalogue (seeded from configuration, edited
 //!   by platform administrators).
+//! - [`KeyStore`]: the seat-signing key set (the active key and the older
+//!   ones that still verify), sealed private halves only.
 //! - [`PaymentGateway`]: the payment provider's outbound calls (customers,
 //!   checkout, customer portal).
 
@@ -34,6 +36,7 @@ mod accounts;
 mod admin;
 mod billing;
 mod deadlines;
+mod keys;
 mod ledger;
 mod licenses;
 mod machines;
@@ -50,6 +53,7 @@ pub use billing::{StartOutcome, SubscriptionStore};
 pub use deadlines::{
     ClaimedDeadline, Deadline, DeadlineEffect, DeadlineHandler, DeadlineKind, DeadlineStore,
 };
+pub use keys::{KeyStore, Retirement, StoredKey};
 pub use ledger::{
     BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, LineRequest, LineRules, Place,
     SeatLedger, SeedLease, Throttle, TicketPoll,
@@ -107,6 +111,7 @@ pub trait Store:
     + SubscriptionStore
     + PlanStore
     + DeadlineStore
+    + KeyStore
 {
 }
 impl<T> Store for T where
@@ -121,6 +126,7 @@ impl<T> Store for T where
         + SubscriptionStore
         + PlanStore
         + DeadlineStore
+        + KeyStore
         + ?Sized
 {
 }

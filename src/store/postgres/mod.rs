@@ -75,6 +75,8 @@ super::webhooks::webhook_store_impl!(
     reader = pool,
     lock = " FOR UPDATE SKIP LOCKED"
 );
+super::keys::key_store_impl!(PostgresStore, reader = pool);
+
 super::outbox::outbox_store_impl!(
     PostgresStore,
     Postgres,

@@ -137,6 +137,8 @@ super::webhooks::webhook_store_impl!(
     reader = reader,
     lock = ""
 );
+super::keys::key_store_impl!(SqliteStore, reader = reader);
+
 super::outbox::outbox_store_impl!(
     SqliteStore,
     Sqlite,
