@@ -15,7 +15,7 @@ use seatwarden_actors::domain::{
 };
 use seatwarden_actors::ports::{Store, StoreError};
 
-use crate::licensing::{LicenseSpec, check_max_borrow_hours};
+use crate::licensing::{LicenseSpec, check_expires_at, check_max_borrow_hours};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -450,6 +450,9 @@ pub async fn run_admin(
         }) => {
             if let Some(hours) = max_borrow_hours {
                 check_max_borrow_hours(hours).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            }
+            if let Some(Expiry::At(at)) = &expires_at {
+                check_expires_at(*at).map_err(|e| anyhow::anyhow!("{}", e.message))?;
             }
             let update = LicenseUpdate {
                 seats,

@@ -83,6 +83,21 @@ pub fn check_max_borrow_hours(hours: u32) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
+/// Checks an expiry: a date every client can read back. RFC 3339 has four
+/// year digits, so an instant past 9999-12-31 UTC (which `-23:59` offsets
+/// can reach from a year-9999 input) would come back as `+10000-...`,
+/// which no date-time parser accepts.
+pub fn check_expires_at(at: chrono::DateTime<chrono::Utc>) -> Result<(), InvalidSpec> {
+    use chrono::Datelike;
+    if !(1970..=9999).contains(&at.year()) {
+        return Err(invalid(
+            "invalid_expires_at",
+            "expires_at must fall within the years 1970 to 9999 (UTC)",
+        ));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str, code: &'static str, what: &str) -> Result<(), InvalidSpec> {
     let count = name.chars().count();
     if count == 0 || count > MAX_NAME_CHARS || name.chars().any(char::is_control) {
@@ -127,6 +142,9 @@ impl LicenseSpec {
             ));
         }
         check_max_borrow_hours(self.max_borrow_hours)?;
+        if let Some(at) = self.expires_at {
+            check_expires_at(at)?;
+        }
         let key = LicenseKey::generate(key_prefix);
         let new = NewLicense {
             org_id: self.org_id,

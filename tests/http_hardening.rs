@@ -477,3 +477,92 @@ async fn client_facts_beyond_their_length_limits_are_refused_with_their_own_code
     let ok = app.post_json("/api/v1/licenses/acquire", &at_limits).await;
     assert_eq!(ok.status(), 201);
 }
+
+/// A NUL character cannot be stored as PostgreSQL text or jsonb: before
+/// this was checked at the edge, such a value reached the database and the
+/// client got a 503 "retry shortly" for a request that can never succeed.
+/// Found by `scripts/fuzz.sh` (Schemathesis).
+#[tokio::test]
+async fn a_nul_character_in_a_query_or_a_json_body_is_a_400_on_postgresql_too() {
+    let app = spawn_app_with(AppOptions {
+        backend: support::Backend::Shared {
+            database_url: support::services::fresh_postgres_db().await,
+            redis_url: support::services::redis_url(),
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let root = support::people::platform_admin(&app).await;
+    let lic = app.create_license(2).await;
+
+    for path in [
+        "/api/v1/admin/users?q=a%00".to_owned(),
+        "/api/v1/admin/orgs?q=%F0%A3%82%90%00".to_owned(),
+        format!("/api/v1/licenses/{}/sessions?hardware_id=v%00", lic.id),
+    ] {
+        let response = app
+            .client
+            .get(app.url(&path))
+            .bearer_auth(&root.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_query", "{path}: {body}");
+    }
+
+    let login = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "ada@example.com\u{0}", "password": "x"}),
+        )
+        .await;
+    assert_eq!(login.status(), 400);
+    let body: Value = login.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_body", "{body}");
+
+    let acquire = app
+        .post_json(
+            "/api/v1/licenses/acquire",
+            &json!({"license_key": lic.key, "hardware_id": "m1", "metadata": {"k": "a\u{0}b"}}),
+        )
+        .await;
+    assert_eq!(acquire.status(), 400);
+    // Nothing was taken: both seats are free.
+    app.acquire_ok(&lic.key, "m2").await;
+    let second: Value = app.acquire_ok(&lic.key, "m3").await;
+    assert_eq!(second["seats_used"], 2);
+}
+
+/// RFC 3339 has four year digits: an expiry past 9999-12-31 UTC (reachable
+/// from a year-9999 input with a -23:59 offset) would be answered as
+/// `+10000-...`, which breaks every client's date parser.
+#[tokio::test]
+async fn an_expiry_beyond_the_year_9999_is_refused() {
+    let app = spawn_app().await;
+    let root = support::people::platform_admin(&app).await;
+    let lic = app.create_license(2).await;
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/admin/licenses/{}", lic.id)))
+        .bearer_auth(&root.token)
+        .json(&json!({"expires_at": "9999-12-31T23:59:59-23:59"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_expires_at", "{body}");
+    let fine = app
+        .client
+        .patch(app.url(&format!("/api/v1/admin/licenses/{}", lic.id)))
+        .bearer_auth(&root.token)
+        .json(&json!({"expires_at": "9999-12-31T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
+    let body: Value = fine.json().await.unwrap();
+    assert_eq!(body["expires_at"], "9999-12-31T00:00:00Z");
+}

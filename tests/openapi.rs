@@ -386,6 +386,8 @@ struct Fixtures {
     /// Borrowing: a license that allows 8 hours, whose machine `b0` holds a
     /// seat, and a full one that allows it too.
     borrow_key: String,
+    /// A license that requires a signed-in user (`requires_user`).
+    user_key: String,
     borrow_full_key: String,
     /// Tickets in the full license's line: one to poll, one to leave; a
     /// well-formed ticket of the suspended license, and of the broken
@@ -613,6 +615,9 @@ fn borrow_and_queue_cases(f: &Fixtures) -> Vec<Case> {
     vec![
         Case::at("POST", ACQUIRE, 202)
             .json(json!({"license_key": f.full_key, "hardware_id": "q3", "wait": true})),
+        Case::at("POST", ACQUIRE, 401)
+            .json(json!({"license_key": f.user_key, "hardware_id": "u1"})),
+        Case::at("POST", BORROW, 401).json(borrow(&f.user_key, "u1", 1)),
         Case::at("POST", BORROW, 201).json(borrow(&f.borrow_key, "b1", 8)),
         Case::at("POST", BORROW, 200).json(borrow(&f.borrow_key, "b0", 2)),
         Case::at("POST", BORROW, 400).json(borrow(&f.borrow_key, "b2", 9)),
@@ -1411,6 +1416,8 @@ async fn fixtures(
     plain.set_max_borrow_hours(borrow_full.id, 8).await;
     plain.acquire_ok(&borrow_full.key, "b0").await;
     let to_revoke = plain.acquire_ok(&lic.key, "m-revoke").await;
+    let user_license = plain.create_license_policy(2, None, true).await;
+    plain.set_max_borrow_hours(user_license.id, 8).await;
 
     verified(plain, "ada@example.com").await;
     let first = log_in(plain, "ada@example.com").await;
@@ -1481,6 +1488,7 @@ async fn fixtures(
         limited_machine,
         stranded_root,
         borrow_key: borrowing.key,
+        user_key: user_license.key,
         borrow_full_key: borrow_full.key,
         ticket: tickets[0].clone(),
         ticket_to_leave: tickets[1].clone(),

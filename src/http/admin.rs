@@ -42,7 +42,8 @@ use super::with_ctx;
 use super::{ApiError, AppContext, client, json_body, rejected, reply};
 use crate::auth::AccessClaims;
 use crate::licensing::{
-    InvalidSpec, LicenseSpec, check_max_borrow_hours, check_max_machines, check_seats,
+    InvalidSpec, LicenseSpec, check_expires_at, check_max_borrow_hours, check_max_machines,
+    check_seats,
 };
 
 /// Listing page sizes.
@@ -626,6 +627,9 @@ async fn update(
     }
     if let Some(hours) = body.max_borrow_hours {
         check_max_borrow_hours(hours).map_err(invalid_spec)?;
+    }
+    if let Some(Some(at)) = body.expires_at {
+        check_expires_at(at).map_err(invalid_spec)?;
     }
     let update = LicenseUpdate {
         seats: body.seats,

@@ -231,7 +231,13 @@ pub fn routes(
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
     let hsts = ctx.hsts;
-    finish(api(ctx.clone()).or(ops::metrics(ctx)).unify(), hsts)
+    finish(
+        no_nul_in_query()
+            .and(api(ctx.clone()))
+            .or(ops::metrics(ctx))
+            .unify(),
+        hsts,
+    )
 }
 
 /// The routes for the public port when `/metrics` is served elsewhere
@@ -241,7 +247,7 @@ pub fn public_routes(
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
     let hsts = ctx.hsts;
-    finish(api(ctx), hsts)
+    finish(no_nul_in_query().and(api(ctx)), hsts)
 }
 
 /// `/metrics` alone, for the internal metrics port.
@@ -716,6 +722,14 @@ fn json_body<T: DeserializeOwned + Send>()
                 .await
                 .map_err(|_| warp::reject::custom(error::request_timeout()))?
                 .map_err(warp::reject::custom)?;
+            // PostgreSQL's text and jsonb refuse NUL, SQLite would keep it:
+            // refused here, for every body, on every backend alike.
+            if contains_nul_escape(&bytes) {
+                return Err(warp::reject::custom(ApiError::bad_request(
+                    "invalid_body",
+                    "NUL characters (\\u0000) are not accepted",
+                )));
+            }
             serde_json::from_slice::<T>(&bytes).map_err(|e| {
                 warp::reject::custom(ApiError::bad_request(
                     "invalid_body",
@@ -723,6 +737,32 @@ fn json_body<T: DeserializeOwned + Send>()
                 ))
             })
         })
+}
+
+/// Whether a JSON text carries a NUL character (the only way JSON can:
+/// the escape `\u0000`). A literal backslash followed by `u0000` in a
+/// string (`\\u0000`) counts too; no client needs to send that.
+fn contains_nul_escape(json: &[u8]) -> bool {
+    json.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+}
+
+/// Refuses a request whose query string carries a NUL character (`%00`)
+/// with 400 `invalid_query`, before any route: no query value may reach
+/// the store with one (PostgreSQL refuses NUL in text, which would be a 503).
+fn no_nul_in_query() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(|query: String| async move {
+            if query.contains("%00") || query.contains('\0') {
+                return Err(warp::reject::custom(ApiError::bad_request(
+                    "invalid_query",
+                    "NUL characters (%00) are not accepted",
+                )));
+            }
+            Ok(())
+        })
+        .untuple_one()
 }
 
 /// The body as it came, at most `max` bytes (413 beyond), read within the
