@@ -28,9 +28,11 @@ cargo test --workspace --locked "$@"
 SEATWARDEN_BIN="$PWD/target/debug/seatwarden" bash clients/python/run-tests.sh
 
 # Operations: the chaos run (three nodes under load while Redis, PostgreSQL,
-# a node and a subsystem fail; its own Redis and PostgreSQL), the Helm
+# a node and a subsystem fail; its own Redis and PostgreSQL), Schemathesis
+# over the served OpenAPI document on both deployments, the Helm
 # chart rendered and validated offline, and the container image when an
 # engine can pull its base images here (otherwise it says why it skipped).
 SEATWARDEN_BIN="$PWD/target/debug/seatwarden" bash scripts/chaos.sh --duration "${CHAOS_SECS:-60}"
+SEATWARDEN_BIN="$PWD/target/debug/seatwarden" bash scripts/fuzz.sh --max-examples "${FUZZ_EXAMPLES:-10}"
 SEATWARDEN_BIN="$PWD/target/debug/seatwarden" bash scripts/helm-check.sh
 bash scripts/container-check.sh
