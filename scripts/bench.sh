@@ -47,6 +47,11 @@
 #   --only embedded|shared
 #                         run just one of the two deployments (default both)
 #   --no-build            skip `cargo build --release`
+#   --soak SECS           instead of the three runs: a soak of the mixed load
+#                         for SECS (600 for the 10-minute soak) after a 30 s
+#                         warm-up, reporting the server's RSS, open files and
+#                         sockets after the warm-up and after the soak (each
+#                         once its sessions are released), and whether any grew
 #   -h, --help            show this help
 #
 # With the defaults both deployments take about 3 minutes on a 2-core machine
@@ -57,7 +62,7 @@ set -euo pipefail
 
 sessions="" heartbeats="" concurrency="" mixed_concurrency="" licenses="" orgs="" mixed_secs=""
 churn_concurrency="" churn_licenses="" sign_secs=""
-churn_same_org=0 quick=0 rsa_bits=4096 only="" build=1
+churn_same_org=0 quick=0 rsa_bits=4096 only="" build=1 soak=0
 
 usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"; }
 
@@ -78,6 +83,7 @@ while (($#)); do
     --rsa-bits) rsa_bits=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --no-build) build=0; shift ;;
+    --soak) soak=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -192,6 +198,37 @@ many_licenses() {
   fi
 }
 
+# proc_stats: the server's resident memory (kB), open files and sockets, as
+# one JSON object.
+proc_stats() {
+  local rss fds socks
+  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status")
+  fds=$(find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+  socks=$(find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 -lname 'socket:*' 2>/dev/null | wc -l)
+  printf '{"rss_kb": %s, "open_files": %s, "sockets": %s}\n' "$rss" "$fds" "$socks"
+}
+
+# soak_run NAME PORT: the mixed load for 30 s, then for $soak seconds; the
+# server's resources after each (its sessions released by then). A leak
+# shows as growth from the first sample to the second: both are taken in
+# the same idle state, after the same kind of load.
+soak_run() {
+  local name=$1 port=$2 warm after
+  local mixed=(--url "http://127.0.0.1:$port" --label "$name" --sessions "$sessions" --mode mixed
+    --concurrency "$mixed_concurrency" --license-keys-file "$work/$name-one-org.keys"
+    --churn-keys-file "$work/$name-churn.keys" --churn-concurrency "$churn_concurrency")
+  echo "=== $name: soak warm-up, 30 s of mixed load ==="
+  "$bench" "${mixed[@]}" --shape soak-warmup --mixed-secs 30 --mixed-max-requests 100000000 >"$work/$name-soak-warmup.out"
+  warm=$(proc_stats)
+  echo "=== $name: soak, ${soak}s of mixed load ==="
+  "$bench" "${mixed[@]}" --shape soak --mixed-secs "$soak" --mixed-max-requests 1000000000 | tee "$work/$name-soak.out"
+  after=$(proc_stats)
+  jq -nr --argjson a "$warm" --argjson b "$after" --arg name "$name" --arg secs "$soak" '
+    def pct(x; y): if x == 0 then 0 else ((y - x) * 1000 / x | round) / 10 end;
+    "| \($name) | \($secs) s | \($a.rss_kb) kB -> \($b.rss_kb) kB (\(pct($a.rss_kb; $b.rss_kb))%) | \($a.open_files) -> \($b.open_files) | \($a.sockets) -> \($b.sockets) |"
+  ' | tee -a "$work/soak.md"
+}
+
 # run NAME: benchmarks one deployment, whose settings are in the environment.
 run() {
   local name=$1 port big churn_org deadline started common
@@ -226,6 +263,11 @@ run() {
     sleep 0.2
   done
 
+  if ((soak)); then
+    soak_run "$name" "$port"
+    stop_server
+    return
+  fi
   common=(--url "http://127.0.0.1:$port" --label "$name" --sessions "$sessions" --key-path "$SEATWARDEN__SIGNING__KEY_PATH" --sign-secs "$sign_secs")
   # On Redis, the ledger's own heartbeat rate is the heartbeat's ceiling.
   if [ -n "${SEATWARDEN__REDIS__URL:-}" ]; then
@@ -261,6 +303,15 @@ if [ "$only" != embedded ]; then
   export SEATWARDEN__DATABASE__URL="${SEATWARDEN_TEST_PG_URL%/*}/$db"
   export SEATWARDEN__REDIS__URL="$SEATWARDEN_TEST_REDIS_URL"
   run shared
+fi
+
+if ((soak)); then
+  echo
+  echo "=== soak: after a 30 s warm-up -> after ${soak}s more of mixed load (sessions released) ==="
+  echo "| deployment | soak | RSS | open files | sockets |"
+  echo "|---|---|---|---|---|"
+  cat "$work/soak.md"
+  exit 0
 fi
 
 # The last line of each .out is its JSON line.

@@ -118,6 +118,8 @@ def analyse(work: Path, slack: float = DEFAULT_SLACK, examples: int = 5) -> int:
             rep.violation("node exited by itself", j(f))
         if f["kind"] == "orgs_restart" and f.get("answer") != 200:
             rep.violation("orgs restart through the ops API failed", j(f))
+        if f["kind"] == "rolling_restart" and f.get("exit") != 0:
+            rep.violation("a node stopped with SIGTERM did not exit cleanly in its grace", j(f))
 
     def overlaps(r: dict[str, Any], f: dict[str, Any], extra: float) -> bool:
         return r["t0"] <= f["t1"] + extra and r["t1"] >= f["t0"]
@@ -133,7 +135,8 @@ def analyse(work: Path, slack: float = DEFAULT_SLACK, examples: int = 5) -> int:
 
     def node_down(r: dict[str, Any]) -> dict[str, Any] | None:
         for f in windows:
-            if f["kind"] in ("kill_node", "unexpected_exit") and f.get("node") == r["node"] \
+            if f["kind"] in ("kill_node", "rolling_restart", "unexpected_exit") \
+                    and f.get("node") == r["node"] \
                     and overlaps(r, f, 1.0):
                 return f
         return None

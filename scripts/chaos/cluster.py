@@ -23,6 +23,9 @@ from typing import Any
 from netutil import Resp, TransportError, free_port, http_request
 
 HERE = Path(__file__).resolve().parent
+# What a rolling restart's SIGTERM must be done within (http.shutdown_grace_secs).
+SHUTDOWN_GRACE_SECS = 5
+
 REPO = HERE.parents[1]
 
 
@@ -337,11 +340,13 @@ class Node:
             self.proc.kill()
             self.proc.wait(5)
 
-    async def stop(self, timeout: float = 25.0) -> None:
+    async def stop(self, timeout: float = 25.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`. Returns the exit status
+        (negative: killed by that signal), or None if it was not running."""
         self.expected_down = True
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
-            return
+            return None
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
@@ -349,6 +354,7 @@ class Node:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+        return proc.returncode
 
     @property
     def running(self) -> bool:
@@ -386,6 +392,7 @@ def node_env(*, work: Path, database_url: str, redis_url: str, ops_token: str,
         "SEATS__LEASE_TTL_SECS": str(lease_ttl),
         "SEATS__HEARTBEAT_INTERVAL_SECS": str(heartbeat),
         "SEATS__SWEEP_INTERVAL_SECS": str(sweep),
+        "HTTP__SHUTDOWN_GRACE_SECS": str(SHUTDOWN_GRACE_SECS),
         "RATE_LIMITS__ENABLED": "false",
         "LOG__LEVEL": "info",
     }

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cluster import Node, Postgres, Proxy, Redis, log
+from cluster import SHUTDOWN_GRACE_SECS, Node, Postgres, Proxy, Redis, log
 from netutil import Resp, Response, TransportError, http_request
 
 
@@ -450,7 +450,23 @@ class Run:
         self.fault("orgs_restart", t0, time.time(), node=node,
                    answer=e.get("status"), err=e.get("err"))
 
-    FAULTS = ("kill_node", "redis_restart", "pg_restart", "redis_stall", "orgs_restart")
+    async def rolling_restart(self) -> None:
+        """Every node in turn: SIGTERM (a graceful stop, as an orchestrator
+        sends), then started again. Clients may see connections refused by
+        the stopped node, and nothing else: no 5xx, no lost session."""
+        for node in self.nodes:
+            t0 = time.time()
+            started = time.monotonic()
+            code = await node.stop(timeout=SHUTDOWN_GRACE_SECS + 10)
+            took = time.monotonic() - started
+            try:
+                await node.start(timeout=120)
+            finally:
+                self.fault("rolling_restart", t0, time.time(), node=node.index,
+                           exit=code, stop_secs=round(took, 3))
+
+    FAULTS = ("kill_node", "redis_restart", "pg_restart", "redis_stall", "orgs_restart",
+              "rolling_restart")
 
     async def injector(self, plan: list[tuple[float, str]]) -> None:
         for at, kind in plan:
