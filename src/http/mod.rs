@@ -367,6 +367,9 @@ fn api(
         .unify()
         .or(openapi::openapi_json())
         .unify()
+        // Boxed: the chain's future type is deep enough that wrapping it
+        // once more (the NUL guard) overflows trait solving in release.
+        .boxed()
 }
 
 /// Machines, validation and license files under `/api/v1/licenses`.
