@@ -50,8 +50,10 @@
 #   --soak SECS           instead of the three runs: a soak of the mixed load
 #                         for SECS (600 for the 10-minute soak) after a 30 s
 #                         warm-up, reporting the server's RSS, open files and
-#                         sockets after the warm-up and after the soak (each
-#                         once its sessions are released), and whether any grew
+#                         sockets after the warm-up, after half the soak and at
+#                         its end (each once its sessions are released): growth
+#                         in the second half, once bounded caches are full, is
+#                         a leak
 #   -h, --help            show this help
 #
 # With the defaults both deployments take about 3 minutes on a 2-core machine
@@ -220,12 +222,17 @@ soak_run() {
   echo "=== $name: soak warm-up, 30 s of mixed load ==="
   "$bench" "${mixed[@]}" --shape soak-warmup --mixed-secs 30 --mixed-max-requests 100000000 >"$work/$name-soak-warmup.out"
   warm=$(proc_stats)
-  echo "=== $name: soak, ${soak}s of mixed load ==="
-  "$bench" "${mixed[@]}" --shape soak --mixed-secs "$soak" --mixed-max-requests 1000000000 | tee "$work/$name-soak.out"
+  # Two halves: bounded caches (the verified-token cache, the database
+  # pool) fill during the first; a leak keeps growing in the second.
+  echo "=== $name: soak, first half, $((soak / 2))s of mixed load ==="
+  "$bench" "${mixed[@]}" --shape soak-1 --mixed-secs "$((soak / 2))" --mixed-max-requests 1000000000 | tee "$work/$name-soak-1.out"
+  half=$(proc_stats)
+  echo "=== $name: soak, second half, $((soak / 2))s of mixed load ==="
+  "$bench" "${mixed[@]}" --shape soak-2 --mixed-secs "$((soak / 2))" --mixed-max-requests 1000000000 | tee "$work/$name-soak-2.out"
   after=$(proc_stats)
-  jq -nr --argjson a "$warm" --argjson b "$after" --arg name "$name" --arg secs "$soak" '
+  jq -nr --argjson a "$warm" --argjson h "$half" --argjson b "$after" --arg name "$name" --arg secs "$soak" '
     def pct(x; y): if x == 0 then 0 else ((y - x) * 1000 / x | round) / 10 end;
-    "| \($name) | \($secs) s | \($a.rss_kb) kB -> \($b.rss_kb) kB (\(pct($a.rss_kb; $b.rss_kb))%) | \($a.open_files) -> \($b.open_files) | \($a.sockets) -> \($b.sockets) |"
+    "| \($name) | \($secs) s | \($a.rss_kb) -> \($h.rss_kb) -> \($b.rss_kb) kB (second half \(pct($h.rss_kb; $b.rss_kb))%) | \($a.open_files) -> \($h.open_files) -> \($b.open_files) | \($a.sockets) -> \($h.sockets) -> \($b.sockets) |"
   ' | tee -a "$work/soak.md"
 }
 
@@ -307,7 +314,7 @@ fi
 
 if ((soak)); then
   echo
-  echo "=== soak: after a 30 s warm-up -> after ${soak}s more of mixed load (sessions released) ==="
+  echo "=== soak: after a 30 s warm-up -> after half of ${soak}s -> after all of it (mixed load; sessions released at each sample) ==="
   echo "| deployment | soak | RSS | open files | sockets |"
   echo "|---|---|---|---|---|"
   cat "$work/soak.md"
