@@ -368,6 +368,39 @@ impl Coordinator {
             }
             grant => grant,
         };
+        // The record of the session the caller is told about, and its
+        // LICENSE_ACQUIRED entry: a new one, or one adopted (`detail`).
+        let opening = |id: SessionId,
+                       expires_at: DateTime<Utc>,
+                       metadata: Option<serde_json::Value>,
+                       detail: Option<&str>| {
+            let record = SessionRecord {
+                id,
+                license_id: license.id,
+                org_id: license.org_id,
+                hardware_id: request.hardware_id.clone(),
+                started_at: now,
+                last_heartbeat_at: now,
+                lease_expires_at: expires_at,
+                ended_at: None,
+                end_reason: None,
+                client: client.clone(),
+                metadata,
+                borrowed_until: seat.borrow.map(|_| expires_at),
+            };
+            let entry = AuditEntry {
+                at: now,
+                event: AuditEvent::LicenseAcquired,
+                org_id: license.org_id,
+                license_id: license.id,
+                session_id: Some(id),
+                hardware_id: Some(request.hardware_id.clone()),
+                client: client.clone(),
+                detail: detail.map(str::to_owned),
+                actor_id: caller.actor_id(),
+            };
+            (record, entry)
+        };
         match grant {
             LeaseGrant::Unseeded => Err(unseedable()),
             LeaseGrant::Granted {
@@ -387,31 +420,7 @@ impl Coordinator {
                 if let Some(waited) = waited {
                     metrics::histogram!(crate::metrics::QUEUE_WAIT).record(waited.as_secs_f64());
                 }
-                let record = SessionRecord {
-                    id: request.session,
-                    license_id: license.id,
-                    org_id: license.org_id,
-                    hardware_id: request.hardware_id,
-                    started_at: now,
-                    last_heartbeat_at: now,
-                    lease_expires_at: expires_at,
-                    ended_at: None,
-                    end_reason: None,
-                    client: client.clone(),
-                    metadata,
-                    borrowed_until: seat.borrow.map(|_| expires_at),
-                };
-                let entry = AuditEntry {
-                    at: now,
-                    event: AuditEvent::LicenseAcquired,
-                    org_id: license.org_id,
-                    license_id: license.id,
-                    session_id: Some(record.id),
-                    hardware_id: Some(record.hardware_id.clone()),
-                    client: client.clone(),
-                    detail: None,
-                    actor_id: caller.actor_id(),
-                };
+                let (record, entry) = opening(request.session, expires_at, metadata, None);
                 let started = match self
                     .inner
                     .ports
@@ -460,31 +469,7 @@ impl Coordinator {
                 graced,
             } => {
                 crate::metrics::seat_gauges(license.org_id, license.id, seats_used, graced, None);
-                let record = SessionRecord {
-                    id: session,
-                    license_id: license.id,
-                    org_id: license.org_id,
-                    hardware_id: request.hardware_id.clone(),
-                    started_at: now,
-                    last_heartbeat_at: now,
-                    lease_expires_at: expires_at,
-                    ended_at: None,
-                    end_reason: None,
-                    client: client.clone(),
-                    metadata,
-                    borrowed_until: seat.borrow.map(|_| expires_at),
-                };
-                let entry = AuditEntry {
-                    at: now,
-                    event: AuditEvent::LicenseAcquired,
-                    org_id: license.org_id,
-                    license_id: license.id,
-                    session_id: Some(session),
-                    hardware_id: Some(record.hardware_id.clone()),
-                    client: client.clone(),
-                    detail: Some("adopted".to_owned()),
-                    actor_id: caller.actor_id(),
-                };
+                let (record, entry) = opening(session, expires_at, metadata, Some("adopted"));
                 if !self
                     .inner
                     .ports
