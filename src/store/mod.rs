@@ -115,14 +115,29 @@ const INSERT_AUDIT: &str = concat!(
 /// this writes nothing, or waits for this and then ends the new session too.
 /// Nothing is ever left open on a license that no longer grants seats.
 pub(crate) const START_SESSION_ONE_STATEMENT: &str = concat!(
-    "WITH l AS (SELECT id FROM licenses WHERE id = $2 AND status = 'active' FOR SHARE), \
-     s AS (INSERT INTO sessions (",
-    session_columns!(),
-    ", sweep_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM l \
-     RETURNING id) INSERT INTO audit_log (",
+    start_session_cte!(""),
+    " INSERT INTO audit_log (",
     audit_columns!(),
     ") SELECT $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM s"
 );
+
+/// The part both one-statement starts share: the active license under a
+/// share lock (`l`), and the session inserted from it (`s`, its id), with
+/// `$on_conflict` between the insert and its `RETURNING`.
+macro_rules! start_session_cte {
+    ($on_conflict:literal) => {
+        concat!(
+            "WITH l AS (SELECT id FROM licenses WHERE id = $2 AND status = 'active' FOR SHARE), \
+             s AS (INSERT INTO sessions (",
+            session_columns!(),
+            ", sweep_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+             FROM l ",
+            $on_conflict,
+            " RETURNING id)"
+        )
+    };
+}
+use start_session_cte;
 
 /// [`START_SESSION_ONE_STATEMENT`] for `adopt_session`: an id recorded
 /// already is left alone (and gets no second audit entry). It answers the
@@ -130,11 +145,8 @@ pub(crate) const START_SESSION_ONE_STATEMENT: &str = concat!(
 /// on an active license, a session it did not insert was recorded before,
 /// as the conflict is the only other way for the insert to do nothing.
 pub(crate) const ADOPT_SESSION_ONE_STATEMENT: &str = concat!(
-    "WITH l AS (SELECT id FROM licenses WHERE id = $2 AND status = 'active' FOR SHARE), \
-     s AS (INSERT INTO sessions (",
-    session_columns!(),
-    ", sweep_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM l \
-     ON CONFLICT (id) DO NOTHING RETURNING id), a AS (INSERT INTO audit_log (",
+    start_session_cte!("ON CONFLICT (id) DO NOTHING"),
+    ", a AS (INSERT INTO audit_log (",
     audit_columns!(),
     ") SELECT $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM s RETURNING 1) \
      SELECT (SELECT status FROM licenses WHERE id = $2), (SELECT COUNT(*) FROM a)"
@@ -869,49 +881,17 @@ pub(crate) fn new_license(new: NewLicense) -> (License, String) {
     (license, new.key_hash)
 }
 
-/// The body of `start_session`, on a connection inside the backend's write
-/// transaction: nothing is written unless the license is active (the write
-/// lock orders this against a suspension), and a duplicate id fails the
-/// first insert, so no audit entry is written for it.
+/// The body of `start_session` (and, with `adopt`, of `adopt_session`) on
+/// a connection inside the backend's write transaction: nothing is written
+/// unless the license is active (the write lock orders this against a
+/// suspension). A duplicate id fails the insert, so no audit entry is
+/// written for it; with `adopt` a recorded id is left alone instead, and
+/// still no audit entry is written.
 pub(crate) async fn start_session_in<DB>(
     conn: &mut DB::Connection,
     session: &SessionRecord,
     audit: &AuditEntry,
-) -> Result<bool, StoreError>
-where
-    DB: Backend,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    String: for<'r> Decode<'r, DB> + Type<DB>,
-    for<'r> (String,): FromRow<'r, DB::Row>,
-{
-    let status: Option<(String,)> = sqlx::query_as::<DB, (String,)>(LICENSE_STATUS)
-        .arg(DbUuid::from(session.license_id))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    if status
-        .as_ref()
-        .is_none_or(|(s,)| s != LicenseStatus::Active.as_str())
-    {
-        return start_refused(status.map(|(s,)| s), session.license_id);
-    }
-    insert_session::<DB>(session)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    insert_audit::<DB>(audit)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    Ok(true)
-}
-
-/// The body of `adopt_session` on SQLite, inside its write transaction.
-pub(crate) async fn adopt_session_in<DB>(
-    conn: &mut DB::Connection,
-    session: &SessionRecord,
-    audit: &AuditEntry,
+    adopt: bool,
 ) -> Result<bool, StoreError>
 where
     DB: Backend,
@@ -932,11 +912,20 @@ where
     {
         return start_refused(status.map(|(s,)| s), session.license_id);
     }
-    let inserted: Option<(DbUuid,)> = bind_session(sqlx::query_as(INSERT_SESSION_IF_NEW), session)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error)?;
-    if inserted.is_some() {
+    let inserted = if adopt {
+        let row: Option<(DbUuid,)> = bind_session(sqlx::query_as(INSERT_SESSION_IF_NEW), session)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        row.is_some()
+    } else {
+        insert_session::<DB>(session)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        true
+    };
+    if inserted {
         insert_audit::<DB>(audit)
             .execute(&mut *conn)
             .await

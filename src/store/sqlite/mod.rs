@@ -20,9 +20,9 @@ use sqlx::{Sqlite, Transaction};
 use super::{
     AUDIT_OF_LICENSE, AuditRow, DbTime, DbUuid, LICENSE_BY_ID, LICENSE_BY_KEY_HASH,
     LICENSE_CHANGES, LICENSE_REVISION, LicenseChangeRow, LicenseRow, ORG_BY_ID,
-    ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, SessionRow, SweepRow, adopt_session_in, all,
-    db_error, end_session_in, insert_audit, insert_license, insert_org, merge_heartbeats,
-    migrate_error, new_license, new_org, one, start_session_in, sweep_columns, update_license_in,
+    ORGS_WITH_OPEN_SESSIONS, OrgRow, SESSION_BY_ID, SessionRow, SweepRow, all, db_error,
+    end_session_in, insert_audit, insert_license, insert_org, merge_heartbeats, migrate_error,
+    new_license, new_org, one, start_session_in, sweep_columns, update_license_in,
     update_license_sql,
 };
 
@@ -288,7 +288,7 @@ impl SessionStore for SqliteStore {
         audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let started = start_session_in::<Sqlite>(&mut tx, session, audit).await?;
+        let started = start_session_in::<Sqlite>(&mut tx, session, audit, false).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(started)
     }
@@ -299,7 +299,7 @@ impl SessionStore for SqliteStore {
         audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let recorded = adopt_session_in::<Sqlite>(&mut tx, session, audit).await?;
+        let recorded = start_session_in::<Sqlite>(&mut tx, session, audit, true).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(recorded)
     }
