@@ -211,10 +211,10 @@ pub async fn open_signing_keys(
     Ok(keys)
 }
 
-/// The seal of the stored signing keys, from the access-token secret every
-/// node shares (generated in the data directory when allowed, as for
-/// serving).
-pub fn key_seal(settings: &Settings) -> anyhow::Result<KeySeal> {
+/// The access-token key the settings name (generated in the data directory
+/// when allowed). It also keys the seal of the stored signing keys, which
+/// is why the `keys` commands load it too.
+pub fn access_tokens(settings: &Settings) -> anyhow::Result<AccessTokens> {
     AccessTokens::load(
         settings.auth.access_token_secret.as_ref(),
         &settings.data_dir,
@@ -222,7 +222,6 @@ pub fn key_seal(settings: &Settings) -> anyhow::Result<KeySeal> {
         Duration::from_secs(settings.auth.access_token_ttl_secs),
     )
     .context("loading the access-token key")
-    .map(|access| access.key_seal())
 }
 
 /// A built server, bound to its port but not yet serving.
@@ -299,13 +298,7 @@ impl Application {
         };
         let store = open_store(&settings).await?;
         seed_plans(&settings, store.as_ref()).await?;
-        let access = AccessTokens::load(
-            settings.auth.access_token_secret.as_ref(),
-            &settings.data_dir,
-            settings.signing.generate_if_missing,
-            Duration::from_secs(settings.auth.access_token_ttl_secs),
-        )
-        .context("loading the access-token key")?;
+        let access = access_tokens(&settings)?;
         let signer = open_signing_keys(&settings, store.as_ref(), &access.key_seal()).await?;
         let key_reload = signer.spawn_reload(
             store.clone(),

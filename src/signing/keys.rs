@@ -19,7 +19,9 @@
 //! key, so upgrading keeps every token issued before valid.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hmac;
@@ -168,14 +170,43 @@ impl Ring {
             verified: Arc::new(VerifiedCache::new(DEFAULT_VERIFIED_CACHE_CAPACITY)),
         }
     }
+
+    /// The ring of `live` (the unretired keys, in any order), each opened
+    /// with `seal` and checked against its `kid`.
+    fn open(live: &[&StoredKey], seal: &KeySeal) -> Result<Self, SigningError> {
+        let Some(active) = live.iter().find(|k| k.active) else {
+            return Err(SigningError::InvalidKey(
+                "the key set has no active key: run `seatwarden keys rotate`".into(),
+            ));
+        };
+        let active = open_one(active, seal)?;
+        let others = live
+            .iter()
+            .filter(|k| !k.active)
+            .map(|k| open_one(k, seal))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(active, others))
+    }
+}
+
+/// The unretired keys of `stored`, and their shape (sorted `(kid, active)`).
+fn live_keys(stored: &[StoredKey]) -> (Vec<&StoredKey>, Vec<(String, bool)>) {
+    let live: Vec<&StoredKey> = stored.iter().filter(|k| k.retired_at.is_none()).collect();
+    let mut shape: Vec<(String, bool)> = live.iter().map(|k| (k.kid.clone(), k.active)).collect();
+    shape.sort();
+    (live, shape)
 }
 
 /// The server's signing keys: signs with the active one, verifies with any
 /// unretired one. Cheap to clone; clones share the set, and a reload
 /// reaches all of them.
+///
+/// Every acquire signs and every heartbeat verifies through the ring, and
+/// it changes only on a rotation: an [`ArcSwap`] gives readers the current
+/// ring without a lock or a shared reference count to contend on.
 #[derive(Clone)]
 pub struct SigningKeys {
-    ring: Arc<RwLock<Arc<Ring>>>,
+    ring: Arc<ArcSwap<Ring>>,
 }
 
 impl std::fmt::Debug for SigningKeys {
@@ -191,18 +222,19 @@ impl std::fmt::Debug for SigningKeys {
 impl From<TokenSigner> for SigningKeys {
     /// A set of one key (tests, the benchmark, single-key tools).
     fn from(signer: TokenSigner) -> Self {
-        Self {
-            ring: Arc::new(RwLock::new(Arc::new(Ring::new(signer, Vec::new())))),
-        }
+        Self::of(Ring::new(signer, Vec::new()))
     }
 }
 
 impl SigningKeys {
-    fn current(&self) -> Arc<Ring> {
-        self.ring
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    fn of(ring: Ring) -> Self {
+        Self {
+            ring: Arc::new(ArcSwap::from_pointee(ring)),
+        }
+    }
+
+    fn current(&self) -> Guard<Arc<Ring>> {
+        self.ring.load()
     }
 
     /// The active key's signer.
@@ -255,28 +287,11 @@ impl SigningKeys {
     /// Changes nothing (and keeps the verified-token cache) when the set's
     /// shape is the same. Returns whether it changed.
     pub fn install(&self, stored: &[StoredKey], seal: &KeySeal) -> Result<bool, SigningError> {
-        let live: Vec<&StoredKey> = stored.iter().filter(|k| k.retired_at.is_none()).collect();
-        let mut shape: Vec<(String, bool)> =
-            live.iter().map(|k| (k.kid.clone(), k.active)).collect();
-        shape.sort();
+        let (live, shape) = live_keys(stored);
         if shape == self.current().shape {
             return Ok(false);
         }
-        let Some(active) = live.iter().find(|k| k.active) else {
-            return Err(SigningError::InvalidKey(
-                "the key set has no active key".into(),
-            ));
-        };
-        let active = open_one(active, seal)?;
-        let mut others = Vec::new();
-        for k in live.iter().filter(|k| !k.active) {
-            others.push(open_one(k, seal)?);
-        }
-        let ring = Arc::new(Ring::new(active, others));
-        *self
-            .ring
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
+        self.ring.store(Arc::new(Ring::open(&live, seal)?));
         Ok(true)
     }
 
@@ -301,14 +316,8 @@ impl SigningKeys {
             store.add_signing_key(&key, true).await?;
             stored = store.signing_keys().await?;
         }
-        let Some(first) = stored.iter().find(|k| k.active) else {
-            return Err(KeySetError::Signing(SigningError::InvalidKey(
-                "the key set has no active key: run `seatwarden keys rotate`".into(),
-            )));
-        };
-        let keys = SigningKeys::from(open_one(first, seal)?);
-        keys.install(&stored, seal)?;
-        Ok(keys)
+        let (live, _) = live_keys(&stored);
+        Ok(Self::of(Ring::open(&live, seal)?))
     }
 
     /// Reads the set from `store` every `every` and installs it when it
