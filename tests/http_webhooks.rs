@@ -53,17 +53,7 @@ fn endpoint(app: &TestApp) -> String {
 
 /// A small event whose object parses with the SDK's types.
 fn customer_created(fake: &FakeStripe) -> FakeEvent {
-    fake.build_event(
-        "customer.created",
-        json!({
-            "id": format!("cus_{}", uuid::Uuid::new_v4().simple()),
-            "object": "customer",
-            "created": support::stripe::now(),
-            "livemode": false,
-            "email": "ada@example.com",
-            "metadata": {},
-        }),
-    )
+    fake.build_event("customer.created", support::stripe::customer_object())
 }
 
 async fn post_raw(app: &TestApp, body: &str, signature: Option<&str>) -> reqwest::Response {

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use seatwarden::ledger::memory::MemoryLedger;
 use seatwarden::ledger::redis::RedisLedger;
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
 use seatwarden_actors::ports::{
     BeatOutcome, LeaseGrant, LeaseRequest, LedgerError, SeatLedger, SeedLease, Throttle,
 };
+
+use support::seeded::{cluster_nodes, memory_nodes, redis_nodes};
 
 type Ledger = Arc<dyn SeatLedger>;
 
@@ -32,39 +33,6 @@ const THROTTLE: Throttle = Throttle {
 
 // ---------------------------------------------------------------------------
 // Backends
-
-/// `n` handles on one in-process ledger: several callers of one process.
-async fn memory_nodes(n: usize) -> Vec<Ledger> {
-    let ledger: Ledger = Arc::new(MemoryLedger::new());
-    vec![ledger; n]
-}
-
-/// `n` separate connections to the test Redis: several server nodes.
-async fn redis_nodes(n: usize) -> Vec<Ledger> {
-    let url = support::services::redis_url();
-    let mut nodes = Vec::with_capacity(n);
-    for _ in 0..n {
-        let ledger = RedisLedger::connect(&url)
-            .await
-            .expect("connect to the test Redis");
-        nodes.push(support::seeded::Seeded::wrap(Arc::new(ledger)));
-    }
-    nodes
-}
-
-/// `n` separate connections to the test Redis Cluster: several server
-/// nodes, with each organization's keys on whichever master owns its slot.
-async fn cluster_nodes(n: usize) -> Vec<Ledger> {
-    let target = support::services::redis_cluster();
-    let mut nodes = Vec::with_capacity(n);
-    for _ in 0..n {
-        let ledger = RedisLedger::open(&target, Duration::from_secs(2))
-            .await
-            .expect("connect to the test Redis Cluster");
-        nodes.push(support::seeded::Seeded::wrap(Arc::new(ledger)));
-    }
-    nodes
-}
 
 /// Generates, for each backend, one `#[tokio::test]` per check, named by
 /// the sentence on the left: `memory::<sentence>`, `redis::<sentence>` and

@@ -355,13 +355,18 @@ async fn status_and_body(response: reqwest::Response) -> (u16, Value) {
 }
 
 /// Runs a bootstrap command of the real binary and parses what it prints.
-fn cli(shared: &Shared, args: &[&str]) -> Value {
+/// Runs the CLI with the cluster's settings, in a data dir of its own.
+fn run_cli(shared: &Shared, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().expect("cli data dir");
-    let out = shared
+    shared
         .command(dir.path())
         .args(args)
         .output()
-        .expect("run seatwarden CLI");
+        .expect("run seatwarden CLI")
+}
+
+fn cli(shared: &Shared, args: &[&str]) -> Value {
+    let out = run_cli(shared, args);
     assert!(
         out.status.success(),
         "seatwarden {args:?} failed with {}:\n{}",
@@ -808,12 +813,7 @@ async fn valid_tokens_never_exceed_seats_plus_overdraft_across_two_nodes() {
 
 /// Runs the CLI expecting it to fail; returns what it printed on stderr.
 fn cli_failure(shared: &Shared, args: &[&str]) -> String {
-    let dir = tempfile::tempdir().expect("cli data dir");
-    let out = shared
-        .command(dir.path())
-        .args(args)
-        .output()
-        .expect("run seatwarden CLI");
+    let out = run_cli(shared, args);
     assert!(!out.status.success(), "seatwarden {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -198,14 +198,7 @@ async fn drive_traffic(app: &TestApp, fake: &FakeStripe) {
 
     // Stripe: an event applied, one this version does not apply (given up
     // for good), and a delivery refused for want of a signature.
-    let customer = json!({
-        "id": format!("cus_{}", uuid::Uuid::new_v4().simple()),
-        "object": "customer",
-        "created": support::stripe::now(),
-        "livemode": false,
-        "email": "ada@example.com",
-        "metadata": {},
-    });
+    let customer = support::stripe::customer_object();
     let applied = fake.build_event("customer.created", customer.clone());
     let given_up = fake.build_event("customer.deleted", customer);
     for event in [&applied, &given_up] {

@@ -50,6 +50,21 @@ async def wait_for(predicate, timeout: float, interval: float = 0.1, what: str =
         await asyncio.sleep(interval)
 
 
+
+async def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout`. Returns the exit status
+    (negative: killed by that signal), or None if it was not running."""
+    if proc is None or proc.poll() is not None:
+        return None
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+    return proc.returncode
+
 class Pids:
     """Every process we start, for the shell's trap."""
 
@@ -111,15 +126,7 @@ class Redis:
     async def stop(self, timeout: float = 20.0) -> None:
         """A clean shutdown (SIGTERM): Redis writes and fsyncs its AOF."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        await terminate(proc, timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -345,16 +352,7 @@ class Node:
         (negative: killed by that signal), or None if it was not running."""
         self.expected_down = True
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return None
-        proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        return proc.returncode
+        return await terminate(proc, timeout)
 
     @property
     def running(self) -> bool:

@@ -14,6 +14,41 @@ use seatwarden_actors::ports::{
     Throttle, TicketPoll,
 };
 
+/// `n` handles on one in-process ledger: several callers of one process.
+pub async fn memory_nodes(n: usize) -> Vec<Arc<dyn SeatLedger>> {
+    let ledger: Arc<dyn SeatLedger> = Arc::new(seatwarden::ledger::memory::MemoryLedger::new());
+    vec![ledger; n]
+}
+
+/// `n` separate connections to the test Redis: several server nodes.
+pub async fn redis_nodes(n: usize) -> Vec<Arc<dyn SeatLedger>> {
+    nodes_on(
+        &seatwarden::redis_link::RedisTarget::Single(super::services::redis_url()),
+        n,
+    )
+    .await
+}
+
+/// `n` separate connections to the test Redis Cluster: several server
+/// nodes, each organization's keys on whichever master owns its slot.
+pub async fn cluster_nodes(n: usize) -> Vec<Arc<dyn SeatLedger>> {
+    nodes_on(&super::services::redis_cluster(), n).await
+}
+
+async fn nodes_on(
+    target: &seatwarden::redis_link::RedisTarget,
+    n: usize,
+) -> Vec<Arc<dyn SeatLedger>> {
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ledger = seatwarden::ledger::redis::RedisLedger::open(target, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|e| panic!("connect to the test {target:?}: {e}"));
+        nodes.push(Seeded::wrap(Arc::new(ledger)));
+    }
+    nodes
+}
+
 /// Wraps a ledger; every call passes through, and an `Unseeded` answer is
 /// seeded (empty) and asked again.
 pub struct Seeded(pub Arc<dyn SeatLedger>);

@@ -1611,6 +1611,18 @@ pub fn now() -> i64 {
     Utc::now().timestamp()
 }
 
+/// A fresh Stripe customer object, as `customer.*` events carry it.
+pub fn customer_object() -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("cus_{}", uuid::Uuid::new_v4().simple()),
+        "object": "customer",
+        "created": now(),
+        "livemode": false,
+        "email": "ada@example.com",
+        "metadata": {},
+    })
+}
+
 fn advance(t: i64, interval: &str) -> i64 {
     let at: DateTime<Utc> = Utc.timestamp_opt(t, 0).single().expect("timestamp");
     let next = match interval {
