@@ -60,14 +60,19 @@ pub enum Command {
 pub enum KeysCommand {
     /// Print the key set as JSON: kid, algorithm, created, active, retired.
     List,
-    /// Make a new key the active one: generated (--bits, default
-    /// signing.rsa_bits), or imported from a PEM file (--import). Older keys
-    /// keep verifying what they signed until retired.
+    /// Make a new key the active one: generated (--algorithm, default
+    /// signing.algorithm; --bits for RS256, default signing.rsa_bits), or
+    /// imported from a PEM file (--import). Older keys keep verifying what
+    /// they signed until retired.
     Rotate {
-        /// RSA modulus size of a generated key: 2048, 3072 or 4096.
+        /// Algorithm of a generated key: RS256, ES256 or EdDSA.
+        #[arg(long, conflicts_with = "import")]
+        algorithm: Option<crate::signing::SigningAlgorithm>,
+        /// RSA modulus size of a generated RS256 key: 2048, 3072 or 4096.
         #[arg(long, conflicts_with = "import")]
         bits: Option<usize>,
-        /// A PEM private key (PKCS#8 or PKCS#1) to import instead.
+        /// A PEM private key to import instead: PKCS#8 (RSA, P-256 or
+        /// Ed25519), PKCS#1 RSA or SEC1 EC. Its type decides its algorithm.
         #[arg(long)]
         import: Option<PathBuf>,
     },
@@ -80,11 +85,11 @@ pub enum KeysCommand {
 }
 
 /// Runs a `keys` command against the key set in `store`, sealing new keys
-/// with `seal`; `default_bits` is `signing.rsa_bits`.
+/// with `seal`; `defaults` give a generated key's algorithm and size.
 pub async fn run_keys(
     store: &dyn Store,
     seal: &crate::signing::keys::KeySeal,
-    default_bits: usize,
+    defaults: &crate::config::SigningSettings,
     command: KeysCommand,
 ) -> anyhow::Result<Value> {
     use crate::signing::keys::{self, KeyInfo};
@@ -92,15 +97,23 @@ pub async fn run_keys(
     let list = |stored: &[seatwarden_actors::ports::StoredKey]| json!({"keys": stored.iter().map(KeyInfo::from).collect::<Vec<_>>()});
     match command {
         KeysCommand::List => Ok(list(&store.signing_keys().await?)),
-        KeysCommand::Rotate { bits, import } => {
+        KeysCommand::Rotate {
+            algorithm,
+            bits,
+            import,
+        } => {
             let pem = match import {
                 Some(path) => secrecy::SecretString::from(
                     std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?,
                 ),
                 None => {
-                    let bits = bits.unwrap_or(default_bits);
-                    tokio::task::spawn_blocking(move || keys::generate_pem(bits))
+                    let algorithm = algorithm.unwrap_or(defaults.algorithm);
+                    if bits.is_some() && algorithm != crate::signing::SigningAlgorithm::RS256 {
+                        bail!("--bits sizes RS256 keys only; {algorithm} keys have a fixed size");
+                    }
+                    let bits = bits.unwrap_or(defaults.rsa_bits);
+                    tokio::task::spawn_blocking(move || keys::generate_pem(algorithm, bits))
                         .await
                         .context("key generation task")??
                 }

@@ -275,6 +275,10 @@ pub struct SeatSettings {
 #[derive(Clone, Debug, Deserialize)]
 pub struct SigningSettings {
     pub key_path: Option<PathBuf>,
+    /// The algorithm of keys generated from now on (`RS256`, `ES256` or
+    /// `EdDSA`); a key in use keeps its own until `keys rotate`.
+    #[serde(default)]
+    pub algorithm: crate::signing::SigningAlgorithm,
     pub rsa_bits: usize,
     pub generate_if_missing: bool,
     /// How often a node re-reads the key set, so that a rotation reaches
@@ -922,6 +926,7 @@ mod tests {
         assert_eq!(s.seats.lease_ttl_secs, 360);
         assert_eq!(s.seats.heartbeat_interval_secs, 300);
         assert_eq!(s.signing.rsa_bits, 4096);
+        assert_eq!(s.signing.algorithm, crate::signing::SigningAlgorithm::RS256);
         assert!(s.redis.url.is_none());
         assert_eq!(
             s.database_url().expose_secret(),

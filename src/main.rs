@@ -54,8 +54,7 @@ async fn main() -> ExitCode {
             let result = async {
                 let store = startup::open_store(&settings).await?;
                 let seal = startup::access_tokens(&settings)?.key_seal();
-                seatwarden::cli::run_keys(store.as_ref(), &seal, settings.signing.rsa_bits, keys)
-                    .await
+                seatwarden::cli::run_keys(store.as_ref(), &seal, &settings.signing, keys).await
             }
             .await;
             print_outcome(result)

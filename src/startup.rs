@@ -195,6 +195,7 @@ pub async fn open_signing_keys(
 ) -> anyhow::Result<SigningKeys> {
     let cfg = SigningConfig {
         key_path: settings.key_path(),
+        algorithm: settings.signing.algorithm,
         rsa_bits: settings.signing.rsa_bits,
         generate_if_missing: settings.signing.generate_if_missing,
     };
@@ -206,8 +207,16 @@ pub async fn open_signing_keys(
     let keys = SigningKeys::open(store, seal, bootstrap)
         .await
         .context("opening the signing key set")?;
-    tracing::info!(kid = %keys.kid(), keys = keys.jwks()["keys"].as_array().map_or(0, Vec::len),
-        "signing keys ready");
+    tracing::info!(kid = %keys.kid(), algorithm = %keys.algorithm(),
+        keys = keys.jwks()["keys"].as_array().map_or(0, Vec::len), "signing keys ready");
+    if keys.algorithm() != settings.signing.algorithm {
+        tracing::warn!(
+            active = %keys.algorithm(),
+            configured = %settings.signing.algorithm,
+            "the active signing key's algorithm is not signing.algorithm; \
+             `seatwarden keys rotate` makes a key of the configured one active"
+        );
+    }
     Ok(keys)
 }
 

@@ -819,30 +819,39 @@ fn cli_failure(shared: &Shared, args: &[&str]) -> String {
 }
 
 /// The `kid` in a compact JWS's header.
-fn token_kid(token: &str) -> String {
+/// The JOSE header of a compact JWS.
+fn token_header(token: &str) -> Value {
     use base64::Engine;
     let header = token.split('.').next().expect("a JWS");
-    let header: Value = serde_json::from_slice(
+    serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(header)
             .expect("base64url header"),
     )
-    .expect("JSON header");
-    header["kid"].as_str().expect("kid").to_owned()
+    .expect("JSON header")
+}
+
+fn token_kid(token: &str) -> String {
+    token_header(token)["kid"]
+        .as_str()
+        .expect("a kid")
+        .to_owned()
 }
 
 impl Cluster {
-    async fn jwks_kids(&self, node: &Node) -> Vec<String> {
-        let jwks: Value = self
-            .client
+    async fn jwks(&self, node: &Node) -> Value {
+        self.client
             .get(node.url("/.well-known/jwks.json"))
             .send()
             .await
             .expect("jwks request")
             .json()
             .await
-            .expect("jwks JSON");
-        jwks["keys"]
+            .expect("jwks JSON")
+    }
+
+    async fn jwks_kids(&self, node: &Node) -> Vec<String> {
+        self.jwks(node).await["keys"]
             .as_array()
             .expect("keys")
             .iter()
@@ -922,4 +931,90 @@ async fn a_key_rotation_reaches_both_nodes_without_a_restart_and_old_tokens_veri
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["session_id"], session.as_str());
     assert_eq!(token_kid(body["token"].as_str().unwrap()), new_kid);
+}
+
+#[tokio::test]
+async fn rotating_to_es256_and_then_eddsa_switches_both_nodes_and_every_tokens_algorithm_verifies()
+{
+    let cluster = Cluster::start(6).await;
+    let (rs_session, rs_token) = cluster.acquire_ok(&cluster.a, "machine-rs").await;
+    assert_eq!(token_header(&rs_token)["alg"], "RS256");
+
+    let mut held = vec![(rs_session, rs_token)];
+    for (algorithm, kty, crv) in [("ES256", "EC", "P-256"), ("EdDSA", "OKP", "Ed25519")] {
+        let rotated = cli(
+            &cluster.shared,
+            &["keys", "rotate", "--algorithm", algorithm],
+        );
+        assert_eq!(rotated["rotated_to"]["algorithm"], algorithm, "{rotated}");
+        let kid = rotated["rotated_to"]["kid"].as_str().unwrap().to_owned();
+        for (node, machine) in [(&cluster.a, "a"), (&cluster.b, "b")] {
+            let jwk = eventually(Duration::from_secs(15), || async {
+                let jwks = cluster.jwks(node).await;
+                jwks["keys"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|k| k["kid"] == kid.as_str())
+                    .cloned()
+            })
+            .await
+            .unwrap_or_else(|| panic!("node {} did not publish {kid}", node.name));
+            assert_eq!(jwk["kty"], kty, "{jwk}");
+            assert_eq!(jwk["crv"], crv, "{jwk}");
+            assert_eq!(jwk["alg"], algorithm, "{jwk}");
+
+            // The JWKS and the signing key change in one swap: a node that
+            // publishes the new key signs with it.
+            let machine = format!("machine-{algorithm}-{machine}");
+            let (session, token) = cluster.acquire_ok(node, &machine).await;
+            assert_eq!(
+                token_kid(&token),
+                kid,
+                "node {} signs with the new key",
+                node.name
+            );
+            assert_eq!(token_header(&token)["alg"], algorithm);
+
+            // A client verifies it offline from the published JWK alone.
+            let key: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk).unwrap();
+            let key = jsonwebtoken::DecodingKey::from_jwk(&key).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(algorithm.parse().unwrap());
+            validation.validate_exp = false;
+            let claims = jsonwebtoken::decode::<Value>(&token, &key, &validation)
+                .expect("verifies against the JWKS");
+            assert_eq!(claims.claims["session_id"], session.as_str());
+            held.push((session, token));
+        }
+    }
+    // Every token, whatever its algorithm, heartbeats on either node.
+    for (session, token) in &held {
+        for node in [&cluster.a, &cluster.b] {
+            let (status, body) = cluster.heartbeat(node, session, token).await;
+            assert_eq!(
+                status,
+                200,
+                "{} on {}: {body}",
+                token_header(token),
+                node.name
+            );
+        }
+    }
+    // A token whose header claims another algorithm than its key's is
+    // refused before any signature work: it cannot choose its check.
+    let (_, eddsa_token) = held.last().unwrap();
+    let mut header = token_header(eddsa_token);
+    header["alg"] = "ES256".into();
+    let forged = {
+        use base64::Engine;
+        let rest = eddsa_token.split_once('.').unwrap().1;
+        format!(
+            "{}.{rest}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string())
+        )
+    };
+    let (status, body) = cluster
+        .heartbeat(&cluster.a, &held.last().unwrap().0, &forged)
+        .await;
+    assert_eq!(status, 401, "{body}");
 }

@@ -13,7 +13,8 @@ use rsa::RsaPrivateKey;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use seatwarden::signing::{
-    SeatClaims, SigningConfig, SigningError, TokenSigner, rsa_jwk_thumbprint,
+    SeatClaims, SigningAlgorithm, SigningConfig, SigningError, TokenSigner, keys,
+    rsa_jwk_thumbprint,
 };
 
 fn rsa_key(slot: &'static OnceLock<RsaPrivateKey>) -> &'static RsaPrivateKey {
@@ -409,6 +410,7 @@ fn debug_shows_kid_and_bits_but_no_key_material() {
 fn cfg(path: &std::path::Path, generate: bool) -> SigningConfig {
     SigningConfig {
         key_path: path.to_path_buf(),
+        algorithm: SigningAlgorithm::RS256,
         rsa_bits: 2048,
         generate_if_missing: generate,
     }
@@ -763,5 +765,237 @@ fn print_sign_and_verify_rates() {
             1e6 / verify,
             1e6 / cached,
         );
+    }
+}
+
+// ----- ES256 and EdDSA -----
+
+/// A freshly generated signer of `algorithm` (fast for P-256 and Ed25519).
+fn signer_of(algorithm: SigningAlgorithm) -> TokenSigner {
+    use secrecy::ExposeSecret;
+    let pem = keys::generate_pem(algorithm, 2048).unwrap();
+    TokenSigner::from_pem(pem.expose_secret()).unwrap()
+}
+
+/// RFC 7638: SHA-256 over the required members, sorted, no whitespace.
+fn thumbprint_of(jwk: &serde_json::Value, members: &[&str]) -> String {
+    use sha2::Digest;
+    let canonical: serde_json::Map<String, serde_json::Value> = members
+        .iter()
+        .map(|m| ((*m).to_owned(), jwk[*m].clone()))
+        .collect();
+    // serde_json's map is sorted by key, and to_string adds no whitespace.
+    let json = serde_json::Value::Object(canonical).to_string();
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(json.as_bytes()))
+}
+
+#[tokio::test]
+async fn es256_and_eddsa_keys_sign_tokens_a_client_verifies_offline_from_the_jwk_alone() {
+    for (algorithm, kty, crv, members) in [
+        (
+            SigningAlgorithm::ES256,
+            "EC",
+            "P-256",
+            &["crv", "kty", "x", "y"][..],
+        ),
+        (
+            SigningAlgorithm::EdDSA,
+            "OKP",
+            "Ed25519",
+            &["crv", "kty", "x"][..],
+        ),
+    ] {
+        let signer = signer_of(algorithm);
+        assert_eq!(signer.algorithm(), algorithm);
+        let c = claims();
+        let token = signer.sign(&c).await.unwrap();
+        let header = header_of(&token);
+        assert_eq!(header["alg"], algorithm.as_str());
+        assert_eq!(header["typ"], "JWT");
+        assert_eq!(header["kid"], signer.kid());
+        assert_eq!(signer.verify(&token).unwrap(), c);
+
+        let jwk = signer.jwks()["keys"][0].clone();
+        assert_eq!(jwk["kty"], kty, "{jwk}");
+        assert_eq!(jwk["crv"], crv, "{jwk}");
+        assert_eq!(jwk["alg"], algorithm.as_str(), "{jwk}");
+        assert_eq!(jwk["use"], "sig", "{jwk}");
+        assert_eq!(jwk["kid"], signer.kid(), "{jwk}");
+        assert_eq!(signer.kid(), thumbprint_of(&jwk, members), "RFC 7638 kid");
+        for coordinate in &members[2..] {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(jwk[*coordinate].as_str().unwrap())
+                .unwrap();
+            assert_eq!(bytes.len(), 32, "{coordinate} of {jwk}");
+        }
+
+        // A client with the library defaults: the JWK, its algorithm, exp.
+        let key = DecodingKey::from_jwk(&serde_json::from_value(jwk.clone()).unwrap()).unwrap();
+        let data = jsonwebtoken::decode::<SeatClaims>(
+            &token,
+            &key,
+            &Validation::new(match algorithm {
+                SigningAlgorithm::ES256 => Algorithm::ES256,
+                _ => Algorithm::EdDSA,
+            }),
+        )
+        .expect("verifies against the published JWK");
+        assert_eq!(data.claims, c);
+        // And from the SPKI PEM the server publishes.
+        let pem = signer.public_key_pem();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+        let from_pem = match algorithm {
+            SigningAlgorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+            _ => DecodingKey::from_ed_pem(pem.as_bytes()),
+        }
+        .unwrap();
+        let mut validation = Validation::new(data.header.alg);
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<SeatClaims>(&token, &from_pem, &validation)
+            .expect("verifies against the public key PEM");
+    }
+}
+
+#[test]
+fn a_token_is_checked_only_with_its_keys_algorithm_whatever_its_header_says() {
+    let es = signer_of(SigningAlgorithm::ES256);
+    let ed = signer_of(SigningAlgorithm::EdDSA);
+    let es_token = es.sign_blocking(&claims()).unwrap();
+    let ed_token = ed.sign_blocking(&claims()).unwrap();
+    let rest = |t: &str| t.split_once('.').unwrap().1.to_owned();
+    for (signer, token, other) in [(&es, &es_token, "EdDSA"), (&ed, &ed_token, "ES256")] {
+        for alg in [other, "RS256", "HS256", "ES384", "none"] {
+            let mut header = header_of(token);
+            header["alg"] = alg.into();
+            let forged = format!("{}.{}", b64(&header), rest(token));
+            let err = assert_rejected(signer.verify(&forged));
+            assert!(
+                matches!(err, SigningError::AlgorithmRejected(_)),
+                "{alg}: {err:?}"
+            );
+        }
+        // An ECDSA signature altered in one byte is refused.
+        let mut altered = token.as_bytes().to_vec();
+        let last = altered.len() - 2;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let err = assert_rejected(signer.verify(std::str::from_utf8(&altered).unwrap()));
+        assert!(
+            matches!(
+                err,
+                SigningError::BadSignature | SigningError::MalformedToken(_)
+            ),
+            "{err:?}"
+        );
+    }
+    // One key's token under the other's kid does not verify.
+    let mut header = header_of(&ed_token);
+    header["kid"] = es.kid().into();
+    header["alg"] = "ES256".into();
+    let swapped = format!("{}.{}", b64(&header), rest(&ed_token));
+    assert_rejected(es.verify(&swapped));
+}
+
+/// Runs `openssl` with `args`, returning its standard output.
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn p256_and_ed25519_keys_made_by_openssl_are_accepted_in_each_of_their_pem_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "ec-pkcs8.pem",
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ][..],
+            SigningAlgorithm::ES256,
+        ),
+        (
+            "ec-sec1.pem",
+            &["ecparam", "-name", "prime256v1", "-genkey", "-noout"][..],
+            SigningAlgorithm::ES256,
+        ),
+        (
+            "ed25519.pem",
+            &["genpkey", "-algorithm", "ED25519"][..],
+            SigningAlgorithm::EdDSA,
+        ),
+    ];
+    for (file, args, algorithm) in cases {
+        let path = dir.path().join(file);
+        let pem = openssl(args);
+        std::fs::write(&path, &pem).unwrap();
+        let signer = TokenSigner::from_pem(&pem).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(signer.algorithm(), algorithm, "{file}");
+        // The public key we publish is the one openssl derives.
+        let public = openssl(&["pkey", "-in", path.to_str().unwrap(), "-pubout"]);
+        assert_eq!(signer.public_key_pem().trim(), public.trim(), "{file}");
+        let token = signer.sign_blocking(&claims()).unwrap();
+        signer.verify(&token).unwrap();
+    }
+    // Another curve is refused, saying which one we take.
+    let p384 = openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+    ]);
+    let err = TokenSigner::from_pem(&p384).unwrap_err();
+    assert!(err.to_string().contains("P-256"), "{err}");
+    let x25519 = openssl(&["genpkey", "-algorithm", "X25519"]);
+    let err = TokenSigner::from_pem(&x25519).unwrap_err();
+    assert!(matches!(err, SigningError::InvalidKey(_)), "{err:?}");
+}
+
+#[test]
+fn a_generated_key_file_has_the_configured_algorithm_and_a_file_on_disk_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key.pem");
+    let mut config = cfg(&path, true);
+    config.algorithm = SigningAlgorithm::EdDSA;
+    let made = TokenSigner::load_or_generate(&config).unwrap();
+    assert_eq!(made.algorithm(), SigningAlgorithm::EdDSA);
+    assert_eq!(mode(&path), 0o600);
+
+    config.algorithm = SigningAlgorithm::ES256;
+    let loaded = TokenSigner::load_or_generate(&config).unwrap();
+    assert_eq!(
+        loaded.algorithm(),
+        SigningAlgorithm::EdDSA,
+        "the file decides"
+    );
+    assert_eq!(loaded.kid(), made.kid());
+}
+
+#[test]
+fn algorithm_names_are_the_exact_jws_names() {
+    for algorithm in SigningAlgorithm::ALL {
+        assert_eq!(
+            algorithm.as_str().parse::<SigningAlgorithm>(),
+            Ok(algorithm)
+        );
+        assert_eq!(
+            serde_json::to_value(algorithm).unwrap(),
+            algorithm.as_str(),
+            "config and CLI spell it as the JWS header does"
+        );
+    }
+    for bad in ["rs256", "ES512", "EDDSA", "HS256", ""] {
+        assert!(bad.parse::<SigningAlgorithm>().is_err(), "{bad}");
     }
 }

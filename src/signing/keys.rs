@@ -27,15 +27,14 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use chrono::{DateTime, Utc};
-use rsa::RsaPrivateKey;
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use seatwarden_actors::ports::{KeyStore, StoreError, StoredKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::verified_cache::VerifiedCache;
 use super::{
-    DEFAULT_VERIFIED_CACHE_CAPACITY, LicenseFileClaims, SeatClaims, SigningError, TokenSigner,
+    DEFAULT_VERIFIED_CACHE_CAPACITY, LicenseFileClaims, SeatClaims, SigningAlgorithm, SigningError,
+    TokenSigner,
 };
 
 /// What the derived sealing key is for; a new purpose gets a new label.
@@ -247,6 +246,11 @@ impl SigningKeys {
         self.current().active.kid().to_owned()
     }
 
+    /// The active key's algorithm: what new tokens are signed with.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.current().active.algorithm()
+    }
+
     /// The active key's public key (SPKI PEM).
     pub fn public_key_pem(&self) -> String {
         self.current().active.public_key_pem().to_owned()
@@ -396,7 +400,7 @@ pub fn stored_key(
     let signer = TokenSigner::from_pem(pem.expose_secret())?;
     Ok(StoredKey {
         kid: signer.kid().to_owned(),
-        algorithm: "RS256".into(),
+        algorithm: signer.algorithm().as_str().into(),
         public_jwk: signer.jwks()["keys"][0].to_string(),
         sealed_private: seal.seal(signer.kid(), pem.expose_secret().as_bytes())?,
         created_at,
@@ -405,18 +409,13 @@ pub fn stored_key(
     })
 }
 
-/// A new RSA key of `bits` (2048, 3072 or 4096), as PKCS#8 PEM. Blocking:
-/// seconds of CPU at 4096 bits.
-pub fn generate_pem(bits: usize) -> Result<SecretString, SigningError> {
-    if !super::SUPPORTED_RSA_BITS.contains(&bits) {
-        return Err(SigningError::UnsupportedKeySize(bits));
-    }
-    let key = RsaPrivateKey::new(&mut rand::thread_rng(), bits)
-        .map_err(|e| SigningError::KeyGeneration(e.to_string()))?;
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| SigningError::KeyGeneration(format!("cannot encode key: {e}")))?;
-    Ok(SecretString::from(pem.as_str().to_owned()))
+/// A new key for `algorithm` as PKCS#8 PEM; `rsa_bits` (2048, 3072 or
+/// 4096) sizes an RSA key. Blocking: seconds of CPU for RSA-4096.
+pub fn generate_pem(
+    algorithm: SigningAlgorithm,
+    rsa_bits: usize,
+) -> Result<SecretString, SigningError> {
+    super::key_pair::KeyPair::generate_pem(algorithm, rsa_bits)
 }
 
 #[cfg(test)]
