@@ -10,6 +10,9 @@
 #   SEATWARDEN_TEST_SMTP_URL   smtp://127.0.0.1:PORT (aiosmtpd, no TLS, no auth)
 #   SEATWARDEN_TEST_SMTP_DIR   the Maildir it stores every message in (DIR/new/),
 #                              one file each, with X-RcptTo naming the recipients
+#   SEATWARDEN_TEST_PKCS11_MODULE
+#                              SoftHSM2's PKCS#11 module (tests make their own
+#                              tokens with softhsm2-util)
 #
 # Source it (`. scripts/services.sh`); it installs what is missing, and the
 # servers and their data are removed when the sourcing shell exits.
@@ -33,6 +36,7 @@ for sw_py in python3 /usr/bin/python3; do
   fi
 done
 [ -n "$sw_smtp_python" ] || sw_need_install+=(python3-aiosmtpd)
+command -v softhsm2-util >/dev/null 2>&1 || sw_need_install+=(softhsm2)
 if ((${#sw_need_install[@]})); then
   echo "services: installing ${sw_need_install[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -129,6 +133,18 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 export SEATWARDEN_TEST_SMTP_URL="smtp://127.0.0.1:$sw_smtp_port"
+
+# --- SoftHSM2: a PKCS#11 module; each test initializes its own token ----------
+for sw_module in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so; do
+  if [ -f "$sw_module" ]; then
+    export SEATWARDEN_TEST_PKCS11_MODULE="$sw_module"
+    break
+  fi
+done
+if [ -z "${SEATWARDEN_TEST_PKCS11_MODULE:-}" ]; then
+  echo "services: softhsm2 is installed but libsofthsm2.so was not found" >&2
+  exit 1
+fi
 
 sw_stop_services() {
   kill "$sw_smtp_pid" 2>/dev/null || true

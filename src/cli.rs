@@ -73,8 +73,16 @@ pub enum KeysCommand {
         bits: Option<usize>,
         /// A PEM private key to import instead: PKCS#8 (RSA, P-256 or
         /// Ed25519), PKCS#1 RSA or SEC1 EC. Its type decides its algorithm.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["hsm", "hsm_label"])]
         import: Option<PathBuf>,
+        /// Generate the key inside the PKCS#11 token of signing.pkcs11
+        /// (RS256 or ES256): its private half never leaves the token.
+        #[arg(long, conflicts_with = "hsm_label")]
+        hsm: bool,
+        /// Use the key pair labelled so in the PKCS#11 token (made there by
+        /// other tools) instead of generating one.
+        #[arg(long, conflicts_with_all = ["algorithm", "bits"])]
+        hsm_label: Option<String>,
     },
     /// Retire a key: it leaves the JWKS and stops verifying, so tokens and
     /// license files it signed are refused from then on. Not the active key.
@@ -101,24 +109,42 @@ pub async fn run_keys(
             algorithm,
             bits,
             import,
+            hsm,
+            hsm_label,
         } => {
-            let pem = match import {
-                Some(path) => secrecy::SecretString::from(
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?,
-                ),
-                None => {
-                    let algorithm = algorithm.unwrap_or(defaults.algorithm);
-                    if bits.is_some() && algorithm != crate::signing::SigningAlgorithm::RS256 {
-                        bail!("--bits sizes RS256 keys only; {algorithm} keys have a fixed size");
-                    }
-                    let bits = bits.unwrap_or(defaults.rsa_bits);
-                    tokio::task::spawn_blocking(move || keys::generate_pem(algorithm, bits))
+            let now = chrono::Utc::now();
+            let algorithm = algorithm.unwrap_or(defaults.algorithm);
+            if bits.is_some() && algorithm != crate::signing::SigningAlgorithm::RS256 {
+                bail!("--bits sizes RS256 keys only; {algorithm} keys have a fixed size");
+            }
+            let bits = bits.unwrap_or(defaults.rsa_bits);
+            let seal = seal.clone();
+            let key = match (import, hsm, hsm_label) {
+                (Some(path), ..) => {
+                    let pem = secrecy::SecretString::from(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    );
+                    keys::stored_key(&pem, &seal, now)?
+                }
+                (None, _, Some(label)) => {
+                    tokio::task::spawn_blocking(move || keys::stored_hsm_key(&label, &seal, now))
                         .await
-                        .context("key generation task")??
+                        .context("PKCS#11 task")??
+                }
+                (None, true, None) => tokio::task::spawn_blocking(move || {
+                    keys::generate_hsm_key(algorithm, bits, &seal, now)
+                })
+                .await
+                .context("PKCS#11 key generation task")??,
+                (None, false, None) => {
+                    let pem =
+                        tokio::task::spawn_blocking(move || keys::generate_pem(algorithm, bits))
+                            .await
+                            .context("key generation task")??;
+                    keys::stored_key(&pem, &seal, now)?
                 }
             };
-            let key = keys::stored_key(&pem, seal, chrono::Utc::now())?;
             if !store.add_signing_key(&key, true).await? {
                 bail!("key {} is in the key set already", key.kid);
             }

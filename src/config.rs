@@ -284,6 +284,10 @@ pub struct SigningSettings {
     /// How often a node re-reads the key set, so that a rotation reaches
     /// it without a restart.
     pub reload_secs: u64,
+    /// A PKCS#11 token for keys that never leave it (`keys rotate --hsm`).
+    /// The PIN is a secret: `SEATWARDEN__SIGNING__PKCS11__PIN`.
+    #[serde(default)]
+    pub pkcs11: Option<crate::signing::pkcs11::Pkcs11Settings>,
 }
 
 /// Logins, their tokens and the lockout.

@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
         Command::Keys(keys) => {
             let result = async {
                 let store = startup::open_store(&settings).await?;
-                let seal = startup::access_tokens(&settings)?.key_seal();
+                let seal = startup::key_seal(&settings).await?;
                 seatwarden::cli::run_keys(store.as_ref(), &seal, &settings.signing, keys).await
             }
             .await;

@@ -40,6 +40,7 @@
 
 mod key_pair;
 pub mod keys;
+pub mod pkcs11;
 mod verified_cache;
 
 pub use key_pair::rsa_jwk_thumbprint;
@@ -428,11 +429,27 @@ impl TokenSigner {
         Self::from_key_pair(KeyPair::from_pem(pem)?)
     }
 
+    /// A signer for the key pair labelled `label` in the PKCS#11 token
+    /// `hsm`: it signs in the token. Blocking (reads the token).
+    pub fn from_hsm(hsm: &pkcs11::Hsm, label: &str) -> Result<Self, SigningError> {
+        let (key, public) = hsm.key(label)?;
+        Self::in_hsm(key, public)
+    }
+
+    /// A signer whose private key is `key`, in a PKCS#11 token, with the
+    /// public half `public` read from the token.
+    fn in_hsm(key: pkcs11::HsmKey, public: key_pair::PublicKey) -> Result<Self, SigningError> {
+        Self::from_key_pair(KeyPair::in_hsm(key, public))
+    }
+
     fn from_key_pair(key_pair: KeyPair) -> Result<Self, SigningError> {
         install_crypto_provider();
 
-        let algorithm = key_pair.algorithm();
-        let (kid, mut jwk) = key_pair.public_jwk();
+        let public = key_pair.public();
+        let algorithm = public.algorithm();
+        let (signature_len, bits) = (public.signature_len(), public.bits());
+        let (decoding_key, public_key_pem) = (public.decoding_key()?, public.pem()?);
+        let (kid, mut jwk) = public.jwk();
         jwk.insert("use".into(), "sig".into());
         jwk.insert("alg".into(), algorithm.as_str().into());
         jwk.insert("kid".into(), kid.clone().into());
@@ -454,10 +471,10 @@ impl TokenSigner {
 
         let signer = Self {
             inner: Arc::new(Inner {
-                signature_len: key_pair.signature_len(),
-                bits: key_pair.bits(),
-                decoding_key: key_pair.decoding_key()?,
-                public_key_pem: key_pair.public_key_pem()?,
+                signature_len,
+                bits,
+                decoding_key,
+                public_key_pem,
                 key_pair,
                 algorithm,
                 header_b64,
@@ -585,6 +602,12 @@ impl TokenSigner {
     /// The algorithm this key signs with.
     pub fn algorithm(&self) -> SigningAlgorithm {
         self.inner.algorithm
+    }
+
+    /// Whether the private key lives in a PKCS#11 token rather than in
+    /// this process.
+    pub fn in_token(&self) -> bool {
+        self.inner.key_pair.in_token()
     }
 
     /// Signs `claims` on tokio's blocking pool.

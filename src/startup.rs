@@ -220,6 +220,22 @@ pub async fn open_signing_keys(
     Ok(keys)
 }
 
+/// What opens the stored signing keys: the seal keyed from the
+/// access-token secret, with the PKCS#11 token of `signing.pkcs11` when
+/// one is configured (opened and logged in here, so a wrong module, label
+/// or PIN stops the start).
+pub async fn key_seal(settings: &Settings) -> anyhow::Result<KeySeal> {
+    let seal = access_tokens(settings)?.key_seal();
+    let Some(pkcs11) = settings.signing.pkcs11.clone() else {
+        return Ok(seal);
+    };
+    let hsm = tokio::task::spawn_blocking(move || crate::signing::pkcs11::Hsm::open(&pkcs11))
+        .await
+        .context("opening the PKCS#11 token")??;
+    tracing::info!(?hsm, "PKCS#11 token open");
+    Ok(seal.with_hsm(hsm))
+}
+
 /// The access-token key the settings name (generated in the data directory
 /// when allowed). It also keys the seal of the stored signing keys, which
 /// is why the `keys` commands load it too.
@@ -307,11 +323,12 @@ impl Application {
         };
         let store = open_store(&settings).await?;
         seed_plans(&settings, store.as_ref()).await?;
+        let seal = key_seal(&settings).await?;
         let access = access_tokens(&settings)?;
-        let signer = open_signing_keys(&settings, store.as_ref(), &access.key_seal()).await?;
+        let signer = open_signing_keys(&settings, store.as_ref(), &seal).await?;
         let key_reload = signer.spawn_reload(
             store.clone(),
-            access.key_seal(),
+            seal,
             Duration::from_secs(settings.signing.reload_secs),
         );
         let ledger = open_ledger(&settings, store.as_ref()).await?;

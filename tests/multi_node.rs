@@ -34,6 +34,8 @@ struct ClusterOptions {
     /// Also how often an organization's batched heartbeats are written.
     sweep_interval_secs: u64,
     shutdown_grace_secs: u64,
+    /// A SoftHSM2 token every process may keep signing keys in.
+    softhsm: Option<Arc<support::softhsm::SoftHsm>>,
 }
 
 impl Default for ClusterOptions {
@@ -44,6 +46,7 @@ impl Default for ClusterOptions {
             redis_cluster: false,
             sweep_interval_secs: 1,
             shutdown_grace_secs: 20,
+            softhsm: None,
         }
     }
 }
@@ -109,6 +112,7 @@ impl Shared {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(self.opts.softhsm.iter().flat_map(|hsm| hsm.env()))
         .collect()
     }
 
@@ -1017,4 +1021,53 @@ async fn rotating_to_es256_and_then_eddsa_switches_both_nodes_and_every_tokens_a
         .heartbeat(&cluster.a, &held.last().unwrap().0, &forged)
         .await;
     assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test]
+async fn a_key_made_in_the_hsm_signs_on_both_nodes_after_one_rotation() {
+    let cluster = Cluster::start_with(
+        4,
+        ClusterOptions {
+            softhsm: Some(Arc::new(support::softhsm::SoftHsm::new("multi-node"))),
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    let (old_session, old_token) = cluster.acquire_ok(&cluster.a, "machine-file-key").await;
+
+    let rotated = cli(
+        &cluster.shared,
+        &["keys", "rotate", "--hsm", "--algorithm", "ES256"],
+    );
+    assert_eq!(rotated["rotated_to"]["algorithm"], "ES256", "{rotated}");
+    let kid = rotated["rotated_to"]["kid"].as_str().unwrap().to_owned();
+
+    let mut held = vec![(old_session, old_token)];
+    for (node, machine) in [(&cluster.a, "machine-a"), (&cluster.b, "machine-b")] {
+        let published = eventually(Duration::from_secs(15), || async {
+            cluster.jwks_kids(node).await.contains(&kid).then_some(())
+        })
+        .await;
+        assert!(
+            published.is_some(),
+            "node {} did not pick up {kid}",
+            node.name
+        );
+        let (session, token) = cluster.acquire_ok(node, machine).await;
+        assert_eq!(
+            token_kid(&token),
+            kid,
+            "node {} signs in the token",
+            node.name
+        );
+        assert_eq!(token_header(&token)["alg"], "ES256");
+        held.push((session, token));
+    }
+    // Each node verifies what the other signed, and the file key's token.
+    for (session, token) in &held {
+        for node in [&cluster.a, &cluster.b] {
+            let (status, body) = cluster.heartbeat(node, session, token).await;
+            assert_eq!(status, 200, "{} on {}: {body}", token_kid(token), node.name);
+        }
+    }
 }

@@ -1,13 +1,14 @@
-//! One private signing key of any algorithm we sign with, parsed once.
+//! One signing key of any algorithm we sign with: a private half that
+//! signs, and a public half that the JWKS publishes and that verifies.
 //!
 //! RSA keys are parsed with the `rsa` crate (it reads PKCS#1 as well as
 //! PKCS#8 and gives the modulus and exponent the JWK publishes) and then
 //! handed to `aws-lc-rs`, which does every private-key operation. P-256 and
-//! Ed25519 keys go to `aws-lc-rs` directly. Whatever the algorithm, the
-//! rest of the signer sees the same four things: a `kid`, a public JWK, a
+//! Ed25519 keys go to `aws-lc-rs` directly. A key in a PKCS#11 token signs
+//! in the token (see [`pkcs11`](super::pkcs11)). Whatever the kind, the
+//! rest of the signer sees the same things: a `kid`, a public JWK, a
 //! verifying key, and a `sign` that writes into a caller's buffer.
 
-use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
@@ -16,14 +17,15 @@ use aws_lc_rs::signature::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
-use rsa::RsaPrivateKey;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::der::pem::{self, LineEnding};
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, ObjectIdentifier};
 use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
+use super::pkcs11::HsmKey;
 use super::{SigningAlgorithm, SigningError};
 
 /// Largest signature any key makes: 8192-bit RSA, the most aws-lc accepts.
@@ -33,18 +35,168 @@ const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
-/// A private key held in AWS-LC's memory, which AWS-LC cleanses when the
-/// key is freed. Never printed.
-pub(super) enum KeyPair {
+/// The SubjectPublicKeyInfo DER of a P-256 key up to its point
+/// (`04 || x || y` follows): id-ecPublicKey, prime256v1, a 66-byte BIT STRING.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+/// The SubjectPublicKeyInfo DER of an Ed25519 key up to its 32 bytes.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The public half of a signing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum PublicKey {
+    /// Big-endian modulus and exponent, without leading zeros.
     Rsa {
-        pair: RsaKeyPair,
-        /// base64url modulus and exponent, for the JWK.
-        n: String,
-        e: String,
-        public_key_pem: String,
+        n: Vec<u8>,
+        e: Vec<u8>,
     },
+    /// A P-256 point.
+    Ec {
+        x: [u8; 32],
+        y: [u8; 32],
+    },
+    Ed {
+        x: [u8; 32],
+    },
+}
+
+impl PublicKey {
+    /// An RSA key of big-endian `n` and `e`, 2048 to 8192 bits.
+    pub(super) fn rsa(n: &[u8], e: &[u8]) -> Result<Self, SigningError> {
+        let strip = |v: &[u8]| v[v.iter().take_while(|b| **b == 0).count()..].to_vec();
+        let (n, e) = (strip(n), strip(e));
+        let bits = n.len() * 8;
+        if bits < 2048 {
+            return Err(SigningError::InvalidKey(format!(
+                "RSA key is {bits} bits; at least 2048 are required"
+            )));
+        }
+        if n.len() > MAX_SIGNATURE_LEN {
+            return Err(SigningError::InvalidKey(format!(
+                "RSA key is {bits} bits; at most 8192 are supported"
+            )));
+        }
+        Ok(Self::Rsa { n, e })
+    }
+
+    /// A P-256 key from its uncompressed point `04 || x || y`.
+    pub(super) fn ec_point(point: &[u8]) -> Result<Self, SigningError> {
+        match point {
+            [0x04, coordinates @ ..] if coordinates.len() == 64 => {
+                let (x, y) = coordinates.split_at(32);
+                Ok(Self::Ec {
+                    x: x.try_into().expect("32 bytes"),
+                    y: y.try_into().expect("32 bytes"),
+                })
+            }
+            _ => Err(SigningError::InvalidKey(
+                "not an uncompressed P-256 point".into(),
+            )),
+        }
+    }
+
+    /// The algorithm this key verifies.
+    pub(super) fn algorithm(&self) -> SigningAlgorithm {
+        match self {
+            Self::Rsa { .. } => SigningAlgorithm::RS256,
+            Self::Ec { .. } => SigningAlgorithm::ES256,
+            Self::Ed { .. } => SigningAlgorithm::EdDSA,
+        }
+    }
+
+    /// Key size in bits: the RSA modulus, or 256 for P-256 and Ed25519.
+    pub(super) fn bits(&self) -> usize {
+        match self {
+            Self::Rsa { n, .. } => n.len() * 8,
+            Self::Ec { .. } | Self::Ed { .. } => 256,
+        }
+    }
+
+    /// Length of every signature this key verifies.
+    pub(super) fn signature_len(&self) -> usize {
+        match self {
+            Self::Rsa { n, .. } => n.len(),
+            // r || s, 32 bytes each (JWS's fixed form); Ed25519 is 64 bytes.
+            Self::Ec { .. } | Self::Ed { .. } => 64,
+        }
+    }
+
+    /// The JWK's key members (sorted, as RFC 7638 hashes them), and the
+    /// RFC 7638 thumbprint (the `kid`): the same on every node.
+    pub(super) fn jwk(&self) -> (String, serde_json::Map<String, serde_json::Value>) {
+        let b64 = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+        let members: Vec<(&str, String)> = match self {
+            Self::Rsa { n, e } => vec![("e", b64(e)), ("kty", "RSA".into()), ("n", b64(n))],
+            Self::Ec { x, y } => vec![
+                ("crv", "P-256".into()),
+                ("kty", "EC".into()),
+                ("x", b64(x)),
+                ("y", b64(y)),
+            ],
+            Self::Ed { x } => vec![
+                ("crv", "Ed25519".into()),
+                ("kty", "OKP".into()),
+                ("x", b64(x)),
+            ],
+        };
+        (
+            jwk_thumbprint(&members),
+            members
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+                .collect(),
+        )
+    }
+
+    /// What verifies this key's signatures.
+    pub(super) fn decoding_key(&self) -> Result<DecodingKey, SigningError> {
+        let (_, jwk) = self.jwk();
+        let member = |name: &str| jwk[name].as_str().unwrap_or_default().to_owned();
+        match self {
+            Self::Rsa { n, e } => Ok(DecodingKey::from_rsa_raw_components(n, e)),
+            Self::Ec { .. } => DecodingKey::from_ec_components(&member("x"), &member("y")),
+            Self::Ed { .. } => DecodingKey::from_ed_components(&member("x")),
+        }
+        .map_err(|e| SigningError::InvalidKey(format!("verifying key rejected: {e}")))
+    }
+
+    /// The public key as an SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub(super) fn pem(&self) -> Result<String, SigningError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            SigningError::InvalidKey(format!("cannot encode the public key: {e}"))
+        };
+        let spki = match self {
+            Self::Rsa { n, e } => {
+                let key = RsaPublicKey::new(BigUint::from_bytes_be(n), BigUint::from_bytes_be(e))
+                    .map_err(|e| failed(&e))?;
+                return key
+                    .to_public_key_pem(LineEnding::LF)
+                    .map_err(|e| failed(&e));
+            }
+            Self::Ec { x, y } => [&P256_SPKI_PREFIX[..], &[0x04], x, y].concat(),
+            Self::Ed { x } => [&ED25519_SPKI_PREFIX[..], x].concat(),
+        };
+        pem::encode_string("PUBLIC KEY", LineEnding::LF, &spki).map_err(|e| failed(&e))
+    }
+}
+
+/// The private half: held in AWS-LC's memory (which AWS-LC cleanses when
+/// the key is freed), or in a PKCS#11 token. Never printed.
+enum PrivateKey {
+    Rsa(RsaKeyPair),
     Ec(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
+    Hsm(HsmKey),
+}
+
+/// A private key and its public half.
+pub(super) struct KeyPair {
+    private: PrivateKey,
+    public: PublicKey,
 }
 
 impl KeyPair {
@@ -74,9 +226,17 @@ impl KeyPair {
                             .map_err(|e| SigningError::InvalidKey(format!("PKCS#8 PEM: {e}")))?,
                     ),
                     EC_PUBLIC_KEY => Self::ec(&der),
-                    ED25519 => Ed25519KeyPair::from_pkcs8(&der)
-                        .map(Self::Ed)
-                        .map_err(|e| SigningError::InvalidKey(format!("Ed25519 key: {e}"))),
+                    ED25519 => {
+                        let pair = Ed25519KeyPair::from_pkcs8(&der)
+                            .map_err(|e| SigningError::InvalidKey(format!("Ed25519 key: {e}")))?;
+                        let x = pair.public_key().as_ref().try_into().map_err(|_| {
+                            SigningError::InvalidKey("Ed25519 public key is not 32 bytes".into())
+                        })?;
+                        Ok(Self {
+                            private: PrivateKey::Ed(pair),
+                            public: PublicKey::Ed { x },
+                        })
+                    }
                     other => Err(SigningError::InvalidKey(format!(
                         "unsupported key type {other}: expected RSA, P-256 or Ed25519"
                     ))),
@@ -90,17 +250,7 @@ impl KeyPair {
     }
 
     fn rsa(key: &RsaPrivateKey) -> Result<Self, SigningError> {
-        let bits = key.size() * 8;
-        if bits < 2048 {
-            return Err(SigningError::InvalidKey(format!(
-                "RSA key is {bits} bits; at least 2048 are required"
-            )));
-        }
-        if key.size() > MAX_SIGNATURE_LEN {
-            return Err(SigningError::InvalidKey(format!(
-                "RSA key is {bits} bits; at most 8192 are supported"
-            )));
-        }
+        let public = PublicKey::rsa(&key.n().to_bytes_be(), &key.e().to_bytes_be())?;
         // The PKCS#1 DER is a zeroizing SecretDocument.
         let der = key
             .to_pkcs1_der()
@@ -108,22 +258,27 @@ impl KeyPair {
         let pair = RsaKeyPair::from_der(der.as_bytes()).map_err(|e| {
             SigningError::InvalidKey(format!("rejected by the signing backend: {e}"))
         })?;
-        let public_key_pem = key
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| SigningError::InvalidKey(format!("cannot encode public key: {e}")))?;
-        Ok(Self::Rsa {
-            pair,
-            n: URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
-            e: URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
-            public_key_pem,
+        Ok(Self {
+            private: PrivateKey::Rsa(pair),
+            public,
         })
     }
 
     fn ec(der: &[u8]) -> Result<Self, SigningError> {
-        EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-            .map(Self::Ec)
-            .map_err(|e| SigningError::InvalidKey(format!("EC key (P-256 expected): {e}")))
+        let pair = EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+            .map_err(|e| SigningError::InvalidKey(format!("EC key (P-256 expected): {e}")))?;
+        Ok(Self {
+            public: PublicKey::ec_point(pair.public_key().as_ref())?,
+            private: PrivateKey::Ec(pair),
+        })
+    }
+
+    /// A key that signs in a PKCS#11 token.
+    pub(super) fn in_hsm(key: HsmKey, public: PublicKey) -> Self {
+        Self {
+            private: PrivateKey::Hsm(key),
+            public,
+        }
     }
 
     /// A new key for `algorithm` as PKCS#8 PEM; `rsa_bits` sizes an RSA
@@ -159,122 +314,38 @@ impl KeyPair {
             .map_err(|e| failed(&format!("cannot encode key: {e}")))
     }
 
-    pub(super) fn algorithm(&self) -> SigningAlgorithm {
-        match self {
-            Self::Rsa { .. } => SigningAlgorithm::RS256,
-            Self::Ec(_) => SigningAlgorithm::ES256,
-            Self::Ed(_) => SigningAlgorithm::EdDSA,
-        }
+    pub(super) fn public(&self) -> &PublicKey {
+        &self.public
     }
 
-    /// Key size in bits: the RSA modulus, or 256 for P-256 and Ed25519.
-    pub(super) fn bits(&self) -> usize {
-        match self {
-            Self::Rsa { pair, .. } => pair.public_modulus_len() * 8,
-            Self::Ec(_) | Self::Ed(_) => 256,
-        }
+    /// Whether the private key lives in a PKCS#11 token.
+    pub(super) fn in_token(&self) -> bool {
+        matches!(self.private, PrivateKey::Hsm(_))
     }
 
-    /// Length of every signature this key makes.
-    pub(super) fn signature_len(&self) -> usize {
-        match self {
-            Self::Rsa { pair, .. } => pair.public_modulus_len(),
-            // r || s, 32 bytes each (JWS fixed form); Ed25519 is 64 bytes.
-            Self::Ec(_) | Self::Ed(_) => 64,
-        }
-    }
-
-    /// Signs `message` into `out`, which is [`KeyPair::signature_len`]
-    /// long.
+    /// Signs `message` into `out`, which is the public key's
+    /// [`PublicKey::signature_len`] long.
     pub(super) fn sign(&self, message: &[u8], out: &mut [u8]) -> Result<(), SigningError> {
-        let failed = || SigningError::Sign(format!("{} signing failed", self.algorithm()));
-        match self {
+        let failed = || SigningError::Sign(format!("{} signing failed", self.public.algorithm()));
+        match &self.private {
             // PKCS#1 v1.5 is deterministic; aws-lc ignores the RNG argument.
-            Self::Rsa { pair, .. } => pair
+            PrivateKey::Rsa(pair) => pair
                 .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, out)
                 .map_err(|_| failed()),
-            Self::Ec(pair) => {
+            PrivateKey::Ec(pair) => {
                 let signature = pair
                     .sign(&SystemRandom::new(), message)
                     .map_err(|_| failed())?;
                 out.copy_from_slice(signature.as_ref());
                 Ok(())
             }
-            Self::Ed(pair) => {
+            PrivateKey::Ed(pair) => {
                 out.copy_from_slice(pair.sign(message).as_ref());
                 Ok(())
             }
+            PrivateKey::Hsm(key) => key.sign(message, out),
         }
     }
-
-    /// The public key as a JWK's key members, and its RFC 7638 thumbprint
-    /// (the `kid`): the same on every node that holds the key.
-    pub(super) fn public_jwk(&self) -> (String, serde_json::Map<String, serde_json::Value>) {
-        let members: Vec<(&str, String)> = match self {
-            Self::Rsa { n, e, .. } => {
-                vec![("e", e.clone()), ("kty", "RSA".into()), ("n", n.clone())]
-            }
-            Self::Ec(pair) => {
-                let (x, y) = ec_coordinates(pair);
-                vec![
-                    ("crv", "P-256".into()),
-                    ("kty", "EC".into()),
-                    ("x", x),
-                    ("y", y),
-                ]
-            }
-            Self::Ed(pair) => vec![
-                ("crv", "Ed25519".into()),
-                ("kty", "OKP".into()),
-                ("x", URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())),
-            ],
-        };
-        (
-            jwk_thumbprint(&members),
-            members
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
-                .collect(),
-        )
-    }
-
-    /// What verifies this key's signatures.
-    pub(super) fn decoding_key(&self) -> Result<DecodingKey, SigningError> {
-        let invalid = |e: jsonwebtoken::errors::Error| {
-            SigningError::InvalidKey(format!("verifying key rejected: {e}"))
-        };
-        match self {
-            Self::Rsa { n, e, .. } => DecodingKey::from_rsa_components(n, e).map_err(invalid),
-            Self::Ec(pair) => {
-                let (x, y) = ec_coordinates(pair);
-                DecodingKey::from_ec_components(&x, &y).map_err(invalid)
-            }
-            Self::Ed(pair) => {
-                DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()))
-                    .map_err(invalid)
-            }
-        }
-    }
-
-    /// The public key as an SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
-    pub(super) fn public_key_pem(&self) -> Result<String, SigningError> {
-        let spki = match self {
-            Self::Rsa { public_key_pem, .. } => return Ok(public_key_pem.clone()),
-            Self::Ec(pair) => pair.public_key().as_der().map(|d| d.as_ref().to_vec()),
-            Self::Ed(pair) => pair.public_key().as_der().map(|d| d.as_ref().to_vec()),
-        }
-        .map_err(|_| SigningError::InvalidKey("cannot encode the public key".into()))?;
-        pem::encode_string("PUBLIC KEY", LineEnding::LF, &spki)
-            .map_err(|e| SigningError::InvalidKey(format!("cannot encode the public key: {e}")))
-    }
-}
-
-/// base64url `x` and `y` of a P-256 public key (uncompressed point
-/// `04 || x || y`).
-fn ec_coordinates(pair: &EcdsaKeyPair) -> (String, String) {
-    let point = pair.public_key().as_ref();
-    let (x, y) = point[1..].split_at(32);
-    (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y))
 }
 
 /// RFC 7638 thumbprint of a JWK given its required members in

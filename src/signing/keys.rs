@@ -31,6 +31,7 @@ use seatwarden_actors::ports::{KeyStore, StoreError, StoredKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
+use super::pkcs11::{HSM_REFERENCE_PREFIX, Hsm};
 use super::verified_cache::VerifiedCache;
 use super::{
     DEFAULT_VERIFIED_CACHE_CAPACITY, LicenseFileClaims, SeatClaims, SigningAlgorithm, SigningError,
@@ -43,9 +44,14 @@ const SEAL_PURPOSE: &[u8] = b"seatwarden signing-key seal v1";
 /// Seals private keys for the store: AES-256-GCM under a key derived from
 /// a secret every node shares, with the key's `kid` as associated data (a
 /// sealed key copied onto another row does not open).
+///
+/// A key in a PKCS#11 token is stored as a sealed reference to it instead
+/// (see [`pkcs11`](super::pkcs11)); a seal given the token with
+/// [`KeySeal::with_hsm`] opens those too.
 #[derive(Clone)]
 pub struct KeySeal {
     key: Arc<LessSafeKey>,
+    hsm: Option<Hsm>,
 }
 
 /// The key, never shown.
@@ -63,7 +69,21 @@ impl KeySeal {
         let key = UnboundKey::new(&AES_256_GCM, derived.as_ref()).expect("32-byte AES key");
         Self {
             key: Arc::new(LessSafeKey::new(key)),
+            hsm: None,
         }
+    }
+
+    /// This seal, able to open keys that live in `hsm` as well.
+    pub fn with_hsm(self, hsm: Hsm) -> Self {
+        Self {
+            hsm: Some(hsm),
+            ..self
+        }
+    }
+
+    /// The token keys may live in, if one is configured.
+    pub fn hsm(&self) -> Option<&Hsm> {
+        self.hsm.as_ref()
     }
 
     /// `nonce || ciphertext || tag`.
@@ -356,13 +376,26 @@ impl SigningKeys {
     }
 }
 
-/// A stored key's signer, checked to be the key its `kid` names.
+/// A stored key's signer, checked to be the key its `kid` names: a sealed
+/// PEM, or a reference to a key in the PKCS#11 token.
 fn open_one(k: &StoredKey, seal: &KeySeal) -> Result<TokenSigner, SigningError> {
-    let pem = SecretString::from(
-        String::from_utf8(seal.open(&k.kid, &k.sealed_private)?)
-            .map_err(|_| SigningError::InvalidKey(format!("stored key {} is not PEM", k.kid)))?,
-    );
-    let signer = TokenSigner::from_pem(pem.expose_secret())?;
+    let plain = secrecy::zeroize::Zeroizing::new(seal.open(&k.kid, &k.sealed_private)?);
+    let signer = if let Some(label) = plain.strip_prefix(HSM_REFERENCE_PREFIX.as_bytes()) {
+        let hsm = seal.hsm().ok_or_else(|| {
+            SigningError::InvalidKey(format!(
+                "stored key {} lives in a PKCS#11 token: configure signing.pkcs11",
+                k.kid
+            ))
+        })?;
+        let label = std::str::from_utf8(label).map_err(|_| {
+            SigningError::InvalidKey(format!("stored key {} names no token label", k.kid))
+        })?;
+        TokenSigner::from_hsm(hsm, label)?
+    } else {
+        let pem = std::str::from_utf8(&plain)
+            .map_err(|_| SigningError::InvalidKey(format!("stored key {} is not PEM", k.kid)))?;
+        TokenSigner::from_pem(pem)?
+    };
     if signer.kid() != k.kid {
         return Err(SigningError::InvalidKey(format!(
             "stored key {} has the thumbprint {}",
@@ -398,11 +431,55 @@ pub fn stored_key(
     created_at: DateTime<Utc>,
 ) -> Result<StoredKey, SigningError> {
     let signer = TokenSigner::from_pem(pem.expose_secret())?;
+    stored(&signer, pem.expose_secret().as_bytes(), seal, created_at)
+}
+
+/// The key labelled `label` in `seal`'s PKCS#11 token as the store keeps
+/// it: a sealed reference, no key material (not yet active).
+pub fn stored_hsm_key(
+    label: &str,
+    seal: &KeySeal,
+    created_at: DateTime<Utc>,
+) -> Result<StoredKey, SigningError> {
+    let hsm = seal.hsm().ok_or_else(|| {
+        SigningError::InvalidKey("no PKCS#11 token is configured (signing.pkcs11)".into())
+    })?;
+    let (key, public) = hsm.key(label)?;
+    let reference = key.reference();
+    let signer = TokenSigner::in_hsm(key, public)?;
+    stored(&signer, reference.as_bytes(), seal, created_at)
+}
+
+/// A new key pair generated inside `seal`'s PKCS#11 token (RS256 of
+/// `rsa_bits`, or ES256), as the store keeps it (not yet active). Its
+/// label is `seatwarden-` and the creation time. Blocking.
+pub fn generate_hsm_key(
+    algorithm: SigningAlgorithm,
+    rsa_bits: usize,
+    seal: &KeySeal,
+    created_at: DateTime<Utc>,
+) -> Result<StoredKey, SigningError> {
+    let hsm = seal.hsm().ok_or_else(|| {
+        SigningError::InvalidKey("no PKCS#11 token is configured (signing.pkcs11)".into())
+    })?;
+    let label = format!("seatwarden-{}", created_at.format("%Y%m%dT%H%M%S%.6fZ"));
+    let (key, public) = hsm.generate(algorithm, rsa_bits, &label)?;
+    let reference = key.reference();
+    let signer = TokenSigner::in_hsm(key, public)?;
+    stored(&signer, reference.as_bytes(), seal, created_at)
+}
+
+fn stored(
+    signer: &TokenSigner,
+    private: &[u8],
+    seal: &KeySeal,
+    created_at: DateTime<Utc>,
+) -> Result<StoredKey, SigningError> {
     Ok(StoredKey {
         kid: signer.kid().to_owned(),
         algorithm: signer.algorithm().as_str().into(),
         public_jwk: signer.jwks()["keys"][0].to_string(),
-        sealed_private: seal.seal(signer.kid(), pem.expose_secret().as_bytes())?,
+        sealed_private: seal.seal(signer.kid(), private)?,
         created_at,
         active: false,
         retired_at: None,

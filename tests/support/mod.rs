@@ -16,6 +16,7 @@ pub mod people;
 pub mod proxy;
 pub mod seeded;
 pub mod services;
+pub mod softhsm;
 pub mod stripe;
 
 pub use app::{
