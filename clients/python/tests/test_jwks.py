@@ -68,14 +68,15 @@ def test_the_jwks_is_fetched_once_within_the_hour_and_kept_private_on_disk(
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
 
 
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256", "EdDSA"])
 def test_a_rotated_signing_key_is_fetched_when_a_token_names_an_unknown_kid(
-    servers: Servers, make_client: ClientFactory
+    servers: Servers, make_client: ClientFactory, algorithm: str
 ) -> None:
     server = servers.start(
         Backend("embedded"),
         {"SEATS__LEASE_TTL_SECS": 30, "SEATS__HEARTBEAT_INTERVAL_SECS": 10},
-        key="before-rotation",
-        name="rotating",
+        key=f"before-rotation-{algorithm}",
+        name=f"rotating-{algorithm}",
     )
     proxy = FaultProxy(server.url).start()
     try:
@@ -89,7 +90,10 @@ def test_a_rotated_signing_key_is_fetched_when_a_token_names_an_unknown_kid(
 
         # Rotate, then retire the old key: the running server picks both up
         # within signing.reload_secs, and refuses what the old key signed.
-        server.cli("keys", "rotate", "--bits", "2048")
+        # From RS256 to a key of `algorithm`: the client verifies whichever
+        # algorithm the new key has.
+        rotate = ["--bits", "2048"] if algorithm == "RS256" else ["--algorithm", algorithm]
+        server.cli("keys", "rotate", *rotate)
         server.cli("keys", "retire", old_kid)
         deadline = time.monotonic() + 15
         while True:
@@ -105,6 +109,7 @@ def test_a_rotated_signing_key_is_fetched_when_a_token_names_an_unknown_kid(
         renewed = client.heartbeat()
         assert renewed.session_id == seat.session_id
         assert jwt.get_unverified_header(renewed.token)["kid"] in new_kids
+        assert jwt.get_unverified_header(renewed.token)["alg"] == algorithm
         assert proxy.hits[JWKS] == 2
         assert set(new_kids) <= set(client.core.jwks.kids())
         assert client.validate().source == "token"

@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from seatwarden_client import (
     BorrowTooLong,
@@ -37,6 +37,7 @@ from seatwarden_client.cache import CacheDir
 from seatwarden_client.config import ConfigError, load
 from seatwarden_client.core import ClientCore
 from seatwarden_client.errors import error_from_response, redact
+from seatwarden_client.jwks import parse_jwks
 from seatwarden_client.lifecycle import ExitGuard
 from seatwarden_client.models import parse_time
 from seatwarden_client.retry import parse_retry_after
@@ -432,3 +433,51 @@ def test_the_signal_hook_releases_then_chains_to_the_previous_handler(tmp_path: 
         assert calls == ["release", "previous", "previous"], "our hook is gone"
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_es256_and_eddsa_tokens_verify_with_their_key_and_no_other_algorithm() -> None:
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    ed = ed25519.Ed25519PrivateKey.generate()
+    claims = seat_claims()
+    sid = claims["session_id"]
+    expect = {"session_id": sid, "license_id": "lic-1", "hardware_id": "hw-1"}
+    headers = {"kid": "k1", "typ": "JWT"}
+    es_token = jwt.encode(claims, p256, algorithm="ES256", headers=headers)
+    ed_token = jwt.encode(claims, ed, algorithm="EdDSA", headers=headers)
+    assert verify_seat_token(es_token, p256.public_key(), **expect).session_id == sid
+    assert verify_seat_token(ed_token, ed.public_key(), **expect).session_id == sid
+
+    # The key decides the algorithm: another key type, or a header that
+    # names another algorithm than the key's, is refused.
+    for token, key in [(es_token, ed.public_key()), (ed_token, p256.public_key())]:
+        with pytest.raises(InvalidToken):
+            verify_seat_token(token, key, **expect)
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    es384 = jwt.encode(claims, p384, algorithm="ES384", headers=headers)
+    with pytest.raises(InvalidToken):
+        verify_seat_token(es384, p384.public_key(), **expect)
+
+
+def test_the_jwks_keeps_keys_of_the_servers_three_algorithms_and_ignores_others() -> None:
+    def jwk_of(key: Any, alg: str, kid: str) -> dict[str, Any]:
+        import json
+
+        jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key))
+        return {**jwk, "alg": alg, "kid": kid, "use": "sig"}
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    p256 = ec.generate_private_key(ec.SECP256R1()).public_key()
+    p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
+    ed = ed25519.Ed25519PrivateKey.generate().public_key()
+    body = {
+        "keys": [
+            jwk_of(rsa_key, "RS256", "rsa"),
+            jwk_of(p256, "ES256", "p256"),
+            jwk_of(ed, "EdDSA", "ed"),
+            jwk_of(p384, "ES384", "p384"),
+            {**jwk_of(p256, "ES256", "p256-as-rs"), "alg": "RS256"},
+            {**jwk_of(rsa_key, "RS256", "rsa-enc"), "use": "enc"},
+            {**jwk_of(ed, "EdDSA", "ed-no-crv"), "crv": "X25519"},
+        ]
+    }
+    assert sorted(parse_jwks(body)) == ["ed", "p256", "rsa"]

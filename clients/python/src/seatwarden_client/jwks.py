@@ -5,8 +5,9 @@ keys must be at hand without a request each time. The cache is fresh for
 an hour (``ttl``); a token naming a ``kid`` the cache lacks triggers a
 refresh at once, which is how a key rotation reaches clients. When the
 server can't be reached, keys older than the hour still verify: offline
-use outlasting an hour is the point of caching them. Only RSA keys for
-RS256 signatures are kept; anything else in the set is ignored.
+use outlasting an hour is the point of caching them. Only signing keys of
+the three algorithms the server signs with are kept (RSA for RS256, P-256
+for ES256, Ed25519 for EdDSA); anything else in the set is ignored.
 
 The cache itself does no I/O on the network: it says what it has and
 whether that is fresh, and takes what the caller fetched. The fetch is a
@@ -39,6 +40,29 @@ class KeyLookup:
     fresh: bool
 
 
+#: The key type (and curve) each algorithm the server signs with needs.
+KEY_TYPES: dict[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "EdDSA": ("OKP", "Ed25519"),
+}
+
+
+def jwk_algorithm(jwk: dict[str, Any]) -> str | None:
+    """The algorithm a JWK verifies, or ``None`` if it is no key of ours.
+
+    An RSA key without ``alg`` is taken as RS256 (older servers omitted
+    nothing, but other issuers do); EC and OKP keys must say theirs.
+    """
+    alg = jwk.get("alg", "RS256" if jwk.get("kty") == "RSA" else None)
+    if not isinstance(alg, str) or alg not in KEY_TYPES or jwk.get("use", "sig") != "sig":
+        return None
+    kty, crv = KEY_TYPES[alg]
+    if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
+        return None
+    return alg
+
+
 def parse_jwks(body: Any) -> dict[str, dict[str, Any]]:
     """The usable keys of a JWK set, by ``kid``."""
     if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
@@ -48,9 +72,7 @@ def parse_jwks(body: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(jwk, dict):
             continue
         kid = jwk.get("kid")
-        if not isinstance(kid, str) or jwk.get("kty") != "RSA":
-            continue
-        if jwk.get("alg", "RS256") != "RS256" or jwk.get("use", "sig") != "sig":
+        if not isinstance(kid, str) or jwk_algorithm(jwk) is None:
             continue
         keys[kid] = jwk
     return keys
@@ -124,7 +146,7 @@ class JwksCache:
             key = self._built.get(kid)
             if key is None:
                 try:
-                    key = jwt.PyJWK(jwk, algorithm="RS256").key
+                    key = jwt.PyJWK(jwk, algorithm=jwk_algorithm(jwk)).key
                 except jwt.PyJWTError:
                     return KeyLookup(None, fresh)
                 self._built[kid] = key

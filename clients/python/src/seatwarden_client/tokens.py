@@ -1,10 +1,12 @@
 """Verifying seat tokens and license files against a public key.
 
-Both are compact JWS signed by the server's RSA key; only the header's
+Both are compact JWS signed by one of the server's keys; only the header's
 ``typ`` tells them apart (``JWT`` for a seat token, ``license+jwt`` for a
 license file). Verification is strict on purpose and identical online and
-offline: RS256 only (no ``none``, no HMAC with the public key as secret),
-a ``kid`` that names a key of the JWKS, ``iss`` = ``seatwarden``, and the
+offline: the algorithm is the key's (RS256 for an RSA key, ES256 for a
+P-256 key, EdDSA for an Ed25519 key; never ``none``, never HMAC with the
+public key as secret, never what the header alone asks for), a ``kid``
+that names a key of the JWKS, ``iss`` = ``seatwarden``, and the
 ids the caller expects. Expiry is checked by the caller against its own
 (injectable) clock, because what an expired token *means* depends on the
 situation: refused when the server just handed it to us, "offline grace
@@ -21,7 +23,8 @@ import jwt
 
 from .errors import InvalidToken
 
-ALGORITHM = "RS256"
+#: The algorithms the server signs with.
+ALGORITHMS = ("RS256", "ES256", "EdDSA")
 ISSUER = "seatwarden"
 SEAT_TOKEN_TYP = "JWT"
 LICENSE_FILE_TYP = "license+jwt"
@@ -29,8 +32,23 @@ LICENSE_FILE_TYP = "license+jwt"
 
 @dataclass(frozen=True)
 class TokenHeader:
+    alg: str
     kid: str
     typ: str | None
+
+
+def key_algorithm(key: Any) -> str:
+    """The one algorithm a public key verifies: decided by the key, never
+    by the token."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise InvalidToken(f"the verifying key is of no supported type ({type(key).__name__})")
 
 
 @dataclass(frozen=True)
@@ -80,15 +98,18 @@ class LicenseClaims:
 def read_header(token: str, expected_typ: str) -> TokenHeader:
     """Reads and checks the unverified header: enough to pick the key.
 
-    Refuses anything but RS256 before any crypto runs, so that a token
-    claiming ``alg: none`` or ``HS256`` never reaches a verifier.
+    Refuses any algorithm the server never signs with before any crypto
+    runs, so that a token claiming ``alg: none`` or ``HS256`` never reaches
+    a verifier. (Whether the algorithm is its key's is checked with the
+    key, in :func:`verify_seat_token` and :func:`verify_license_file`.)
     """
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise InvalidToken("the token is not a well-formed JWS") from None
-    if header.get("alg") != ALGORITHM:
-        raise InvalidToken(f"the token is not signed with {ALGORITHM}")
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise InvalidToken("the token is not signed with RS256, ES256 or EdDSA")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise InvalidToken("the token names no signing key (kid)")
@@ -99,15 +120,16 @@ def read_header(token: str, expected_typ: str) -> TokenHeader:
         raise InvalidToken("not a license file (typ is not license+jwt)")
     if expected_typ == SEAT_TOKEN_TYP and typ not in (None, SEAT_TOKEN_TYP):
         raise InvalidToken("not a seat token (a license file is not a seat token)")
-    return TokenHeader(kid=kid, typ=typ)
+    return TokenHeader(alg=alg, kid=kid, typ=typ)
 
 
 def _decode(token: str, key: Any, required: list[str]) -> dict[str, Any]:
+    algorithm = key_algorithm(key)
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key,
-            algorithms=[ALGORITHM],
+            algorithms=[algorithm],
             issuer=ISSUER,
             options={
                 "require": required,
@@ -126,6 +148,8 @@ def _decode(token: str, key: Any, required: list[str]) -> dict[str, Any]:
         raise InvalidToken(f"the token lacks the {e.claim!r} claim") from None
     except jwt.InvalidSignatureError:
         raise InvalidToken("the token's signature does not verify") from None
+    except jwt.InvalidAlgorithmError:
+        raise InvalidToken(f"the token's algorithm is not its key's ({algorithm})") from None
     except jwt.PyJWTError as e:
         raise InvalidToken(f"the token does not verify ({type(e).__name__})") from None
     return claims
