@@ -25,8 +25,8 @@
 # machine can do (one signature each), and prints acquire/ceiling.
 #
 # Each run prints a table per shape and one JSON line; a summary table
-# (Markdown) ends the output. Both deployments use one RSA key generated up
-# front, so key generation is never measured. Traffic stays on 127.0.0.1.
+# (Markdown) ends the output. Both deployments use one key per algorithm
+# (--algorithm), generated up front, so key generation is never measured. Traffic stays on 127.0.0.1.
 #
 # Usage: scripts/bench.sh [flags]
 #   --sessions N          sessions per shape                      (default 2000)
@@ -43,7 +43,12 @@
 #   --quick               small run (~1 min for both after the build): sessions 500,
 #                         heartbeats 4, licenses 20, orgs 20, mixed-secs 6,
 #                         sign-secs 1; explicit flags still win
-#   --rsa-bits N          signing key size: 2048|3072|4096          (default 4096)
+#   --rsa-bits N          RS256 key size: 2048|3072|4096            (default 4096)
+#   --algorithm LIST      signing algorithms, comma-separated: RS256, ES256,
+#                         EdDSA, or HSM-RS256 and HSM-ES256 for a key in a
+#                         PKCS#11 token (SoftHSM2, installed if missing);
+#                         default RS256. Each gets its own runs of every
+#                         deployment and its own signing ceiling
 #   --only embedded|shared
 #                         run just one of the two deployments (default both)
 #   --no-build            skip `cargo build --release`
@@ -64,7 +69,7 @@ set -euo pipefail
 
 sessions="" heartbeats="" concurrency="" mixed_concurrency="" licenses="" orgs="" mixed_secs=""
 churn_concurrency="" churn_licenses="" sign_secs=""
-churn_same_org=0 quick=0 rsa_bits=4096 only="" build=1 soak=0
+churn_same_org=0 quick=0 rsa_bits=4096 only="" build=1 soak=0 algorithms=RS256
 
 usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"; }
 
@@ -83,6 +88,7 @@ while (($#)); do
     --sign-secs) sign_secs=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --rsa-bits) rsa_bits=$2; shift 2 ;;
+    --algorithm) algorithms=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --soak) soak=$2; shift 2 ;;
@@ -91,6 +97,10 @@ while (($#)); do
   esac
 done
 case "$only" in "" | embedded | shared) ;; *) echo "bench: --only takes embedded or shared" >&2; exit 2 ;; esac
+IFS=, read -r -a algorithm_list <<<"$algorithms"
+for alg in "${algorithm_list[@]}"; do
+  case "$alg" in RS256 | ES256 | EdDSA | HSM-RS256 | HSM-ES256) ;; *) echo "bench: --algorithm takes RS256, ES256, EdDSA, HSM-RS256 or HSM-ES256 (got $alg)" >&2; exit 2 ;; esac
+done
 if ((quick)); then
   : "${sessions:=500}" "${heartbeats:=4}" "${licenses:=20}" "${orgs:=20}" "${mixed_secs:=6}" "${sign_secs:=1}"
 fi
@@ -147,7 +157,6 @@ free_port() {
 
 # Settings every run shares; everything not named here is the shipped default.
 for var in $(compgen -e SEATWARDEN__ || true); do unset "$var"; done
-export SEATWARDEN__SIGNING__KEY_PATH="$work/signing-key.pem"
 export SEATWARDEN__SIGNING__RSA_BITS="$rsa_bits"
 export SEATWARDEN__SIGNING__GENERATE_IF_MISSING=false
 # The access-token key, which nothing generates when generate_if_missing is
@@ -161,10 +170,57 @@ export SEATWARDEN__SEATS__LEASE_TTL_SECS=360
 export SEATWARDEN__RATE_LIMITS__ACQUIRE_PER_MACHINE=1000000/sec
 export SEATWARDEN__RATE_LIMITS__HEARTBEAT_PER_SESSION=1000000/sec
 
-echo "bench: generating one RSA-$rsa_bits key for both runs" >&2
-openssl genpkey -algorithm RSA -pkeyopt "rsa_keygen_bits:$rsa_bits" \
-  -out "$SEATWARDEN__SIGNING__KEY_PATH" 2>/dev/null
-chmod 600 "$SEATWARDEN__SIGNING__KEY_PATH"
+# One key per algorithm, generated up front, shared by both deployments.
+key_label() {
+  case "$1" in
+    RS256) echo "RSA-$rsa_bits" ;;
+    HSM-RS256) echo "PKCS#11-RSA-$rsa_bits" ;;
+    HSM-*) echo "PKCS#11-${1#HSM-}" ;;
+    *) echo "$1" ;;
+  esac
+}
+new_key() {
+  case "$1" in
+    RS256) openssl genpkey -algorithm RSA -pkeyopt "rsa_keygen_bits:$rsa_bits" -out "$2" 2>/dev/null ;;
+    ES256) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$2" 2>/dev/null ;;
+    EdDSA) openssl genpkey -algorithm ED25519 -out "$2" 2>/dev/null ;;
+  esac
+  chmod 600 "$2"
+}
+hsm_pin=$(openssl rand -hex 8)
+for alg in "${algorithm_list[@]}"; do
+  echo "bench: generating one $(key_label "$alg") key for both deployments" >&2
+  case "$alg" in
+    HSM-*)
+      # The key goes into a SoftHSM2 token (as another tool would put it
+      # there), and the server signs with it through PKCS#11. The key file
+      # is only the empty key set's seed, replaced before the server starts.
+      if ! command -v softhsm2-util >/dev/null 2>&1; then
+        echo "bench: installing softhsm2" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
+      fi
+      if [ -z "${SOFTHSM2_CONF:-}" ]; then
+        mkdir -p "$work/softhsm/tokens"
+        printf 'directories.tokendir = %s
+objectstore.backend = file
+log.level = ERROR
+' \
+          "$work/softhsm/tokens" >"$work/softhsm/softhsm2.conf"
+        export SOFTHSM2_CONF="$work/softhsm/softhsm2.conf"
+        softhsm2-util --init-token --free --label bench --pin "$hsm_pin" --so-pin "$hsm_pin" >/dev/null
+      fi
+      new_key "${alg#HSM-}" "$work/hsm-$alg.pem"
+      softhsm2-util --import "$work/hsm-$alg.pem" --token bench --label "bench-$alg" \
+        --id "$(openssl rand -hex 8)" --pin "$hsm_pin" >/dev/null
+      rm -f "$work/hsm-$alg.pem"
+      new_key EdDSA "$work/key-$alg.pem"
+      ;;
+    *) new_key "$alg" "$work/key-$alg.pem" ;;
+  esac
+done
+for module in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so; do
+  [ -f "$module" ] && break
+done
 export NO_COLOR=1
 
 # Helpers for xargs, which runs them in child shells: each writes one key to
@@ -257,6 +313,10 @@ run() {
   fi
   many_licenses "$work/$name-churn.keys" "$churn_licenses" 100000 "$churn_org"
   echo "bench: $name: created $((licenses + orgs + churn_licenses)) licenses in $((SECONDS - started))s" >&2
+  if [ -n "${SEATWARDEN__SIGNING__PKCS11__MODULE:-}" ]; then
+    # The token's key becomes the key set's only one, before the first serve.
+    "$server" keys rotate --hsm-label "bench-$alg" | jq -er .rotated_to.kid >/dev/null
+  fi
 
   "$server" serve 2>"$work/$name-server.log" &
   server_pid=$!
@@ -275,7 +335,12 @@ run() {
     stop_server
     return
   fi
-  common=(--url "http://127.0.0.1:$port" --label "$name" --sessions "$sessions" --key-path "$SEATWARDEN__SIGNING__KEY_PATH" --sign-secs "$sign_secs")
+  common=(--url "http://127.0.0.1:$port" --label "$name" --sessions "$sessions" --sign-secs "$sign_secs")
+  if [ -n "${SEATWARDEN__SIGNING__PKCS11__MODULE:-}" ]; then
+    common+=(--hsm-label "bench-$alg")
+  else
+    common+=(--key-path "$SEATWARDEN__SIGNING__KEY_PATH")
+  fi
   # On Redis, the ledger's own heartbeat rate is the heartbeat's ceiling.
   if [ -n "${SEATWARDEN__REDIS__URL:-}" ]; then
     common+=(--redis-url "$SEATWARDEN__REDIS__URL")
@@ -298,19 +363,32 @@ run() {
 }
 
 bench_started=$SECONDS
-if [ "$only" != shared ]; then
-  export SEATWARDEN__DATA_DIR="$work/embedded"
-  run embedded
-fi
+for alg in "${algorithm_list[@]}"; do
+  export SEATWARDEN__SIGNING__KEY_PATH="$work/key-$alg.pem" SEATWARDEN__SIGNING__ALGORITHM="${alg#HSM-}"
+  unset SEATWARDEN__SIGNING__PKCS11__MODULE SEATWARDEN__SIGNING__PKCS11__TOKEN_LABEL SEATWARDEN__SIGNING__PKCS11__PIN
+  if [[ $alg == HSM-* ]]; then
+    export SEATWARDEN__SIGNING__PKCS11__MODULE="$module" SEATWARDEN__SIGNING__PKCS11__TOKEN_LABEL=bench
+    export SEATWARDEN__SIGNING__PKCS11__PIN="$hsm_pin"
+  fi
+  # Runs are named by deployment, and by algorithm too when there are several.
+  suffix=""
+  ((${#algorithm_list[@]} > 1)) && suffix="-$alg"
+  unset SEATWARDEN__DATABASE__URL SEATWARDEN__REDIS__URL
+  if [ "$only" != shared ]; then
+    export SEATWARDEN__DATA_DIR="$work/embedded$suffix"
+    run "embedded$suffix"
+  fi
 
-if [ "$only" != embedded ]; then
-  db="sw_bench_$(date +%s)_$$"
-  psql -q -v ON_ERROR_STOP=1 "$SEATWARDEN_TEST_PG_URL" -c "CREATE DATABASE $db"
-  export SEATWARDEN__DATA_DIR="$work/shared"
-  export SEATWARDEN__DATABASE__URL="${SEATWARDEN_TEST_PG_URL%/*}/$db"
-  export SEATWARDEN__REDIS__URL="$SEATWARDEN_TEST_REDIS_URL"
-  run shared
-fi
+  if [ "$only" != embedded ]; then
+    db_alg=${alg,,}
+    db="sw_bench_$(date +%s)_$$_${db_alg//-/_}"
+    psql -q -v ON_ERROR_STOP=1 "$SEATWARDEN_TEST_PG_URL" -c "CREATE DATABASE $db"
+    export SEATWARDEN__DATA_DIR="$work/shared$suffix"
+    export SEATWARDEN__DATABASE__URL="${SEATWARDEN_TEST_PG_URL%/*}/$db"
+    export SEATWARDEN__REDIS__URL="$SEATWARDEN_TEST_REDIS_URL"
+    run "shared$suffix"
+  fi
+done
 
 if ((soak)); then
   echo
@@ -329,7 +407,7 @@ done >"$jsonl"
 
 echo
 echo "=== summary: req/s (p50 / p99 ms) [non-2xx]; $sessions sessions, concurrency $concurrency," \
-  "RSA-$rsa_bits, $(nproc) cores shared with the load generator, $((SECONDS - bench_started))s ==="
+  "keys $(for a in "${algorithm_list[@]}"; do key_label "$a"; done | paste -sd,), $(nproc) cores shared with the load generator, $((SECONDS - bench_started))s ==="
 echo "one-org: $licenses licenses of 1 org; many-orgs: $orgs orgs x 1 license;" \
   "mixed: heartbeats at concurrency $mixed_concurrency while $churn_concurrency loops acquire+release for ${mixed_secs}s"
 echo

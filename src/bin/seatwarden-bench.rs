@@ -27,7 +27,9 @@
 //! bounded by a request count and by time (`--phase-max-secs`,
 //! `--mixed-secs`).
 //!
-//! With `--key-path` (the server's signing key) it measures, right before
+//! With `--key-path` (the server's signing key), or `--hsm-label` (the
+//! server's key in a PKCS#11 token, which `SEATWARDEN__SIGNING__PKCS11__*`
+//! name as they do for the server) it measures, right before
 //! the acquire phase and with the server idle, the signing ceiling: the
 //! rate of the server's own signer (`TokenSigner`) on all cores at once.
 //! Every acquire signs one token, so acquire/s can't exceed it; the output
@@ -130,8 +132,13 @@ struct Args {
     #[arg(long, default_value_t = 120.0)]
     phase_max_secs: f64,
     /// The server's signing key (PEM), to measure the signing ceiling.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hsm_label")]
     key_path: Option<PathBuf>,
+    /// The label of the server's signing key in a PKCS#11 token, to measure
+    /// the signing ceiling of that token; the module, token label and PIN
+    /// come from SEATWARDEN__SIGNING__PKCS11__{MODULE,TOKEN_LABEL,PIN}.
+    #[arg(long)]
+    hsm_label: Option<String>,
     /// How long to measure the signing ceiling for, in seconds.
     #[arg(long, default_value_t = 2.0)]
     sign_secs: f64,
@@ -580,7 +587,8 @@ async fn measure_ledger_ceiling(
 
 /// The signing ceiling: the rate of the server's own signer on all cores.
 struct SignCeiling {
-    bits: usize,
+    /// `RSA-4096`, `ES256`, `EdDSA`: the key the server signs with.
+    key: String,
     threads: usize,
     secs: f64,
     per_s: f64,
@@ -610,17 +618,67 @@ fn bench_claims() -> SeatClaims {
     }
 }
 
-fn measure_ceiling(pem: &str, duration: Duration) -> anyhow::Result<SignCeiling> {
-    let signer = TokenSigner::from_pem(pem).context("loading the signing key")?;
+/// The key whose signer the ceiling measures.
+#[derive(Clone)]
+enum CeilingKey {
+    Pem(String),
+    Hsm(seatwarden::signing::pkcs11::Pkcs11Settings, String),
+}
+
+impl CeilingKey {
+    fn from_args(args: &Args) -> anyhow::Result<Option<Self>> {
+        if let Some(path) = &args.key_path {
+            return Ok(Some(Self::Pem(std::fs::read_to_string(path).with_context(
+                || format!("reading --key-path {}", path.display()),
+            )?)));
+        }
+        let Some(label) = &args.hsm_label else {
+            return Ok(None);
+        };
+        let var = |name: &str| {
+            let key = format!("SEATWARDEN__SIGNING__PKCS11__{name}");
+            std::env::var(&key).with_context(|| format!("--hsm-label needs {key}"))
+        };
+        let settings = seatwarden::signing::pkcs11::Pkcs11Settings {
+            module: var("MODULE")?.into(),
+            token_label: var("TOKEN_LABEL")?,
+            pin: var("PIN")?.into(),
+        };
+        Ok(Some(Self::Hsm(settings, label.clone())))
+    }
+
+    fn signer(&self) -> anyhow::Result<TokenSigner> {
+        match self {
+            Self::Pem(pem) => TokenSigner::from_pem(pem).context("loading the signing key"),
+            Self::Hsm(settings, label) => {
+                let hsm = seatwarden::signing::pkcs11::Hsm::open(settings)
+                    .context("opening the PKCS#11 token")?;
+                TokenSigner::from_hsm(&hsm, label).context("loading the token's key")
+            }
+        }
+    }
+}
+
+fn measure_ceiling(key: &CeilingKey, duration: Duration) -> anyhow::Result<SignCeiling> {
+    let signer = key.signer()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // One signature first, so a broken key fails loudly instead of
     // measuring zero.
     signer
         .sign_blocking(&bench_claims())
-        .context("signing with --key-path")?;
+        .context("signing with the server's key")?;
     let per_s = signer.sign_ceiling(threads, duration);
     Ok(SignCeiling {
-        bits: signer.key_bits(),
+        key: match (signer.algorithm(), signer.in_token()) {
+            (seatwarden::signing::SigningAlgorithm::RS256, false) => {
+                format!("RSA-{}", signer.key_bits())
+            }
+            (seatwarden::signing::SigningAlgorithm::RS256, true) => {
+                format!("PKCS#11 RSA-{}", signer.key_bits())
+            }
+            (other, false) => other.to_string(),
+            (other, true) => format!("PKCS#11 {other}"),
+        },
         threads,
         secs: duration.as_secs_f64(),
         per_s,
@@ -670,13 +728,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--churn-keys-file has no keys");
     }
     let churn_keys = Arc::new(churn_keys);
-    let sign_pem = match &args.key_path {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading --key-path {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let sign_key = CeilingKey::from_args(&args)?;
     let base: Arc<str> = args.url.trim_end_matches('/').into();
     if !base.starts_with("http://127.0.0.1") && !base.starts_with("http://localhost") {
         eprintln!("seatwarden-bench: note: {base} is not a loopback address");
@@ -709,10 +761,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sign_duration = Duration::from_secs_f64(args.sign_secs.max(0.1));
     // With the server idle, right before the acquires it bounds.
     let ceiling = async || -> anyhow::Result<Option<SignCeiling>> {
-        let Some(pem) = sign_pem.clone() else {
+        let Some(key) = sign_key.clone() else {
             return Ok(None);
         };
-        let c = tokio::task::spawn_blocking(move || measure_ceiling(&pem, sign_duration)).await??;
+        let c = tokio::task::spawn_blocking(move || measure_ceiling(&key, sign_duration)).await??;
         Ok(Some(c))
     };
 
@@ -881,7 +933,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(s) = &sign {
         out["signing"] = json!({
-            "rsa_bits": s.bits,
+            "key": s.key,
             "threads": s.threads,
             "secs": s.secs,
             "ceiling_per_s": round(s.per_s, 1),
@@ -954,9 +1006,9 @@ fn print_table(
     }
     if let Some(s) = sign {
         println!(
-            "signing ceiling (the server's RSA-{} signer on {} threads, idle server, {:.1}s): \
+            "signing ceiling (the server's {} signer on {} threads, idle server, {:.1}s): \
              {:.0} signs/s ({:.0}/thread); acquire reached {:.2} of it",
-            s.bits,
+            s.key,
             s.threads,
             s.secs,
             s.per_s,
