@@ -1019,6 +1019,27 @@ mod tests {
     }
 
     #[test]
+    fn the_signing_algorithm_and_a_pkcs11_token_load_and_the_pin_is_redacted() {
+        let f = Figment::from(Toml::string(DEFAULTS))
+            .merge(("signing.algorithm", "EdDSA"))
+            .merge(("signing.pkcs11.module", "/usr/lib/softhsm/libsofthsm2.so"))
+            .merge(("signing.pkcs11.token_label", "seatwarden"))
+            .merge(("signing.pkcs11.pin", "pin-8361-secret"));
+        let s = Settings::from_figment(f).unwrap();
+        assert_eq!(s.signing.algorithm, crate::signing::SigningAlgorithm::EdDSA);
+        let pkcs11 = s.signing.pkcs11.as_ref().expect("signing.pkcs11");
+        assert_eq!(pkcs11.token_label, "seatwarden");
+        assert!(!format!("{s:?}").contains("pin-8361"), "{s:?}");
+
+        let f = Figment::from(Toml::string(DEFAULTS)).merge(("signing.algorithm", "ES512"));
+        let error = Settings::from_figment(f).unwrap_err().to_string();
+        assert!(
+            error.contains("ES512") || error.contains("algorithm"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_short_ops_token_is_refused_without_showing_it() {
         let f = Figment::from(Toml::string(DEFAULTS)).merge(("ops.token", "hunter2"));
         let err = Settings::from_figment(f).unwrap_err();
