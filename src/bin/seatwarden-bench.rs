@@ -628,9 +628,10 @@ enum CeilingKey {
 impl CeilingKey {
     fn from_args(args: &Args) -> anyhow::Result<Option<Self>> {
         if let Some(path) = &args.key_path {
-            return Ok(Some(Self::Pem(std::fs::read_to_string(path).with_context(
-                || format!("reading --key-path {}", path.display()),
-            )?)));
+            return Ok(Some(Self::Pem(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --key-path {}", path.display()))?,
+            )));
         }
         let Some(label) = &args.hsm_label else {
             return Ok(None);
