@@ -565,9 +565,29 @@ async fn check_racing_rotations(store: &dyn Store) {
         async move { store.add_signing_key(&key, true).await }
     });
     let results = futures::future::join_all(rotations).await;
-    assert!(results.iter().any(|r| matches!(r, Ok(true))), "{results:?}");
+    // Every rotation lands, one after another; the last one is active.
+    assert!(results.iter().all(|r| matches!(r, Ok(true))), "{results:?}");
     let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 8, "{keys:?}");
     assert_eq!(keys.iter().filter(|k| k.active).count(), 1, "{keys:?}");
+
+    // Nodes starting at once seed an empty set with the same key: one
+    // adds it, the others are told it is there. None fails.
+    let seeds = (0..8).map(|_| {
+        let key = stored_key("race-seed", at(20));
+        async move { store.add_signing_key(&key, true).await }
+    });
+    let results = futures::future::join_all(seeds).await;
+    assert_eq!(
+        results.iter().filter(|r| matches!(r, Ok(true))).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let keys = store.signing_keys().await.unwrap();
+    let active: Vec<_> = keys.iter().filter(|k| k.active).collect();
+    assert_eq!(active.len(), 1, "{keys:?}");
+    assert_eq!(active[0].kid, "race-seed");
 }
 
 async fn check_adopt_session(store: &dyn Store) {

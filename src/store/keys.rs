@@ -66,30 +66,46 @@ macro_rules! key_store_impl {
                 activate: bool,
             ) -> Result<bool, seatwarden_actors::ports::StoreError> {
                 use $crate::store::Arg;
-                let mut tx = self.write_tx().await?;
-                if activate {
-                    sqlx::query($crate::store::keys::DEACTIVATE)
-                        .arg(false)
-                        .arg(true)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err($crate::store::db_error)?;
+                // Two writers racing (nodes seeding an empty set with the
+                // same key, or two rotations) can both deactivate nothing
+                // and then collide on the one-active index. The loser
+                // rolls back and tries again, and then sees the winner's
+                // row: the same kid is `false`, another kid deactivates it.
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let mut tx = self.write_tx().await?;
+                    if activate {
+                        sqlx::query($crate::store::keys::DEACTIVATE)
+                            .arg(false)
+                            .arg(true)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err($crate::store::db_error)?;
+                    }
+                    let inserted: Result<Option<(String,)>, _> =
+                        sqlx::query_as($crate::store::keys::INSERT_KEY)
+                            .arg(key.kid.clone())
+                            .arg(key.algorithm.clone())
+                            .arg(key.public_jwk.clone())
+                            .arg(key.sealed_private.clone())
+                            .arg($crate::store::DbTime(key.created_at))
+                            .arg(activate)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err($crate::store::db_error);
+                    match inserted {
+                        Err(seatwarden_actors::ports::StoreError::Conflict(_)) if attempt < 16 => {
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                        Ok(None) => return Ok(false),
+                        Ok(Some(_)) => {
+                            tx.commit().await.map_err($crate::store::db_error)?;
+                            return Ok(true);
+                        }
+                    }
                 }
-                let inserted: Option<(String,)> = sqlx::query_as($crate::store::keys::INSERT_KEY)
-                    .arg(key.kid.clone())
-                    .arg(key.algorithm.clone())
-                    .arg(key.public_jwk.clone())
-                    .arg(key.sealed_private.clone())
-                    .arg($crate::store::DbTime(key.created_at))
-                    .arg(activate)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err($crate::store::db_error)?;
-                if inserted.is_none() {
-                    return Ok(false);
-                }
-                tx.commit().await.map_err($crate::store::db_error)?;
-                Ok(true)
             }
 
             async fn retire_signing_key(
