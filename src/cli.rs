@@ -81,13 +81,15 @@ pub enum KeysCommand {
         hsm: bool,
         /// Use the key pair labelled so in the PKCS#11 token (made there by
         /// other tools) instead of generating one.
-        #[arg(long, conflicts_with_all = ["algorithm", "bits"])]
+        #[arg(long, conflicts_with_all = ["algorithm", "bits"], allow_hyphen_values = true)]
         hsm_label: Option<String>,
     },
     /// Retire a key: it leaves the JWKS and stops verifying, so tokens and
     /// license files it signed are refused from then on. Not the active key.
     Retire {
-        /// The key's kid, as `keys list` prints it.
+        /// The key's kid, as `keys list` prints it. A kid is base64url and
+        /// may begin with `-`: it is taken as the kid, not as a flag.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }

@@ -281,3 +281,43 @@ fn a_second_embedded_server_on_the_same_data_dir_refuses_to_serve() {
     let _ = first.kill();
     let _ = first.wait();
 }
+
+#[test]
+fn a_key_whose_kid_begins_with_a_dash_is_retired_by_that_kid() {
+    use seatwarden::signing::{SigningAlgorithm, TokenSigner, keys};
+    use secrecy::ExposeSecret;
+    // A kid is base64url: one in 64 begins with '-', which a command line
+    // parser takes for a flag unless told otherwise.
+    let pem = (0..10_000)
+        .map(|_| keys::generate_pem(SigningAlgorithm::ES256, 2048).unwrap())
+        .find(|pem| {
+            TokenSigner::from_pem(pem.expose_secret())
+                .unwrap()
+                .kid()
+                .starts_with('-')
+        })
+        .expect("a kid beginning with '-' within 10,000 keys");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("dashed.pem");
+    std::fs::write(&key_file, pem.expose_secret()).unwrap();
+
+    let imported = json_stdout(&seatwarden(
+        dir.path(),
+        &["keys", "rotate", "--import", key_file.to_str().unwrap()],
+    ));
+    let kid = imported["rotated_to"]["kid"].as_str().unwrap().to_owned();
+    assert!(kid.starts_with('-'), "{kid}");
+    json_stdout(&seatwarden(
+        dir.path(),
+        &["keys", "rotate", "--algorithm", "EdDSA"],
+    ));
+    let retired = json_stdout(&seatwarden(dir.path(), &["keys", "retire", &kid]));
+    let entry = retired["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .cloned()
+        .expect("the dashed key is listed");
+    assert!(!entry["retired"].is_null(), "{entry}");
+}
