@@ -431,9 +431,13 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The environment variable of the PKCS#11 PIN, read verbatim.
+const PKCS11_PIN_ENV: &str = "SEATWARDEN__SIGNING__PKCS11__PIN";
+
 impl Settings {
     /// Loads the layers from the real environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        // (See `figment` for how the PKCS#11 PIN is read.)
         Self::from_figment(Self::figment(file))
     }
 
@@ -444,7 +448,16 @@ impl Settings {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment.merge(Env::prefixed("SEATWARDEN__").split("__"))
+        let figment = figment.merge(Env::prefixed("SEATWARDEN__").split("__"));
+        // Figment reads `0042` from the environment as the number 42; a PIN
+        // is text, and its leading zeros count.
+        match std::env::var(PKCS11_PIN_ENV) {
+            Ok(pin) => figment.merge(figment::providers::Serialized::default(
+                "signing.pkcs11.pin",
+                pin,
+            )),
+            Err(_) => figment,
+        }
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {

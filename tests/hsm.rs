@@ -116,9 +116,6 @@ fn private_key_flags(label: &str) -> (bool, bool) {
             _ => {}
         }
     }
-    // Leaking `ctx` keeps this second handle from finalizing the module
-    // under the signer's sessions when it drops.
-    std::mem::forget(ctx);
     (sensitive.unwrap(), extractable.unwrap())
 }
 
@@ -257,6 +254,29 @@ fn a_token_key_does_not_open_without_the_token_and_an_unknown_token_label_stops_
     let err = keys::generate_hsm_key(SigningAlgorithm::EdDSA, 2048, &seal, chrono::Utc::now())
         .expect_err("EdDSA keys are not made in the token");
     assert!(err.to_string().contains("RS256 or ES256"), "{err}");
+}
+
+#[test]
+fn an_all_digit_pin_with_a_leading_zero_from_the_environment_opens_the_token() {
+    // Configuration read from the environment takes `0042` for a number;
+    // the PIN must reach the token as the text it is.
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = SoftHsm::with_pin("digit-pin", "004217");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
+        .args(["keys", "list"])
+        .envs(hsm.env())
+        .env("SEATWARDEN__DATA_DIR", dir.path())
+        .env(
+            "SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET",
+            std::str::from_utf8(SECRET).unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -45,21 +45,89 @@ pub struct Pkcs11Settings {
     pub module: PathBuf,
     /// The label of the token that holds the keys.
     pub token_label: String,
-    /// The token's user PIN.
+    /// The token's user PIN: text, though often all digits (a TOML
+    /// integer is taken as its digits).
+    #[serde(deserialize_with = "pin_text")]
     pub pin: SecretString,
 }
 
-/// The module at `path`, loaded and initialized once per process: a
-/// second context would finalize the module under the first when dropped.
-fn module(path: &std::path::Path) -> Result<Pkcs11, SigningError> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let mut modules = MODULES
+fn pin_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Pin {
+        Text(String),
+        Digits(u64),
+    }
+    Ok(match Pin::deserialize(d)? {
+        Pin::Text(text) => text.into(),
+        Pin::Digits(n) => n.to_string().into(),
+    })
+}
+
+/// A loaded, initialized module, and how many [`Hsm`]s use it or are
+/// being opened on it.
+struct Module {
+    ctx: Pkcs11,
+    users: usize,
+}
+
+/// The modules of this process, by path: PKCS#11 allows one
+/// `C_Initialize` per process, so each is loaded and initialized once.
+fn modules() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Module>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Module>>> = OnceLock::new();
+    MODULES
         .get_or_init(Default::default)
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(ctx) = modules.get(path) {
-        return Ok(ctx.clone());
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The module at `path`, loaded and initialized on first use, counted as
+/// used by one more [`Hsm`] (see [`leave`]).
+fn enter(path: &std::path::Path) -> Result<Pkcs11, SigningError> {
+    let mut modules = modules();
+    if let Some(module) = modules.get_mut(path) {
+        module.users += 1;
+        return Ok(module.ctx.clone());
     }
+    let ctx = load(path)?;
+    modules.insert(
+        path.to_path_buf(),
+        Module {
+            ctx: ctx.clone(),
+            users: 1,
+        },
+    );
+    Ok(ctx)
+}
+
+/// Undoes an [`enter`] whose open failed.
+fn leave(path: &std::path::Path) {
+    if let Some(module) = modules().get_mut(path) {
+        module.users = module.users.saturating_sub(1);
+    }
+}
+
+/// Re-reads the module's tokens, which a module may read only when it is
+/// initialized (SoftHSM2 does): finalizes and initializes it again, but
+/// only while the caller's is its only use in this process (the rule at a
+/// node's start). Returns the context to use, or `None` when another
+/// [`Hsm`] uses the module.
+fn reload(path: &std::path::Path) -> Result<Option<Pkcs11>, SigningError> {
+    let mut modules = modules();
+    let Some(module) = modules.get_mut(path) else {
+        return Ok(None);
+    };
+    if module.users != 1 {
+        return Ok(None);
+    }
+    // Finalizing fails only if the module is not initialized, in which
+    // case initializing again is what we want anyway.
+    let _ = module.ctx.clone().finalize();
+    module.ctx = load(path)?;
+    Ok(Some(module.ctx.clone()))
+}
+
+fn load(path: &std::path::Path) -> Result<Pkcs11, SigningError> {
     let ctx = Pkcs11::new(path).map_err(|e| {
         SigningError::InvalidKey(format!(
             "PKCS#11: cannot load the module {}: {e}",
@@ -70,8 +138,37 @@ fn module(path: &std::path::Path) -> Result<Pkcs11, SigningError> {
         Ok(()) | Err(Pkcs11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(hsm_error("initializing the module")(e)),
     }
-    modules.insert(path.to_path_buf(), ctx.clone());
     Ok(ctx)
+}
+
+/// How many times [`Hsm::open`] looks for its token, 100 ms apart.
+const TOKEN_LOOKUPS: u32 = 30;
+
+/// The slot holding the token labelled `label`, if one does now.
+fn find_token(ctx: &Pkcs11, label: &str) -> Result<Option<Slot>, SigningError> {
+    for candidate in ctx
+        .get_slots_with_token()
+        .map_err(hsm_error("listing the slots"))?
+    {
+        // A token that can't be read now is not the one we look for now.
+        if let Ok(info) = ctx.get_token_info(candidate)
+            && info.label().trim_end() == label
+        {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the token refused the PIN itself (no point trying again).
+fn pin_refused(e: &Pkcs11Error) -> bool {
+    matches!(
+        e,
+        Pkcs11Error::Pkcs11(
+            RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired | RvError::PinInvalid,
+            _
+        )
+    )
 }
 
 /// An open, logged-in PKCS#11 token. Cheap to clone.
@@ -107,39 +204,51 @@ impl Hsm {
     /// `settings.token_label` and logs in with the PIN (checked here, so a
     /// wrong PIN fails at start, not at the first acquire). Blocking.
     pub fn open(settings: &Pkcs11Settings) -> Result<Self, SigningError> {
-        let ctx = module(&settings.module)?;
-        let mut slot = None;
-        for candidate in ctx
-            .get_slots_with_token()
-            .map_err(hsm_error("listing the slots"))?
-        {
-            let info = ctx
-                .get_token_info(candidate)
-                .map_err(hsm_error("reading a token's label"))?;
-            if info.label().trim_end() == settings.token_label {
-                slot = Some(candidate);
-                break;
+        let ctx = enter(&settings.module)?;
+        Self::open_entered(ctx, settings).inspect_err(|_| leave(&settings.module))
+    }
+
+    fn open_entered(mut ctx: Pkcs11, settings: &Pkcs11Settings) -> Result<Self, SigningError> {
+        // A token another process is writing at the moment this one reads
+        // it (SoftHSM2 rewrites its token file on a login) reads as absent
+        // or half set up, and SoftHSM2 reads its tokens only when
+        // initialized: try again, re-initialized, for a few seconds before
+        // giving up. A wrong PIN is final at once.
+        let mut last = None;
+        for attempt in 0..TOKEN_LOOKUPS {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if let Some(fresh) = reload(&settings.module)? {
+                    ctx = fresh;
+                }
+            }
+            let Some(slot) = find_token(&ctx, &settings.token_label)? else {
+                last = Some(SigningError::InvalidKey(format!(
+                    "PKCS#11: no token labelled {:?} in {}",
+                    settings.token_label,
+                    settings.module.display()
+                )));
+                continue;
+            };
+            let hsm = Self {
+                inner: Arc::new(HsmInner {
+                    ctx: ctx.clone(),
+                    slot,
+                    pin: settings.pin.clone(),
+                    token_label: settings.token_label.clone(),
+                    idle: Mutex::new(Vec::new()),
+                }),
+            };
+            match hsm.logged_in_session() {
+                Ok(session) => {
+                    hsm.give_back(session);
+                    return Ok(hsm);
+                }
+                Err(e) if pin_refused(&e) => return Err(hsm.login_error(e)),
+                Err(e) => last = Some(hsm.login_error(e)),
             }
         }
-        let slot = slot.ok_or_else(|| {
-            SigningError::InvalidKey(format!(
-                "PKCS#11: no token labelled {:?} in {}",
-                settings.token_label,
-                settings.module.display()
-            ))
-        })?;
-        let hsm = Self {
-            inner: Arc::new(HsmInner {
-                ctx,
-                slot,
-                pin: settings.pin.clone(),
-                token_label: settings.token_label.clone(),
-                idle: Mutex::new(Vec::new()),
-            }),
-        };
-        let session = hsm.session()?;
-        hsm.give_back(session);
-        Ok(hsm)
+        Err(last.unwrap_or_else(|| SigningError::InvalidKey("PKCS#11: no token".into())))
     }
 
     /// An idle session, or a new one logged in.
@@ -147,20 +256,25 @@ impl Hsm {
         if let Some(session) = self.lock_idle().pop() {
             return Ok(session);
         }
-        let session = self
-            .inner
-            .ctx
-            .open_rw_session(self.inner.slot)
-            .map_err(hsm_error("opening a session"))?;
+        self.logged_in_session().map_err(|e| self.login_error(e))
+    }
+
+    fn logged_in_session(&self) -> Result<Session, Pkcs11Error> {
+        let session = self.inner.ctx.open_rw_session(self.inner.slot)?;
         match session.login(UserType::User, Some(&self.inner.pin)) {
             Ok(()) | Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(Pkcs11Error::Pkcs11(RvError::PinIncorrect, _)) => {
-                Err(SigningError::InvalidKey(format!(
-                    "PKCS#11: the PIN of token {:?} is wrong",
-                    self.inner.token_label
-                )))
-            }
-            Err(e) => Err(hsm_error("logging in")(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn login_error(&self, e: Pkcs11Error) -> SigningError {
+        if pin_refused(&e) {
+            SigningError::InvalidKey(format!(
+                "PKCS#11: the PIN of token {:?} is wrong or locked",
+                self.inner.token_label
+            ))
+        } else {
+            hsm_error("logging in")(e)
         }
     }
 

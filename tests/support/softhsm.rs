@@ -21,12 +21,18 @@ pub struct SoftHsm {
     /// The SoftHSM2 configuration file that names the token directory.
     pub conf: PathBuf,
     pub label: String,
+    pub pin: String,
     _dir: TempDir,
 }
 
 impl SoftHsm {
     /// A fresh token labelled `label`, with the user PIN [`PIN`].
     pub fn new(label: &str) -> Self {
+        Self::with_pin(label, PIN)
+    }
+
+    /// A fresh token labelled `label`, with the user PIN `pin`.
+    pub fn with_pin(label: &str, pin: &str) -> Self {
         let module = PathBuf::from(std::env::var("SEATWARDEN_TEST_PKCS11_MODULE").unwrap_or_else(
             |_| panic!("SEATWARDEN_TEST_PKCS11_MODULE is not set: run the suite with scripts/test.sh, which installs SoftHSM2"),
         ));
@@ -46,7 +52,7 @@ impl SoftHsm {
         let out = Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", &conf)
             .args(["--init-token", "--free", "--label", label])
-            .args(["--pin", PIN, "--so-pin", "5309-test-so-pin"])
+            .args(["--pin", pin, "--so-pin", "5309-test-so-pin"])
             .output()
             .expect("run softhsm2-util");
         assert!(
@@ -58,6 +64,7 @@ impl SoftHsm {
             module,
             conf,
             label: label.to_owned(),
+            pin: pin.to_owned(),
             _dir: dir,
         }
     }
@@ -75,7 +82,7 @@ impl SoftHsm {
                 "SEATWARDEN__SIGNING__PKCS11__TOKEN_LABEL",
                 self.label.clone(),
             ),
-            ("SEATWARDEN__SIGNING__PKCS11__PIN", PIN.to_owned()),
+            ("SEATWARDEN__SIGNING__PKCS11__PIN", self.pin.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
