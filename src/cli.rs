@@ -84,6 +84,17 @@ pub enum KeysCommand {
         #[arg(long, conflicts_with_all = ["algorithm", "bits"], allow_hyphen_values = true)]
         hsm_label: Option<String>,
     },
+    /// Re-seal every stored private key under the current access-token
+    /// secret (auth.access_token_secret), opening each with the old one:
+    /// the step that lets that secret be rotated. The old secret comes from
+    /// the environment variable this names, never from the command line.
+    /// Keys already sealed under the current secret are left as they are;
+    /// a key that opens under neither stops it, changing nothing.
+    Reseal {
+        /// The environment variable that holds the old secret.
+        #[arg(long)]
+        old_secret_env: String,
+    },
     /// Retire a key: it leaves the JWKS and stops verifying, so tokens and
     /// license files it signed are refused from then on. Not the active key.
     Retire {
@@ -157,6 +168,29 @@ pub async fn run_keys(
                 .map(KeyInfo::from)
                 .context("the new key is not in the key set")?;
             Ok(json!({"rotated_to": added, "keys": list(&stored)["keys"]}))
+        }
+        KeysCommand::Reseal { old_secret_env } => {
+            let old = std::env::var(&old_secret_env)
+                .with_context(|| format!("{old_secret_env} (the old secret) is not set"))?;
+            let old_seal = keys::KeySeal::new(old.as_bytes());
+            let mut resealed = Vec::new();
+            let mut current = 0;
+            for key in store.signing_keys().await? {
+                match old_seal.open(&key.kid, &key.sealed_private) {
+                    Ok(private) => {
+                        let private = secrecy::zeroize::Zeroizing::new(private);
+                        resealed.push((key.kid.clone(), seal.seal(&key.kid, &private)?));
+                    }
+                    Err(_) if seal.open(&key.kid, &key.sealed_private).is_ok() => current += 1,
+                    Err(_) => bail!(
+                        "key {} opens under neither the old secret nor the current one; \
+                         nothing was changed",
+                        key.kid
+                    ),
+                }
+            }
+            store.reseal_signing_keys(&resealed).await?;
+            Ok(json!({"resealed": resealed.len(), "already_current": current}))
         }
         KeysCommand::Retire { kid } => {
             match store.retire_signing_key(&kid, chrono::Utc::now()).await? {

@@ -321,3 +321,66 @@ fn a_key_whose_kid_begins_with_a_dash_is_retired_by_that_kid() {
         .expect("the dashed key is listed");
     assert!(!entry["retired"].is_null(), "{entry}");
 }
+
+#[test]
+fn after_keys_reseal_every_key_opens_under_the_new_access_token_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = "the-old-access-token-secret-0123456789abcdef";
+    let new = "the-new-access-token-secret-0123456789abcdef";
+    let with_secret = |secret: &str, args: &[&str], old_env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+        cmd.args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("SEATWARDEN__DATA_DIR", dir.path())
+            .env("SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET", secret);
+        if let Some(old) = old_env {
+            cmd.env("SW_OLD_SECRET", old);
+        }
+        cmd.output().expect("run seatwarden")
+    };
+    // A key sealed under the old secret, then (the secret changed) one
+    // under the new.
+    json_stdout(&with_secret(
+        old,
+        &["keys", "rotate", "--algorithm", "ES256"],
+        None,
+    ));
+    json_stdout(&with_secret(
+        new,
+        &["keys", "rotate", "--algorithm", "EdDSA"],
+        None,
+    ));
+    let before = json_stdout(&with_secret(new, &["keys", "list"], None));
+
+    // A wrong old secret: the old key opens under neither; nothing changes.
+    let wrong = with_secret(
+        new,
+        &["keys", "reseal", "--old-secret-env", "SW_OLD_SECRET"],
+        Some("not-the-old-secret-0123456789abcdef-xyz"),
+    );
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert!(!stderr.contains("not-the-old-secret"), "{stderr}");
+
+    let resealed = json_stdout(&with_secret(
+        new,
+        &["keys", "reseal", "--old-secret-env", "SW_OLD_SECRET"],
+        Some(old),
+    ));
+    assert_eq!(resealed["resealed"], 1, "{resealed}");
+    assert_eq!(resealed["already_current"], 1, "{resealed}");
+    // Run again: every key now opens under the new secret alone.
+    let again = json_stdout(&with_secret(
+        new,
+        &["keys", "reseal", "--old-secret-env", "SW_OLD_SECRET"],
+        Some(old),
+    ));
+    assert_eq!(again["resealed"], 0, "{again}");
+    assert_eq!(again["already_current"], 2, "{again}");
+    // The set itself is unchanged: same kids, same active key.
+    assert_eq!(
+        json_stdout(&with_secret(new, &["keys", "list"], None)),
+        before
+    );
+}

@@ -63,6 +63,7 @@ conformance! {
     a_session_of_an_unknown_license_is_not_found_and_writes_no_audit_entry => check_session_for_unknown_license,
     the_key_set_keeps_one_active_key_and_retires_only_inactive_ones => check_key_set,
     of_racing_rotations_exactly_one_active_key_remains => check_racing_rotations,
+    resealing_replaces_only_the_sealed_keys_and_all_or_nothing => check_reseal,
     adopting_an_unrecorded_session_records_it_once_with_one_audit_entry => check_adopt_session,
     adopting_a_recorded_session_leaves_it_as_it_is => check_adopt_recorded,
     adopting_on_a_license_that_is_not_active_writes_nothing => check_adopt_refused,
@@ -557,6 +558,36 @@ async fn check_key_set(store: &dyn Store) {
         .map(|k| k.kid)
         .collect();
     assert_eq!(active, vec!["k2".to_owned()]);
+}
+
+async fn check_reseal(store: &dyn Store) {
+    for (i, kid) in ["k-a", "k-b"].into_iter().enumerate() {
+        let key = stored_key(kid, at(i as i64));
+        assert!(store.add_signing_key(&key, i == 1).await.unwrap());
+    }
+    let before = store.signing_keys().await.unwrap();
+
+    // One unknown kid: nothing changes.
+    let err = store
+        .reseal_signing_keys(&[("k-a".into(), vec![9]), ("k-nope".into(), vec![9])])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(store.signing_keys().await.unwrap(), before);
+
+    store
+        .reseal_signing_keys(&[("k-a".into(), vec![7, 7]), ("k-b".into(), vec![8])])
+        .await
+        .unwrap();
+    let after = store.signing_keys().await.unwrap();
+    let expected: Vec<StoredKey> = before
+        .iter()
+        .map(|k| StoredKey {
+            sealed_private: if k.kid == "k-a" { vec![7, 7] } else { vec![8] },
+            ..k.clone()
+        })
+        .collect();
+    assert_eq!(after, expected, "only the sealed halves changed");
 }
 
 async fn check_racing_rotations(store: &dyn Store) {

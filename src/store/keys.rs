@@ -3,7 +3,8 @@
 //! the pool it reads through. Writes go through the store's `write_tx`
 //! (SQLite's single writer, or a PostgreSQL transaction); the partial
 //! unique index `signing_keys_one_active` makes "at most one active key"
-//! hold even if two rotations race: one of them fails and changes nothing.
+//! hold even if two rotations race: the loser rolls back and tries again
+//! (see `add_signing_key`).
 
 /// The columns of a stored key, in the order of [`KeyRow`].
 pub(crate) const SIGNING_KEYS: &str = "SELECT kid, algorithm, public_jwk, sealed_private, \
@@ -14,6 +15,7 @@ pub(crate) const INSERT_KEY: &str = "INSERT INTO signing_keys \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kid) DO NOTHING RETURNING kid";
 pub(crate) const KEY_STATE: &str = "SELECT active, retired_at FROM signing_keys WHERE kid = $1";
 pub(crate) const RETIRE: &str = "UPDATE signing_keys SET retired_at = $2 WHERE kid = $1";
+pub(crate) const RESEAL: &str = "UPDATE signing_keys SET sealed_private = $2 WHERE kid = $1";
 
 /// A `signing_keys` row.
 pub(crate) type KeyRow = (
@@ -139,6 +141,30 @@ macro_rules! key_store_impl {
                 };
                 tx.commit().await.map_err($crate::store::db_error)?;
                 Ok(outcome)
+            }
+
+            async fn reseal_signing_keys(
+                &self,
+                sealed: &[(String, Vec<u8>)],
+            ) -> Result<(), seatwarden_actors::ports::StoreError> {
+                use $crate::store::Arg;
+                let mut tx = self.write_tx().await?;
+                for (kid, private) in sealed {
+                    let updated = sqlx::query($crate::store::keys::RESEAL)
+                        .arg(kid.clone())
+                        .arg(private.clone())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::store::db_error)?;
+                    if updated.rows_affected() != 1 {
+                        // Dropping the transaction undoes the others.
+                        return Err(seatwarden_actors::ports::StoreError::NotFound(format!(
+                            "signing key {kid}"
+                        )));
+                    }
+                }
+                tx.commit().await.map_err($crate::store::db_error)?;
+                Ok(())
             }
         }
     };

@@ -67,6 +67,13 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Returns `false`, changing nothing, when a key of that `kid` exists.
     async fn add_signing_key(&self, key: &StoredKey, activate: bool) -> Result<bool, StoreError>;
 
+    /// Replaces the sealed private half of every key named in `sealed`
+    /// (`kid`, new sealed bytes), in one transaction: if any `kid` is not
+    /// in the set, nothing changes and the answer is `NotFound`. Nothing
+    /// else of a key changes (what a node compares on reload stays the
+    /// same, so running nodes keep the keys they hold).
+    async fn reseal_signing_keys(&self, sealed: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
+
     /// Retires `kid` at `at`: it leaves the JWKS and stops verifying. The
     /// active key cannot be retired.
     async fn retire_signing_key(
