@@ -360,15 +360,25 @@ impl SigningKeys {
             loop {
                 tick.tick().await;
                 match store.signing_keys().await {
-                    Ok(stored) => match keys.install(&stored, &seal) {
-                        Ok(true) => {
-                            tracing::info!(active = %keys.kid(), "signing key set changed");
+                    Ok(stored) => {
+                        // Opening a changed set parses keys and may call a
+                        // PKCS#11 token: off the async workers.
+                        let (ring, seal) = (keys.clone(), seal.clone());
+                        match tokio::task::spawn_blocking(move || ring.install(&stored, &seal))
+                            .await
+                        {
+                            Ok(Ok(true)) => {
+                                tracing::info!(active = %keys.kid(), "signing key set changed");
+                            }
+                            Ok(Ok(false)) => {}
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "could not install the signing key set")
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the key set reload task failed")
+                            }
                         }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not install the signing key set")
-                        }
-                    },
+                    }
                     Err(e) => tracing::warn!(error = %e, "could not read the signing key set"),
                 }
             }
