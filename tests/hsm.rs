@@ -108,15 +108,10 @@ fn private_key_flags(label: &str) -> (bool, bool) {
             &[AttributeType::Sensitive, AttributeType::Extractable],
         )
         .unwrap();
-    let (mut sensitive, mut extractable) = (None, None);
-    for attr in attrs {
-        match attr {
-            Attribute::Sensitive(v) => sensitive = Some(v),
-            Attribute::Extractable(v) => extractable = Some(v),
-            _ => {}
-        }
+    match attrs.as_slice() {
+        [Attribute::Sensitive(s), Attribute::Extractable(e)] => (*s, *e),
+        other => panic!("CKA_SENSITIVE and CKA_EXTRACTABLE expected, got {other:?}"),
     }
-    (sensitive.unwrap(), extractable.unwrap())
 }
 
 #[tokio::test]
@@ -256,22 +251,31 @@ fn a_token_key_does_not_open_without_the_token_and_an_unknown_token_label_stops_
     assert!(err.to_string().contains("RS256 or ES256"), "{err}");
 }
 
-#[test]
-fn an_all_digit_pin_with_a_leading_zero_from_the_environment_opens_the_token() {
-    // Configuration read from the environment takes `0042` for a number;
-    // the PIN must reach the token as the text it is.
+/// `seatwarden keys list` on `hsm`'s token with a fresh data directory;
+/// `pin` replaces the token's PIN when given.
+fn keys_list(hsm: &SoftHsm, pin: Option<&str>) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let hsm = SoftHsm::with_pin("digit-pin", "004217");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .args(["keys", "list"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"));
+    cmd.args(["keys", "list"])
         .envs(hsm.env())
         .env("SEATWARDEN__DATA_DIR", dir.path())
         .env(
             "SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET",
             std::str::from_utf8(SECRET).unwrap(),
         )
-        .output()
-        .unwrap();
+        .env("NO_COLOR", "1");
+    if let Some(pin) = pin {
+        cmd.env("SEATWARDEN__SIGNING__PKCS11__PIN", pin);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn an_all_digit_pin_with_a_leading_zero_from_the_environment_opens_the_token() {
+    // Configuration read from the environment takes `0042` for a number;
+    // the PIN must reach the token as the text it is.
+    let hsm = SoftHsm::with_pin("digit-pin", "004217");
+    let out = keys_list(&hsm, None);
     assert!(
         out.status.success(),
         "{}",
@@ -283,37 +287,15 @@ fn an_all_digit_pin_with_a_leading_zero_from_the_environment_opens_the_token() {
 fn a_wrong_pin_stops_a_process_at_start_with_a_message_that_does_not_show_the_pin() {
     // A process of its own: in this one the token is logged in already,
     // and PKCS#11 answers a second login "already logged in".
-    let dir = tempfile::tempdir().unwrap();
     let hsm = SoftHsm::new("pin-check");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .args(["keys", "list"])
-        .envs(hsm.env())
-        .env("SEATWARDEN__SIGNING__PKCS11__PIN", "0000-wrong")
-        .env("SEATWARDEN__DATA_DIR", dir.path())
-        .env(
-            "SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET",
-            std::str::from_utf8(SECRET).unwrap(),
-        )
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let out = keys_list(&hsm, Some("0000-wrong"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("PIN"), "{stderr}");
     assert!(!stderr.contains("0000-wrong"), "{stderr}");
 
     // The right PIN opens it, and the empty key set lists.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatwarden"))
-        .args(["keys", "list"])
-        .envs(hsm.env())
-        .env("SEATWARDEN__DATA_DIR", dir.path())
-        .env(
-            "SEATWARDEN__AUTH__ACCESS_TOKEN_SECRET",
-            std::str::from_utf8(SECRET).unwrap(),
-        )
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let out = keys_list(&hsm, None);
     assert!(
         out.status.success(),
         "{}",

@@ -31,7 +31,7 @@ use seatwarden_actors::ports::{KeyStore, StoreError, StoredKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::pkcs11::{HSM_REFERENCE_PREFIX, Hsm};
+use super::pkcs11::{HSM_REFERENCE_PREFIX, Hsm, hsm_reference};
 use super::verified_cache::VerifiedCache;
 use super::{
     DEFAULT_VERIFIED_CACHE_CAPACITY, LicenseFileClaims, SeatClaims, SigningAlgorithm, SigningError,
@@ -451,13 +451,8 @@ pub fn stored_hsm_key(
     seal: &KeySeal,
     created_at: DateTime<Utc>,
 ) -> Result<StoredKey, SigningError> {
-    let hsm = seal.hsm().ok_or_else(|| {
-        SigningError::InvalidKey("no PKCS#11 token is configured (signing.pkcs11)".into())
-    })?;
-    let (key, public) = hsm.key(label)?;
-    let reference = key.reference();
-    let signer = TokenSigner::in_hsm(key, public)?;
-    stored(&signer, reference.as_bytes(), seal, created_at)
+    let signer = TokenSigner::from_hsm(token_of(seal)?, label)?;
+    stored(&signer, hsm_reference(label).as_bytes(), seal, created_at)
 }
 
 /// A new key pair generated inside `seal`'s PKCS#11 token (RS256 of
@@ -469,14 +464,17 @@ pub fn generate_hsm_key(
     seal: &KeySeal,
     created_at: DateTime<Utc>,
 ) -> Result<StoredKey, SigningError> {
-    let hsm = seal.hsm().ok_or_else(|| {
-        SigningError::InvalidKey("no PKCS#11 token is configured (signing.pkcs11)".into())
-    })?;
     let label = format!("seatwarden-{}", created_at.format("%Y%m%dT%H%M%S%.6fZ"));
-    let (key, public) = hsm.generate(algorithm, rsa_bits, &label)?;
-    let reference = key.reference();
+    let (key, public) = token_of(seal)?.generate(algorithm, rsa_bits, &label)?;
     let signer = TokenSigner::in_hsm(key, public)?;
-    stored(&signer, reference.as_bytes(), seal, created_at)
+    stored(&signer, hsm_reference(&label).as_bytes(), seal, created_at)
+}
+
+/// The PKCS#11 token `seal` opens keys in.
+fn token_of(seal: &KeySeal) -> Result<&Hsm, SigningError> {
+    seal.hsm().ok_or_else(|| {
+        SigningError::InvalidKey("no PKCS#11 token is configured (signing.pkcs11)".into())
+    })
 }
 
 fn stored(

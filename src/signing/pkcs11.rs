@@ -35,6 +35,12 @@ use super::{SigningAlgorithm, SigningError};
 /// key lives in the token: this prefix, then the key's `CKA_LABEL`.
 pub const HSM_REFERENCE_PREFIX: &str = "pkcs11:label=";
 
+/// What a stored key row seals in place of the private key of the token's
+/// key labelled `label`.
+pub fn hsm_reference(label: &str) -> String {
+    format!("{HSM_REFERENCE_PREFIX}{label}")
+}
+
 /// DER of the P-256 curve's OID, as `CKA_EC_PARAMS` names it.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
@@ -410,22 +416,14 @@ impl Hsm {
                 },
                 "reading the RSA public key",
             )?;
-            let (mut n, mut e) = (None, None);
-            for attr in attrs {
-                match attr {
-                    Attribute::Modulus(v) => n = Some(v),
-                    Attribute::PublicExponent(v) => e = Some(v),
-                    _ => {}
-                }
-            }
-            match (n, e) {
-                (Some(n), Some(e)) => PublicKey::rsa(&n, &e)?,
-                _ => {
-                    return Err(SigningError::InvalidKey(
-                        "PKCS#11: the RSA key shows no modulus or exponent".into(),
-                    ));
-                }
-            }
+            // Answered in the order asked, without the attributes the
+            // token can't show.
+            let [Attribute::Modulus(n), Attribute::PublicExponent(e)] = attrs.as_slice() else {
+                return Err(SigningError::InvalidKey(
+                    "PKCS#11: the RSA key shows no modulus or exponent".into(),
+                ));
+            };
+            PublicKey::rsa(n, e)?
         } else if key_type == Some(KeyType::EC) {
             let Some(public) = find(ObjectClass::PUBLIC_KEY)?.first().copied() else {
                 return Err(SigningError::InvalidKey(format!(
@@ -436,20 +434,17 @@ impl Hsm {
                 |s| s.get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint]),
                 "reading the EC public key",
             )?;
-            let (mut params, mut point) = (None, None);
-            for attr in attrs {
-                match attr {
-                    Attribute::EcParams(v) => params = Some(v),
-                    Attribute::EcPoint(v) => point = Some(v),
-                    _ => {}
-                }
-            }
-            if params.as_deref() != Some(&P256_PARAMS[..]) {
+            let [Attribute::EcParams(params), Attribute::EcPoint(point)] = attrs.as_slice() else {
+                return Err(SigningError::InvalidKey(
+                    "PKCS#11: the EC key shows no curve or point".into(),
+                ));
+            };
+            if params[..] != P256_PARAMS[..] {
                 return Err(SigningError::InvalidKey(
                     "PKCS#11: the EC key is not on P-256".into(),
                 ));
             }
-            PublicKey::ec_point(&unwrap_octet_string(point.as_deref().unwrap_or_default()))?
+            PublicKey::ec_point(&unwrap_octet_string(point))?
         } else {
             return Err(SigningError::InvalidKey(format!(
                 "PKCS#11: key {label:?} is neither RSA nor EC"
@@ -457,7 +452,6 @@ impl Hsm {
         };
         let key = HsmKey {
             hsm: self.clone(),
-            label: label.to_owned(),
             handle: private,
             algorithm: public.algorithm(),
         };
@@ -479,22 +473,11 @@ fn unwrap_octet_string(value: &[u8]) -> Vec<u8> {
 /// A private key in the token, by handle, and its public half.
 pub struct HsmKey {
     hsm: Hsm,
-    label: String,
     handle: ObjectHandle,
     algorithm: SigningAlgorithm,
 }
 
 impl HsmKey {
-    /// The key's `CKA_LABEL`.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// What a stored key row seals in place of the private key.
-    pub fn reference(&self) -> String {
-        format!("{HSM_REFERENCE_PREFIX}{}", self.label)
-    }
-
     /// Signs `message` in the token into `out` (the signature's length):
     /// RSASSA-PKCS1-v1_5 with SHA-256 for RS256, or ECDSA over the
     /// message's SHA-256 for ES256, whose raw `r || s` is JWS's form.
