@@ -33,14 +33,15 @@
 //!
 //! Signing is CPU-bound (RSA-4096 is roughly 1.5 ms per signature on a
 //! current x86 core; P-256 and Ed25519 tens of microseconds), so
-//! [`TokenSigner::sign`] runs it on tokio's blocking
-//! pool, bounded by a process-wide semaphore with one permit per CPU.
+//! [`TokenSigner::sign`] runs it on the process's signing threads, one per
+//! CPU, fed from one queue (see [`pool`](self::pool)).
 //! Verification is a public key operation (tens of microseconds) and runs
 //! inline.
 
 mod key_pair;
 pub mod keys;
 pub mod pkcs11;
+mod pool;
 mod verified_cache;
 
 pub use key_pair::rsa_jwk_thumbprint;
@@ -59,9 +60,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
 use key_pair::{KeyPair, MAX_SIGNATURE_LEN};
+use pool::SignPool;
 
 /// RSA modulus sizes accepted for newly generated keys.
 pub const SUPPORTED_RSA_BITS: [usize; 3] = [2048, 3072, 4096];
@@ -610,25 +611,17 @@ impl TokenSigner {
         self.inner.key_pair.in_token()
     }
 
-    /// Signs `claims` on tokio's blocking pool.
+    /// Signs `claims` on the signing threads (see [`pool`](self::pool)).
     ///
     /// At most one signature per CPU is in flight process-wide; further
-    /// callers wait for a permit instead of piling up blocking threads. If
-    /// this future is dropped after the work started, the permit is held
-    /// until the signature finishes, so the bound holds under cancellation.
+    /// callers queue. If this future is dropped, the signature still runs
+    /// to its end on its thread, so the bound holds under cancellation.
     pub async fn sign(&self, claims: &SeatClaims) -> Result<String, SigningError> {
-        let permit = sign_semaphore()
-            .acquire()
-            .await
-            .map_err(|e| SigningError::Task(e.to_string()))?;
         let this = self.clone();
         let claims = claims.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            this.sign_blocking(&claims)
-        })
-        .await
-        .map_err(|e| SigningError::Task(e.to_string()))?
+        SignPool::get()
+            .run(move || this.sign_blocking(&claims))
+            .await?
     }
 
     /// Signs `claims` on the calling thread (~0.25 ms for RSA-2048, ~1.5 ms
@@ -647,18 +640,11 @@ impl TokenSigner {
         &self,
         claims: &LicenseFileClaims,
     ) -> Result<String, SigningError> {
-        let permit = sign_semaphore()
-            .acquire()
-            .await
-            .map_err(|e| SigningError::Task(e.to_string()))?;
         let this = self.clone();
         let claims = claims.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            this.sign_with_header(&this.inner.license_header_b64, &claims)
-        })
-        .await
-        .map_err(|e| SigningError::Task(e.to_string()))?
+        SignPool::get()
+            .run(move || this.sign_with_header(&this.inner.license_header_b64, &claims))
+            .await?
     }
 
     /// Builds the compact JWS `header.claims.signature` with the held key:
@@ -941,17 +927,6 @@ fn install_crypto_provider() {
             );
         }
     });
-}
-
-/// One permit per CPU, shared by every signer in the process.
-fn sign_semaphore() -> &'static Semaphore {
-    static SEM: OnceLock<Semaphore> = OnceLock::new();
-    SEM.get_or_init(|| {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        Semaphore::new(cpus)
-    })
 }
 
 /// Reads the key file; `Ok(None)` when it does not exist.
