@@ -62,6 +62,12 @@ use serde_json::{Value, json};
 
 use seatwarden::signing::{SeatClaims, TokenSigner};
 
+/// The server's allocator (see `src/main.rs`): the load generator shares
+/// the cores with the server, so every cycle it spends in malloc is one the
+/// server doesn't get.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// acquire, then heartbeat, then release, one after the other.
