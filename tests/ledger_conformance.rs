@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use seatwarden::ledger::redis::RedisLedger;
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LedgerError, SeatLedger, SeedLease, Throttle,
+    BeatOutcome, Freed, LeaseGrant, LeaseRequest, LedgerError, SeatLedger, SeedLease, Throttle,
 };
 
 use support::seeded::{cluster_nodes, memory_nodes, redis_nodes};
@@ -82,6 +82,7 @@ conformance! {
         a_heartbeat_for_an_unknown_or_released_session_returns_none => check_heartbeat_unknown,
         release_is_idempotent => check_release_idempotent,
         release_frees_a_seat => check_release_frees_seat,
+        a_release_answers_the_live_and_graced_leases_left => check_release_counts,
         releasing_an_unknown_session_returns_false => check_release_unknown,
         hardware_that_released_its_seat_gets_a_new_session_next_time => check_reacquire_after_release,
         lowering_max_seats_never_evicts_but_refuses_new_leases_until_below => check_lower_max_seats,
@@ -212,6 +213,14 @@ impl License {
     }
 
     async fn release(&self, ledger: &Ledger, session: SessionId) -> bool {
+        ledger
+            .release(self.org, self.license, session)
+            .await
+            .expect("release")
+            .held
+    }
+
+    async fn release_freed(&self, ledger: &Ledger, session: SessionId) -> Freed {
         ledger
             .release(self.org, self.license, session)
             .await
@@ -453,6 +462,24 @@ async fn check_release_frees_seat(ledger: Ledger) {
             .map(|(s, _)| s)
             .collect::<Vec<_>>(),
         vec![b]
+    );
+}
+
+async fn check_release_counts(ledger: Ledger) {
+    let lic = License::new(3);
+    let (a, _) = lic.acquire_graced(&ledger, "a", SHORT, GRACE, 0).await;
+    let (b, _) = lic.acquire_graced(&ledger, "b", LONG, GRACE, 0).await;
+    let (_c, _) = lic.acquire_graced(&ledger, "c", LONG, GRACE, 0).await;
+    wait_until_lapsed(&ledger, SHORT).await;
+    // a lapsed within its grace; b goes; c stays live.
+    let freed = |held, live, graced| Freed { held, live, graced };
+    assert_eq!(lic.release_freed(&ledger, b).await, freed(true, 1, 1));
+    assert_eq!(lic.release_freed(&ledger, b).await, freed(false, 1, 1));
+    assert_eq!(lic.release_freed(&ledger, a).await, freed(true, 1, 0));
+    assert_eq!(
+        License::new(1).release_freed(&ledger, b).await,
+        freed(false, 0, 0),
+        "a license the ledger never saw"
     );
 }
 

@@ -262,6 +262,7 @@ impl License {
             .release(self.org, self.license, session)
             .await
             .expect("release")
+            .held
     }
 
     async fn live(&self, ledger: &Ledger) -> Vec<(SessionId, DateTime<Utc>)> {

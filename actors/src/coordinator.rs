@@ -436,9 +436,12 @@ impl Coordinator {
                 };
                 if !matches!(started, Ok(true)) {
                     // Nothing half done: the seat goes back before the answer.
-                    if let Err(le) = ledger.release(license.org_id, license.id, record.id).await {
-                        tracing::error!(error = %le, session_id = %record.id,
-                            "could not roll back a lease; it will lapse by itself");
+                    match ledger.release(license.org_id, license.id, record.id).await {
+                        Ok(freed) => {
+                            crate::metrics::freed_gauges(license.org_id, license.id, freed)
+                        }
+                        Err(le) => tracing::error!(error = %le, session_id = %record.id,
+                            "could not roll back a lease; it will lapse by itself"),
                     }
                 }
                 match started {
@@ -752,11 +755,13 @@ impl Coordinator {
             .end_session(session.session, now, EndReason::Released, &entry)
             .await?
             .ok_or(CoordinatorError::SessionNotFound)?;
-        self.inner
+        let freed = self
+            .inner
             .ports
             .ledger
             .release(session.org, session.license, session.session)
             .await?;
+        crate::metrics::freed_gauges(session.org, session.license, freed);
         let (ended_at, reason) = outcome
             .record()
             .end()
@@ -799,9 +804,10 @@ impl Coordinator {
             .ledger
             .release(record.org_id, record.license_id, record.id)
             .await?;
+        crate::metrics::freed_gauges(record.org_id, record.license_id, freed);
         if matches!(outcome, EndOutcome::Ended(_)) {
             tracing::info!(session_id = %record.id, license_id = %record.license_id,
-                actor = ?audit.actor_id, freed, "session revoked by an administrator");
+                actor = ?audit.actor_id, freed = freed.held, "session revoked by an administrator");
         }
         Ok(record)
     }

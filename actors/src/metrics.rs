@@ -147,6 +147,16 @@ pub fn seat_gauges(
         .set(f64::from(graced));
 }
 
+/// Sets a license's seat gauges from a release's answer, so that a seat
+/// given back shows as free at once rather than at the next sweep.
+pub fn freed_gauges(
+    org: crate::domain::OrgId,
+    license: crate::domain::LicenseId,
+    freed: crate::ports::Freed,
+) {
+    seat_gauges(org, license, freed.live, freed.graced, None);
+}
+
 /// Sets the queue-length gauge of a license from a ledger answer.
 pub fn queue_gauge(org: crate::domain::OrgId, license: crate::domain::LicenseId, length: u32) {
     metrics::gauge!(QUEUE_LENGTH, "org_id" => org.to_string(), "license_id" => license.to_string())

@@ -107,7 +107,8 @@ impl LicenseWatcherState {
         }
         let ended = self.args.sessions.ended_among(&live).await?;
         for session in &ended {
-            ledger.release(org, license, *session).await?;
+            let freed = ledger.release(org, license, *session).await?;
+            crate::metrics::freed_gauges(org, license, freed);
         }
         if !ended.is_empty() {
             tracing::info!(license_id = %license, dropped = ended.len(), "dropped leases of ended sessions");

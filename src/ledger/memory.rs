@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId, TicketId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, SeedLease,
-    Throttle, TicketPoll,
+    BeatOutcome, Freed, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger,
+    SeedLease, Throttle, TicketPoll,
 };
 
 use super::{from_ms, grace_ms, ttl_ms};
@@ -364,15 +364,26 @@ impl SeatLedger for MemoryLedger {
         org: OrgId,
         license: LicenseId,
         session: SessionId,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Freed, LedgerError> {
         let (mut state, now) = self.lock();
         let Some(leases) = state.licenses.get_mut(&(org, license)) else {
-            return Ok(false);
+            return Ok(Freed {
+                held: false,
+                live: 0,
+                graced: 0,
+            });
         };
         let cutoff = now - leases.grace_ms;
         let removed = leases.remove(session);
+        leases.purge(now);
+        let live = leases.live(now);
+        let freed = Freed {
+            held: removed.is_some_and(|lease| lease.expires_ms > cutoff),
+            live: seats(live),
+            graced: seats(leases.by_session.len() - live),
+        };
         state.forget_if_empty((org, license));
-        Ok(removed.is_some_and(|lease| lease.expires_ms > cutoff))
+        Ok(freed)
     }
 
     async fn live_leases(

@@ -34,8 +34,8 @@ use chrono::{DateTime, Utc};
 use redis::{RedisError, Script, ScriptInvocation};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId, TicketId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, SeedLease,
-    Throttle, TicketPoll,
+    BeatOutcome, Freed, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger,
+    SeedLease, Throttle, TicketPoll,
 };
 
 use super::{from_ms, grace_ms, ttl_ms};
@@ -360,9 +360,15 @@ impl SeatLedger for RedisLedger {
         org: OrgId,
         license: LicenseId,
         session: SessionId,
-    ) -> Result<bool, LedgerError> {
-        self.run_leases(&mut RELEASE.arg(session.to_string()), org, license)
-            .await
+    ) -> Result<Freed, LedgerError> {
+        let (held, live, graced): (i64, u32, u32) = self
+            .run_leases(&mut RELEASE.arg(session.to_string()), org, license)
+            .await?;
+        Ok(Freed {
+            held: held == 1,
+            live,
+            graced,
+        })
     }
 
     async fn live_leases(

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use seatwarden_actors::domain::{LicenseId, OrgId, SessionId, TicketId};
 use seatwarden_actors::ports::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger, SeedLease,
-    Throttle, TicketPoll,
+    BeatOutcome, Freed, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, Place, SeatLedger,
+    SeedLease, Throttle, TicketPoll,
 };
 
 /// `n` handles on one in-process ledger: several callers of one process.
@@ -101,7 +101,7 @@ impl SeatLedger for Seeded {
         org: OrgId,
         license: LicenseId,
         session: SessionId,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Freed, LedgerError> {
         self.0.release(org, license, session).await
     }
 

@@ -187,6 +187,17 @@ pub enum BeatOutcome {
     Unseeded,
 }
 
+/// The answer to a release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freed {
+    /// A lease was held, live or within its grace, and now is not.
+    pub held: bool,
+    /// The license's live leases after the release.
+    pub live: u32,
+    /// Its lapsed leases still within their grace after the release.
+    pub graced: u32,
+}
+
 /// A lease to seed a license with: an open session as the store has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeedLease {
@@ -276,15 +287,16 @@ pub trait SeatLedger: Send + Sync + 'static {
         throttle: Option<Throttle>,
     ) -> Result<BeatOutcome, LedgerError>;
 
-    /// Frees the seat. Returns whether a lease was held (live or graced);
-    /// `false` for an unknown, already released or forgotten lease.
-    /// Idempotent.
+    /// Frees the seat. Answers whether a lease was held (live or graced;
+    /// not for an unknown, already released or forgotten lease) and the
+    /// license's live and graced leases after the release, which keep the
+    /// seat gauges true the moment a seat comes back. Idempotent.
     async fn release(
         &self,
         org: OrgId,
         license: LicenseId,
         session: SessionId,
-    ) -> Result<bool, LedgerError>;
+    ) -> Result<Freed, LedgerError>;
 
     /// The live leases of a license with their expiry, in no particular
     /// order. Lapsed leases are never returned.

@@ -55,8 +55,8 @@ pub use deadlines::{
 };
 pub use keys::{KeyStore, Retirement, StoredKey};
 pub use ledger::{
-    BeatOutcome, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, LineRequest, LineRules, Place,
-    SeatLedger, SeedLease, Throttle, TicketPoll,
+    BeatOutcome, Freed, LeaseGrant, LeaseRequest, LeaseStates, LedgerError, LineRequest, LineRules,
+    Place, SeatLedger, SeedLease, Throttle, TicketPoll,
 };
 pub use licenses::{LicenseChange, LicenseStore};
 pub use machines::{Activation, Deactivation, MachineStore};
