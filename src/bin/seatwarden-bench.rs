@@ -62,6 +62,11 @@ use serde_json::{Value, json};
 
 use seatwarden::signing::{SeatClaims, TokenSigner};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use std::sync::Mutex;
+
 /// The server's allocator (see `src/main.rs`): the load generator shares
 /// the cores with the server, so every cycle it spends in malloc is one the
 /// server doesn't get.
@@ -353,33 +358,6 @@ where
     )
 }
 
-/// Sends a request and reads the whole body (so the connection goes back
-/// to the pool); returns its sample, plus the JSON body when asked for and
-/// 2xx.
-async fn send(request: reqwest::RequestBuilder, want_body: bool) -> (Sample, Option<Value>) {
-    let started = Instant::now();
-    let (status, body) = match request.send().await {
-        Err(_) => (0, None),
-        Ok(response) => {
-            let status = response.status().as_u16();
-            match response.bytes().await {
-                Err(_) => (0, None),
-                Ok(bytes) if want_body && (200..300).contains(&status) => {
-                    (status, serde_json::from_slice(&bytes).ok())
-                }
-                Ok(_) => (status, None),
-            }
-        }
-    };
-    (
-        Sample {
-            latency: started.elapsed(),
-            status,
-        },
-        body,
-    )
-}
-
 /// A live session: its id and bearer token.
 type Session = (String, String);
 
@@ -391,33 +369,147 @@ fn session_of(body: Option<Value>) -> Option<Session> {
     ))
 }
 
-/// The requests of the API, on one pooled client.
+/// A request as the bench sends it.
+type ApiRequest = http::Request<Full<Bytes>>;
+
+/// The requests of the API, over HTTP/1.1 keep-alive connections: one per
+/// request in flight, taken from and put back on a plain stack.
+///
+/// Why not reqwest (used before): per request it parses the URL (with
+/// IDNA), clones its client and checks a connection out of a keyed pool.
+/// In a heartbeat run that was two thirds of this process's user time, and
+/// this process shares the two cores with the server it measures.
 #[derive(Clone)]
 struct Api {
-    client: reqwest::Client,
+    /// The base URL, for the output.
     base: Arc<str>,
+    addr: std::net::SocketAddr,
+    host: http::HeaderValue,
+    idle: Arc<Mutex<Vec<SendRequest<Full<Bytes>>>>>,
+    timeout: Duration,
 }
 
 impl Api {
-    fn acquire(&self, key: &str, hardware_id: &str) -> reqwest::RequestBuilder {
-        self.client
-            .post(format!("{}/api/v1/licenses/acquire", self.base))
-            .json(&json!({"license_key": key, "hardware_id": hardware_id}))
+    /// For a base URL `http://host:port` (no TLS: the bench runs on
+    /// loopback).
+    async fn new(base: Arc<str>, timeout: Duration) -> anyhow::Result<Self> {
+        let url = url::Url::parse(&base).with_context(|| format!("--url {base}"))?;
+        if url.scheme() != "http" {
+            bail!("--url must be http://host:port, not {base}");
+        }
+        let host = url.host_str().context("--url has no host")?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .with_context(|| format!("{host} has no address"))?;
+        Ok(Self {
+            host: http::HeaderValue::from_str(&format!("{host}:{port}"))?,
+            base,
+            addr,
+            idle: Arc::default(),
+            timeout,
+        })
     }
 
-    fn heartbeat(&self, (id, token): &Session) -> reqwest::RequestBuilder {
-        self.client
-            .post(format!(
-                "{}/api/v1/licenses/sessions/{id}/heartbeat",
-                self.base
-            ))
-            .bearer_auth(token)
+    fn request(&self, method: http::Method, path: &str) -> http::request::Builder {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, self.host.clone())
     }
 
-    fn release(&self, (id, token): &Session) -> reqwest::RequestBuilder {
-        self.client
-            .delete(format!("{}/api/v1/licenses/sessions/{id}", self.base))
-            .bearer_auth(token)
+    fn acquire(&self, key: &str, hardware_id: &str) -> ApiRequest {
+        let body = json!({"license_key": key, "hardware_id": hardware_id}).to_string();
+        self.request(http::Method::POST, "/api/v1/licenses/acquire")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a well-formed request")
+    }
+
+    fn heartbeat(&self, (id, token): &Session) -> ApiRequest {
+        self.request(
+            http::Method::POST,
+            &format!("/api/v1/licenses/sessions/{id}/heartbeat"),
+        )
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::default())
+        .expect("a well-formed request")
+    }
+
+    fn release(&self, (id, token): &Session) -> ApiRequest {
+        self.request(
+            http::Method::DELETE,
+            &format!("/api/v1/licenses/sessions/{id}"),
+        )
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::default())
+        .expect("a well-formed request")
+    }
+
+    fn get(&self, path: &str) -> ApiRequest {
+        self.request(http::Method::GET, path)
+            .body(Full::default())
+            .expect("a well-formed request")
+    }
+
+    /// Sends a request and reads the whole body; returns its sample (status
+    /// 0 for a transport error or a timeout), plus the JSON body when asked
+    /// for and 2xx.
+    async fn send(&self, request: ApiRequest, want_body: bool) -> (Sample, Option<Value>) {
+        let started = Instant::now();
+        let (status, body) = match tokio::time::timeout(self.timeout, self.exchange(request)).await
+        {
+            Ok(Ok((status, bytes))) if want_body && (200..300).contains(&status) => {
+                (status, serde_json::from_slice(&bytes).ok())
+            }
+            Ok(Ok((status, _))) => (status, None),
+            Ok(Err(_)) | Err(_) => (0, None),
+        };
+        (
+            Sample {
+                latency: started.elapsed(),
+                status,
+            },
+            body,
+        )
+    }
+
+    /// One request and its whole answer on an idle connection, or on a new
+    /// one when none is idle or the idle one was closed (before anything
+    /// was sent on it, so nothing is sent twice). A connection goes back on
+    /// the stack only after a complete exchange.
+    async fn exchange(&self, request: ApiRequest) -> anyhow::Result<(u16, Bytes)> {
+        let pooled = self.idle.lock().expect("idle connections").pop();
+        let mut conn = match pooled {
+            Some(mut conn) => match conn.ready().await {
+                Ok(()) => conn,
+                Err(_) => self.connect().await?,
+            },
+            None => self.connect().await?,
+        };
+        let response = conn.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        self.idle.lock().expect("idle connections").push(conn);
+        Ok((status, body))
+    }
+
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Ends when the server closes the connection or the sender
+            // is dropped; either way the next request opens another.
+            let _ = conn.await;
+        });
+        sender.ready().await?;
+        Ok(sender)
     }
 }
 
@@ -436,8 +528,9 @@ async fn acquire_phase(
     let prefix = format!("bench-{run_id}-s");
     run_phase(name, count, concurrency, limit, move |i| {
         let request = api.acquire(&keys[i % keys.len()], &format!("{prefix}{i}"));
+        let api = api.clone();
         async move {
-            let (sample, body) = send(request, true).await;
+            let (sample, body) = api.send(request, true).await;
             Step {
                 samples: vec![(0, sample)],
                 keep: session_of(body),
@@ -460,9 +553,10 @@ async fn release_phase(
     let count = sessions.len();
     let (stats, _) = run_phase(name, count, concurrency, limit, move |i| {
         let request = api.release(&sessions[i]);
+        let api = api.clone();
         async move {
             Step::<()> {
-                samples: vec![(0, send(request, false).await.0)],
+                samples: vec![(0, api.send(request, false).await.0)],
                 keep: None,
             }
         }
@@ -485,9 +579,10 @@ async fn heartbeat_loop(
     let count = if sessions.is_empty() { 0 } else { count };
     run_loop(1, count, concurrency, limit, move |i| {
         let request = api.heartbeat(&sessions[i % sessions.len()]);
+        let api = api.clone();
         async move {
             Step {
-                samples: vec![(0, send(request, false).await.0)],
+                samples: vec![(0, api.send(request, false).await.0)],
                 keep: None,
             }
         }
@@ -741,23 +836,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("seatwarden-bench: note: {base} is not a loopback address");
     }
 
-    let in_flight = args.concurrency + args.churn_concurrency;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(in_flight)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(args.timeout_secs))
-        .build()?;
-    let api = Api { client, base };
+    let api = Api::new(base, Duration::from_secs(args.timeout_secs)).await?;
 
-    let ready = api
-        .client
-        .get(format!("{}/health/ready", api.base))
-        .send()
+    let (status, _) = api
+        .exchange(api.get("/health/ready"))
         .await
         .with_context(|| format!("cannot reach {}", api.base))?;
-    if !ready.status().is_success() {
-        bail!("{}/health/ready answered {}", api.base, ready.status());
+    if !(200..300).contains(&status) {
+        bail!("{}/health/ready answered {status}", api.base);
     }
 
     // Distinct hardware ids per run, so repeated runs on one license don't
@@ -843,10 +929,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         let hardware_id = format!("{prefix}{i}");
                         async move {
                             let (acquired, body) =
-                                send(api.acquire(&key, &hardware_id), true).await;
+                                api.send(api.acquire(&key, &hardware_id), true).await;
                             let mut samples = vec![(0, acquired)];
                             if let Some(session) = session_of(body) {
-                                samples.push((1, send(api.release(&session), false).await.0));
+                                samples.push((1, api.send(api.release(&session), false).await.0));
                             }
                             Step::<()> {
                                 samples,
