@@ -46,9 +46,11 @@ if interval > 0 then
   if now < earliest then
     return {2, earliest - now}
   end
-  redis.call('HSET', beats, session, int(math.max(tat, now) + interval))
   -- A hash created just now has no expiry yet: give it the leases' own.
-  if redis.call('PTTL', beats) == -1 then
+  -- Only a new field can mean a new hash, so a session's later beats skip
+  -- the PTTL.
+  if redis.call('HSET', beats, session, int(math.max(tat, now) + interval)) == 1
+      and redis.call('PTTL', beats) == -1 then
     local left = redis.call('PTTL', leases)
     if left > 0 then
       redis.call('PEXPIRE', beats, left)
