@@ -824,6 +824,50 @@ mod redis_only {
         assert!(lic.release(&ledger, a).await);
     }
 
+    /// Heartbeats issued at once share the multiplexed connection; each
+    /// must still get its own session's answer, and a flushed script cache
+    /// must cost none of them.
+    #[tokio::test]
+    async fn heartbeats_sent_together_each_get_their_own_answer() {
+        let ledger: Ledger = support::seeded::Seeded::wrap(Arc::new(
+            RedisLedger::connect(&support::services::redis_url())
+                .await
+                .unwrap(),
+        ));
+        let licenses = [License::new(10), License::new(10), License::new(10)];
+        let mut sessions = Vec::new();
+        for (l, lic) in licenses.iter().enumerate() {
+            for h in 0..10 {
+                let (session, _) = lic.grant(&ledger, &format!("m{h}"), LONG).await;
+                // Every third session is gone before the beats.
+                let gone = (l + h) % 3 == 0;
+                if gone {
+                    assert!(lic.release(&ledger, session).await);
+                }
+                sessions.push((lic, session, gone));
+            }
+        }
+        let mut admin = admin().await;
+        for round in 0..2 {
+            if round == 1 {
+                ::redis::cmd("SCRIPT")
+                    .arg("FLUSH")
+                    .exec_async(&mut admin)
+                    .await
+                    .unwrap();
+            }
+            let beats = futures::future::join_all(
+                sessions
+                    .iter()
+                    .map(|(lic, session, _)| lic.heartbeat(&ledger, *session, LONG)),
+            )
+            .await;
+            for ((_, session, gone), beat) in sessions.iter().zip(beats) {
+                assert_eq!(beat.is_none(), *gone, "round {round}, {session}: {beat:?}");
+            }
+        }
+    }
+
     /// Runs `call`, failing the test if it is still running after 3 s: six
     /// times the ledger timeouts used below, so this bounds a hang, not a
     /// speed.
