@@ -30,7 +30,7 @@
 #
 # Usage: scripts/bench.sh [flags]
 #   --sessions N          sessions per shape                      (default 2000)
-#   --heartbeats N        heartbeats per session (one-org, many-orgs) (default 10)
+#   --heartbeats N        heartbeats per session (one-org, many-orgs) (default 50)
 #   --concurrency N       requests in flight (one-org, many-orgs)   (default 32)
 #   --mixed-concurrency N heartbeats in flight in the mixed run     (default 8)
 #   --licenses N          licenses in the one organization          (default 100)
@@ -104,7 +104,7 @@ done
 if ((quick)); then
   : "${sessions:=500}" "${heartbeats:=4}" "${licenses:=20}" "${orgs:=20}" "${mixed_secs:=6}" "${sign_secs:=1}"
 fi
-: "${sessions:=2000}" "${heartbeats:=10}" "${concurrency:=32}" "${licenses:=100}" "${orgs:=100}"
+: "${sessions:=2000}" "${heartbeats:=50}" "${concurrency:=32}" "${licenses:=100}" "${orgs:=100}"
 : "${mixed_concurrency:=8}" "${mixed_secs:=20}" "${churn_concurrency:=16}" "${churn_licenses:=10}" "${sign_secs:=2}"
 for v in sessions heartbeats concurrency mixed_concurrency licenses orgs churn_concurrency churn_licenses; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: --${v//_/-} takes a positive integer" >&2; exit 2; }
