@@ -634,8 +634,8 @@ impl TokenSigner {
     /// Signs a license file: a compact JWS under the same key and `kid` as
     /// seat tokens, with header `typ` `license+jwt` (see [`LicenseFileClaims`]).
     /// Seat-token verification refuses that `typ`, so a license file can
-    /// never stand in for a seat token. Runs on the blocking pool under the
-    /// same bound as [`TokenSigner::sign`].
+    /// never stand in for a seat token. Runs on the signing threads, as
+    /// [`TokenSigner::sign`] does.
     pub async fn sign_license_file(
         &self,
         claims: &LicenseFileClaims,
@@ -762,8 +762,9 @@ impl TokenSigner {
     /// threads run [`TokenSigner::sign_blocking`] at once for about
     /// `duration`. Blocking; spawns and joins its threads (at least one).
     ///
-    /// Bypasses [`TokenSigner::sign`]'s semaphore, so with `threads` equal
-    /// to the CPU count it is the most `sign` can deliver on this machine.
+    /// Runs on threads of its own, not [`TokenSigner::sign`]'s, so with
+    /// `threads` equal to the CPU count it is the most `sign` can deliver on
+    /// this machine.
     pub fn sign_ceiling(&self, threads: usize, duration: Duration) -> f64 {
         let threads = threads.max(1);
         let claims = bench_claims();

@@ -8,7 +8,7 @@
 //! public half, read from the token once, for the JWKS and for verifying.
 //!
 //! PKCS#11 sessions are not safe to share between threads, and a sign is a
-//! blocking call into the module, so signatures run on the blocking pool
+//! blocking call into the module, so signatures run on the signing threads
 //! (as every signature does, see [`TokenSigner::sign`](super::TokenSigner::sign))
 //! over a small pool of sessions: one per signature in flight, opened on
 //! demand and kept. A login is per application and token, so the first
