@@ -52,20 +52,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use serde_json::{Value, json};
 
 use seatwarden::signing::{SeatClaims, TokenSigner};
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use std::sync::Mutex;
 
 /// The server's allocator (see `src/main.rs`): the load generator shares
 /// the cores with the server, so every cycle it spends in malloc is one the
