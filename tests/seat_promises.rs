@@ -304,6 +304,12 @@ async fn suspension_ends_sessions(backend: Backend) {
     );
     let acquire = app.acquire(&lic.key, "m2").await;
     assert_eq!(acquire.status(), 403);
+    // The gauge shows the seat free as soon as the watcher revoked it.
+    eventually(LIMIT, || async {
+        (app.seats_in_use(lic.id).await == Some(0.0)).then_some(())
+    })
+    .await
+    .expect("seatwarden_seats_in_use kept the revoked session's seat");
 
     // Reactivated, the license grants seats again: the revoked one is free.
     app.update_license(lic.id, None, Some("active")).await;

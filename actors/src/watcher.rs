@@ -141,6 +141,8 @@ impl LicenseWatcherState {
                         .ledger
                         .revoke_license(license.org_id, license.id)
                         .await?;
+                    // Every lease and ticket is gone: so are the seats in use.
+                    m::seat_gauges(license.org_id, license.id, 0, 0, Some(0));
                     metrics::counter!(m::LICENSES_REVOKED).increment(1);
                     tracing::info!(license_id = %license.id, ?refusal, dropped, "license no longer grants seats; leases revoked");
                 } else {

@@ -563,6 +563,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// This node's `seatwarden_seats_in_use` for `license`, if exported.
+    pub async fn seats_in_use(&self, license: LicenseId) -> Option<f64> {
+        let label = format!("license_id=\"{license}\"");
+        self.metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with("seatwarden_seats_in_use{") && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         self.shut_down().await;
