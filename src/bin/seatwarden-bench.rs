@@ -427,23 +427,27 @@ impl Api {
     }
 
     fn heartbeat(&self, (id, token): &Session) -> ApiRequest {
-        self.request(
+        self.with_token(
             http::Method::POST,
             &format!("/api/v1/licenses/sessions/{id}/heartbeat"),
+            token,
         )
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::default())
-        .expect("a well-formed request")
     }
 
     fn release(&self, (id, token): &Session) -> ApiRequest {
-        self.request(
+        self.with_token(
             http::Method::DELETE,
             &format!("/api/v1/licenses/sessions/{id}"),
+            token,
         )
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::default())
-        .expect("a well-formed request")
+    }
+
+    /// A bodiless request carrying a session's token.
+    fn with_token(&self, method: http::Method, path: &str, token: &str) -> ApiRequest {
+        self.request(method, path)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Full::default())
+            .expect("a well-formed request")
     }
 
     fn get(&self, path: &str) -> ApiRequest {
