@@ -12,6 +12,26 @@ use std::process::Command;
 use serde_json::Value;
 use support::{TestApp, spawn_app};
 
+/// The phases run on `keys` (round-robin): `sessions` acquires, that many
+/// heartbeats per session, and a release each, `concurrency` at a time.
+fn phase_args<'a>(
+    keys: &[&'a str],
+    sessions: &'a str,
+    beats: &'a str,
+    concurrency: &'a str,
+) -> Vec<&'a str> {
+    let mut args: Vec<&str> = keys.iter().flat_map(|k| ["--license-key", k]).collect();
+    args.extend([
+        "--sessions",
+        sessions,
+        "--heartbeats-per-session",
+        beats,
+        "--concurrency",
+        concurrency,
+    ]);
+    args
+}
+
 /// Runs the bench against `app` with `args` and returns its JSON line.
 fn run_bench(app: &TestApp, args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_seatwarden-bench"))
@@ -44,21 +64,7 @@ async fn the_bench_runs_every_phase_to_the_end_with_no_error_answers() {
     let a = app.create_license(50).await;
     let b = app.create_license(50).await;
     let report = tokio::task::block_in_place(|| {
-        run_bench(
-            &app,
-            &[
-                "--license-key",
-                &a.key,
-                "--license-key",
-                &b.key,
-                "--sessions",
-                "12",
-                "--heartbeats-per-session",
-                "3",
-                "--concurrency",
-                "4",
-            ],
-        )
+        run_bench(&app, &phase_args(&[&a.key, &b.key], "12", "3", "4"))
     });
     for (name, planned) in [("acquire", 12), ("heartbeat", 36), ("release", 12)] {
         let p = phase(&report, name);
@@ -76,21 +82,8 @@ async fn a_refused_request_is_counted_as_such_and_not_as_a_success() {
     let app = spawn_app().await;
     // One seat for three sessions: two acquires get 409.
     let one = app.create_license(1).await;
-    let report = tokio::task::block_in_place(|| {
-        run_bench(
-            &app,
-            &[
-                "--license-key",
-                &one.key,
-                "--sessions",
-                "3",
-                "--heartbeats-per-session",
-                "1",
-                "--concurrency",
-                "1",
-            ],
-        )
-    });
+    let report =
+        tokio::task::block_in_place(|| run_bench(&app, &phase_args(&[&one.key], "3", "1", "1")));
     let acquire = phase(&report, "acquire");
     assert_eq!(acquire["requests"], 3, "{acquire}");
     assert_eq!(acquire["non_2xx"], 2, "{acquire}");

@@ -363,19 +363,18 @@ fn after_keys_reseal_every_key_opens_under_the_new_access_token_secret() {
     assert!(stderr.contains("nothing was changed"), "{stderr}");
     assert!(!stderr.contains("not-the-old-secret"), "{stderr}");
 
-    let resealed = json_stdout(&with_secret(
-        new,
-        &["keys", "reseal", "--old-secret-env", "SW_OLD_SECRET"],
-        Some(old),
-    ));
+    let reseal = || {
+        json_stdout(&with_secret(
+            new,
+            &["keys", "reseal", "--old-secret-env", "SW_OLD_SECRET"],
+            Some(old),
+        ))
+    };
+    let resealed = reseal();
     assert_eq!(resealed["resealed"], 1, "{resealed}");
     assert_eq!(resealed["already_current"], 1, "{resealed}");
     // Run again: every key now opens under the new secret alone.
-    let again = json_stdout(&with_secret(
-        new,
-        &["keys", "reseal", "--old-secret-env", "SW_OLD_SECRET"],
-        Some(old),
-    ));
+    let again = reseal();
     assert_eq!(again["resealed"], 0, "{again}");
     assert_eq!(again["already_current"], 2, "{again}");
     // The set itself is unchanged: same kids, same active key.

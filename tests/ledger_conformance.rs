@@ -738,6 +738,15 @@ mod redis_only {
             .unwrap()
     }
 
+    /// Empties Redis's script cache, as a restart or a failover does.
+    async fn flush_scripts(admin: &mut ::redis::aio::MultiplexedConnection) {
+        ::redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec_async(admin)
+            .await
+            .unwrap();
+    }
+
     /// A port on which nothing listens.
     fn closed_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -792,35 +801,18 @@ mod redis_only {
         let lic = License::new(2);
         let (a, _) = lic.grant(&ledger, "a", LONG).await;
 
-        // What a restart or a failover does to the script cache.
         let mut admin = admin().await;
-        ::redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .exec_async(&mut admin)
-            .await
-            .unwrap();
+        flush_scripts(&mut admin).await;
 
         assert!(matches!(
             lic.acquire(&ledger, "a", LONG).await,
             LeaseGrant::Renewed { session, .. } if session == a
         ));
-        ::redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .exec_async(&mut admin)
-            .await
-            .unwrap();
+        flush_scripts(&mut admin).await;
         assert!(lic.heartbeat(&ledger, a, LONG).await.is_some());
-        ::redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .exec_async(&mut admin)
-            .await
-            .unwrap();
+        flush_scripts(&mut admin).await;
         assert_eq!(lic.live(&ledger).await.len(), 1);
-        ::redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .exec_async(&mut admin)
-            .await
-            .unwrap();
+        flush_scripts(&mut admin).await;
         assert!(lic.release(&ledger, a).await);
     }
 
@@ -850,11 +842,7 @@ mod redis_only {
         let mut admin = admin().await;
         for round in 0..2 {
             if round == 1 {
-                ::redis::cmd("SCRIPT")
-                    .arg("FLUSH")
-                    .exec_async(&mut admin)
-                    .await
-                    .unwrap();
+                flush_scripts(&mut admin).await;
             }
             let beats = futures::future::join_all(
                 sessions
